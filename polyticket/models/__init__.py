@@ -1,0 +1,94 @@
+"""Loading models and tokenizers from the hub, a local directory, or the offline default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub.errors import HfHubHTTPError
+from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedModel
+
+from polyticket.config import ModelArgs
+from polyticket.errors import UserError
+
+OFFLINE_MODELS = ("e5-small",)
+
+
+def resolve(name: str) -> str:
+    """A local directory, the prepared offline default, or a hub id (returned as is)."""
+    if name in OFFLINE_MODELS:
+        from polyticket.models.e5 import prepare_e5_small
+
+        return str(prepare_e5_small())
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path)
+    if name.startswith((".", "/", "~")) or path.suffix or name.count("/") > 1:
+        raise UserError(f"model directory not found: {name}")
+    return name
+
+
+def _load(what: str, name: str, loader: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return loader(*args, **kwargs)
+    except (OSError, HfHubHTTPError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"cannot load the {what} of {name!r}: {first_line} "
+            "(a hub model needs a network connection, or a local copy in the hub cache)"
+        ) from None
+
+
+def load_config(args: ModelArgs, **overrides: Any) -> PretrainedConfig:
+    path = resolve(args.model)
+    return _load(
+        "configuration",
+        args.model,
+        AutoConfig.from_pretrained,
+        path,
+        revision=args.revision,
+        **overrides,
+    )
+
+
+def load_tokenizer(args: ModelArgs, **kwargs: Any):
+    path = resolve(args.model)
+    config = load_config(args)
+    # Byte-level BPE tokenizers need this to tokenise text that is already split into words.
+    if config.model_type in ("roberta", "gpt2", "longformer", "bart"):
+        kwargs.setdefault("add_prefix_space", True)
+    tokenizer = _load(
+        "tokenizer",
+        args.model,
+        AutoTokenizer.from_pretrained,
+        path,
+        revision=args.revision,
+        **kwargs,
+    )
+    if not tokenizer.is_fast:
+        raise UserError(f"{args.model}: polyticket needs a fast (Rust) tokenizer")
+    return tokenizer
+
+
+def load_model(
+    auto_class: Any, args: ModelArgs, seed: int, **config_overrides: Any
+) -> PreTrainedModel:
+    """The model with a task head; its head (all of it with ``init=random``) drawn from ``seed``."""
+    config = load_config(args, **config_overrides)
+    torch.manual_seed(seed)
+    if args.init == "random":
+        return auto_class.from_config(config)
+    return _load(
+        "weights",
+        args.model,
+        auto_class.from_pretrained,
+        resolve(args.model),
+        config=config,
+        revision=args.revision,
+    )
+
+
+def model_revision(model: PreTrainedModel) -> str | None:
+    """The hub commit the weights came from, where known."""
+    return getattr(model.config, "_commit_hash", None)

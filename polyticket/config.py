@@ -1,0 +1,231 @@
+"""Every knob as a typed dataclass field; command-line flags and config files map onto them.
+
+A field ``target_sparsity`` is the flag ``--target-sparsity`` and the key ``target_sparsity``
+(or ``target-sparsity``) in a YAML/JSON file given with ``--config``. Precedence: defaults,
+then the file, then flags. The help text lives in the field's metadata, next to the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from polyticket.errors import UserError
+
+
+def knob(default: Any, help: str, **kwargs: Any) -> Any:
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **kwargs})
+    return field(default=default, metadata={"help": help, **kwargs})
+
+
+@dataclass
+class ModelArgs:
+    model: str = knob("bert-base-multilingual-cased", "hub id, local model directory, or e5-small")
+    revision: str | None = knob(None, "hub revision (branch, tag or commit) of the model")
+    init: Literal["pretrained", "random"] = knob(
+        "pretrained", "start from the pre-trained weights or from a random initialisation"
+    )
+    prune_pooler: bool = knob(False, "also prune the pooler (only where the model has one)")
+    prune_include: list[str] = knob(
+        [], "regex over base-model parameter names: prune exactly these (repeatable)"
+    )
+    prune_exclude: list[str] = knob([], "regex of parameter names never to prune (repeatable)")
+
+
+@dataclass
+class DataArgs:
+    task: Literal["ner"] = knob("ner", "the task")
+    language: str = knob("en", "language code (the hub dataset's configuration)")
+    train_file: Path | None = knob(None, "local training data (.conll or .jsonl)")
+    eval_file: Path | None = knob(None, "local evaluation data (.conll or .jsonl)")
+    dataset: str | None = knob(None, "hub dataset id, e.g. unimelb-nlp/wikiann")
+    train_split: str = knob("train", "split of the hub dataset to train on")
+    eval_split: str = knob("validation", "split of the hub dataset to evaluate on")
+    labels: list[str] = knob([], "label list (default: WikiANN's when it covers the data)")
+    max_seq_length: int = knob(128, "longest input in tokens; longer inputs are truncated")
+
+
+@dataclass
+class TrainArgs:
+    learning_rate: float = knob(2e-5, "peak learning rate of AdamW")
+    batch_size: int = knob(32, "training examples per optimizer step (before accumulation)")
+    eval_batch_size: int = knob(64, "examples per evaluation batch")
+    epochs: float = knob(3.0, "passes over the training data (ignored with --max-steps)")
+    max_steps: int | None = knob(None, "optimizer steps per training run; overrides --epochs")
+    warmup_ratio: float = knob(0.0, "fraction of the steps spent warming up the learning rate")
+    weight_decay: float = knob(0.0, "AdamW weight decay")
+    adam_epsilon: float = knob(1e-8, "AdamW epsilon")
+    max_grad_norm: float = knob(1.0, "gradient clipping norm (0 disables)")
+    gradient_accumulation_steps: int = knob(1, "batches accumulated per optimizer step")
+    eval_steps: int | None = knob(None, "evaluate every N optimizer steps (default: each epoch)")
+    log_steps: int = knob(10, "log the training loss every N optimizer steps")
+    seed: int = knob(57, "random seed of the head, data order and dropout")
+    cpu: bool = knob(False, "run on the CPU even where an accelerator is present")
+    mixed_precision: Literal["no", "fp16", "bf16"] = knob("no", "mixed precision on accelerators")
+
+
+@dataclass
+class PruneArgs:
+    method: Literal["magnitude", "random"] = knob("magnitude", "how weights are chosen for removal")
+    scope: Literal["global", "layer", "matrix"] = knob(
+        "global", "rank weights over all prunable matrices, within each layer, or each matrix"
+    )
+    rate: float = knob(0.1, "fraction of the ORIGINAL prunable weights removed per level")
+    target_sparsity: float | None = knob(0.5, "stop at this sparsity")
+    levels: int | None = knob(None, "stop after this many pruning levels (overrides the target)")
+    epsilon: float = knob(0.01, "a level is a ticket if its best score is within this of dense")
+
+
+@dataclass
+class FindConfig:
+    model: ModelArgs = field(default_factory=ModelArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+    train: TrainArgs = field(default_factory=TrainArgs)
+    prune: PruneArgs = field(default_factory=PruneArgs)
+
+
+@dataclass
+class TrainConfig:
+    model: ModelArgs = field(default_factory=ModelArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+    train: TrainArgs = field(default_factory=TrainArgs)
+    mask: Path | None = knob(None, "mask file to train with (default: dense)")
+
+
+def _sections(cls: type) -> list[tuple[str | None, type]]:
+    """(attribute, dataclass) for each section of a config; None for top-level knobs."""
+    hints = typing.get_type_hints(cls)
+    out: list[tuple[str | None, type]] = []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            out.append((f.name, hints[f.name]))
+    out.append((None, cls))
+    return out
+
+
+def _knobs(cls: type) -> list[tuple[str | None, dataclasses.Field, Any]]:
+    out = []
+    for section, section_cls in _sections(cls):
+        hints = typing.get_type_hints(section_cls)
+        for f in dataclasses.fields(section_cls):
+            if not dataclasses.is_dataclass(hints[f.name]):
+                out.append((section, f, hints[f.name]))
+    return out
+
+
+def _base_type(hint: Any) -> Any:
+    """``int | None`` -> int; ``list[str]`` -> list."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _base_type(args[0])
+    return hint
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per knob, with its default and help; defaults stay unset so files can win."""
+    parser.add_argument("--config", type=Path, help="YAML or JSON file of knobs; flags override it")
+    for _, f, hint in _knobs(cls):
+        base = _base_type(hint)
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kwargs: dict[str, Any] = dict(default=argparse.SUPPRESS, dest=f.name)
+        help_text = f"{f.metadata['help']} (default: {default})"
+        if typing.get_origin(base) is Literal:
+            kwargs.update(choices=typing.get_args(base), type=str)
+        elif base is bool:
+            kwargs.update(action=argparse.BooleanOptionalAction)
+        elif typing.get_origin(base) is list:
+            kwargs.update(action="append", type=typing.get_args(base)[0])
+        else:
+            kwargs.update(type=base)
+        parser.add_argument(flag, help=help_text, **kwargs)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise UserError(
+            f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of knob names to values")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def _convert(value: Any, hint: Any, name: str, source: str) -> Any:
+    base = _base_type(hint)
+    if value is None:
+        return None
+    try:
+        if typing.get_origin(base) is Literal:
+            if value not in typing.get_args(base):
+                raise ValueError(f"must be one of {', '.join(map(str, typing.get_args(base)))}")
+            return value
+        if typing.get_origin(base) is list:
+            items = value if isinstance(value, list) else [value]
+            return [typing.get_args(base)[0](v) for v in items]
+        if base is bool:
+            if not isinstance(value, bool):
+                raise ValueError("must be true or false")
+            return value
+        if base is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError("must be an integer")
+        return base(value)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{source}: bad value {value!r} for {name}: {exc}") from None
+
+
+def build_config(
+    cls: type,
+    args: argparse.Namespace,
+    file_values: dict[str, Any] | None = None,
+    source: str = "config",
+) -> Any:
+    """Defaults, overridden by the config file's values, overridden by flags."""
+    file_values = dict(file_values or {})
+    known = {f.name: (section, hint) for section, f, hint in _knobs(cls)}
+    unknown = sorted(set(file_values) - set(known))
+    if unknown:
+        raise UserError(f"{source}: unknown key {unknown[0]!r}")
+    values: dict[str | None, dict[str, Any]] = {}
+    for name, (section, hint) in known.items():
+        if hasattr(args, name):
+            value = getattr(args, name)
+        elif name in file_values:
+            value = _convert(file_values[name], hint, name, source)
+        else:
+            continue
+        values.setdefault(section, {})[name] = value
+    top = values.pop(None, {})
+    sections = {
+        attr: section_cls(**values.get(attr, {}))
+        for attr, section_cls in _sections(cls)
+        if attr is not None
+    }
+    return cls(**sections, **top)
+
+
+def parse_config(cls: type, args: argparse.Namespace) -> Any:
+    path = getattr(args, "config", None)
+    file_values = read_config_file(path) if path else {}
+    return build_config(cls, args, file_values, source=str(path) if path else "config")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """JSON-ready view of a config (paths as strings)."""
+    return json.loads(json.dumps(dataclasses.asdict(config), default=str))

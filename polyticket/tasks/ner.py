@@ -1,0 +1,209 @@
+"""Named-entity recognition: WikiANN from the hub or CoNLL / JSON-lines files; entity F1."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from seqeval.metrics import f1_score, precision_score, recall_score
+from torch.utils.data import DataLoader
+from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification
+
+from polyticket.config import DataArgs, ModelArgs
+from polyticket.errors import UserError
+from polyticket.models import load_model
+from polyticket.tasks.base import Task, TaskData
+
+# The order of WikiANN's ClassLabel, so that ids in files and on the hub mean the same.
+WIKIANN_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
+
+Sentence = tuple[list[str], list[str]]
+
+
+def read_conll(path: Path) -> list[Sentence]:
+    """Token and tag per line (tag = last column), blank line between sentences."""
+    sentences: list[Sentence] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    with _open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                if tokens:
+                    sentences.append((tokens, tags))
+                tokens, tags = [], []
+                continue
+            if fields[0] == "-DOCSTART-":
+                continue
+            if len(fields) < 2:
+                raise UserError(
+                    f"{path}:{lineno}: expected a token and a tag, got {line.strip()!r}"
+                )
+            tokens.append(fields[0])
+            tags.append(fields[-1])
+    if tokens:
+        sentences.append((tokens, tags))
+    return sentences
+
+
+def read_jsonl(path: Path, labels: Sequence[str]) -> list[Sentence]:
+    """``{"tokens": [...], "ner_tags": [...]}`` per line; tags as strings or label ids."""
+    sentences: list[Sentence] = []
+    with _open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                record = json.loads(line)
+                tokens, tags = record["tokens"], record["ner_tags"]
+            except (json.JSONDecodeError, TypeError, KeyError) as exc:
+                raise UserError(
+                    f"{where}: expected a JSON object with tokens and ner_tags ({exc})"
+                ) from None
+            if (
+                not isinstance(tokens, list)
+                or not isinstance(tags, list)
+                or len(tokens) != len(tags)
+            ):
+                raise UserError(f"{where}: tokens and ner_tags must be lists of the same length")
+            try:
+                tags = [labels[t] if isinstance(t, int) else str(t) for t in tags]
+            except IndexError:
+                raise UserError(
+                    f"{where}: tag id out of range of the {len(labels)} labels"
+                ) from None
+            sentences.append(([str(t) for t in tokens], tags))
+    return sentences
+
+
+def _open(path: Path):
+    if not path.is_file():
+        raise UserError(f"data file not found: {path}")
+    return open(path, encoding="utf-8")
+
+
+def read_file(path: Path, labels: Sequence[str]) -> list[Sentence]:
+    if path.suffix == ".jsonl":
+        return read_jsonl(path, labels)
+    return read_conll(path)
+
+
+def read_hub(data: DataArgs, split: str) -> tuple[list[Sentence], list[str]]:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(data.dataset, data.language, split=split)
+    except Exception as exc:  # datasets raises many types for "not found" and "offline"
+        raise UserError(
+            f"cannot load {data.dataset} ({data.language}, {split}) from the hub: "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+        ) from None
+    names = ds.features["ner_tags"].feature.names
+    return [(ex["tokens"], [names[t] for t in ex["ner_tags"]]) for ex in ds], names
+
+
+def label_list(sentences: Sequence[Sentence], given: Sequence[str]) -> list[str]:
+    if given:
+        return list(given)
+    seen = {tag for _, tags in sentences for tag in tags}
+    if seen <= set(WIKIANN_LABELS):
+        return list(WIKIANN_LABELS)
+    return ["O", *sorted(seen - {"O"})]
+
+
+class NerTask(Task):
+    name = "ner"
+    metric = "f1"
+
+    def prepare(self, data: DataArgs, tokenizer: Any) -> TaskData:
+        if data.dataset:
+            train, hub_labels = read_hub(data, data.train_split)
+            dev, _ = read_hub(data, data.eval_split)
+            labels = list(data.labels) or hub_labels
+        else:
+            if data.train_file is None or data.eval_file is None:
+                raise UserError("give --train-file and --eval-file, or --dataset")
+            default_ids = list(data.labels) or WIKIANN_LABELS
+            train = read_file(Path(data.train_file), default_ids)
+            dev = read_file(Path(data.eval_file), default_ids)
+            labels = label_list(train, data.labels)
+        for path, sentences in ((data.train_file, train), (data.eval_file, dev)):
+            unknown = sorted({t for _, tags in sentences for t in tags} - set(labels))
+            if unknown:
+                raise UserError(
+                    f"{path or data.dataset}: tag {unknown[0]!r} is not a label ({labels})"
+                )
+        if not train or not dev:
+            raise UserError(f"no sentences in {'training' if not train else 'evaluation'} data")
+        label_ids = {label: i for i, label in enumerate(labels)}
+        return TaskData(
+            train=self._features(train, tokenizer, label_ids, data.max_seq_length),
+            eval=self._features(dev, tokenizer, label_ids, data.max_seq_length),
+            collator=DataCollatorForTokenClassification(tokenizer),
+            info={"labels": labels},
+        )
+
+    @staticmethod
+    def _features(
+        sentences: Sequence[Sentence], tokenizer: Any, label_ids: dict[str, int], max_length: int
+    ) -> list[dict[str, Any]]:
+        features = []
+        batch = 1000
+        for start in range(0, len(sentences), batch):
+            chunk = sentences[start : start + batch]
+            encoded = tokenizer(
+                [s for s, _ in chunk],
+                is_split_into_words=True,
+                truncation=True,
+                max_length=max_length,
+            )
+            for i, (_, tags) in enumerate(chunk):
+                previous = None
+                labels = []
+                # Only the first sub-word of a word carries its tag; the rest are ignored (-100).
+                for word in encoded.word_ids(i):
+                    labels.append(
+                        -100 if word is None or word == previous else label_ids[tags[word]]
+                    )
+                    previous = word
+                features.append({k: v[i] for k, v in encoded.items()} | {"labels": labels})
+        return features
+
+    def build_model(self, model: ModelArgs, data: TaskData, seed: int):
+        labels = data.info["labels"]
+        return load_model(
+            AutoModelForTokenClassification,
+            model,
+            seed,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+        )
+
+    @torch.no_grad()
+    def evaluate(self, model, loader: DataLoader, accelerator: Accelerator, data: TaskData):
+        labels = data.info["labels"]
+        gold: list[list[str]] = []
+        predicted: list[list[str]] = []
+        losses = []
+        for batch in loader:
+            out = model(**batch)
+            losses.append(accelerator.gather_for_metrics(out.loss.detach().reshape(1)))
+            preds = accelerator.pad_across_processes(out.logits.argmax(-1), dim=1, pad_index=-100)
+            refs = accelerator.pad_across_processes(batch["labels"], dim=1, pad_index=-100)
+            preds, refs = accelerator.gather_for_metrics((preds, refs))
+            for p_row, r_row in zip(preds.tolist(), refs.tolist(), strict=True):
+                keep = [(p, r) for p, r in zip(p_row, r_row, strict=True) if r != -100]
+                gold.append([labels[r] for _, r in keep])
+                predicted.append([labels[p] for p, _ in keep])
+        return {
+            "f1": f1_score(gold, predicted, zero_division=0),
+            "precision": precision_score(gold, predicted, zero_division=0),
+            "recall": recall_score(gold, predicted, zero_division=0),
+            "loss": torch.cat(losses).mean().item(),
+        }

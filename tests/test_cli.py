@@ -1,0 +1,232 @@
+"""The command line as a user runs it: find, train, masks info, and clear errors (exit 2)."""
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from polyticket.cli import main
+from polyticket.masks import Mask
+
+FAST = ["--max-steps", "8", "--batch-size", "16", "--learning-rate", "1e-3", "--eval-steps", "4"]
+
+
+def find_args(bert_dir, conll_files, out):
+    return [
+        "find",
+        "--task",
+        "ner",
+        "--model",
+        str(bert_dir),
+        "--train-file",
+        str(conll_files[0]),
+        "--eval-file",
+        str(conll_files[1]),
+        "--language",
+        "fr",
+        "--target-sparsity",
+        "0.5",
+        "--rate",
+        "0.25",
+        "--out",
+        str(out),
+        *FAST,
+    ]
+
+
+@pytest.fixture(scope="module")
+def found(tmp_path_factory, bert_dir, conll_files):
+    out = tmp_path_factory.mktemp("cli") / "ner-fr"
+    assert main(find_args(bert_dir, conll_files, out)) == 0
+    return out
+
+
+def test_find_then_train_with_the_ticket(found, bert_dir, conll_files, tmp_path, capsys):
+    ticket = Mask.load(found / "ticket.safetensors")
+    assert ticket.metadata["language"] == "fr" and ticket.metadata["task"] == "ner"
+    out = tmp_path / "ner-fr-to-de"
+    code = main(
+        [
+            "train",
+            "--task",
+            "ner",
+            "--model",
+            str(bert_dir),
+            "--mask",
+            str(found / "ticket.safetensors"),
+            "--train-file",
+            str(conll_files[0]),
+            "--eval-file",
+            str(conll_files[1]),
+            "--language",
+            "de",
+            "--out",
+            str(out),
+            *FAST,
+        ]
+    )
+    assert code == 0
+    assert "best f1" in capsys.readouterr().out
+    import json
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["sparsity"] == pytest.approx(ticket.sparsity())
+    run = json.loads((out / "run.json").read_text())
+    assert run["mask"]["language"] == "fr" and run["config"]["data"]["language"] == "de"
+
+
+def test_train_from_random_init_and_config_file(bert_dir, conll_files, tmp_path):
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(
+        f"model: {bert_dir}\ntrain_file: {conll_files[0]}\neval_file: {conll_files[1]}\n"
+        "init: random\nmax_steps: 4\nlearning-rate: 0.001\n"
+    )
+    out = tmp_path / "random"
+    assert main(["train", "--config", str(cfg), "--max-steps", "2", "--out", str(out)]) == 0
+    import json
+
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["model"]["init"] == "random"
+    assert run["config"]["train"]["max_steps"] == 2  # the flag wins over the file
+    assert run["config"]["train"]["learning_rate"] == 0.001
+
+
+def test_masks_info(found, capsys):
+    assert main(["masks", "info", str(found / "ticket.safetensors")]) == 0
+    text = capsys.readouterr().out
+    assert "pruned" in text and "encoder.layer.1" in text and "language: fr" in text
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def run_cli(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "polyticket.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def assert_clean_error(result, *needles):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("polyticket: error:"), result.stderr
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+
+
+def test_missing_file_is_a_clean_error(bert_dir, conll_files, tmp_path):
+    result = run_cli(
+        "train",
+        "--model",
+        bert_dir,
+        "--train-file",
+        tmp_path / "nope.conll",
+        "--eval-file",
+        conll_files[1],
+        "--out",
+        tmp_path / "x",
+    )
+    assert_clean_error(result, "nope.conll")
+
+
+def test_malformed_line_names_file_and_line(bert_dir, conll_files, tmp_path):
+    bad = tmp_path / "bad.conll"
+    bad.write_text("John\tB-PER\nlives\n")
+    result = run_cli(
+        "train",
+        "--model",
+        bert_dir,
+        "--train-file",
+        bad,
+        "--eval-file",
+        conll_files[1],
+        "--out",
+        tmp_path / "x",
+    )
+    assert_clean_error(result, "bad.conll:2")
+
+
+def test_mask_that_does_not_fit_names_parameter_and_shapes(bert_dir, conll_files, tmp_path):
+    wrong = Mask(
+        {"encoder.layer.0.attention.self.query.weight": torch.ones(16, 32, dtype=torch.bool)}
+    )
+    wrong.save(tmp_path / "wrong.safetensors")
+    result = run_cli(
+        "train",
+        "--model",
+        bert_dir,
+        "--mask",
+        tmp_path / "wrong.safetensors",
+        "--train-file",
+        conll_files[0],
+        "--eval-file",
+        conll_files[1],
+        "--out",
+        tmp_path / "x",
+    )
+    assert_clean_error(
+        result, "encoder.layer.0.attention.self.query.weight", "[16, 32]", "[32, 32]"
+    )
+
+
+def test_offline_hub_model_and_dataset_are_clean_errors(conll_files, tmp_path):
+    offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    result = run_cli(
+        "train",
+        "--model",
+        "bert-base-multilingual-cased",
+        "--train-file",
+        conll_files[0],
+        "--eval-file",
+        conll_files[1],
+        "--out",
+        tmp_path / "x",
+        env=offline,
+    )
+    assert_clean_error(result, "bert-base-multilingual-cased")
+    result = run_cli(
+        "train",
+        "--model",
+        "bert-base-multilingual-cased",
+        "--dataset",
+        "unimelb-nlp/wikiann",
+        "--language",
+        "fr",
+        "--out",
+        tmp_path / "x",
+        env=offline,
+    )
+    assert_clean_error(result)
+
+
+def test_failed_command_leaves_an_existing_run_untouched(found, bert_dir, conll_files, tmp_path):
+    before = digest(found)
+    bad = tmp_path / "bad.conll"
+    bad.write_text("only-a-token\n")
+    args = find_args(bert_dir, conll_files, found)
+    args[args.index("--train-file") + 1] = str(bad)
+    result = run_cli(*args[: -len(FAST)], *FAST)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    result = run_cli(
+        *find_args(bert_dir, conll_files, found)[: -len(FAST)], *FAST[:-2], "--eval-steps", "2"
+    )
+    assert_clean_error(result, "eval_steps")
+    assert digest(found) == before
+
+
+def test_bad_flag_and_help():
+    assert run_cli("find", "--no-such-flag").returncode == 2
+    result = run_cli("find", "--help")
+    assert result.returncode == 0 and "--target-sparsity" in result.stdout

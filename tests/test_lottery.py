@@ -1,0 +1,111 @@
+"""IMP runs: level layout, exact sparsities, resumption, ticket selection."""
+
+import pytest
+
+import polyticket.lottery as lottery
+from polyticket.config import DataArgs, FindConfig, ModelArgs, PruneArgs, TrainArgs
+from polyticket.io import read_json
+from polyticket.masks import Mask
+
+
+def config(bert_dir, conll_files, **prune):
+    return FindConfig(
+        model=ModelArgs(model=str(bert_dir)),
+        data=DataArgs(train_file=conll_files[0], eval_file=conll_files[1], language="fr"),
+        train=TrainArgs(learning_rate=1e-3, batch_size=16, max_steps=12, eval_steps=6, seed=5),
+        prune=PruneArgs(**({"rate": 0.2, "target_sparsity": 0.5} | prune)),
+    )
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, bert_dir, conll_files):
+    run = tmp_path_factory.mktemp("full") / "run"
+    ticket = lottery.find(config(bert_dir, conll_files), run)
+    return run, ticket
+
+
+def test_run_directory_layout_and_sparsities(full_run):
+    run, ticket = full_run
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith("level")) == [
+        "level_00",
+        "level_01",
+        "level_02",
+        "level_03",
+    ]
+    assert not list(run.glob("*.partial"))
+    sparsities = [
+        Mask.load(run / f"level_{k:02d}" / "mask.safetensors").sparsity() for k in range(4)
+    ]
+    assert sparsities == pytest.approx([0.0, 0.2, 0.4, 0.5], abs=1e-4)
+    metrics = read_json(run / "level_02" / "metrics.json")
+    assert metrics["steps"] == 12 and [h["step"] for h in metrics["history"]] == [6, 12]
+    assert metrics["best_score"] == max(h["f1"] for h in metrics["history"])
+    info = read_json(run / "run.json")
+    assert info["config"]["prune"]["target_sparsity"] == 0.5 and "ended" in info
+    assert info["prunable"]["matrices"] == 12
+    assert (run / "log.jsonl").read_text().count('"kind": "eval"') == 8
+    chosen = read_json(run / "ticket.json")
+    assert chosen == ticket
+    assert Mask.load(run / "ticket.safetensors") == Mask.load(
+        run / f"level_{ticket['level']:02d}" / "mask.safetensors"
+    )
+
+
+def test_interrupted_run_resumes_to_identical_masks(
+    full_run, tmp_path, bert_dir, conll_files, monkeypatch
+):
+    run = tmp_path / "run"
+    real_train = lottery.train
+    calls = []
+
+    def dies_in_level_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as if killed in the middle of level 2
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(lottery, "train", dies_in_level_two)
+    with pytest.raises(KeyboardInterrupt):
+        lottery.find(config(bert_dir, conll_files), run)
+    assert (run / "level_01").is_dir() and not (run / "level_02").exists()
+    assert (run / "level_02.partial" / "mask.safetensors").is_file()
+
+    monkeypatch.setattr(lottery, "train", real_train)
+    trained = []
+    monkeypatch.setattr(lottery, "train", lambda *a, **k: trained.append(1) or real_train(*a, **k))
+    ticket = lottery.find(config(bert_dir, conll_files), run)
+    assert len(trained) == 2  # levels 2 and 3 only
+    full, _ = full_run
+    for level in range(4):
+        name = f"level_{level:02d}/mask.safetensors"
+        assert Mask.load(run / name) == Mask.load(full / name), level
+        assert read_json(run / f"level_{level:02d}/metrics.json")["losses"] == pytest.approx(
+            read_json(full / f"level_{level:02d}/metrics.json")["losses"]
+        )
+    assert ticket == read_json(full / "ticket.json")
+
+
+def test_a_finished_run_is_not_retrained(full_run, bert_dir, conll_files, monkeypatch):
+    run, ticket = full_run
+    monkeypatch.setattr(lottery, "train", lambda *a, **k: pytest.fail("retrained"))
+    assert lottery.find(config(bert_dir, conll_files), run) == ticket
+
+
+def test_other_settings_in_an_existing_run_are_refused(full_run, bert_dir, conll_files):
+    run, _ = full_run
+    with pytest.raises(lottery.UserError, match="prune.rate"):
+        lottery.find(config(bert_dir, conll_files, rate=0.1), run)
+
+
+def levels(*scores):
+    return [{"level": k, "sparsity": k / 10, "best_score": s} for k, s in enumerate(scores)]
+
+
+def test_ticket_is_the_sparsest_level_within_epsilon_for_either_direction():
+    higher = lottery.select_ticket(levels(0.80, 0.81, 0.795, 0.70, 0.789), 0.01, True)
+    assert higher["level"] == 2 and higher["dense_score"] == 0.80
+    assert [r["within"] for r in higher["levels"]] == [True, True, True, False, False]
+    # perplexity: lower is better
+    lower = lottery.select_ticket(levels(10.0, 10.5, 9.0, 12.0), 0.6, False)
+    assert lower["level"] == 2
+    assert lottery.select_ticket(levels(10.0, 12.0), 0.5, False)["level"] == 0

@@ -1,0 +1,111 @@
+from fractions import Fraction
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from polyticket.errors import UserError
+from polyticket.masks import Mask
+from polyticket.pruning import magnitude_prune, pruned_count, random_prune, sparsity_schedule
+
+
+def layers(seed=0):
+    torch.manual_seed(seed)
+    return nn.ModuleDict(
+        {
+            "a": nn.Linear(30, 20),
+            "b": nn.Linear(20, 40),
+            "c": nn.Linear(40, 10),
+        }
+    )
+
+
+def weights(modules):
+    return {f"l.{i}.{name}.weight": m.weight for i, (name, m) in enumerate(modules.items())}
+
+
+def test_global_magnitude_equals_torch_global_unstructured_over_several_rounds():
+    modules = layers()
+    ours = weights(modules)
+    mask = Mask.ones({n: w.shape for n, w in ours.items()})
+    total = mask.numel()
+    reference = [(m, "weight") for m in layers().values()]
+    pruned_before = 0
+    for level in (1, 2, 3):
+        mask = magnitude_prune(ours, mask, Fraction(level, 10))
+        target = pruned_count(Fraction(level, 10), total)
+        torch_prune.global_unstructured(
+            reference, torch_prune.L1Unstructured, amount=target - pruned_before
+        )
+        pruned_before = target
+        for (module, _), name in zip(reference, ours, strict=True):
+            assert torch.equal(mask[name], module.weight_mask.bool()), (level, name)
+        assert total - mask.kept() == target
+
+
+def test_level_k_has_exactly_k_tenths_pruned_and_never_everything():
+    shapes = {"l.0.w": (7, 13), "l.1.w": (11, 3)}  # 124 weights: k/10 is rarely whole
+    mask = Mask.ones(shapes)
+    torch.manual_seed(0)
+    w = {n: torch.randn(s) for n, s in shapes.items()}
+    for level in range(1, 10):
+        mask = magnitude_prune(w, mask, Fraction(level, 10))
+        assert mask.numel() - mask.kept() == round(level * 124 / 10)
+    assert magnitude_prune(w, mask, Fraction(999, 1000)).kept() == 1
+    schedule = sparsity_schedule(0.1, 0.5)
+    assert schedule == [Fraction(k, 10) for k in range(6)]
+    assert sparsity_schedule(0.2, 0.5)[-1] == Fraction(1, 2)
+    assert len(sparsity_schedule(0.1, levels=9)) == 10
+    with pytest.raises(UserError):
+        sparsity_schedule(0.1, 1.0)
+
+
+def test_ties_are_broken_deterministically_by_position():
+    w = {"l.0.w": torch.ones(10), "l.1.w": torch.ones(10)}
+    mask = magnitude_prune(w, Mask.ones({n: (10,) for n in w}), 0.25)
+    assert mask["l.0.w"].tolist() == [False] * 5 + [True] * 5
+    assert mask["l.1.w"].all()
+
+
+def test_already_pruned_weights_stay_pruned_even_when_large():
+    w = {"l.0.w": torch.arange(1.0, 11.0)}
+    start = Mask({"l.0.w": torch.tensor([True] * 9 + [False])})
+    mask = magnitude_prune(w, start, 0.3)
+    assert mask["l.0.w"].tolist() == [False, False] + [True] * 7 + [False]
+    with pytest.raises(UserError, match="already"):
+        magnitude_prune(w, mask, 0.1)
+
+
+def test_per_layer_and_per_matrix_scopes_prune_each_unit_equally():
+    torch.manual_seed(0)
+    w = {
+        "enc.layer.0.q.weight": torch.randn(10, 10) * 10,  # large: global ranking spares it
+        "enc.layer.0.v.weight": torch.randn(10, 10),
+        "enc.layer.1.q.weight": torch.randn(10, 10) * 0.01,
+    }
+    ones = Mask.ones({n: t.shape for n, t in w.items()})
+    global_mask = magnitude_prune(w, ones, 0.5)
+    assert global_mask.sparsity_by_matrix()["enc.layer.0.q.weight"] < 0.1
+    by_layer = magnitude_prune(w, ones, 0.5, scope="layer")
+    assert by_layer.sparsity_by_layer() == {"enc.layer.0": 0.5, "enc.layer.1": 0.5}
+    by_matrix = magnitude_prune(w, ones, 0.5, scope="matrix")
+    assert set(by_matrix.sparsity_by_matrix().values()) == {0.5}
+
+
+def test_groups_are_ranked_separately():
+    w = {
+        "encoder.block.0.q.weight": torch.randn(20, 20) * 100,
+        "decoder.block.0.q.weight": torch.randn(20, 20) * 0.001,
+    }
+    groups = {n: n.split(".")[0] for n in w}
+    mask = magnitude_prune(w, Mask.ones({n: t.shape for n, t in w.items()}), 0.5, groups)
+    assert set(mask.sparsity_by_matrix().values()) == {0.5}
+
+
+def test_random_prune_is_reproducible_and_exact():
+    shapes = {"l.0.w": (50, 50)}
+    a = random_prune(Mask.ones(shapes), 0.5, seed=3)
+    assert a == random_prune(Mask.ones(shapes), 0.5, seed=3)
+    assert a != random_prune(Mask.ones(shapes), 0.5, seed=4)
+    assert a.sparsity() == 0.5
