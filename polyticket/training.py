@@ -141,7 +141,7 @@ def train(
         eps=args.adam_epsilon,
     )
     model, optimizer, loader, evaluation = accelerator.prepare(model, optimizer, loader, evaluation)
-    steps_per_epoch = max(1, len(loader) // args.gradient_accumulation_steps)
+    steps_per_epoch = math.ceil(len(loader) / args.gradient_accumulation_steps)
     total = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
     # The scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step
     # it once per process, for a schedule computed on a per-process loader.
@@ -160,12 +160,14 @@ def train(
         leave=False,
     )
     step = 0
+    window: list[torch.Tensor] = []
     model.train()
     while step < total:
         for batch in loader:
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
                 accelerator.backward(loss)
+                window.append(loss.detach())
                 if accelerator.sync_gradients:
                     if enforcer:
                         enforcer.zero_grads()
@@ -180,7 +182,9 @@ def train(
                 enforcer.zero_weights()
             step += 1
             progress.update()
-            value = accelerator.reduce(loss.detach(), reduction="mean").item()
+            # the mean over the accumulated micro-batches and over processes
+            value = accelerator.reduce(torch.stack(window).mean(), reduction="mean").item()
+            window.clear()
             result.losses.append(value)
             if step % args.log_steps == 0 and log:
                 log.log(step, "train", {"loss": value, "lr": scheduler.get_last_lr()[0]}, **context)

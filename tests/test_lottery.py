@@ -44,6 +44,7 @@ def test_run_directory_layout_and_sparsities(full_run):
     assert info["config"]["prune"]["target_sparsity"] == 0.5 and "ended" in info
     assert info["prunable"]["matrices"] == 12
     assert (run / "log.jsonl").read_text().count('"kind": "eval"') == 8
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     chosen = read_json(run / "ticket.json")
     assert chosen == ticket
     assert Mask.load(run / "ticket.safetensors") == Mask.load(

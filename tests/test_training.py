@@ -121,3 +121,13 @@ def test_rewind_restores_every_weight_bit_for_bit_on_cpu(setup):
     for key, value in model.state_dict().items():
         assert torch.equal(value, independent[key]), key
         assert value.data_ptr() != theta0[key].data_ptr()
+
+
+def test_gradient_accumulation_counts_optimizer_steps(setup):
+    task, _, data = setup
+    model, prunable, mask = fresh(setup)
+    args = TrainArgs(batch_size=4, gradient_accumulation_steps=3, max_steps=5, learning_rate=1e-3)
+    result = train(model, task, data, args, make_accelerator(args), prunable.params, mask)
+    assert result.steps == 5 and len(result.losses) == 5
+    assert [h["step"] for h in result.history] == [5]
+    assert all((p[~mask[n]] == 0).all() for n, p in prunable.params.items())

@@ -1,0 +1,95 @@
+"""NER data: CoNLL and JSON lines, WikiANN label ids, first-sub-word labels, seqeval F1."""
+
+import json
+
+import pytest
+
+from polyticket.config import DataArgs, ModelArgs
+from polyticket.errors import UserError
+from polyticket.models import load_tokenizer
+from polyticket.tasks.ner import WIKIANN_LABELS, NerTask, read_conll, read_jsonl
+
+
+def test_conll_reads_last_column_and_skips_docstart(tmp_path):
+    path = tmp_path / "d.conll"
+    path.write_text("-DOCSTART- -X- O O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\nParis B-LOC\n")
+    assert read_conll(path) == [(["EU", "rejects"], ["B-ORG", "O"]), (["Paris"], ["B-LOC"])]
+
+
+def test_jsonl_with_string_tags_or_wikiann_ids(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(
+        json.dumps({"tokens": ["Anna", "Berlin"], "ner_tags": [1, 5]})
+        + "\n\n"
+        + json.dumps({"tokens": ["x"], "ner_tags": ["B-ORG"]})
+        + "\n"
+    )
+    assert read_jsonl(path, WIKIANN_LABELS) == [
+        (["Anna", "Berlin"], ["B-PER", "B-LOC"]),
+        (["x"], ["B-ORG"]),
+    ]
+    path.write_text(json.dumps({"tokens": ["a", "b"], "ner_tags": [1]}) + "\n")
+    with pytest.raises(UserError, match="d.jsonl:1"):
+        read_jsonl(path, WIKIANN_LABELS)
+    path.write_text("{}\n" + json.dumps({"tokens": ["a"], "ner_tags": [0]}) + "\nnot json\n")
+    with pytest.raises(UserError, match="d.jsonl:1"):
+        read_jsonl(path, WIKIANN_LABELS)
+
+
+def test_only_the_first_sub_word_carries_the_label(bert_dir, tmp_path):
+    tokenizer = load_tokenizer(ModelArgs(model=str(bert_dir)))
+    # a word the tiny vocabulary splits into several known pieces
+    long_word = next(
+        w
+        for w in ("Parisberlin", "Smithsons", "Madridos")
+        if len(tokenizer.tokenize(w)) > 1 and "[UNK]" not in tokenizer.tokenize(w)
+    )
+    pieces = [tokenizer.tokenize(w) for w in (long_word, "Paris")]
+    path = tmp_path / "d.conll"
+    path.write_text(f"{long_word}\tB-LOC\nParis\tB-LOC\n")
+    data = NerTask().prepare(DataArgs(train_file=path, eval_file=path), tokenizer)
+    labels = data.train[0]["labels"]
+    loc = WIKIANN_LABELS.index("B-LOC")
+    expected = [-100, loc] + [-100] * (len(pieces[0]) - 1) + [loc] + [-100] * len(pieces[1])
+    assert labels == expected
+    assert data.info["labels"] == WIKIANN_LABELS
+
+
+def test_other_tag_sets_and_unknown_eval_tags(bert_dir, tmp_path):
+    tokenizer = load_tokenizer(ModelArgs(model=str(bert_dir)))
+    train = tmp_path / "t.conll"
+    train.write_text("Anna\tB-PERSON\nsang\tO\n")
+    dev = tmp_path / "d.conll"
+    dev.write_text("Anna\tB-MISC\n")
+    with pytest.raises(UserError, match="B-MISC"):
+        NerTask().prepare(DataArgs(train_file=train, eval_file=dev), tokenizer)
+    data = NerTask().prepare(DataArgs(train_file=train, eval_file=train), tokenizer)
+    assert data.info["labels"] == ["O", "B-PERSON"]
+
+
+def test_hub_dataset_uses_the_configuration_and_its_label_names(bert_dir, monkeypatch):
+    import datasets
+
+    features = datasets.Features(
+        {
+            "tokens": datasets.Sequence(datasets.Value("string")),
+            "ner_tags": datasets.Sequence(datasets.ClassLabel(names=WIKIANN_LABELS)),
+        }
+    )
+    asked = []
+
+    def fake_load(name, config, split):
+        asked.append((name, config, split))
+        return datasets.Dataset.from_dict(
+            {"tokens": [["Anna", "lebt", "in", "Berlin"]], "ner_tags": [[1, 0, 0, 5]]}, features
+        )
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    tokenizer = load_tokenizer(ModelArgs(model=str(bert_dir)))
+    data = NerTask().prepare(DataArgs(dataset="unimelb-nlp/wikiann", language="de"), tokenizer)
+    assert asked == [
+        ("unimelb-nlp/wikiann", "de", "train"),
+        ("unimelb-nlp/wikiann", "de", "validation"),
+    ]
+    assert data.info["labels"] == WIKIANN_LABELS
+    assert [x for x in data.train[0]["labels"] if x != -100] == [1, 0, 0, 5]

@@ -1,0 +1,273 @@
+"""Tests for the deterministic synthetic multilingual data (polyticket.data.synth)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import unicodedata
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from polyticket.data import synth
+from polyticket.data import templates as T
+from polyticket.data.synth import (
+    NLI_LABELS,
+    SYNTH_LANGUAGES,
+    TEMPLATE_COUNTS,
+    synth_ner,
+    synth_nli,
+    synth_parallel,
+    synth_text,
+    write_synth,
+)
+from polyticket.errors import UserError
+
+# Independent of the module's own helper on purpose: which script a letter belongs to.
+SCRIPT = {
+    "en": "LATIN",
+    "fr": "LATIN",
+    "de": "LATIN",
+    "es": "LATIN",
+    "ru": "CYRILLIC",
+    "zh": "CJK",
+    "ar": "ARABIC",
+    "fa": "ARABIC",
+    "ur": "ARABIC",
+    "hi": "DEVANAGARI",
+}
+
+
+def _script_share(texts: list[str], script: str) -> float:
+    letters = [c for t in texts for c in t if c.isalpha()]
+    assert letters
+    hits = sum(unicodedata.name(c, "").startswith(script) for c in letters)
+    return hits / len(letters)
+
+
+def _number(text: str) -> int:
+    """The (only) number in a line, whatever digits it is written with."""
+    digits = "".join(
+        str(unicodedata.decimal(c)) for c in text if unicodedata.decimal(c, None) is not None
+    )
+    assert digits, text
+    return int(digits)
+
+
+def _valid_bio(tags: list[str]) -> bool:
+    prev = "O"
+    for tag in tags:
+        if tag.startswith("I-") and prev[2:] != tag[2:]:
+            return False
+        prev = tag
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+def test_supported_languages_and_template_counts() -> None:
+    assert set(SCRIPT) == set(SYNTH_LANGUAGES)
+    for lang in SYNTH_LANGUAGES:
+        counts = TEMPLATE_COUNTS[lang]
+        assert set(counts) == {"ner", "nli", "parallel", "text"}
+        assert all(n >= 8 for n in counts.values()), (lang, counts)
+    for item in T.PARALLEL_TEMPLATES:
+        assert set(item) == set(SYNTH_LANGUAGES)
+    for city in T.CITIES:
+        assert set(city) == set(SYNTH_LANGUAGES)
+        assert all(len(forms) in (1, 4) for forms in city.values())
+
+
+@pytest.mark.parametrize(
+    "task,ext",
+    [
+        ("ner", ".conll"),
+        ("ner", ".jsonl"),
+        ("nli", ".tsv"),
+        ("nli", ".jsonl"),
+        ("parallel", ".txt"),
+        ("text", ".jsonl"),
+    ],
+)
+def test_deterministic_bytes(tmp_path: Path, task: str, ext: str) -> None:
+    for lang in ("en", "ru", "zh", "ur"):
+        a = write_synth(task, lang, 30, 7, tmp_path / f"a{ext}").read_bytes()
+        b = write_synth(task, lang, 30, 7, tmp_path / f"b{ext}").read_bytes()
+        c = write_synth(task, lang, 30, 8, tmp_path / f"c{ext}").read_bytes()
+        assert a == b
+        assert a != c
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"a{ext}", f"b{ext}", f"c{ext}"]
+
+
+@pytest.mark.parametrize("lang", SYNTH_LANGUAGES)
+def test_ner_bio_valid_and_entities(lang: str) -> None:
+    data = synth_ner(lang, 150, 3)
+    assert len(data) == 150
+    types: Counter[str] = Counter()
+    for tokens, tags in data:
+        assert len(tokens) == len(tags) > 0
+        assert all(tok and not any(c.isspace() for c in tok) for tok in tokens)
+        assert set(tags) <= set(synth.NER_LABELS)
+        assert _valid_bio(tags), list(zip(tokens, tags, strict=True))
+        starts = [t[2:] for t in tags if t.startswith("B-")]
+        assert starts, tokens
+        types.update(starts)
+    assert set(types) == {"PER", "LOC", "ORG"}
+    assert any(t.startswith("I-") for _, tags in data for t in tags)
+    if lang == "zh":
+        assert all(len(tok) == 1 for tokens, _ in data for tok in tokens)
+
+
+def test_every_template_renders() -> None:
+    """All slots are known, gender brackets resolve, no template syntax leaks into text."""
+    leftover = re.compile(r"[{}\[\]|]")
+    for lang in SYNTH_LANGUAGES:
+        sampler = synth._Sampler(lang, 0, "check")
+        templates = list(T.NER_TEMPLATES[lang])
+        for item in T.NLI_TEMPLATES[lang]:
+            templates += [t for key in ("premise", *NLI_LABELS) for t in item[key]]
+        templates += [t[lang] for t in T.PARALLEL_TEMPLATES]
+        for template in templates:
+            for gender in ("m", "f"):
+                slots = sampler.slots()
+                slots.gender = gender
+                segs = synth._render(template, slots, lang)
+                text = synth._segments_text(segs)
+                assert not leftover.search(text), (lang, template, text)
+                assert "  " not in text and text == text.strip()
+        for template in T.NER_TEMPLATES[lang]:
+            assert re.search(r"\{(PER|LOC|ORG)", template), template
+
+
+def test_french_elision_and_spanish_conjunction() -> None:
+    slots = synth._Slots(values={"ORG": ("Airbus",), "LOC": ("Athènes",)}, gender="m")
+    text = synth._segments_text(synth._render("Le siège de {ORG} est à {LOC}.", slots, "fr"))
+    assert text == "Le siège d'Airbus est à Athènes."
+    tokens, tags = synth._segments_bio(synth._render("de {ORG}", slots, "fr"), "fr")
+    assert tokens == ["d'", "Airbus"] and tags == ["O", "B-ORG"]
+    slots = synth._Slots(values={"PER": ("Ana",), "PER2": ("Inés Gil",)}, gender="f")
+    text = synth._segments_text(synth._render("{PER} y {PER2} son parientes.", slots, "es"))
+    assert text == "Ana e Inés Gil son parientes."
+
+
+@pytest.mark.parametrize("size", [30, 31, 299])
+def test_nli_labels_balanced(size: int) -> None:
+    for lang in SYNTH_LANGUAGES:
+        rows = synth_nli(lang, size, 11)
+        assert len(rows) == size
+        counts = Counter(label for _, _, label in rows)
+        assert set(counts) <= set(NLI_LABELS)
+        assert max(counts.values()) - min(counts.values()) <= (0 if size % 3 == 0 else 1)
+        assert all(p and h and p != h for p, h, _ in rows)
+        # shuffled, not in cycling order
+        assert [lab for _, _, lab in rows[:9]] != list(NLI_LABELS) * 3
+
+
+def test_parallel_aligned_across_languages(tmp_path: Path) -> None:
+    langs = list(SYNTH_LANGUAGES)
+    together = synth_parallel(langs, 40, 5)
+    files = {lang: write_synth("parallel", lang, 40, 5, tmp_path / f"{lang}.txt") for lang in langs}
+    lines = {lang: path.read_text(encoding="utf-8").splitlines() for lang, path in files.items()}
+    assert {len(v) for v in lines.values()} == {40}
+    for lang in langs:
+        assert lines[lang] == together[lang]
+    en_templates = [
+        re.escape(t["en"])
+        .replace(r"\{LOC\}", "(.+)")
+        .replace(r"\{LOC2\}", "(.+)")
+        .replace(r"\{YEAR\}", "[0-9]+")
+        for t in T.PARALLEL_TEMPLATES
+    ]
+    for i in range(40):
+        # same year (whatever the digits) on the same line in every language ...
+        assert len({_number(lines[lang][i]) for lang in langs}) == 1
+        # ... and the same city concepts: find the English template, map cities across
+        match = next(m for t in en_templates if (m := re.fullmatch(t, lines["en"][i])))
+        for city in match.groups():
+            concept = next(c for c in T.CITIES if c["en"][0] == city)
+            for lang in langs:
+                assert any(form in lines[lang][i] for form in concept[lang]), (lang, i)
+
+
+@pytest.mark.parametrize("lang", SYNTH_LANGUAGES)
+def test_script_of_every_task(lang: str) -> None:
+    texts: list[str] = []
+    texts += [" ".join(tokens) for tokens, _ in synth_ner(lang, 60, 1)]
+    texts += [p + " " + h for p, h, _ in synth_nli(lang, 60, 1)]
+    texts += synth_parallel([lang], 60, 1)[lang]
+    texts += synth_text(lang, 20, 1)
+    assert _script_share(texts, SCRIPT[lang]) > 0.9
+    # and no single sentence is mostly in another script
+    for text in texts:
+        assert _script_share([text], SCRIPT[lang]) > 0.9, text
+
+
+def test_text_documents_mix_sources() -> None:
+    for lang in SYNTH_LANGUAGES:
+        docs = synth_text(lang, 40, 2)
+        assert len(docs) == 40 and all(docs) and all("\n" not in d for d in docs)
+        real = synth.tokenizerbench_sentences(lang)
+        assert real, lang  # tokenizerbench ships sentences for all ten languages
+        assert any(s in d for d in docs for s in real)
+
+
+def test_writers_formats(tmp_path: Path) -> None:
+    # NER .conll
+    path = write_synth("ner", "de", 12, 0, tmp_path / "x.conll")
+    sentences, current = [], []
+    for line in path.read_text(encoding="utf-8").split("\n")[:-1]:
+        if line == "":
+            sentences.append(current)
+            current = []
+        else:
+            tok, tag = line.split("\t")
+            current.append((tok, tag))
+    assert current == [] and len(sentences) == 12
+    assert [[t for t, _ in s] for s in sentences] == [t for t, _ in synth_ner("de", 12, 0)]
+    # NER .jsonl
+    path = write_synth("ner", "hi", 12, 0, tmp_path / "x.jsonl")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [(r["tokens"], r["ner_tags"]) for r in rows] == synth_ner("hi", 12, 0)
+    assert all(isinstance(t, str) for r in rows for t in r["ner_tags"])
+    # NLI .tsv
+    path = write_synth("nli", "ar", 12, 0, tmp_path / "x.tsv")
+    with path.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    assert rows[0] == ["premise", "hypothesis", "label"]
+    assert [tuple(r) for r in rows[1:]] == synth_nli("ar", 12, 0)
+    # NLI .jsonl
+    path = write_synth("nli", "zh", 12, 0, tmp_path / "y.jsonl")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [list(r) for r in rows] == [["premise", "hypothesis", "label"]] * 12
+    assert Counter(r["label"] for r in rows) == Counter({lab: 4 for lab in NLI_LABELS})
+    # parallel .jsonl and text .txt / .jsonl
+    path = write_synth("parallel", "fa", 5, 0, tmp_path / "p.jsonl")
+    rows = [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines()]
+    assert rows == synth_parallel(["fa"], 5, 0)["fa"]
+    path = write_synth("text", "ru", 5, 0, tmp_path / "t.txt")
+    assert path.read_text(encoding="utf-8").splitlines() == synth_text("ru", 5, 0)
+    path = write_synth("text", "es", 5, 0, tmp_path / "t.jsonl")
+    rows = [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines()]
+    assert rows == synth_text("es", 5, 0)
+    # nested output directory is created, no temp files left behind
+    path = write_synth("ner", "en", 3, 0, tmp_path / "sub" / "dir" / "n.conll")
+    assert [p.name for p in path.parent.iterdir()] == ["n.conll"]
+
+
+def test_errors(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="supported: en, fr"):
+        write_synth("ner", "xx", 3, 0, tmp_path / "a.conll")
+    with pytest.raises(UserError, match="supported: en"):
+        synth_ner("pt", 3, 0)
+    with pytest.raises(UserError, match=r"\.conll, \.jsonl"):
+        write_synth("ner", "en", 3, 0, tmp_path / "a.tsv")
+    with pytest.raises(UserError, match=r"\.tsv, \.jsonl"):
+        write_synth("nli", "en", 3, 0, tmp_path / "a.conll")
+    with pytest.raises(UserError, match="supported: ner, nli, parallel, text"):
+        write_synth("pos", "en", 3, 0, tmp_path / "a.conll")
+    with pytest.raises(UserError, match="non-negative"):
+        write_synth("text", "en", -1, 0, tmp_path / "a.txt")
+    with pytest.raises(UserError):
+        synth_parallel(["en", "klingon"], 3, 0)
+    assert not list(tmp_path.iterdir())
