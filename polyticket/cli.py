@@ -16,23 +16,25 @@ from polyticket.errors import UserError
 def _find(args: argparse.Namespace) -> None:
     from polyticket.lottery import find
 
-    ticket = find(parse_config(FindConfig, args), args.out)
+    config = parse_config(FindConfig, args)
+    ticket = find(config, config.out)
     print(
         f"ticket: level {ticket['level']}, {ticket['sparsity']:.1%} pruned, "
         f"score {ticket['score']:.4f} (dense {ticket['dense_score']:.4f})"
     )
-    print(f"written: {args.out / 'ticket.safetensors'}")
+    print(f"written: {config.out / 'ticket.safetensors'}")
 
 
 def _train(args: argparse.Namespace) -> None:
     from polyticket.lottery import finetune
 
-    metrics = finetune(parse_config(TrainConfig, args), args.out)
+    config = parse_config(TrainConfig, args)
+    metrics = finetune(config, config.out)
     print(
         f"best {metrics['metric']} {metrics['best_score']:.4f} at step {metrics['best_step']} "
         f"of {metrics['steps']} ({metrics['sparsity']:.1%} pruned)"
     )
-    print(f"written: {args.out / 'metrics.json'}")
+    print(f"written: {config.out / 'metrics.json'}")
 
 
 def _masks_info(args: argparse.Namespace) -> None:
@@ -74,7 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="iterative magnitude pruning with rewinding: find a winning ticket",
         description="Train, prune and rewind level by level; continue an interrupted run in --out.",
     )
-    find.add_argument("--out", type=Path, required=True, help="run directory")
     add_flags(find, FindConfig)
     find.set_defaults(handler=_find)
 
@@ -83,7 +84,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine-tune a model, optionally with a mask",
         description="Fine-tune from the pre-trained (or random) weights with a mask enforced.",
     )
-    train.add_argument("--out", type=Path, required=True, help="output directory")
     add_flags(train, TrainConfig)
     train.set_defaults(handler=_train)
 

@@ -43,15 +43,30 @@ class ModelArgs:
 
 @dataclass
 class DataArgs:
-    task: Literal["ner"] = knob("ner", "the task")
-    language: str = knob("en", "language code (the hub dataset's configuration)")
-    train_file: Path | None = knob(None, "local training data (.conll or .jsonl)")
-    eval_file: Path | None = knob(None, "local evaluation data (.conll or .jsonl)")
+    task: Literal["ner", "nli", "mlm"] = knob("ner", "the task")
+    language: str = knob(
+        "en", "language code (the hub dataset's configuration); en,fr,zh trains on equal shares"
+    )
+    train_file: Path | None = knob(
+        None, "local training data; {lang} in the name stands for each language"
+    )
+    eval_file: Path | None = knob(None, "local evaluation data; {lang} as in --train-file")
     dataset: str | None = knob(None, "hub dataset id, e.g. unimelb-nlp/wikiann")
     train_split: str = knob("train", "split of the hub dataset to train on")
     eval_split: str = knob("validation", "split of the hub dataset to evaluate on")
     labels: list[str] = knob([], "label list (default: WikiANN's when it covers the data)")
     max_seq_length: int = knob(128, "longest input in tokens; longer inputs are truncated")
+    max_train_samples: int | None = knob(
+        None, "training examples in all, drawn with the seed, an equal share per language"
+    )
+    max_eval_samples: int | None = knob(None, "evaluation examples in all, as above")
+    validation_ratio: float | None = knob(
+        None, "MLM without --eval-file: hold out this fraction of the documents for evaluation"
+    )
+    block_size: int = knob(128, "MLM: tokens per block (documents are split, nothing dropped)")
+    mlm_probability: float = knob(0.15, "MLM: fraction of tokens chosen for prediction")
+    text_column: str = knob("text", "MLM: the text field of JSON lines and hub datasets")
+    max_target_length: int = knob(5, "text-to-text NLI: longest generated answer in tokens")
 
 
 @dataclass
@@ -91,6 +106,7 @@ class FindConfig:
     data: DataArgs = field(default_factory=DataArgs)
     train: TrainArgs = field(default_factory=TrainArgs)
     prune: PruneArgs = field(default_factory=PruneArgs)
+    out: Path | None = knob(None, "run directory (required); an existing run is continued")
 
 
 @dataclass
@@ -98,7 +114,15 @@ class TrainConfig:
     model: ModelArgs = field(default_factory=ModelArgs)
     data: DataArgs = field(default_factory=DataArgs)
     train: TrainArgs = field(default_factory=TrainArgs)
-    mask: Path | None = knob(None, "mask file to train with (default: dense)")
+    out: Path | None = knob(None, "output directory (required)")
+    mask: str | None = knob(
+        None, "mask file, or 'random' / 'oneshot' for a control mask (default: dense)"
+    )
+    sparsity: float | None = knob(None, "sparsity of a random or one-shot mask")
+    sparsity_from: Path | None = knob(
+        None, "a random mask takes the sparsity of this mask file instead"
+    )
+    layer_matched: bool = knob(False, "a random mask matches --sparsity-from layer by layer")
 
 
 def _sections(cls: type) -> list[tuple[str | None, type]]:
@@ -220,12 +244,25 @@ def build_config(
     return cls(**sections, **top)
 
 
+def knob_names(cls: type) -> set[str]:
+    return {f.name for _, f, _ in _knobs(cls)}
+
+
 def parse_config(cls: type, args: argparse.Namespace) -> Any:
+    """Defaults < config file (polyticket's or the original code's keys) < flags."""
+    from polyticket.compat import translate_config
+
     path = getattr(args, "config", None)
-    file_values = read_config_file(path) if path else {}
-    return build_config(cls, args, file_values, source=str(path) if path else "config")
+    source = str(path) if path else "config"
+    file_values = translate_config(read_config_file(path), knob_names(cls), source) if path else {}
+    config = build_config(cls, args, file_values, source=source)
+    if hasattr(config, "out") and config.out is None:
+        raise UserError("give --out (or 'out' in the config file)")
+    return config
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """JSON-ready view of a config (paths as strings)."""
-    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    """JSON-ready view of a config (paths as strings), without where it is written."""
+    values = json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    values.pop("out", None)
+    return values

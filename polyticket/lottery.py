@@ -18,13 +18,14 @@ import transformers
 from torch import nn
 
 import polyticket
+from polyticket.compat import read_mask
 from polyticket.config import FindConfig, TrainConfig, to_dict
 from polyticket.errors import UserError
 from polyticket.io import now, read_json, write_json
 from polyticket.masks import Mask
-from polyticket.models import load_tokenizer, model_revision
+from polyticket.models import load_config, load_tokenizer, model_revision
 from polyticket.models.families import PruneScope, find_prunable
-from polyticket.pruning import prune, sparsity_schedule
+from polyticket.pruning import prune, random_like, sparsity_schedule
 from polyticket.tasks.base import get_task
 from polyticket.training import RunLog, make_accelerator, train
 
@@ -108,13 +109,47 @@ def _versions() -> dict[str, str]:
 
 
 def _prepare(config: FindConfig | TrainConfig):
-    """Task, data, model with its head (θ0 drawn from the seed) and its prunable weights."""
-    task = get_task(config.data.task)
+    """Task, data, and the model with its head (θ0 drawn from the seed)."""
+    task = get_task(config.data.task, load_config(config.model))
     accelerator = make_accelerator(config.train)
     tokenizer = load_tokenizer(config.model)
-    data = task.prepare(config.data, tokenizer)
+    data = task.prepare(config.data, tokenizer, config.train.seed)
     model = task.build_model(config.model, data, config.train.seed)
     return task, accelerator, data, model
+
+
+def _scope(config: FindConfig | TrainConfig) -> PruneScope:
+    return PruneScope(
+        config.model.prune_pooler, config.model.prune_include, config.model.prune_exclude
+    )
+
+
+def control_mask(config: TrainConfig, model: nn.Module) -> Mask | None:
+    """The mask ``train`` uses: a file (polyticket's or the original code's .pt), a random
+    mask, or one-shot magnitude pruning of θ0; None for dense training."""
+    choice = config.mask
+    if choice is None:
+        return None
+    if choice not in ("random", "oneshot"):
+        return read_mask(Path(choice), dict(model.base_model.named_parameters()))
+    reference = Mask.load(config.sparsity_from) if config.sparsity_from else None
+    if config.sparsity is None and reference is None:
+        raise UserError(f"--mask {choice} needs --sparsity or --sparsity-from")
+    prunable = find_prunable(model, _scope(config))
+    seed = config.train.seed
+    if choice == "random" and reference is not None and config.sparsity is None:
+        mask = random_like(reference, seed, config.layer_matched)
+    else:
+        sparsity = config.sparsity if config.sparsity is not None else reference.sparsity()
+        mask = prune(
+            "magnitude" if choice == "oneshot" else "random",
+            prunable.params,
+            Mask.ones(prunable.shapes),
+            sparsity,
+            prunable.groups,
+            seed=seed,
+        )
+    return Mask(mask, {"method": choice, "seed": str(seed)})
 
 
 def _run_info(config: FindConfig | TrainConfig, model: nn.Module, task) -> dict[str, Any]:

@@ -147,3 +147,17 @@ def prune(
     if method == "random":
         return random_prune(mask, sparsity, seed, groups, scope)
     raise UserError(f"unknown pruning method {method!r}: use magnitude or random")
+
+
+def random_like(reference: Mask, seed: int, layer_matched: bool = False) -> Mask:
+    """A random mask over the same weights with exactly the same number pruned (per layer
+    too, when ``layer_matched``): the paper's random baseline for a ticket."""
+    if not layer_matched:
+        pruned = reference.numel() - reference.kept()
+        return random_prune(Mask.ones(reference.shapes), Fraction(pruned, reference.numel()), seed)
+    parts: dict[str, torch.Tensor] = {}
+    for offset, names in enumerate(ranking_units(list(reference), {}, "layer").values()):
+        layer = reference.subset(names)
+        sparsity = Fraction(layer.numel() - layer.kept(), layer.numel())
+        parts.update(random_prune(Mask.ones(layer.shapes), sparsity, seed + offset))
+    return Mask({name: parts[name] for name in reference}, {"method": "random"})

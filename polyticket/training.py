@@ -128,7 +128,7 @@ def train(
     context = dict(context or {})
     set_seed(args.seed)
     loader = train_loader(data.train, data.collator, args.batch_size, args.seed)
-    evaluation = eval_loader(data.eval, data.collator, args.eval_batch_size)
+    evaluation = eval_loader(data.eval, data.eval_collator or data.collator, args.eval_batch_size)
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)

@@ -47,7 +47,7 @@ def test_only_the_first_sub_word_carries_the_label(bert_dir, tmp_path):
     pieces = [tokenizer.tokenize(w) for w in (long_word, "Paris")]
     path = tmp_path / "d.conll"
     path.write_text(f"{long_word}\tB-LOC\nParis\tB-LOC\n")
-    data = NerTask().prepare(DataArgs(train_file=path, eval_file=path), tokenizer)
+    data = NerTask().prepare(DataArgs(train_file=path, eval_file=path), tokenizer, 0)
     labels = data.train[0]["labels"]
     loc = WIKIANN_LABELS.index("B-LOC")
     expected = [-100, loc] + [-100] * (len(pieces[0]) - 1) + [loc] + [-100] * len(pieces[1])
@@ -62,8 +62,8 @@ def test_other_tag_sets_and_unknown_eval_tags(bert_dir, tmp_path):
     dev = tmp_path / "d.conll"
     dev.write_text("Anna\tB-MISC\n")
     with pytest.raises(UserError, match="B-MISC"):
-        NerTask().prepare(DataArgs(train_file=train, eval_file=dev), tokenizer)
-    data = NerTask().prepare(DataArgs(train_file=train, eval_file=train), tokenizer)
+        NerTask().prepare(DataArgs(train_file=train, eval_file=dev), tokenizer, 0)
+    data = NerTask().prepare(DataArgs(train_file=train, eval_file=train), tokenizer, 0)
     assert data.info["labels"] == ["O", "B-PERSON"]
 
 
@@ -86,7 +86,7 @@ def test_hub_dataset_uses_the_configuration_and_its_label_names(bert_dir, monkey
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
     tokenizer = load_tokenizer(ModelArgs(model=str(bert_dir)))
-    data = NerTask().prepare(DataArgs(dataset="unimelb-nlp/wikiann", language="de"), tokenizer)
+    data = NerTask().prepare(DataArgs(dataset="unimelb-nlp/wikiann", language="de"), tokenizer, 0)
     assert asked == [
         ("unimelb-nlp/wikiann", "de", "train"),
         ("unimelb-nlp/wikiann", "de", "validation"),

@@ -33,7 +33,7 @@ def setup(tmp_path_factory, conll_files):
     model_args = ModelArgs(model=str(path))
     data_args = DataArgs(train_file=conll_files[0], eval_file=conll_files[1])
     task = NerTask()
-    data = task.prepare(data_args, load_tokenizer(model_args))
+    data = task.prepare(data_args, load_tokenizer(model_args), 0)
     return task, model_args, data
 
 

@@ -1,18 +1,29 @@
-"""What every task provides to the one training loop."""
+"""What every task provides to the one training loop, and what all tasks share.
+
+A task reads raw examples of one language and split; the base class samples equal shares of
+every language (the paper trains each language on the same number of examples), then the
+task turns them into features and says how to batch, model and score them.
+"""
 
 from __future__ import annotations
 
+import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
-from transformers import PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 
 from polyticket.config import DataArgs, ModelArgs
+from polyticket.errors import UserError
+
+Split = Literal["train", "eval"]
+Collator = Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]
 
 
 @dataclass
@@ -21,8 +32,68 @@ class TaskData:
 
     train: list[dict[str, Any]]
     eval: list[dict[str, Any]]
-    collator: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]
+    collator: Collator
+    eval_collator: Collator | None = None  # when evaluation batches differ (fixed MLM masking)
+    tokenizer: Any = None
     info: dict[str, Any] = field(default_factory=dict)  # e.g. the label list
+
+
+def languages(data: DataArgs) -> list[str]:
+    return [code.strip() for code in data.language.split(",") if code.strip()]
+
+
+def data_file(data: DataArgs, split: Split, language: str) -> Path | None:
+    """The local file of a split; ``{lang}`` in its name stands for each language."""
+    template = data.train_file if split == "train" else data.eval_file
+    if template is None:
+        return None
+    text = str(template)
+    if "{lang}" in text:
+        return Path(text.replace("{lang}", language))
+    if len(languages(data)) > 1:
+        raise UserError(f"with several languages, put {{lang}} in the file name: {text}")
+    return Path(text)
+
+
+def require_file(path: Path) -> Path:
+    if not path.is_file():
+        raise UserError(f"data file not found: {path}")
+    return path
+
+
+def load_hub_split(data: DataArgs, language: str, split: Split) -> Any:
+    """One split of a hub dataset whose configuration is the language."""
+    import datasets
+
+    name = data.train_split if split == "train" else data.eval_split
+    try:
+        return datasets.load_dataset(data.dataset, language, split=name)
+    except Exception as exc:  # datasets raises many types for "not found" and "offline"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"cannot load {data.dataset} ({language}, {name}) from the hub: {first}"
+        ) from None
+
+
+def equal_shares(per_language: dict[str, list[Any]], limit: int | None, seed: int) -> list[Any]:
+    """The same number of examples from every language, drawn with the seed.
+
+    With a limit, each language gives ``limit / |languages|``; without, several languages
+    give as many as the smallest has, and a single language gives everything.
+    """
+    sizes = {lang: len(examples) for lang, examples in per_language.items()}
+    if limit is not None:
+        share = limit // len(per_language)
+    elif len(per_language) > 1:
+        share = min(sizes.values())
+    else:
+        share = None
+    out: list[Any] = []
+    for offset, (lang, examples) in enumerate(per_language.items()):
+        if share is not None and share < len(examples):
+            examples = random.Random(seed + offset).sample(examples, share)
+        out.extend(examples)
+    return out
 
 
 class Task(ABC):
@@ -30,9 +101,29 @@ class Task(ABC):
     metric: str  # the score that selects tickets
     greater_is_better: bool = True
 
+    def prepare(self, data: DataArgs, tokenizer: Any, seed: int) -> TaskData:
+        """Read every language's data, take equal shares, tokenise."""
+        codes = languages(data)
+        if not codes:
+            raise UserError("give at least one --language")
+        samples: dict[Split, list[Any]] = {}
+        for split, limit in (("train", data.max_train_samples), ("eval", data.max_eval_samples)):
+            per_language = {lang: self.read(data, split, lang, seed) for lang in codes}
+            for lang, examples in per_language.items():
+                if not examples:
+                    raise UserError(f"no {split} examples for language {lang}")
+            samples[split] = equal_shares(per_language, limit, seed)
+        return self.featurize(samples["train"], samples["eval"], data, tokenizer, seed)
+
     @abstractmethod
-    def prepare(self, data: DataArgs, tokenizer: Any) -> TaskData:
-        """Read and tokenise the training and evaluation data."""
+    def read(self, data: DataArgs, split: Split, language: str, seed: int) -> list[Any]:
+        """Raw examples of one split and language, from a local file or the hub."""
+
+    @abstractmethod
+    def featurize(
+        self, train: Sequence[Any], dev: Sequence[Any], data: DataArgs, tokenizer: Any, seed: int
+    ) -> TaskData:
+        """Tokenised features and collators."""
 
     @abstractmethod
     def build_model(self, model: ModelArgs, data: TaskData, seed: int) -> PreTrainedModel:
@@ -48,12 +139,19 @@ class Task(ABC):
         return score > than if self.greater_is_better else score < than
 
 
-def get_task(name: str) -> Task:
+TASKS = ("ner", "nli", "mlm")
+
+
+def get_task(name: str, config: PretrainedConfig) -> Task:
+    """The task; NLI on an encoder-decoder model (mT5) is text to text."""
+    from polyticket.tasks.mlm import MlmTask
     from polyticket.tasks.ner import NerTask
+    from polyticket.tasks.nli import NliTask, NliTextTask
 
-    tasks: dict[str, type[Task]] = {"ner": NerTask}
-    if name not in tasks:
-        from polyticket.errors import UserError
-
-        raise UserError(f"unknown task {name!r}: use one of {', '.join(tasks)}")
-    return tasks[name]()
+    if name == "ner":
+        return NerTask()
+    if name == "nli":
+        return NliTextTask() if config.is_encoder_decoder else NliTask()
+    if name == "mlm":
+        return MlmTask()
+    raise UserError(f"unknown task {name!r}: use one of {', '.join(TASKS)}")

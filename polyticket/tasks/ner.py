@@ -16,7 +16,14 @@ from transformers import AutoModelForTokenClassification, DataCollatorForTokenCl
 from polyticket.config import DataArgs, ModelArgs
 from polyticket.errors import UserError
 from polyticket.models import load_model
-from polyticket.tasks.base import Task, TaskData
+from polyticket.tasks.base import (
+    Split,
+    Task,
+    TaskData,
+    data_file,
+    load_hub_split,
+    require_file,
+)
 
 # The order of WikiANN's ClassLabel, so that ids in files and on the hub mean the same.
 WIKIANN_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
@@ -29,7 +36,7 @@ def read_conll(path: Path) -> list[Sentence]:
     sentences: list[Sentence] = []
     tokens: list[str] = []
     tags: list[str] = []
-    with _open(path) as f:
+    with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             fields = line.split()
             if not fields:
@@ -53,7 +60,7 @@ def read_conll(path: Path) -> list[Sentence]:
 def read_jsonl(path: Path, labels: Sequence[str]) -> list[Sentence]:
     """``{"tokens": [...], "ner_tags": [...]}`` per line; tags as strings or label ids."""
     sentences: list[Sentence] = []
-    with _open(path) as f:
+    with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -81,30 +88,11 @@ def read_jsonl(path: Path, labels: Sequence[str]) -> list[Sentence]:
     return sentences
 
 
-def _open(path: Path):
-    if not path.is_file():
-        raise UserError(f"data file not found: {path}")
-    return open(path, encoding="utf-8")
-
-
 def read_file(path: Path, labels: Sequence[str]) -> list[Sentence]:
+    require_file(path)
     if path.suffix == ".jsonl":
         return read_jsonl(path, labels)
     return read_conll(path)
-
-
-def read_hub(data: DataArgs, split: str) -> tuple[list[Sentence], list[str]]:
-    import datasets
-
-    try:
-        ds = datasets.load_dataset(data.dataset, data.language, split=split)
-    except Exception as exc:  # datasets raises many types for "not found" and "offline"
-        raise UserError(
-            f"cannot load {data.dataset} ({data.language}, {split}) from the hub: "
-            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
-        ) from None
-    names = ds.features["ner_tags"].feature.names
-    return [(ex["tokens"], [names[t] for t in ex["ner_tags"]]) for ex in ds], names
 
 
 def label_list(sentences: Sequence[Sentence], given: Sequence[str]) -> list[str]:
@@ -120,26 +108,22 @@ class NerTask(Task):
     name = "ner"
     metric = "f1"
 
-    def prepare(self, data: DataArgs, tokenizer: Any) -> TaskData:
+    def read(self, data: DataArgs, split: Split, language: str, seed: int) -> list[Sentence]:
         if data.dataset:
-            train, hub_labels = read_hub(data, data.train_split)
-            dev, _ = read_hub(data, data.eval_split)
-            labels = list(data.labels) or hub_labels
-        else:
-            if data.train_file is None or data.eval_file is None:
-                raise UserError("give --train-file and --eval-file, or --dataset")
-            default_ids = list(data.labels) or WIKIANN_LABELS
-            train = read_file(Path(data.train_file), default_ids)
-            dev = read_file(Path(data.eval_file), default_ids)
-            labels = label_list(train, data.labels)
-        for path, sentences in ((data.train_file, train), (data.eval_file, dev)):
+            ds = load_hub_split(data, language, split)
+            names = ds.features["ner_tags"].feature.names
+            return [(ex["tokens"], [names[t] for t in ex["ner_tags"]]) for ex in ds]
+        path = data_file(data, split, language)
+        if path is None:
+            raise UserError("give --train-file and --eval-file, or --dataset")
+        return read_file(path, list(data.labels) or WIKIANN_LABELS)
+
+    def featurize(self, train, dev, data: DataArgs, tokenizer: Any, seed: int) -> TaskData:
+        labels = label_list(train, data.labels)
+        for split, sentences in (("training", train), ("evaluation", dev)):
             unknown = sorted({t for _, tags in sentences for t in tags} - set(labels))
             if unknown:
-                raise UserError(
-                    f"{path or data.dataset}: tag {unknown[0]!r} is not a label ({labels})"
-                )
-        if not train or not dev:
-            raise UserError(f"no sentences in {'training' if not train else 'evaluation'} data")
+                raise UserError(f"{split} data: tag {unknown[0]!r} is not a label ({labels})")
         label_ids = {label: i for i, label in enumerate(labels)}
         return TaskData(
             train=self._features(train, tokenizer, label_ids, data.max_seq_length),

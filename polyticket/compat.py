@@ -1,0 +1,302 @@
+"""Bridges to the original code (Foroutan et al., 2022): its mask files and its JSON configs.
+
+The original scripts pruned with ``torch.nn.utils.prune`` and saved ``{key: tensor}`` for
+every state-dict key containing ``mask`` (``bert.encoder.layer.0.attention.self.query
+.weight_mask``, float 0/1, sometimes behind ``module.`` from DataParallel) with a pickling
+``torch.save``. Their configs are HF ``TrainingArguments``-style JSON files. This module
+reads both into polyticket's terms, and writes a polyticket mask back in the original format
+so the original scripts (or any ``torch.nn.utils.prune`` user) can apply it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import re
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from polyticket.errors import UserError
+from polyticket.masks import Mask
+
+log = logging.getLogger("polyticket")
+
+# Task-head wrappers put the base model under one of these attributes; polyticket keys masks
+# by base-model names, so the wrapper's prefix has to go.
+MODEL_PREFIXES = (
+    "bert.",
+    "roberta.",
+    "xlm_roberta.",
+    "xlmr.",
+    "distilbert.",
+    "transformer.",
+    "model.",
+)
+_DATA_PARALLEL = "module."
+_MASK_SUFFIX = "_mask"
+_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+
+
+def _torch_load(path: Path) -> Any:
+    """``torch.load`` restricted to tensors and plain containers, with errors a user can read."""
+    if not path.is_file():
+        raise UserError(f"mask file not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        unsafe = _UNSAFE_GLOBAL.search(str(exc))
+        what = f"a Python object ({unsafe.group(1)})" if unsafe else "Python objects"
+        raise UserError(
+            f"{path.name}: holds {what} besides tensors; only tensors are read from a .pt "
+            "file, since unpickling anything else could run code from it"
+        ) from None
+    # A file that is not a torch archive fails deep in zipfile/pickle with KeyError, EOFError,
+    # RuntimeError, ... depending on its first bytes; all of them mean the same to the user.
+    except Exception as exc:
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise UserError(f"{path.name}: not a file torch.save wrote ({detail})") from None
+
+
+def _base_name(key: str, known: set[str] | None) -> str:
+    """``module.bert.X.weight_mask`` -> ``X.weight``, keeping a prefix that a known name has."""
+    name = key.removesuffix(_MASK_SUFFIX)
+    while name.startswith(_DATA_PARALLEL):
+        name = name.removeprefix(_DATA_PARALLEL)
+    stripped = next((name[len(p) :] for p in MODEL_PREFIXES if name.startswith(p)), None)
+    if known is None:
+        return stripped or name
+    # T5's base names start with "encoder."/"decoder." and a model could have "model." in
+    # its own names, so a prefix is stripped only where that yields a parameter of the model.
+    if name in known or stripped is None:
+        return name
+    return stripped if stripped in known else name
+
+
+def import_torch_mask(path: Path, known_names: Iterable[str] | None = None) -> Mask:
+    """Read a mask saved by the original code (a ``torch.save`` of ``*_mask`` tensors).
+
+    Every entry whose key ends in ``_mask`` becomes one bool tensor (nonzero = kept) named by
+    the base model's parameter (``X.weight_mask`` -> ``X.weight``); other entries, such as
+    the ``weight_orig`` of a full pruned state dict, are ignored. With ``known_names``, every
+    resulting name must be one of them. Raises ``UserError`` on anything a user could get
+    wrong: no file, not a torch file, pickled objects, no masks, values other than 0 and 1.
+    """
+    path = Path(path)
+    data = _torch_load(path)
+    if not isinstance(data, dict):
+        raise UserError(
+            f"{path.name}: expected a dict of mask tensors, found {type(data).__name__}"
+        )
+    known = set(known_names) if known_names is not None else None
+    tensors: dict[str, torch.Tensor] = {}
+    keys: dict[str, str] = {}
+    for key, value in data.items():
+        if not (isinstance(key, str) and key.endswith(_MASK_SUFFIX)):
+            continue
+        if not isinstance(value, torch.Tensor):
+            raise UserError(f"{path.name}: entry {key!r} is a {type(value).__name__}, not a tensor")
+        if not bool(((value == 0) | (value == 1)).all()):
+            raise UserError(f"{path.name}: entry {key!r} holds values other than 0 and 1")
+        name = _base_name(key, known)
+        if known is not None and name not in known:
+            raise UserError(f"{path.name}: entry {key!r}: parameter {name} is not in the model")
+        if name in tensors:
+            raise UserError(f"{path.name}: entries {keys[name]!r} and {key!r} both mask {name}")
+        tensors[name] = value != 0
+        keys[name] = key
+    if not tensors:
+        raise UserError(f"{path.name}: no mask entries (keys ending in '{_MASK_SUFFIX}')")
+    return Mask(tensors, {"method": "imported", "source": path.name})
+
+
+def export_torch_prune(mask: Mask, path: Path, prefix: str = "") -> Path:
+    """Write ``mask`` as the original code's ``.pt`` file: ``{prefix + X.weight_mask: float}``.
+
+    These are the buffers ``torch.nn.utils.prune`` keeps (``module.weight_mask``), so the
+    original ``pruning_model_custom`` loads the file with ``prefix="bert."``. Written to a
+    temporary name and renamed, so a crash never leaves half a file.
+    """
+    path = Path(path)
+    state = {f"{prefix}{name}{_MASK_SUFFIX}": t.to(torch.float32) for name, t in mask.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_mask(path: Path, known_names: Iterable[str] | None = None) -> Mask:
+    """A polyticket ``.safetensors`` mask, or an original ``.pt`` one, told apart by content.
+
+    Original configs name ``.pt`` masks (``mask_dir``), so whatever loads a mask named in a
+    config should accept both.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"mask file not found: {path}")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    # torch.save writes a zip archive; the pre-1.6 format and plain pickles start with PROTO.
+    if magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80":
+        return import_torch_mask(path, known_names)
+    return Mask.load(path)
+
+
+# The original scripts' argument names -> polyticket knob names.
+ORIGINAL_KEYS: dict[str, str] = {
+    "model_name_or_path": "model",
+    "data_language": "language",
+    "dataset_name": "dataset",
+    "task_name": "task",
+    "learning_rate": "learning_rate",
+    "per_device_train_batch_size": "batch_size",
+    "per_device_eval_batch_size": "eval_batch_size",
+    "num_train_epochs": "epochs",
+    "max_steps": "max_steps",
+    "max_seq_length": "max_seq_length",
+    # The original evaluated every logging_steps when evaluate_during_training was set.
+    "logging_steps": "eval_steps",
+    "seed": "seed",
+    "mask_dir": "mask",
+    "weight_init": "init",
+    # ner_fine_tune.py declares weight_init but reads initial_weight; both mean the same.
+    "initial_weight": "init",
+    "train_file": "train_file",
+    "validation_file": "eval_file",
+    "val_data_ratio": "validation_ratio",
+    "weight_decay": "weight_decay",
+    "adam_epsilon": "adam_epsilon",
+    "max_grad_norm": "max_grad_norm",
+    "gradient_accumulation_steps": "gradient_accumulation_steps",
+    "warmup_ratio": "warmup_ratio",
+    "output_dir": "out",
+    "block_size": "block_size",
+    "mlm_probability": "mlm_probability",
+}
+
+# Original arguments with no polyticket equivalent; seeing one marks a file as original.
+IGNORED_KEYS = frozenset(
+    {
+        "adam_beta1",
+        "adam_beta2",
+        "cache_dir",
+        "config_name",
+        "do_eval",
+        "do_predict",
+        "do_train",
+        "evaluate_during_training",
+        "fp16",
+        "fp16_opt_level",
+        "ignore_pad_token_for_loss",
+        "label_all_tokens",
+        "local_rank",
+        "log_dir",
+        "max_eval_samples",
+        "max_predict_samples",
+        "max_source_length",
+        "max_target_length",
+        "max_train_samples",
+        "mlm",
+        "model_revision",
+        "model_type",
+        "no_cuda",
+        "overwrite_cache",
+        "overwrite_output_dir",
+        "pad_to_max_length",
+        "preprocessing_num_workers",
+        "pruning_type",
+        "rand_seed",
+        "return_entity_level_metrics",
+        "save_steps",
+        "server_ip",
+        "server_port",
+        "set_seed",
+        "sparsity",
+        "test_file",
+        "tokenizer_name",
+        "use_auth_token",
+        "val_max_target_length",
+        "warmup_steps",
+    }
+)
+
+_ORIGINAL_ONLY = IGNORED_KEYS | {k for k, v in ORIGINAL_KEYS.items() if k != v}
+
+# The original scripts' values -> polyticket's, per target knob; other values pass unchanged.
+_VALUES: dict[str, dict[str, str]] = {
+    "dataset": {"wikiann": "unimelb-nlp/wikiann", "xnli": "facebook/xnli"},
+    "task": {"ner": "ner", "xnli": "nli", "mlm": "mlm", "pretrain": "mlm"},
+    "init": {"pre": "pretrained", "rand": "random"},
+}
+
+
+def is_original_config(values: dict[str, Any]) -> bool:
+    """True if the keys are the original scripts' (at least one key only they use)."""
+    return any(key in _ORIGINAL_ONLY for key in values)
+
+
+def _is_false(value: Any) -> bool:
+    return value is False or (isinstance(value, str) and value.strip().lower() == "false")
+
+
+def _translate_value(target: str, value: Any) -> Any:
+    if target == "max_steps":
+        # The original's -1 (its default) means "no limit", which is polyticket's None.
+        try:
+            return None if float(value) <= 0 else value
+        except (TypeError, ValueError):
+            return value
+    if isinstance(value, str) and target in _VALUES:
+        return _VALUES[target].get(value.lower(), value)
+    return value
+
+
+def translate_config(values: dict[str, Any], knobs: set[str], source: str) -> dict[str, Any]:
+    """Config-file values in polyticket's knob names, whether the file is original or ours.
+
+    An original config (see ``is_original_config``) has its keys and values translated;
+    keys polyticket cannot honour are dropped with one warning each. In any other file every
+    key must be one of ``knobs``, else ``UserError``. Types are left to the caller.
+    """
+    if not is_original_config(values):
+        for key in values:
+            if key not in knobs:
+                raise UserError(f"{source}: unknown key {key!r}")
+        return dict(values)
+    out: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for key, value in values.items():
+        if key in ORIGINAL_KEYS:
+            target = ORIGINAL_KEYS[key]
+            if target == "eval_steps" and _is_false(values.get("evaluate_during_training")):
+                # Without evaluate_during_training, logging_steps only paced the loss log.
+                target = "log_steps"
+            value = _translate_value(target, value)
+        elif key in knobs:
+            target = key
+        else:
+            log.warning("ignoring key %r of %s: polyticket has no such setting", key, source)
+            continue
+        if target not in knobs:
+            log.warning(
+                "ignoring key %r of %s: this command has no setting %r", key, source, target
+            )
+            continue
+        if target in out and out[target] != value:
+            raise UserError(
+                f"{source}: keys {origin[target]!r} and {key!r} both set {target}, "
+                f"to {out[target]!r} and {value!r}"
+            )
+        out[target] = value
+        origin[target] = key
+    return out

@@ -1,0 +1,204 @@
+"""Natural language inference (XNLI): sequence classification, or text to text for mT5/T5."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+from transformers import (
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    DataCollatorForSeq2Seq,
+    DataCollatorWithPadding,
+)
+
+from polyticket.config import DataArgs, ModelArgs
+from polyticket.errors import UserError
+from polyticket.models import load_model
+from polyticket.tasks.base import Split, Task, TaskData, data_file, load_hub_split, require_file
+
+# XNLI's label ids, so that ids in files and on the hub mean the same.
+LABELS = ["entailment", "neutral", "contradiction"]
+
+Pair = tuple[str, str, int]  # premise, hypothesis, label id
+
+_COLUMNS = {
+    "premise": ("premise", "sentence1"),
+    "hypothesis": ("hypothesis", "sentence2"),
+    "label": ("label", "gold_label"),
+}
+
+
+def _label(value: Any, where: str) -> int:
+    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+        index = int(value)
+        if 0 <= index < len(LABELS):
+            return index
+    elif isinstance(value, str) and value.strip().lower() in LABELS:
+        return LABELS.index(value.strip().lower())
+    raise UserError(f"{where}: label {value!r} is none of {', '.join(LABELS)} (or 0-2)")
+
+
+def _field(record: dict[str, Any], column: str, where: str) -> Any:
+    for name in _COLUMNS[column]:
+        if name in record and record[name] is not None:
+            return record[name]
+    raise UserError(f"{where}: no {column} (expected one of {', '.join(_COLUMNS[column])})")
+
+
+def read_pairs(path: Path) -> list[Pair]:
+    """TSV with a header (premise, hypothesis, label; XNLI's sentence1/2, gold_label too) or
+    JSON lines with the same fields; labels as words or XNLI ids."""
+    require_file(path)
+    pairs = []
+    with open(path, encoding="utf-8", newline="") as f:
+        if path.suffix == ".jsonl":
+            rows = []
+            for lineno, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rows.append((lineno, json.loads(line)))
+                    except json.JSONDecodeError as exc:
+                        raise UserError(f"{path}:{lineno}: not JSON ({exc})") from None
+        else:
+            reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            rows = [(lineno, row) for lineno, row in enumerate(reader, 2)]
+        for lineno, record in rows:
+            where = f"{path}:{lineno}"
+            if not isinstance(record, dict) or None in record:
+                raise UserError(f"{where}: expected premise, hypothesis and label fields")
+            pairs.append(
+                (
+                    str(_field(record, "premise", where)),
+                    str(_field(record, "hypothesis", where)),
+                    _label(_field(record, "label", where), where),
+                )
+            )
+    return pairs
+
+
+class _NliData(Task):
+    """Reading is shared by both ways of modelling NLI."""
+
+    name = "nli"
+    metric = "accuracy"
+
+    def read(self, data: DataArgs, split: Split, language: str, seed: int) -> list[Pair]:
+        if data.dataset:
+            ds = load_hub_split(data, language, split)
+            return [(ex["premise"], ex["hypothesis"], int(ex["label"])) for ex in ds]
+        path = data_file(data, split, language)
+        if path is None:
+            raise UserError("give --train-file and --eval-file, or --dataset")
+        return read_pairs(path)
+
+
+class NliTask(_NliData):
+    """Encoder with a 3-way classification head."""
+
+    def featurize(self, train, dev, data: DataArgs, tokenizer: Any, seed: int) -> TaskData:
+        def features(pairs: Sequence[Pair]) -> list[dict[str, Any]]:
+            encoded = tokenizer(
+                [p for p, _, _ in pairs],
+                [h for _, h, _ in pairs],
+                truncation=True,
+                max_length=data.max_seq_length,
+            )
+            return [
+                {k: v[i] for k, v in encoded.items()} | {"labels": label}
+                for i, (_, _, label) in enumerate(pairs)
+            ]
+
+        return TaskData(
+            train=features(train),
+            eval=features(dev),
+            collator=DataCollatorWithPadding(tokenizer),
+            info={"labels": LABELS},
+        )
+
+    def build_model(self, model: ModelArgs, data: TaskData, seed: int):
+        return load_model(
+            AutoModelForSequenceClassification,
+            model,
+            seed,
+            num_labels=len(LABELS),
+            id2label=dict(enumerate(LABELS)),
+            label2id={label: i for i, label in enumerate(LABELS)},
+        )
+
+    @torch.no_grad()
+    def evaluate(self, model, loader: DataLoader, accelerator: Accelerator, data: TaskData):
+        correct = total = 0
+        losses = []
+        for batch in loader:
+            out = model(**batch)
+            losses.append(accelerator.gather_for_metrics(out.loss.detach().reshape(1)))
+            preds, refs = accelerator.gather_for_metrics((out.logits.argmax(-1), batch["labels"]))
+            correct += int((preds == refs).sum())
+            total += refs.numel()
+        return {"accuracy": correct / total, "loss": torch.cat(losses).mean().item()}
+
+
+class NliTextTask(_NliData):
+    """mT5/T5: "xnli premise: P hypothesis: H" -> the label word, greedy decoding, exact match."""
+
+    def featurize(self, train, dev, data: DataArgs, tokenizer: Any, seed: int) -> TaskData:
+        def features(pairs: Sequence[Pair]) -> list[dict[str, Any]]:
+            encoded = tokenizer(
+                [f"xnli premise: {p} hypothesis: {h}" for p, h, _ in pairs],
+                truncation=True,
+                max_length=data.max_seq_length,
+            )
+            targets = tokenizer(text_target=[LABELS[label] for _, _, label in pairs])
+            return [
+                {k: v[i] for k, v in encoded.items()} | {"labels": targets["input_ids"][i]}
+                for i in range(len(pairs))
+            ]
+
+        return TaskData(
+            train=features(train),
+            eval=features(dev),
+            collator=DataCollatorForSeq2Seq(tokenizer),
+            tokenizer=tokenizer,
+            info={"labels": LABELS, "max_target_length": data.max_target_length},
+        )
+
+    def build_model(self, model: ModelArgs, data: TaskData, seed: int):
+        return load_model(AutoModelForSeq2SeqLM, model, seed)
+
+    @torch.no_grad()
+    def evaluate(self, model, loader: DataLoader, accelerator: Accelerator, data: TaskData):
+        tokenizer = data.tokenizer
+        generator = accelerator.unwrap_model(model)
+        correct = total = 0
+        losses = []
+        for batch in loader:
+            losses.append(accelerator.gather_for_metrics(model(**batch).loss.detach().reshape(1)))
+            generated = generator.generate(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                max_new_tokens=data.info["max_target_length"],
+                do_sample=False,
+                num_beams=1,
+            )
+            pad = tokenizer.pad_token_id
+            generated = accelerator.pad_across_processes(generated, dim=1, pad_index=pad)
+            refs = accelerator.pad_across_processes(batch["labels"], dim=1, pad_index=-100)
+            generated, refs = accelerator.gather_for_metrics((generated, refs))
+            answers = tokenizer.batch_decode(generated, skip_special_tokens=True)
+            gold = tokenizer.batch_decode(
+                refs.masked_fill(refs == -100, pad), skip_special_tokens=True
+            )
+            # An answer that is no label word counts as wrong.
+            correct += sum(
+                a.strip() == g.strip() and a.strip() in LABELS
+                for a, g in zip(answers, gold, strict=True)
+            )
+            total += len(gold)
+        return {"accuracy": correct / total, "loss": torch.cat(losses).mean().item()}
