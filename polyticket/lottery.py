@@ -249,21 +249,22 @@ def find(config: FindConfig, run: Path) -> dict[str, Any]:
 
 
 def finetune(config: TrainConfig, out: Path) -> dict[str, Any]:
-    """Train once, optionally with a mask (a ticket, a transferred or a random one)."""
-    mask = Mask.load(config.mask) if config.mask else None
+    """Train once, optionally with a mask (a ticket, a transferred or a control mask)."""
     task, accelerator, data, model = _prepare(config)
     params = dict(model.base_model.named_parameters())
+    mask = control_mask(config, model)
     if mask is not None:
         mask.check_fits({n: p.shape for n, p in params.items()}, source=str(config.mask))
-    info = {
-        **_run_info(config, model, task),
-        "started": now(),
-        "mask": {"file": str(config.mask), "sparsity": mask.sparsity(), **mask.metadata}
+    described = (
+        {"source": config.mask, "sparsity": mask.sparsity(), **mask.metadata}
         if mask is not None
-        else None,
-    }
+        else None
+    )
+    info = {**_run_info(config, model, task), "started": now(), "mask": described}
     if accelerator.is_main_process:
         write_json(out / "run.json", info)
+        if mask is not None:
+            mask.save(out / MASK, model=config.model.model)
     log = RunLog(out, accelerator)
     result = train(
         model, task, data, config.train, accelerator, params, mask, log, {"desc": "training"}

@@ -126,3 +126,120 @@ def conll_files(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(autouse=True)
 def _polyticket_home(tmp_path, monkeypatch):
     monkeypatch.setenv("POLYTICKET_HOME", str(tmp_path / "polyticket-home"))
+
+
+def unigram_tokenizer(texts: list[str], kind: str):
+    """A SentencePiece-style Unigram tokenizer trained here: XLM-R's or mT5's special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if kind == "xlmr":
+        specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    else:  # mt5: pad 0, eos 1, unk 2
+        specials = ["<pad>", "</s>", "<unk>"]
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(
+        texts, trainers.UnigramTrainer(vocab_size=300, special_tokens=specials, unk_token="<unk>")
+    )
+    if kind == "xlmr":
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A </s>",
+            pair="<s> $A </s> </s> $B </s>",
+            special_tokens=[("<s>", 0), ("</s>", 2)],
+        )
+        return PreTrainedTokenizerFast(
+            tokenizer_object=tok,
+            bos_token="<s>",
+            eos_token="</s>",
+            sep_token="</s>",
+            cls_token="<s>",
+            pad_token="<pad>",
+            unk_token="<unk>",
+            mask_token="<mask>",
+            model_max_length=128,
+        )
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        model_max_length=128,
+    )
+
+
+def nli_corpus() -> list[str]:
+    from polyticket.data.synth import synth_nli
+
+    pairs = synth_nli("en", 90, 0) + synth_nli("fr", 90, 0)
+    return (
+        [f"xnli premise: {p} hypothesis: {h}" for p, h, _ in pairs]
+        + ["entailment neutral contradiction"] * 20
+        + corpus()
+    )
+
+
+@pytest.fixture(scope="session")
+def xlmr_dir(tmp_path_factory) -> Path:
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaModel
+
+    path = tmp_path_factory.mktemp("tiny-xlmr")
+    tokenizer = unigram_tokenizer(nli_corpus(), "xlmr")
+    config = XLMRobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=160,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+    )
+    torch.manual_seed(0)
+    XLMRobertaModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def mt5_dir(tmp_path_factory) -> Path:
+    import torch
+    from transformers import MT5Config, MT5ForConditionalGeneration
+
+    path = tmp_path_factory.mktemp("tiny-mt5")
+    tokenizer = unigram_tokenizer(nli_corpus(), "mt5")
+    config = MT5Config(
+        vocab_size=len(tokenizer),
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    MT5ForConditionalGeneration(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def nli_files(tmp_path_factory) -> tuple[Path, Path]:
+    from polyticket.data.synth import write_synth
+
+    root = tmp_path_factory.mktemp("nli")
+    return (
+        write_synth("nli", "en", 60, 1, root / "train.tsv"),
+        write_synth("nli", "en", 30, 2, root / "dev.jsonl"),
+    )

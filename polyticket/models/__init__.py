@@ -15,12 +15,12 @@ from polyticket.errors import UserError
 OFFLINE_MODELS = ("e5-small",)
 
 
-def resolve(name: str) -> str:
+def resolve(name: str, vocab_from: list[Path] | None = None) -> str:
     """A local directory, the prepared offline default, or a hub id (returned as is)."""
     if name in OFFLINE_MODELS:
         from polyticket.models.e5 import prepare_e5_small
 
-        return str(prepare_e5_small())
+        return str(prepare_e5_small(vocab_from=vocab_from or None))
     path = Path(name).expanduser()
     if path.is_dir():
         return str(path)
@@ -41,7 +41,7 @@ def _load(what: str, name: str, loader: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def load_config(args: ModelArgs, **overrides: Any) -> PretrainedConfig:
-    path = resolve(args.model)
+    path = resolve(args.model, args.vocab_from)
     return _load(
         "configuration",
         args.model,
@@ -53,7 +53,7 @@ def load_config(args: ModelArgs, **overrides: Any) -> PretrainedConfig:
 
 
 def load_tokenizer(args: ModelArgs, **kwargs: Any):
-    path = resolve(args.model)
+    path = resolve(args.model, args.vocab_from)
     config = load_config(args)
     # Byte-level BPE tokenizers need this to tokenise text that is already split into words.
     if config.model_type in ("roberta", "gpt2", "longformer", "bart"):
@@ -83,7 +83,7 @@ def load_model(
         "weights",
         args.model,
         auto_class.from_pretrained,
-        resolve(args.model),
+        resolve(args.model, args.vocab_from),
         config=config,
         revision=args.revision,
     )

@@ -89,7 +89,7 @@ def equal_shares(per_language: dict[str, list[Any]], limit: int | None, seed: in
     else:
         share = None
     out: list[Any] = []
-    for offset, (lang, examples) in enumerate(per_language.items()):
+    for offset, examples in enumerate(per_language.values()):
         if share is not None and share < len(examples):
             examples = random.Random(seed + offset).sample(examples, share)
         out.extend(examples)

@@ -67,24 +67,33 @@ def split_documents(documents: Sequence[str], ratio: float, seed: int) -> tuple[
     )
 
 
+def special_template(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The ids a tokenizer puts before and after a single text (``[CLS]``/``[SEP]``,
+    ``<s>``/``</s>``, T5's ``</s>``), read off one encoding: fast tokenizers keep the template
+    in their post-processor, not in a method."""
+    inner = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    start = next(i for i in range(len(full)) if full[i : i + len(inner)] == inner)
+    return full[:start], full[start + len(inner) :]
+
+
 def blocks(documents: Sequence[str], tokenizer: Any, block_size: int) -> list[dict[str, Any]]:
     """Each document cut into blocks of at most ``block_size`` tokens (special tokens
     included); the last block of a document is shorter, nothing is dropped."""
-    room = block_size - tokenizer.num_special_tokens_to_add(pair=False)
+    before, after = special_template(tokenizer)
+    room = block_size - len(before) - len(after)
     if room < 1:
         raise UserError(f"--block-size {block_size} leaves no room for text")
     out = []
     ids = tokenizer(list(documents), add_special_tokens=False)["input_ids"]
     for doc in ids:
         for start in range(0, len(doc), room):
-            chunk = tokenizer.build_inputs_with_special_tokens(doc[start : start + room])
+            chunk = doc[start : start + room]
             out.append(
                 {
-                    "input_ids": chunk,
-                    "attention_mask": [1] * len(chunk),
-                    "special_tokens_mask": tokenizer.get_special_tokens_mask(
-                        chunk, already_has_special_tokens=True
-                    ),
+                    "input_ids": before + chunk + after,
+                    "attention_mask": [1] * (len(before) + len(chunk) + len(after)),
+                    "special_tokens_mask": [1] * len(before) + [0] * len(chunk) + [1] * len(after),
                 }
             )
     return out

@@ -166,7 +166,11 @@ class NliTextTask(_NliData):
             eval=features(dev),
             collator=DataCollatorForSeq2Seq(tokenizer),
             tokenizer=tokenizer,
-            info={"labels": LABELS, "max_target_length": data.max_target_length},
+            info={
+                "labels": LABELS,
+                "max_target_length": data.max_target_length
+                or max(len(ids) for ids in tokenizer(text_target=LABELS)["input_ids"]),
+            },
         )
 
     def build_model(self, model: ModelArgs, data: TaskData, seed: int):

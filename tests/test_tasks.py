@@ -1,0 +1,424 @@
+"""Every task of the paper through the CLI: NLI (encoder and mT5), MLM, control masks,
+cross-task masks, several languages, the original code's configs and masks."""
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ner_sentences, write_conll
+
+from polyticket.cli import main
+from polyticket.config import DataArgs, ModelArgs, TrainArgs
+from polyticket.masks import Mask
+from polyticket.models import load_tokenizer
+from polyticket.models.families import find_prunable
+from polyticket.tasks.base import equal_shares
+from polyticket.tasks.mlm import MlmTask, blocks
+from polyticket.tasks.ner import NerTask
+from polyticket.tasks.nli import NliTextTask
+from polyticket.training import eval_loader, make_accelerator
+
+FAST = ["--max-steps", "6", "--batch-size", "8", "--learning-rate", "1e-3", "--eval-steps", "3"]
+
+
+def files(train, dev):
+    return ["--train-file", str(train), "--eval-file", str(dev)]
+
+
+def read(path: Path):
+    return json.loads(path.read_text())
+
+
+def test_nli_encoder_find_and_train(xlmr_dir, nli_files, tmp_path):
+    run = tmp_path / "nli"
+    args = ["--task", "nli", "--model", str(xlmr_dir), *files(*nli_files), *FAST]
+    assert (
+        main(["find", *args, "--rate", "0.5", "--target-sparsity", "0.5", "--out", str(run)]) == 0
+    )
+    level = read(run / "level_01" / "metrics.json")
+    assert level["metric"] == "accuracy" and 0 <= level["best_score"] <= 1
+    assert (
+        main(
+            [
+                "train",
+                *args,
+                "--mask",
+                str(run / "ticket.safetensors"),
+                "--out",
+                str(tmp_path / "t"),
+            ]
+        )
+        == 0
+    )
+
+
+@pytest.fixture(scope="module")
+def mt5_run(tmp_path_factory, mt5_dir, nli_files):
+    run = tmp_path_factory.mktemp("mt5") / "run"
+    args = [
+        "find",
+        "--task",
+        "nli",
+        "--model",
+        str(mt5_dir),
+        *files(*nli_files),
+        *FAST,
+        "--rate",
+        "0.25",
+        "--target-sparsity",
+        "0.5",
+        "--out",
+        str(run),
+    ]
+    assert main(args) == 0
+    return run
+
+
+def test_mt5_encoder_and_decoder_each_end_at_the_target_sparsity(mt5_run):
+    mask = Mask.load(mt5_run / "level_02" / "mask.safetensors")
+    for group in ("encoder", "decoder"):
+        part = mask.subset([n for n in mask if n.startswith(group + ".")])
+        assert part.sparsity() == pytest.approx(0.5, abs=1e-3), group
+    assert any(".EncDecAttention." in n for n in mask)
+    assert read(mt5_run / "level_00" / "metrics.json")["metric"] == "accuracy"
+
+
+def test_mt5_train_with_its_ticket(mt5_run, mt5_dir, nli_files, tmp_path):
+    assert (
+        main(
+            [
+                "train",
+                "--task",
+                "nli",
+                "--model",
+                str(mt5_dir),
+                *files(*nli_files),
+                *FAST,
+                "--mask",
+                str(mt5_run / "ticket.safetensors"),
+                "--out",
+                str(tmp_path / "t"),
+            ]
+        )
+        == 0
+    )
+
+
+def test_mt5_answers_that_are_no_label_score_zero(mt5_dir, nli_files, monkeypatch):
+    model_args = ModelArgs(model=str(mt5_dir))
+    tokenizer = load_tokenizer(model_args)
+    task = NliTextTask()
+    data = task.prepare(
+        DataArgs(task="nli", train_file=nli_files[0], eval_file=nli_files[1]), tokenizer, 0
+    )
+    model = task.build_model(model_args, data, 0)
+    nonsense = tokenizer("maybe", return_tensors="pt")["input_ids"]
+
+    def always_maybe(input_ids, **kwargs):
+        return nonsense.repeat(input_ids.shape[0], 1)
+
+    monkeypatch.setattr(model, "generate", always_maybe)
+    accelerator = make_accelerator(TrainArgs())
+    loader = eval_loader(data.eval, data.collator, 8)
+    assert task.evaluate(model, loader, accelerator, data)["accuracy"] == 0.0
+    # and the exact label words score 1
+    gold = {i: ex["labels"] for i, ex in enumerate(data.eval)}
+    calls = iter(range(0, len(data.eval), 8))
+
+    def oracle(input_ids, **kwargs):
+        start = next(calls)
+        rows = [gold[start + i] for i in range(input_ids.shape[0])]
+        width = max(map(len, rows))
+        return torch.tensor([[0] + r + [0] * (width - len(r)) for r in rows])
+
+    monkeypatch.setattr(model, "generate", oracle)
+    assert task.evaluate(model, loader, accelerator, data)["accuracy"] == 1.0
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+    from polyticket.data.synth import write_synth
+
+    return write_synth("text", "en", 40, 0, tmp_path_factory.mktemp("text") / "en.txt")
+
+
+def test_mlm_blocks_keep_every_token_of_a_long_document(bert_dir):
+    tokenizer = load_tokenizer(ModelArgs(model=str(bert_dir)))
+    document = " ".join(" ".join(t) for t, _ in ner_sentences(30, 4))
+    ids = tokenizer(document, add_special_tokens=False)["input_ids"]
+    cut = blocks([document], tokenizer, 32)
+    assert len(ids) > 3 * 30 and len(cut) >= 4
+    assert all(len(b["input_ids"]) <= 32 for b in cut)
+    inner = [i for b in cut for i in b["input_ids"][1:-1]]
+    assert inner == ids
+    assert all(b["attention_mask"] == [1] * len(b["input_ids"]) for b in cut)
+
+
+def test_mlm_validation_split_is_by_document_and_perplexity_is_repeatable(bert_dir, text_file):
+    task = MlmTask()
+    data_args = DataArgs(task="mlm", train_file=text_file, validation_ratio=0.25, block_size=32)
+    train_docs = task.read(data_args, "train", "en", 7)
+    eval_docs = task.read(data_args, "eval", "en", 7)
+    everything = text_file.read_text().splitlines()
+    assert not set(train_docs) & set(eval_docs)
+    assert sorted(train_docs + eval_docs) == sorted(everything)
+    assert len(eval_docs) == 10
+
+    model_args = ModelArgs(model=str(bert_dir))
+    data = task.prepare(data_args, load_tokenizer(model_args), 7)
+    model = task.build_model(model_args, data, 0).eval()
+    accelerator = make_accelerator(TrainArgs())
+    loader = eval_loader(data.eval, data.eval_collator, 8)
+    first = task.evaluate(model, loader, accelerator, data)
+    second = task.evaluate(model, loader, accelerator, data)
+    assert first == second
+    assert first["perplexity"] > 1 and 0 <= first["accuracy"] <= 1
+    chosen = sum(sum(1 for x in ex["labels"] if x != -100) for ex in data.eval)
+    total = sum(len(ex["labels"]) - 2 for ex in data.eval)
+    assert 0.05 < chosen / total < 0.3
+
+
+@pytest.fixture(scope="module")
+def mlm_run(tmp_path_factory, bert_dir, text_file):
+    run = tmp_path_factory.mktemp("mlm") / "run"
+    assert (
+        main(
+            [
+                "find",
+                "--task",
+                "mlm",
+                "--model",
+                str(bert_dir),
+                "--train-file",
+                str(text_file),
+                "--validation-ratio",
+                "0.2",
+                "--block-size",
+                "32",
+                *FAST,
+                "--rate",
+                "0.5",
+                "--target-sparsity",
+                "0.5",
+                "--epsilon",
+                "1000",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
+    return run
+
+
+def test_mlm_find_selects_by_perplexity(mlm_run):
+    ticket = read(mlm_run / "ticket.json")
+    assert ticket["greater_is_better"] is False and ticket["level"] == 1
+    assert read(mlm_run / "level_00" / "metrics.json")["metric"] == "perplexity"
+
+
+def test_an_mlm_mask_trains_on_ner_and_nli(mlm_run, bert_dir, conll_files, nli_files, tmp_path):
+    ticket = str(mlm_run / "ticket.safetensors")
+    for task, data in (("ner", conll_files), ("nli", nli_files)):
+        out = tmp_path / task
+        assert (
+            main(
+                [
+                    "train",
+                    "--task",
+                    task,
+                    "--model",
+                    str(bert_dir),
+                    "--mask",
+                    ticket,
+                    *files(*data),
+                    *FAST,
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
+        assert read(out / "metrics.json")["sparsity"] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_random_and_oneshot_controls(mlm_run, bert_dir, conll_files, tmp_path):
+    base = ["train", "--task", "ner", "--model", str(bert_dir), *files(*conll_files), *FAST]
+    assert main([*base, "--mask", "random", "--sparsity", "0.3", "--out", str(tmp_path / "r")]) == 0
+    random_mask = Mask.load(tmp_path / "r" / "mask.safetensors")
+    assert random_mask.sparsity() == pytest.approx(0.3, abs=1e-4)
+    assert random_mask.metadata["method"] == "random"
+
+    ticket = Mask.load(mlm_run / "ticket.safetensors")
+    assert (
+        main(
+            [
+                *base,
+                "--mask",
+                "random",
+                "--sparsity-from",
+                str(mlm_run / "ticket.safetensors"),
+                "--layer-matched",
+                "--out",
+                str(tmp_path / "lm"),
+            ]
+        )
+        == 0
+    )
+    matched = Mask.load(tmp_path / "lm" / "mask.safetensors")
+    assert matched.sparsity_by_layer() == ticket.sparsity_by_layer()
+    assert matched != ticket
+
+    assert (
+        main([*base, "--mask", "oneshot", "--sparsity", "0.4", "--out", str(tmp_path / "o")]) == 0
+    )
+    oneshot = Mask.load(tmp_path / "o" / "mask.safetensors")
+    assert oneshot.sparsity() == pytest.approx(0.4, abs=1e-4)
+    from transformers import AutoModel
+
+    theta0 = dict(AutoModel.from_pretrained(bert_dir).named_parameters())
+    kept = torch.cat([theta0[n].detach().abs()[oneshot[n]] for n in oneshot])
+    pruned = torch.cat([theta0[n].detach().abs()[~oneshot[n]] for n in oneshot])
+    assert kept.min() >= pruned.max()
+
+
+@pytest.mark.parametrize("task", ["ner", "nli", "mlm"])
+def test_random_init_works_for_every_task(
+    task, bert_dir, conll_files, nli_files, text_file, tmp_path
+):
+    data = {
+        "ner": files(*conll_files),
+        "nli": files(*nli_files),
+        "mlm": ["--train-file", str(text_file), "--validation-ratio", "0.2"],
+    }[task]
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "train",
+                "--task",
+                task,
+                "--model",
+                str(bert_dir),
+                "--init",
+                "random",
+                *data,
+                "--max-steps",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert read(out / "run.json")["config"]["model"]["init"] == "random"
+
+
+def test_several_languages_train_on_equal_shares(bert_dir, tmp_path):
+    write_conll(tmp_path / "en.conll", ner_sentences(40, 1))
+    write_conll(tmp_path / "fr.conll", ner_sentences(25, 2))
+    tokenizer = load_tokenizer(ModelArgs(model=str(bert_dir)))
+    args = DataArgs(
+        language="en,fr", train_file=tmp_path / "{lang}.conll", eval_file=tmp_path / "{lang}.conll"
+    )
+    assert len(NerTask().prepare(args, tokenizer, 0).train) == 50
+    args.max_train_samples = 20
+    assert len(NerTask().prepare(args, tokenizer, 0).train) == 20
+    shares = equal_shares({"a": list(range(10)), "b": list(range(100, 130))}, 8, 3)
+    assert sum(x < 100 for x in shares) == 4 and len(shares) == 8
+    assert shares == equal_shares({"a": list(range(10)), "b": list(range(100, 130))}, 8, 3)
+    args.train_file = tmp_path / "en.conll"
+    with pytest.raises(Exception, match="lang"):
+        NerTask().prepare(args, tokenizer, 0)
+
+
+def test_original_mask_file_and_json_config(bert_dir, conll_files, tmp_path, caplog):
+    from transformers import AutoModelForTokenClassification
+
+    model = AutoModelForTokenClassification.from_pretrained(bert_dir, num_labels=7)
+    prunable = find_prunable(model)
+    torch.manual_seed(0)
+    original = {
+        f"bert.{n}_mask": (torch.rand(p.shape) > 0.4).float() for n, p in prunable.params.items()
+    }
+    torch.save(original, tmp_path / "fr_mask.pt")
+    assert (
+        main(["masks", "import", str(tmp_path / "fr_mask.pt"), str(tmp_path / "fr.safetensors")])
+        == 0
+    )
+    imported = Mask.load(tmp_path / "fr.safetensors")
+    assert imported == Mask({n: original[f"bert.{n}_mask"].bool() for n in prunable.params})
+
+    assert (
+        main(
+            [
+                "masks",
+                "export",
+                str(tmp_path / "fr.safetensors"),
+                str(tmp_path / "back.pt"),
+                "--format",
+                "torch-prune",
+                "--prefix",
+                "bert.",
+            ]
+        )
+        == 0
+    )
+    back = torch.load(tmp_path / "back.pt", weights_only=True)
+    assert back.keys() == original.keys()
+    assert all(torch.equal(back[k], original[k]) for k in original)
+
+    config = {
+        "output_dir": str(tmp_path / "orig-out"),
+        "model_name_or_path": str(bert_dir),
+        "task_name": "ner",
+        "data_language": "fr",
+        "train_file": str(conll_files[0]),
+        "validation_file": str(conll_files[1]),
+        "do_train": True,
+        "do_eval": True,
+        "per_device_train_batch_size": 8,
+        "learning_rate": 1e-3,
+        "max_steps": 3,
+        "logging_steps": 3,
+        "save_steps": 0,
+        "seed": 57,
+        "mask_dir": str(tmp_path / "fr_mask.pt"),
+        "weight_init": "pre",
+        "pad_to_max_length": True,
+    }
+    (tmp_path / "orig.json").write_text(json.dumps(config))
+    with caplog.at_level(logging.WARNING):
+        assert main(["train", "--config", str(tmp_path / "orig.json")]) == 0
+    for ignored in ("do_train", "do_eval", "save_steps", "pad_to_max_length"):
+        assert caplog.text.count(f"'{ignored}'") == 1, ignored
+    metrics = read(tmp_path / "orig-out" / "metrics.json")
+    assert metrics["sparsity"] == pytest.approx(imported.sparsity())
+    run = read(tmp_path / "orig-out" / "run.json")
+    assert run["config"]["data"]["language"] == "fr" and run["config"]["train"]["seed"] == 57
+
+
+def test_presets_set_the_papers_settings_and_flags_win():
+    from polyticket.cli import build_parser
+    from polyticket.config import FindConfig, parse_config
+
+    args = build_parser().parse_args(
+        [
+            "find",
+            "--preset",
+            "paper-xnli",
+            "--learning-rate",
+            "1e-5",
+            "--language",
+            "fr",
+            "--out",
+            "x",
+        ]
+    )
+    config = parse_config(FindConfig, args)
+    assert config.data.task == "nli" and config.data.dataset == "facebook/xnli"
+    assert config.train.batch_size == 32 and config.train.epochs == 3
+    assert config.train.learning_rate == 1e-5
+    assert config.model.model == "bert-base-multilingual-cased"
