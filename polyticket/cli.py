@@ -95,6 +95,42 @@ def _data_synth(args: argparse.Namespace) -> None:
         print(f"written: {out}")
 
 
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected i/n, got {text!r}") from None
+    return index, count
+
+
+def _study(args: argparse.Namespace) -> int:
+    from polyticket.analysis.results import format_summary, write_results
+    from polyticket.study import load_study, plan, run_study
+
+    study = load_study(args.file)
+    if args.plan:
+        rows = plan(study, args.shard)
+        for row in rows:
+            print(f"{row['state']:<8} {row['cell']}")
+        counts = {
+            s: sum(r["state"] == s for r in rows) for s in ("done", "ready", "waiting", "failed")
+        }
+        print(f"{len(rows)} cells: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+        return 0
+    outcome = None
+    if not args.summary:
+        outcome = run_study(study, args.shard)
+    everything = write_results(study)
+    print(format_summary(everything))
+    print(f"\nresults: {study.results_dir}")
+    if outcome is not None and outcome.failed:
+        print(f"\n{len(outcome.failed)} cell(s) failed:", file=sys.stderr)
+        for name, error in outcome.failed.items():
+            print(f"  {name}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="polyticket",
@@ -139,6 +175,25 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["torch-prune"], default="torch-prune")
     export.add_argument("--prefix", default="", help="prepended to every name, e.g. 'bert.'")
     export.set_defaults(handler=_masks_export)
+
+    study = commands.add_parser(
+        "study",
+        help="run a study file's grid of cells (resumable, shardable)",
+        description="Run every cell of the study that is not done, then write results/.",
+    )
+    study.add_argument("file", type=Path, help="study file (YAML)")
+    study.add_argument(
+        "--shard",
+        type=_shard,
+        default=None,
+        metavar="I/N",
+        help="run only shard I of N (whole groups of cells, disjoint)",
+    )
+    study.add_argument("--plan", action="store_true", help="list the cells and their state")
+    study.add_argument(
+        "--summary", action="store_true", help="only (re)write results/ and print the main tables"
+    )
+    study.set_defaults(handler=_study)
 
     models = commands.add_parser("models", help="prepare the offline default model")
     model_commands = models.add_subparsers(dest="model_command", required=True, metavar="ACTION")
@@ -194,14 +249,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         transformers.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
     try:
-        args.handler(args)
+        code = args.handler(args)
     except UserError as exc:
         print(f"polyticket: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("polyticket: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -278,7 +278,7 @@ def _convert(value: Any, hint: Any, name: str, source: str) -> Any:
 
 def build_config(
     cls: type,
-    args: argparse.Namespace,
+    args: argparse.Namespace | None,
     file_values: dict[str, Any] | None = None,
     source: str = "config",
 ) -> Any:
@@ -290,7 +290,7 @@ def build_config(
         raise UserError(f"{source}: unknown key {unknown[0]!r}")
     values: dict[str | None, dict[str, Any]] = {}
     for name, (section, hint) in known.items():
-        if hasattr(args, name):
+        if args is not None and hasattr(args, name):
             value = getattr(args, name)
         elif name in file_values:
             value = _convert(file_values[name], hint, name, source)
@@ -308,6 +308,16 @@ def build_config(
 
 def knob_names(cls: type) -> set[str]:
     return {f.name for _, f, _ in _knobs(cls)}
+
+
+def path_knobs(cls: type) -> set[str]:
+    """Knobs holding file paths (alone or in a list): relative ones follow their file."""
+    out = set()
+    for _, f, hint in _knobs(cls):
+        base = _base_type(hint)
+        if base is Path or (typing.get_origin(base) is list and typing.get_args(base)[0] is Path):
+            out.add(f.name)
+    return out
 
 
 def parse_config(cls: type, args: argparse.Namespace) -> Any:

@@ -1,0 +1,409 @@
+"""The tables of a study, computed from the files its cells wrote (never from a live run).
+
+- tickets: per task, language and seed, the paper's winning ticket, its dense and random
+  scores, and the score at each target sparsity;
+- transfer matrices per task and sparsity: rows source (plus dense and random), columns
+  target, mean and std over seeds; a(t, t) is the target's own ticket level;
+- the relative transfer drop of each source, (1/(|L|-1)) sum_{t != s} (a(s,t) - a(t,t)) / a(t,t);
+- pairwise Jaccard overlap of the tickets' masks at each target sparsity, overall and per
+  layer, with the expectation for independent random masks;
+- cross-task transfer: a ticket of task A trained on task B.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+import statistics
+from collections.abc import Iterable
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from polyticket.io import read_json, write_json
+from polyticket.masks import Mask
+from polyticket.study import (
+    Cell,
+    Study,
+    cells,
+    joined,
+    level_mask,
+    percent,
+    ticket_name,
+    winning_tickets,
+)
+
+
+def _mean(values: list[float]) -> float:
+    return statistics.fmean(values) if values else math.nan
+
+
+def _std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else (0.0 if values else math.nan)
+
+
+def random_jaccard(kept_a: float, kept_b: float) -> float:
+    """E[|a ∩ b| / |a ∪ b|] for independent random masks keeping these fractions (1/3 at 50%)."""
+    both = kept_a * kept_b
+    either = kept_a + kept_b - both
+    return both / either if either else 1.0
+
+
+class StudyResults:
+    """Reads a study's cells once; every table is a method."""
+
+    def __init__(self, study: Study):
+        self.study = study
+        self.cells = cells(study)
+        self._masks: dict[Path, Mask] = {}
+
+    # --- reading ----------------------------------------------------------------
+    def score(self, cell_name: str) -> float | None:
+        path = self.study.cells_dir / cell_name / "metrics.json"
+        return read_json(path)["best_score"] if path.is_file() else None
+
+    def level_score(self, task: str, language: str, seed: int, sparsity: Fraction) -> float | None:
+        path = level_mask(self.study, task, language, seed, sparsity).with_name("metrics.json")
+        return read_json(path)["best_score"] if path.is_file() else None
+
+    def mask(self, path: Path) -> Mask | None:
+        if path not in self._masks and path.is_file():
+            self._masks[path] = Mask.load(path)
+        return self._masks.get(path)
+
+    def ticket_done(self, task: str, language: str) -> bool:
+        return all(
+            (self.study.cells_dir / ticket_name(task, language, seed) / "ticket.json").is_file()
+            for seed in self.study.seeds
+        )
+
+    def sources(self, task: str) -> list[str]:
+        spec = self.study.tasks[task]
+        combos = [joined(c) for c in self.study.multi_language if set(c) <= set(spec.languages)]
+        return [*spec.languages, *combos]
+
+    def metric(self, task: str) -> tuple[str, bool]:
+        for lang in self.sources(task):
+            path = (
+                self.study.cells_dir
+                / ticket_name(task, lang, self.study.seeds[0])
+                / "level_00"
+                / "metrics.json"
+            )
+            if path.is_file():
+                m = read_json(path)
+                return m["metric"], m["greater_is_better"]
+        return "score", True
+
+    # --- tables -------------------------------------------------------------------
+    def tickets(self) -> list[dict[str, Any]]:
+        rows = []
+        for task in self.study.tasks:
+            for lang in self.sources(task):
+                if not self.ticket_done(task, lang):
+                    continue
+                won = winning_tickets(self.study, task, lang)
+                for seed, ticket in won.items():
+                    dense = self.level_score(task, lang, seed, Fraction(0))
+                    random_cell = Cell("random", task, lang, seed)
+                    row = {
+                        "task": task,
+                        "language": lang,
+                        "seed": seed,
+                        "level": ticket["level"],
+                        "sparsity": ticket["sparsity"],
+                        "score": ticket["score"],
+                        "dense_score": dense,
+                        "random_score": self.score(random_cell.name),
+                        "epsilon": ticket["epsilon"],
+                    }
+                    for s in self.study.sparsities:
+                        row[f"score_{percent(s)}"] = self.level_score(task, lang, seed, s)
+                    rows.append(row)
+        return rows
+
+    def transfer(self, task: str, sparsity: Fraction) -> dict[str, Any]:
+        """Rows source (and dense, random), columns target: mean, std and count over seeds."""
+        targets = self.study.tasks[task].languages
+        rows: dict[str, dict[str, list[float]]] = {}
+
+        def add(row: str, target: str, value: float | None) -> None:
+            if value is not None:
+                rows.setdefault(row, {}).setdefault(target, []).append(value)
+
+        for seed in self.study.seeds:
+            for target in targets:
+                add("dense", target, self.level_score(task, target, seed, Fraction(0)))
+                add(
+                    "random",
+                    target,
+                    self.score(Cell("random", task, target, seed, sparsity=sparsity).name),
+                )
+                for source in self.sources(task):
+                    if source == target:
+                        value = self.level_score(task, target, seed, sparsity)
+                    else:
+                        value = self.score(
+                            Cell("transfer", task, target, seed, source, sparsity).name
+                        )
+                    add(source, target, value)
+        order = [*self.sources(task), "dense", "random"]
+        metric, greater = self.metric(task)
+        return {
+            "task": task,
+            "sparsity": float(sparsity),
+            "metric": metric,
+            "greater_is_better": greater,
+            "targets": targets,
+            "rows": [r for r in order if r in rows],
+            "mean": {
+                r: {t: _mean(rows[r].get(t, [])) for t in targets} for r in order if r in rows
+            },
+            "std": {r: {t: _std(rows[r].get(t, [])) for t in targets} for r in order if r in rows},
+            "n": {r: {t: len(rows[r].get(t, [])) for t in targets} for r in order if r in rows},
+        }
+
+    @staticmethod
+    def transfer_drop(matrix: dict[str, Any]) -> dict[str, float]:
+        """Per row: mean over targets t != row of (a(row,t) - a(t,t)) / a(t,t)."""
+        mean = matrix["mean"]
+        drops = {}
+        for row in matrix["rows"]:
+            values = []
+            for target in matrix["targets"]:
+                own = mean.get(target, {}).get(target, math.nan)
+                value = mean[row].get(target, math.nan)
+                if row != target and not math.isnan(own) and not math.isnan(value) and own:
+                    values.append((value - own) / own)
+            drops[row] = _mean(values)
+        return drops
+
+    def overlap(self, task: str, sparsity: Fraction) -> dict[str, Any]:
+        """Mean Jaccard (over seeds) between the tickets' masks at ``sparsity``."""
+        sources = self.sources(task)
+        pairs: dict[tuple[str, str], list[float]] = {}
+        layers: dict[tuple[str, str], dict[str, list[float]]] = {}
+        kept: list[float] = []
+        for seed in self.study.seeds:
+            masks = {s: self.mask(level_mask(self.study, task, s, seed, sparsity)) for s in sources}
+            masks = {s: m for s, m in masks.items() if m is not None}
+            kept += [1 - m.sparsity() for m in masks.values()]
+            for a, b in itertools.combinations(masks, 2):
+                pairs.setdefault((a, b), []).append(masks[a].jaccard(masks[b]))
+                for layer, value in masks[a].jaccard_by_layer(masks[b]).items():
+                    layers.setdefault((a, b), {}).setdefault(layer, []).append(value)
+        same_language = []
+        for source in sources:
+            seeds = [
+                self.mask(level_mask(self.study, task, source, seed, sparsity))
+                for seed in self.study.seeds
+            ]
+            seeds = [m for m in seeds if m is not None]
+            same_language += [a.jaccard(b) for a, b in itertools.combinations(seeds, 2)]
+        k = _mean(kept)
+        return {
+            "task": task,
+            "sparsity": float(sparsity),
+            "languages": sources,
+            "pairs": {f"{a}|{b}": _mean(v) for (a, b), v in pairs.items()},
+            "by_layer": {
+                f"{a}|{b}": {layer: _mean(v) for layer, v in ls.items()}
+                for (a, b), ls in layers.items()
+            },
+            "mean_between_languages": _mean([_mean(v) for v in pairs.values()]),
+            "mean_same_language_other_seed": _mean(same_language),
+            "random_expectation": random_jaccard(k, k) if kept else math.nan,
+        }
+
+    def cross_task(self) -> list[dict[str, Any]]:
+        rows = []
+        for cell in self.cells:
+            if cell.kind != "cross-task":
+                continue
+            score = self.score(cell.name)
+            if score is None:
+                continue
+            rows.append(
+                {
+                    "source_task": cell.source,
+                    "task": cell.task,
+                    "language": cell.language,
+                    "seed": cell.seed,
+                    "sparsity": float(cell.sparsity),
+                    "score": score,
+                    "own_ticket_score": self.level_score(
+                        cell.task, cell.language, cell.seed, cell.sparsity
+                    ),
+                    "random_score": self.score(
+                        Cell(
+                            "random", cell.task, cell.language, cell.seed, sparsity=cell.sparsity
+                        ).name
+                    ),
+                }
+            )
+        return rows
+
+    def headline(self) -> list[dict[str, Any]]:
+        """Per task and sparsity: do languages' tickets overlap more than random masks, and
+        do transferred tickets beat random masks?"""
+        lines = []
+        for task in self.study.tasks:
+            for sparsity in self.study.sparsities:
+                matrix = self.transfer(task, sparsity)
+                overlap = self.overlap(task, sparsity)
+                mean = matrix["mean"]
+                transferred = [
+                    mean[s][t]
+                    for s in matrix["rows"]
+                    if s not in ("dense", "random")
+                    for t in matrix["targets"]
+                    if s != t and not math.isnan(mean[s][t])
+                ]
+                random_row = [v for v in mean.get("random", {}).values() if not math.isnan(v)]
+                dense_row = [v for v in mean.get("dense", {}).values() if not math.isnan(v)]
+                lines.append(
+                    {
+                        "task": task,
+                        "sparsity": float(sparsity),
+                        "metric": matrix["metric"],
+                        "greater_is_better": matrix["greater_is_better"],
+                        "overlap_between_languages": overlap["mean_between_languages"],
+                        "overlap_random": overlap["random_expectation"],
+                        "transfer_score": _mean(transferred),
+                        "random_score": _mean(random_row),
+                        "dense_score": _mean(dense_row),
+                    }
+                )
+        return lines
+
+
+def _csv(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    rows = list(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def _matrix_rows(matrix: dict[str, Any], which: str) -> list[dict[str, Any]]:
+    return [
+        {"source": r, **{t: matrix[which][r][t] for t in matrix["targets"]}} for r in matrix["rows"]
+    ]
+
+
+def write_results(study: Study) -> dict[str, Any]:
+    """Every table as CSV and JSON under ``results/``; returns the headline and paths."""
+    results = StudyResults(study)
+    out = study.results_dir
+    tickets = results.tickets()
+    _csv(out / "tickets.csv", tickets)
+    write_json(out / "tickets.json", tickets)
+    everything: dict[str, Any] = {"tickets": tickets, "transfer": [], "overlap": []}
+    drops = []
+    for task in study.tasks:
+        for sparsity in study.sparsities:
+            tag = f"{task}_{percent(sparsity)}"
+            matrix = results.transfer(task, sparsity)
+            everything["transfer"].append(matrix)
+            _csv(out / f"transfer_{tag}.csv", _matrix_rows(matrix, "mean"))
+            _csv(out / f"transfer_{tag}_std.csv", _matrix_rows(matrix, "std"))
+            for source, drop in results.transfer_drop(matrix).items():
+                drops.append(
+                    {
+                        "task": task,
+                        "sparsity": float(sparsity),
+                        "source": source,
+                        "relative_drop": drop,
+                    }
+                )
+            overlap = results.overlap(task, sparsity)
+            everything["overlap"].append(overlap)
+            _csv(
+                out / f"overlap_{tag}.csv",
+                [
+                    {
+                        "pair": pair,
+                        "jaccard": value,
+                        **{layer: v for layer, v in overlap["by_layer"][pair].items()},
+                    }
+                    for pair, value in overlap["pairs"].items()
+                ],
+            )
+    _csv(out / "transfer_drop.csv", drops)
+    cross = results.cross_task()
+    if cross:
+        _csv(out / "cross_task.csv", cross)
+    everything.update(transfer_drop=drops, cross_task=cross, headline=results.headline())
+    write_json(out / "results.json", everything)
+    _export_level_masks(results)
+    return everything
+
+
+def _export_level_masks(results: StudyResults) -> None:
+    """For each target sparsity, the level mask of every ticket at that sparsity, and each
+    ticket itself, under ``results/masks/`` (the paper compares all languages at 50%)."""
+    import shutil
+
+    study = results.study
+    for task in study.tasks:
+        for lang in results.sources(task):
+            if not results.ticket_done(task, lang):
+                continue
+            won = winning_tickets(study, task, lang)
+            for seed in study.seeds:
+                target = study.results_dir / "masks" / task / lang / f"seed{seed}"
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(won[seed]["mask"], target / "ticket.safetensors")
+                for sparsity in study.sparsities:
+                    shutil.copyfile(
+                        level_mask(study, task, lang, seed, sparsity),
+                        target / f"{percent(sparsity)}.safetensors",
+                    )
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def format_summary(everything: dict[str, Any]) -> str:
+    """The main tables as plain text for the terminal."""
+    lines = []
+    for line in everything["headline"]:
+        better = "higher" if line["greater_is_better"] else "lower"
+        lines.append(
+            f"{line['task']} at {line['sparsity']:.0%} sparsity ({line['metric']}, {better} is "
+            f"better): tickets of different languages overlap "
+            f"{_fmt(line['overlap_between_languages'])} "
+            f"(random masks: {_fmt(line['overlap_random'])}); transferred tickets score "
+            f"{_fmt(line['transfer_score'])}, random masks {_fmt(line['random_score'])}, "
+            f"dense {_fmt(line['dense_score'])}"
+        )
+    for matrix in everything["transfer"]:
+        lines += [
+            "",
+            f"transfer {matrix['task']} at {matrix['sparsity']:.0%} "
+            f"({matrix['metric']}, mean over seeds; rows source, columns target)",
+        ]
+        width = max([8, *(len(r) for r in matrix["rows"])])
+        lines.append(" " * width + "".join(f"{t:>10}" for t in matrix["targets"]))
+        for row in matrix["rows"]:
+            lines.append(
+                f"{row:<{width}}"
+                + "".join(f"{_fmt(matrix['mean'][row][t]):>10}" for t in matrix["targets"])
+            )
+    if everything["tickets"]:
+        lines += ["", "tickets (the paper's rule: sparsest level within one std of the dense mean)"]
+        for row in everything["tickets"]:
+            lines.append(
+                f"  {row['task']} {row['language']} seed {row['seed']}: level {row['level']} "
+                f"({row['sparsity']:.0%}) score {_fmt(row['score'])}, dense "
+                f"{_fmt(row['dense_score'])}, random {_fmt(row['random_score'])}"
+            )
+    return "\n".join(lines)

@@ -1,0 +1,227 @@
+"""Studies: the grid end to end, its tables, interruption, shards and failing cells."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from conftest import ner_sentences, write_conll
+
+from polyticket.analysis.results import StudyResults, random_jaccard
+from polyticket.cli import main
+from polyticket.errors import UserError
+from polyticket.io import read_json
+from polyticket.masks import Mask
+from polyticket.study import cells, load_study, run_study
+
+LANGS = ["en", "fr", "de"]
+
+
+def write_study(root: Path, bert_dir: Path, out: Path, **extra) -> Path:
+    data = root / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    for i, lang in enumerate(LANGS):
+        write_conll(data / f"{lang}-train.conll", ner_sentences(48, i))
+        write_conll(data / f"{lang}-dev.conll", ner_sentences(24, 10 + i))
+    study = {
+        "model": str(bert_dir),
+        "out": str(out),
+        "languages": LANGS,
+        "seeds": [1, 2],
+        "sparsities": [0.5],
+        "settings": {
+            "max_steps": 4,
+            "batch_size": 16,
+            "learning_rate": 0.002,
+            "rate": 0.5,
+            "eval_steps": 2,
+        },
+        "tasks": {
+            "ner": {"train_file": "data/{lang}-train.conll", "eval_file": "data/{lang}-dev.conll"}
+        },
+        **extra,
+    }
+    path = root / "study.yaml"
+    path.write_text(json.dumps(study))  # JSON is YAML
+    return path
+
+
+def events(out: Path) -> list[dict]:
+    log = out / "study.log.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, bert_dir):
+    root = tmp_path_factory.mktemp("study")
+    path = write_study(root, bert_dir, root / "run")
+    assert main(["study", str(path)]) == 0
+    return load_study(path)
+
+
+def test_every_cell_is_done_once(finished):
+    names = [c.name for c in cells(finished)]
+    assert len(names) == len(set(names)) == 6 + 6 + 6 + 12
+    assert all(c.done(finished) for c in cells(finished))
+    starts = Counter(e["cell"] for e in events(finished.out) if e["event"] == "start")
+    assert set(starts) == set(names) and set(starts.values()) == {1}
+
+
+def test_tables_follow_from_the_cell_results(finished):
+    results = StudyResults(finished)
+    cell = finished.cells_dir
+    score = lambda p: read_json(cell / p)["best_score"]  # noqa: E731
+    matrix = results.transfer("ner", Fraction(1, 2))
+    assert matrix["rows"] == [*LANGS, "dense", "random"]
+    assert matrix["targets"] == LANGS
+    fr_to_de = [score(f"ner/de/seed{s}/transfer-from-fr-s50/metrics.json") for s in (1, 2)]
+    assert matrix["mean"]["fr"]["de"] == pytest.approx(sum(fr_to_de) / 2)
+    own = [score(f"ner/de/seed{s}/ticket/level_01/metrics.json") for s in (1, 2)]
+    assert matrix["mean"]["de"]["de"] == pytest.approx(sum(own) / 2)
+    dense = [score(f"ner/de/seed{s}/ticket/level_00/metrics.json") for s in (1, 2)]
+    assert matrix["mean"]["dense"]["de"] == pytest.approx(sum(dense) / 2)
+    assert matrix["std"]["dense"]["de"] == pytest.approx(abs(dense[0] - dense[1]) / math.sqrt(2))
+    random = [score(f"ner/de/seed{s}/random-s50/metrics.json") for s in (1, 2)]
+    assert matrix["mean"]["random"]["de"] == pytest.approx(sum(random) / 2)
+
+    drop = results.transfer_drop(matrix)["fr"]
+    expected = (
+        sum(
+            (matrix["mean"]["fr"][t] - matrix["mean"][t][t]) / matrix["mean"][t][t]
+            for t in ("en", "de")
+        )
+        / 2
+    )
+    assert drop == pytest.approx(expected)
+
+    overlap = results.overlap("ner", Fraction(1, 2))
+    masks = {
+        (lang, s): Mask.load(cell / f"ner/{lang}/seed{s}/ticket/level_01/mask.safetensors")
+        for lang in LANGS
+        for s in (1, 2)
+    }
+    expected = (masks["en", 1].jaccard(masks["fr", 1]) + masks["en", 2].jaccard(masks["fr", 2])) / 2
+    assert overlap["pairs"]["en|fr"] == pytest.approx(expected)
+    assert set(overlap["by_layer"]["en|fr"]) == {"encoder.layer.0", "encoder.layer.1"}
+    assert overlap["random_expectation"] == pytest.approx(1 / 3, abs=1e-3)
+    assert random_jaccard(0.2, 0.2) == pytest.approx(0.04 / 0.36)
+
+    tickets = results.tickets()
+    assert len(tickets) == 6
+    row = next(r for r in tickets if r["language"] == "de" and r["seed"] == 2)
+    assert row["dense_score"] == dense[1]
+    assert row["random_score"] == score("ner/de/seed2/random-at-ticket/metrics.json")
+    assert row["epsilon"] == pytest.approx(
+        __import__("statistics").stdev(
+            [score(f"ner/de/seed{s}/ticket/level_00/metrics.json") for s in (1, 2)]
+        )
+    )
+
+
+def test_results_files_and_summary(finished, capsys):
+    assert main(["study", str(finished.path), "--summary"]) == 0
+    text = capsys.readouterr().out
+    assert "overlap" in text and "transfer ner at 50%" in text
+    results = finished.results_dir
+    for name in (
+        "tickets.csv",
+        "tickets.json",
+        "transfer_ner_s50.csv",
+        "transfer_ner_s50_std.csv",
+        "transfer_drop.csv",
+        "overlap_ner_s50.csv",
+        "results.json",
+    ):
+        assert (results / name).is_file(), name
+    header = (results / "transfer_ner_s50.csv").read_text().splitlines()[0]
+    assert header == "source,en,fr,de"
+    assert (results / "masks/ner/fr/seed1/s50.safetensors").is_file()
+    assert (results / "masks/ner/fr/seed1/ticket.safetensors").is_file()
+
+
+def test_plan_lists_states_and_runs_nothing(finished, tmp_path, bert_dir, capsys):
+    assert main(["study", str(finished.path), "--plan"]) == 0
+    assert "30 cells: 30 done" in capsys.readouterr().out
+    fresh = write_study(tmp_path, bert_dir, tmp_path / "run")
+    assert main(["study", str(fresh), "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "ready    ner/en/seed1/ticket" in out
+        and "waiting  ner/fr/seed1/transfer-from-en-s50" in out
+    )
+    assert not (tmp_path / "run" / "cells").exists()
+
+
+def test_interrupted_study_finishes_without_rerunning_done_cells(tmp_path, bert_dir):
+    path = write_study(tmp_path, bert_dir, tmp_path / "run")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "polyticket.cli", "study", str(path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        done = [e for e in events(tmp_path / "run") if e["event"] == "done"]
+        if len(done) >= 3:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = {e["cell"] for e in events(tmp_path / "run") if e["event"] == "done"}
+    assert 3 <= len(before) < 30
+    study = load_study(path)
+    outcome = run_study(study)
+    assert not outcome.failed and not set(outcome.ran) & before
+    assert all(c.done(study) for c in cells(study))
+    assert not list((tmp_path / "run").rglob("*.partial"))
+
+
+def test_two_shards_complete_exactly_the_unsharded_cells(tmp_path, bert_dir):
+    path = write_study(tmp_path, bert_dir, tmp_path / "run")
+    study = load_study(path)
+    second = run_study(study, shard=(2, 2))
+    first = run_study(study, shard=(1, 1 + 1))
+    assert not first.failed and not second.failed
+    assert not set(first.ran) & set(second.ran)
+    assert sorted(first.ran + second.ran) == sorted(c.name for c in cells(study))
+    starts = Counter(e["cell"] for e in events(study.out) if e["event"] == "start")
+    assert set(starts.values()) == {1}
+
+
+def test_a_failing_cell_is_reported_and_the_others_complete(tmp_path, bert_dir, capsys):
+    path = write_study(tmp_path, bert_dir, tmp_path / "run", seeds=[1])
+    (tmp_path / "data" / "de-dev.conll").unlink()
+    assert main(["study", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "ner/de/seed1/ticket" in err and "de-dev.conll" in err
+    study = load_study(path)
+    states = {c.name: c.done(study) for c in cells(study)}
+    assert states["ner/en/seed1/ticket"] and states["ner/fr/seed1/transfer-from-en-s50"]
+    assert not states["ner/de/seed1/ticket"] and not states["ner/en/seed1/transfer-from-de-s50"]
+    failure = read_json(study.cells_dir / "ner/de/seed1/ticket.failed.json")
+    assert "de-dev.conll" in failure["error"]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"tasks": {"pos": {}}}, "unknown task 'pos'"),
+        ({"sparsities": [0.3, 0.5]}, "sparsity 0.3 is no level"),
+        ({"run": {"transfers": True}}, "unknown key 'transfers'"),
+        ({"settings": {"max_stepz": 1}}, "unknown key 'max_stepz'"),
+        ({"languages": []}, "languages"),
+    ],
+)
+def test_study_file_is_validated(tmp_path, bert_dir, change, message):
+    path = write_study(tmp_path, bert_dir, tmp_path / "run", **change)
+    with pytest.raises(UserError, match=message):
+        load_study(path)
