@@ -20,6 +20,10 @@ setup: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The main job: a small study on the offline default (e5-small, synthetic data), end to end.
+demo: $(STAMP)
+	$(BIN)/polyticket demo
+
 lint: $(STAMP)
 	$(BIN)/ruff check polyticket tests
 

@@ -103,25 +103,12 @@ def _shard(text: str) -> tuple[int, int]:
     return index, count
 
 
-def _study(args: argparse.Namespace) -> int:
+def _run_study(study, shard: tuple[int, int] | None = None, summary_only: bool = False) -> int:
     from polyticket.analysis.results import format_summary, write_results
-    from polyticket.study import load_study, plan, run_study
+    from polyticket.study import run_study
 
-    study = load_study(args.file)
-    if args.plan:
-        rows = plan(study, args.shard)
-        for row in rows:
-            print(f"{row['state']:<8} {row['cell']}")
-        counts = {
-            s: sum(r["state"] == s for r in rows) for s in ("done", "ready", "waiting", "failed")
-        }
-        print(f"{len(rows)} cells: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
-        return 0
-    outcome = None
-    if not args.summary:
-        outcome = run_study(study, args.shard)
-    everything = write_results(study)
-    print(format_summary(everything))
+    outcome = None if summary_only else run_study(study, shard)
+    print(format_summary(write_results(study)))
     print(f"\nresults: {study.results_dir}")
     if outcome is not None and outcome.failed:
         print(f"\n{len(outcome.failed)} cell(s) failed:", file=sys.stderr)
@@ -129,6 +116,31 @@ def _study(args: argparse.Namespace) -> int:
             print(f"  {name}: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _study(args: argparse.Namespace) -> int:
+    from polyticket.study import load_study, plan
+
+    study = load_study(args.file)
+    if not args.plan:
+        return _run_study(study, args.shard, args.summary)
+    rows = plan(study, args.shard)
+    for row in rows:
+        print(f"{row['state']:<8} {row['cell']}")
+    counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "ready", "waiting", "failed")}
+    print(f"{len(rows)} cells: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from importlib.resources import files
+
+    from polyticket.study import load_study
+
+    name = "demo-full.yaml" if args.full else "demo.yaml"
+    study = load_study(Path(str(files("polyticket") / "studies" / name)), out=args.out)
+    print(f"polyticket demo: {study.name} into {study.out} (a second run reuses what is done)")
+    return _run_study(study)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,6 +206,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--summary", action="store_true", help="only (re)write results/ and print the main tables"
     )
     study.set_defaults(handler=_study)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the offline demo study (e5-small, synthetic data, 4 languages)",
+        description="Tickets, transfers, random baselines and overlaps on the offline default.",
+    )
+    demo.add_argument(
+        "--full",
+        action="store_true",
+        help="the longer study: NER and NLI, 6 languages, 2 seeds, 50%% and 80%%",
+    )
+    demo.add_argument("--out", type=Path, default=None, help="study directory (default runs/demo)")
+    demo.set_defaults(handler=_demo)
 
     models = commands.add_parser("models", help="prepare the offline default model")
     model_commands = models.add_subparsers(dest="model_command", required=True, metavar="ACTION")

@@ -55,6 +55,10 @@ class DataArgs:
     )
     eval_file: Path | None = knob(None, "local evaluation data; {lang} as in --train-file")
     dataset: str | None = knob(None, "hub dataset id, e.g. unimelb-nlp/wikiann")
+    dataset_config: str = knob(
+        "{lang}",
+        "hub dataset configuration; {lang} stands for the language (Wikipedia: 20231101.{lang})",
+    )
     train_split: str = knob("train", "split of the hub dataset to train on")
     eval_split: str = knob("validation", "split of the hub dataset to evaluate on")
     labels: list[str] = knob([], "label list (default: WikiANN's when it covers the data)")

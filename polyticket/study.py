@@ -12,7 +12,6 @@ so any shard can run on any machine at any time, and all shards together do ever
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import shutil
 import traceback
@@ -35,8 +34,6 @@ from polyticket.config import (
 from polyticket.errors import UserError
 from polyticket.io import now, read_json, write_json
 from polyticket.pruning import as_fraction, sparsity_schedule
-
-log = logging.getLogger("polyticket")
 
 # Knobs each cell sets itself; a study file may not.
 CELL_KNOBS = {
@@ -64,7 +61,9 @@ STUDY_KEYS = {
     "settings",
     "tasks",
     "run",
+    "synth",
 }
+SYNTH_KEYS = {"task", "size", "seed"}
 
 
 @dataclass
@@ -90,6 +89,7 @@ class Study:
     transfer: bool = True
     cross_task: bool = False
     multi_language: list[list[str]] = field(default_factory=list)
+    synth: dict[str, dict[str, Any]] = field(default_factory=dict)  # file -> task, size, seed
 
     @property
     def cells_dir(self) -> Path:
@@ -116,12 +116,12 @@ def _check_keys(path: Path, where: str, values: dict, allowed: set[str]) -> None
         )
 
 
-def _relative_to(path: Path, value: Any) -> str:
-    text = str(value)
-    return text if Path(text).is_absolute() else str(path.parent / text)
+def _relative_to(path: Path, value: Any, out: Path) -> str:
+    text = str(value).replace("{out}", str(out))
+    return text if Path(text).is_absolute() or "{out}" in str(value) else str(path.parent / text)
 
 
-def _settings(path: Path, where: str, values: Any) -> dict[str, Any]:
+def _settings(path: Path, where: str, values: Any, out: Path) -> dict[str, Any]:
     if values is None:
         return {}
     if not isinstance(values, dict):
@@ -132,9 +132,9 @@ def _settings(path: Path, where: str, values: Any) -> dict[str, Any]:
         # Relative paths in a study file are relative to the file, wherever it is run from.
         value = values[name]
         values[name] = (
-            [_relative_to(path, v) for v in value]
+            [_relative_to(path, v, out) for v in value]
             if isinstance(value, list)
-            else _relative_to(path, value)
+            else _relative_to(path, value, out)
         )
     return values
 
@@ -147,7 +147,7 @@ def _languages(path: Path, where: str, value: Any) -> list[str]:
     return list(value)
 
 
-def load_study(path: Path) -> Study:
+def load_study(path: Path, out: Path | None = None) -> Study:
     """Read and validate a study file; every mistake names the file and the key."""
     path = Path(path)
     if not path.is_file():
@@ -161,7 +161,9 @@ def load_study(path: Path) -> Study:
     _check_keys(path, "the study", raw, STUDY_KEYS)
     if "tasks" not in raw or not isinstance(raw["tasks"], dict) or not raw["tasks"]:
         raise _fail(path, "'tasks' must map task names to their data")
-    settings = _settings(path, "settings", raw.get("settings"))
+    # like --out, relative to where polyticket runs (data paths follow the study file)
+    out = Path(out or raw.get("out", Path("runs") / path.stem))
+    settings = _settings(path, "settings", raw.get("settings"), out)
     if "model" in raw:
         settings["model"] = raw["model"]
     languages = _languages(path, "languages", raw["languages"]) if "languages" in raw else None
@@ -181,7 +183,7 @@ def load_study(path: Path) -> Study:
         if task not in ("ner", "nli", "mlm"):
             raise _fail(path, f"{where}: unknown task {task!r} (ner, nli or mlm; set 'task:')")
         task_languages = entry.pop("languages", None)
-        own = _settings(path, where, entry)
+        own = _settings(path, where, entry, out)
         preset = own.pop("preset", None) or settings.get("preset")
         if preset is not None and preset not in PRESETS:
             raise _fail(path, f"{where}: unknown preset {preset!r}")
@@ -206,8 +208,7 @@ def load_study(path: Path) -> Study:
     study = Study(
         name=str(raw.get("name", path.stem)),
         path=path,
-        # like --out, relative to where polyticket runs (data paths follow the study file)
-        out=Path(raw.get("out", Path("runs") / path.stem)),
+        out=out,
         seeds=seeds,
         sparsities=sparsities,
         tasks=tasks,
@@ -216,6 +217,7 @@ def load_study(path: Path) -> Study:
         transfer=bool(run.get("transfer", True)),
         cross_task=bool(run.get("cross_task", False)),
         multi_language=multi,
+        synth=_synth(path, raw.get("synth")),
     )
     for spec in tasks.values():
         schedule = study.schedule(spec)
@@ -229,6 +231,30 @@ def load_study(path: Path) -> Study:
     if (study.transfer or study.random or study.cross_task) and not study.tickets:
         raise _fail(path, "transfer, random and cross-task cells need run.tickets: true")
     return study
+
+
+def _synth(path: Path, values: Any) -> dict[str, dict[str, Any]]:
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise _fail(path, "'synth' must map file names to {task, size, seed}")
+    for name, spec in values.items():
+        if not isinstance(spec, dict) or "{lang}" not in name:
+            raise _fail(path, f"synth.{name}: give task, size and seed; put {{lang}} in the name")
+        _check_keys(path, f"synth.{name}", spec, SYNTH_KEYS)
+    return {str(k): dict(v) for k, v in values.items()}
+
+
+def synthesize(study: Study) -> None:
+    """Write the study's synthetic data files (``{out}/data/``) that do not exist yet."""
+    from polyticket.data.synth import write_synth
+
+    languages = sorted({lang for spec in study.tasks.values() for lang in spec.languages})
+    for name, spec in study.synth.items():
+        for lang in languages:
+            target = study.out / "data" / name.replace("{lang}", lang)
+            if not target.exists():
+                write_synth(spec["task"], lang, int(spec["size"]), int(spec.get("seed", 0)), target)
 
 
 def percent(sparsity: Fraction) -> str:
@@ -515,18 +541,29 @@ def _event(study: Study, cell: Cell, event: str, **extra: Any) -> None:
         f.write(json.dumps({"time": now(), "cell": cell.name, "event": event, **extra}) + "\n")
 
 
-def run_study(
-    study: Study, shard: tuple[int, int] | None = None, main_process: bool = True
-) -> Outcome:
-    """Run every cell of the (shard of the) study that is not done, dependencies first."""
+def run_study(study: Study, shard: tuple[int, int] | None = None) -> Outcome:
+    """Run every cell of the (shard of the) study that is not done, dependencies first.
+
+    One process runs the cells one after the other; many GPUs run one shard each.
+    """
+    import sys
+    import time
+
+    from tqdm.auto import tqdm
+
     todo = cells(study)
     if shard is not None:
         todo = shard_of(todo, *shard)
+    synthesize(study)
     outcome = Outcome()
     failed: set[str] = set()
-    from tqdm.auto import tqdm
 
-    for cell in tqdm(todo, desc=f"study {study.name}", unit="cell", disable=None):
+    def say(index: int, cell: Cell, what: str) -> None:
+        tqdm.write(f"[{index}/{len(todo)}] {cell.name}: {what}", file=sys.stderr)
+
+    for index, cell in enumerate(
+        tqdm(todo, desc=f"study {study.name}", unit="cell", disable=None), 1
+    ):
         if cell.done(study):
             outcome.skipped.append(cell.name)
             continue
@@ -535,8 +572,8 @@ def run_study(
             failed.add(cell.name)
             outcome.failed[cell.name] = f"needs {blocked[0]}, which failed"
             continue
-        if main_process:
-            _event(study, cell, "start")
+        _event(study, cell, "start")
+        started = time.monotonic()
         try:
             run_cell(study, cell)
         except KeyboardInterrupt:
@@ -545,18 +582,19 @@ def run_study(
             failed.add(cell.name)
             message = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
             outcome.failed[cell.name] = message
-            if main_process:
-                write_json(
-                    cell.failure(study),
-                    {"cell": cell.name, "error": message, "traceback": traceback.format_exc()},
-                )
-                _event(study, cell, "failed", error=message)
-            log.warning("cell %s failed: %s", cell.name, message)
+            write_json(
+                cell.failure(study),
+                {"cell": cell.name, "error": message, "traceback": traceback.format_exc()},
+            )
+            _event(study, cell, "failed", error=message)
+            say(index, cell, f"FAILED: {message}")
             continue
-        if main_process:
-            cell.failure(study).unlink(missing_ok=True)
-            _event(study, cell, "done")
+        cell.failure(study).unlink(missing_ok=True)
+        _event(study, cell, "done")
+        say(index, cell, f"done in {time.monotonic() - started:.0f} s")
         outcome.ran.append(cell.name)
+    if outcome.skipped:
+        print(f"{len(outcome.skipped)} cell(s) were already done", file=sys.stderr)
     return outcome
 
 

@@ -372,19 +372,30 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def _beats(a: float, b: float, greater_is_better: bool) -> str:
+    if math.isnan(a) or math.isnan(b):
+        return "not known yet"
+    return "yes" if (a > b if greater_is_better else a < b) else "no"
+
+
+def headline_text(line: dict[str, Any]) -> str:
+    """The two questions of the paper, answered with this study's numbers."""
+    metric = line["metric"]
+    overlap, chance = line["overlap_between_languages"], line["overlap_random"]
+    transfer, random, dense = line["transfer_score"], line["random_score"], line["dense_score"]
+    return (
+        f"{line['task']} at {line['sparsity']:.0%} sparsity:\n"
+        f"  Do tickets of different languages overlap more than random masks? "
+        f"{_beats(overlap, chance, True)}: Jaccard {_fmt(overlap)} vs {_fmt(chance)}\n"
+        f"  Do transferred tickets beat random masks? "
+        f"{_beats(transfer, random, line['greater_is_better'])}: {metric} {_fmt(transfer)} vs "
+        f"{_fmt(random)} (dense {_fmt(dense)})"
+    )
+
+
 def format_summary(everything: dict[str, Any]) -> str:
-    """The main tables as plain text for the terminal."""
-    lines = []
-    for line in everything["headline"]:
-        better = "higher" if line["greater_is_better"] else "lower"
-        lines.append(
-            f"{line['task']} at {line['sparsity']:.0%} sparsity ({line['metric']}, {better} is "
-            f"better): tickets of different languages overlap "
-            f"{_fmt(line['overlap_between_languages'])} "
-            f"(random masks: {_fmt(line['overlap_random'])}); transferred tickets score "
-            f"{_fmt(line['transfer_score'])}, random masks {_fmt(line['random_score'])}, "
-            f"dense {_fmt(line['dense_score'])}"
-        )
+    """The main tables as plain text for the terminal, the headline last."""
+    lines: list[str] = []
     for matrix in everything["transfer"]:
         lines += [
             "",
@@ -406,4 +417,5 @@ def format_summary(everything: dict[str, Any]) -> str:
                 f"({row['sparsity']:.0%}) score {_fmt(row['score'])}, dense "
                 f"{_fmt(row['dense_score'])}, random {_fmt(row['random_score'])}"
             )
-    return "\n".join(lines)
+    lines += ["", *(headline_text(line) for line in everything["headline"])]
+    return "\n".join(lines).strip()

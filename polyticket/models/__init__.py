@@ -20,7 +20,16 @@ def resolve(name: str, vocab_from: list[Path] | None = None) -> str:
     if name in OFFLINE_MODELS:
         from polyticket.models.e5 import prepare_e5_small
 
-        return str(prepare_e5_small(vocab_from=vocab_from or None))
+        files = [
+            f
+            for p in vocab_from or []
+            for f in (
+                sorted(x for x in Path(p).rglob("*") if x.is_file())
+                if Path(p).is_dir()
+                else [Path(p)]
+            )
+        ]
+        return str(prepare_e5_small(vocab_from=files or None))
     path = Path(name).expanduser()
     if path.is_dir():
         return str(path)

@@ -67,7 +67,9 @@ def load_hub_split(data: DataArgs, language: str, split: Split) -> Any:
 
     name = data.train_split if split == "train" else data.eval_split
     try:
-        return datasets.load_dataset(data.dataset, language, split=name)
+        return datasets.load_dataset(
+            data.dataset, data.dataset_config.replace("{lang}", language), split=name
+        )
     except Exception as exc:  # datasets raises many types for "not found" and "offline"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(

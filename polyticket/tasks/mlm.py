@@ -105,23 +105,26 @@ class MlmTask(Task):
     greater_is_better = False
 
     def read(self, data: DataArgs, split: Split, language: str, seed: int) -> list[str]:
+        """With ``--validation-ratio`` both splits come from the training source, split by
+        whole documents; otherwise each split from its own file or hub split."""
+        if data.validation_ratio is None:
+            return self._documents(data, split, language)
+        train, held_out = split_documents(
+            self._documents(data, "train", language), data.validation_ratio, seed
+        )
+        return train if split == "train" else held_out
+
+    @staticmethod
+    def _documents(data: DataArgs, split: Split, language: str) -> list[str]:
         if data.dataset:
             ds = load_hub_split(data, language, split)
             return [t for t in ds[data.text_column] if t and t.strip()]
         path = data_file(data, split, language)
-        if split == "eval" and path is None and data.validation_ratio:
-            path = data_file(data, "train", language)
-            return split_documents(
-                read_documents(path, data.text_column), data.validation_ratio, seed
-            )[1]
         if path is None:
             raise UserError(
                 "give --train-file and --eval-file (or --validation-ratio), or --dataset"
             )
-        documents = read_documents(path, data.text_column)
-        if split == "train" and data.eval_file is None and data.validation_ratio:
-            return split_documents(documents, data.validation_ratio, seed)[0]
-        return documents
+        return read_documents(path, data.text_column)
 
     def featurize(self, train, dev, data: DataArgs, tokenizer: Any, seed: int) -> TaskData:
         if tokenizer.mask_token is None:
