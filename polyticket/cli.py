@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--full",
         action="store_true",
-        help="the longer study: NER and NLI, 6 languages, 2 seeds, 50%% and 80%%",
+        help="the longer study: NER and NLI, 6 languages, 2 seeds, 50%% and 75%%",
     )
     demo.add_argument("--out", type=Path, default=None, help="study directory (default runs/demo)")
     demo.set_defaults(handler=_demo)

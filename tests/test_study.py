@@ -225,3 +225,66 @@ def test_study_file_is_validated(tmp_path, bert_dir, change, message):
     path = write_study(tmp_path, bert_dir, tmp_path / "run", **change)
     with pytest.raises(UserError, match=message):
         load_study(path)
+
+
+def test_shipped_studies_load_and_plan_offline(capsys):
+    from importlib.resources import files
+
+    from polyticket.data.synth import LANGUAGE_SCRIPTS
+
+    root = Path(str(files("polyticket") / "studies"))
+    demo = load_study(root / "demo.yaml")
+    ner = demo.tasks["ner"]
+    assert len(ner.languages) >= 4 and len({LANGUAGE_SCRIPTS[x] for x in ner.languages}) >= 3
+    assert ner.settings["model"] == "e5-small" and demo.sparsities == [Fraction(1, 2)]
+    kinds = Counter(c.kind for c in cells(demo))
+    assert kinds["transfer"] == 4 * 3 and kinds["ticket"] == 4 and kinds["random"] >= 4
+
+    full = load_study(root / "demo-full.yaml")
+    assert set(full.tasks) == {"ner", "nli"} and len(full.seeds) == 2
+    assert len(full.tasks["ner"].languages) == 6
+
+    paper = load_study(root / "paper.yaml")
+    assert paper.tasks["xnli-mt5"].settings["model"] == "google/mt5-base"
+    assert paper.tasks["ner"].settings["dataset"] == "unimelb-nlp/wikiann"
+    assert len(paper.tasks["mlm"].languages) == 11 and paper.seeds == [1, 2, 3]
+    assert paper.sparsities == [Fraction(1, 2), Fraction(4, 5)]
+    assert main(["study", str(root / "paper.yaml"), "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "ready    ner/fa/seed3/ticket" in out
+    assert "ner/en/seed1/transfer-from-en+fa+fr+zh-s80" in out
+    assert not any(
+        c.kind == "cross-task" and "mt5" in (c.source or "") + c.task for c in cells(paper)
+    )  # no cross-task transfer between two models
+
+
+def test_synth_section_writes_data_once_under_out(tmp_path, bert_dir):
+    from polyticket.study import synthesize
+
+    study_file = tmp_path / "s.yaml"
+    study_file.write_text(
+        json.dumps(
+            {
+                "model": str(bert_dir),
+                "out": str(tmp_path / "run"),
+                "languages": ["fr", "ru"],
+                "synth": {"ner-{lang}.conll": {"task": "ner", "size": 5, "seed": 3}},
+                "settings": {"vocab_from": ["{out}/data"]},
+                "tasks": {
+                    "ner": {
+                        "train_file": "{out}/data/ner-{lang}.conll",
+                        "eval_file": "{out}/data/ner-{lang}.conll",
+                    }
+                },
+            }
+        )
+    )
+    study = load_study(study_file)
+    assert study.tasks["ner"].settings["train_file"] == f"{tmp_path}/run/data/ner-{{lang}}.conll"
+    assert study.tasks["ner"].settings["vocab_from"] == [f"{tmp_path}/run/data"]
+    synthesize(study)
+    ru = tmp_path / "run" / "data" / "ner-ru.conll"
+    first = ru.read_bytes()
+    synthesize(study)
+    assert ru.read_bytes() == first
+    assert (tmp_path / "run" / "data" / "ner-fr.conll").is_file()
