@@ -98,6 +98,20 @@ def load_model(
     )
 
 
+def load_classifier(
+    auto_class: Any, args: ModelArgs, seed: int, labels: list[str]
+) -> PreTrainedModel:
+    """A model with a classification head over ``labels`` (named in its config)."""
+    return load_model(
+        auto_class,
+        args,
+        seed,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+
+
 def model_revision(model: PreTrainedModel) -> str | None:
     """The hub commit the weights came from, where known."""
     return getattr(model.config, "_commit_hash", None)

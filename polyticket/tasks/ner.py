@@ -15,7 +15,7 @@ from transformers import AutoModelForTokenClassification, DataCollatorForTokenCl
 
 from polyticket.config import DataArgs, ModelArgs
 from polyticket.errors import UserError
-from polyticket.models import load_model
+from polyticket.models import load_classifier
 from polyticket.tasks.base import (
     Split,
     Task,
@@ -159,15 +159,7 @@ class NerTask(Task):
         return features
 
     def build_model(self, model: ModelArgs, data: TaskData, seed: int):
-        labels = data.info["labels"]
-        return load_model(
-            AutoModelForTokenClassification,
-            model,
-            seed,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)},
-        )
+        return load_classifier(AutoModelForTokenClassification, model, seed, data.info["labels"])
 
     @torch.no_grad()
     def evaluate(self, model, loader: DataLoader, accelerator: Accelerator, data: TaskData):

@@ -20,7 +20,7 @@ from transformers import (
 
 from polyticket.config import DataArgs, ModelArgs
 from polyticket.errors import UserError
-from polyticket.models import load_model
+from polyticket.models import load_classifier, load_model
 from polyticket.tasks.base import Split, Task, TaskData, data_file, load_hub_split, require_file
 
 # XNLI's label ids, so that ids in files and on the hub mean the same.
@@ -123,14 +123,7 @@ class NliTask(_NliData):
         )
 
     def build_model(self, model: ModelArgs, data: TaskData, seed: int):
-        return load_model(
-            AutoModelForSequenceClassification,
-            model,
-            seed,
-            num_labels=len(LABELS),
-            id2label=dict(enumerate(LABELS)),
-            label2id={label: i for i, label in enumerate(LABELS)},
-        )
+        return load_classifier(AutoModelForSequenceClassification, model, seed, LABELS)
 
     @torch.no_grad()
     def evaluate(self, model, loader: DataLoader, accelerator: Accelerator, data: TaskData):
