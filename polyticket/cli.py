@@ -269,10 +269,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.verbose:
         # Load reports of every newly initialised head drown what polyticket itself says.
+        import huggingface_hub
         import transformers
 
         transformers.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
+        huggingface_hub.utils.logging.set_verbosity_error()
     try:
         code = args.handler(args)
     except UserError as exc:

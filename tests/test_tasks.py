@@ -422,3 +422,47 @@ def test_presets_set_the_papers_settings_and_flags_win():
     assert config.train.batch_size == 32 and config.train.epochs == 3
     assert config.train.learning_rate == 1e-5
     assert config.model.model == "bert-base-multilingual-cased"
+
+
+def test_xnli_from_the_hub_uses_the_language_and_label_ids(xlmr_dir, monkeypatch):
+    import datasets
+
+    from polyticket.tasks.nli import NliTask
+
+    asked = []
+
+    def fake_load(name, config, split):
+        asked.append((name, config, split))
+        return datasets.Dataset.from_dict(
+            {
+                "premise": ["Il pleut.", "Le chat dort."],
+                "hypothesis": ["Il fait beau.", "Un chat."],
+                "label": [2, 0],
+            }
+        )
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    tokenizer = load_tokenizer(ModelArgs(model=str(xlmr_dir)))
+    data = NliTask().prepare(
+        DataArgs(task="nli", dataset="facebook/xnli", language="fr"), tokenizer, 0
+    )
+    assert asked == [("facebook/xnli", "fr", "train"), ("facebook/xnli", "fr", "validation")]
+    assert sorted(ex["labels"] for ex in data.train) == [0, 2]
+
+
+def test_nli_files_take_words_or_ids_and_name_the_bad_line(tmp_path):
+    from polyticket.errors import UserError
+    from polyticket.tasks.nli import read_pairs
+
+    tsv = tmp_path / "x.tsv"
+    tsv.write_text("sentence1\tsentence2\tgold_label\nA\tB\tneutral\nC\tD\t2\n")
+    assert read_pairs(tsv) == [("A", "B", 1), ("C", "D", 2)]
+    tsv.write_text("premise\thypothesis\tlabel\nA\tB\tmaybe\n")
+    with pytest.raises(UserError, match=r"x\.tsv:2.*maybe"):
+        read_pairs(tsv)
+    jsonl = tmp_path / "x.jsonl"
+    jsonl.write_text(
+        '{"premise": "A", "hypothesis": "B", "label": "Entailment"}\n{"premise": "A"}\n'
+    )
+    with pytest.raises(UserError, match=r"x\.jsonl:2.*hypothesis"):
+        read_pairs(jsonl)
