@@ -13,11 +13,20 @@ from polyticket.config import FindConfig, TrainConfig, add_flags, parse_config
 from polyticket.errors import UserError
 
 
+def _main_process() -> bool:
+    """Under torchrun / accelerate launch every process runs the command; one reports."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
 def _find(args: argparse.Namespace) -> None:
     from polyticket.lottery import find
 
     config = parse_config(FindConfig, args)
     ticket = find(config, config.out)
+    if not _main_process():
+        return
     print(
         f"ticket: level {ticket['level']}, {ticket['sparsity']:.1%} pruned, "
         f"score {ticket['score']:.4f} (dense {ticket['dense_score']:.4f})"
@@ -30,6 +39,8 @@ def _train(args: argparse.Namespace) -> None:
 
     config = parse_config(TrainConfig, args)
     metrics = finetune(config, config.out)
+    if not _main_process():
+        return
     print(
         f"best {metrics['metric']} {metrics['best_score']:.4f} at step {metrics['best_step']} "
         f"of {metrics['steps']} ({metrics['sparsity']:.1%} pruned)"

@@ -1,5 +1,7 @@
 """IMP runs: level layout, exact sparsities, resumption, ticket selection."""
 
+from pathlib import Path
+
 import pytest
 
 import polyticket.lottery as lottery
@@ -110,3 +112,52 @@ def test_ticket_is_the_sparsest_level_within_epsilon_for_either_direction():
     lower = lottery.select_ticket(levels(10.0, 10.5, 9.0, 12.0), 0.6, False)
     assert lower["level"] == 2
     assert lottery.select_ticket(levels(10.0, 12.0), 0.5, False)["level"] == 0
+
+
+def test_find_under_two_distributed_processes(tmp_path, bert_dir, conll_files):
+    """DDP (gloo on the CPU): every rank uses the one mask rank 0 writes per level, so the
+    run completes with exact sparsities and nothing is written twice."""
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "ddp"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    result = subprocess.run(
+        [
+            str(torchrun),
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "polyticket.cli",
+            "find",
+            "--cpu",
+            "--model",
+            str(bert_dir),
+            "--train-file",
+            str(conll_files[0]),
+            "--eval-file",
+            str(conll_files[1]),
+            "--max-steps",
+            "4",
+            "--batch-size",
+            "8",
+            "--rate",
+            "0.25",
+            "--target-sparsity",
+            "0.5",
+            "--out",
+            str(run),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("ticket: level") == 1
+    sparsities = [
+        Mask.load(run / f"level_{k:02d}" / "mask.safetensors").sparsity() for k in range(3)
+    ]
+    assert sparsities == pytest.approx([0.0, 0.25, 0.5], abs=1e-4)
+    assert (run / "log.jsonl").read_text().count('"kind": "eval"') == 3
