@@ -36,7 +36,8 @@ def sparsity_schedule(
         raise UserError(f"pruning rate must be between 0 and 1, got {rate}")
     if target is None and levels is None:
         raise UserError("give a target sparsity or a number of levels")
-    target_f = as_fraction(target) if target is not None else rate_f * levels
+    # --levels overrides the target: that many levels of ``rate`` each
+    target_f = rate_f * levels if levels is not None else as_fraction(target)
     if not 0 <= target_f < 1:
         raise UserError(f"target sparsity must be in [0, 1), got {float(target_f):g}")
     count = levels if levels is not None else math.ceil(target_f / rate_f)

@@ -538,3 +538,15 @@ def test_real_trimmed_model_keeps_tokens_and_outputs(real_home, real_model, tmp_
     config = json.loads((trimmed / "config.json").read_text())
     assert config["vocab_size"] < 2000
     assert_same_outputs(real_model, trimmed, CORPUS)
+
+
+def test_a_vocab_folder_means_the_data_files_directly_inside(tmp_path):
+    from polyticket.models import corpus_files
+
+    (tmp_path / "run" / "level_00").mkdir(parents=True)
+    (tmp_path / "run" / "level_00" / "mask.safetensors").write_bytes(b"\x00\xff")
+    (tmp_path / "b.conll").write_text("x\tO\n")
+    (tmp_path / "a.tsv").write_text("premise\thypothesis\tlabel\n")
+    (tmp_path / "notes.bin").write_bytes(b"\x00")
+    assert corpus_files([tmp_path]) == [tmp_path / "a.tsv", tmp_path / "b.conll"]
+    assert corpus_files([tmp_path / "notes.bin"]) == [tmp_path / "notes.bin"]

@@ -56,6 +56,7 @@ def test_level_k_has_exactly_k_tenths_pruned_and_never_everything():
     schedule = sparsity_schedule(0.1, 0.5)
     assert schedule == [Fraction(k, 10) for k in range(6)]
     assert sparsity_schedule(0.2, 0.5)[-1] == Fraction(1, 2)
+    assert sparsity_schedule(0.1, 0.5, levels=9)[-1] == Fraction(9, 10)  # levels win
     assert len(sparsity_schedule(0.1, levels=9)) == 10
     with pytest.raises(UserError):
         sparsity_schedule(0.1, 1.0)

@@ -15,21 +15,27 @@ from polyticket.errors import UserError
 OFFLINE_MODELS = ("e5-small",)
 
 
+TEXT_SUFFIXES = (".txt", ".jsonl", ".json", ".conll", ".conllu", ".iob", ".tsv")
+
+
+def corpus_files(paths: list[Path]) -> list[Path]:
+    """Files as given; a folder stands for the data files directly inside it (not below:
+    run directories with masks and logs often live next to the data)."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.is_file() and p.suffix in TEXT_SUFFIXES)
+        else:
+            files.append(path)
+    return files
+
+
 def resolve(name: str, vocab_from: list[Path] | None = None) -> str:
     """A local directory, the prepared offline default, or a hub id (returned as is)."""
     if name in OFFLINE_MODELS:
         from polyticket.models.e5 import prepare_e5_small
 
-        files = [
-            f
-            for p in vocab_from or []
-            for f in (
-                sorted(x for x in Path(p).rglob("*") if x.is_file())
-                if Path(p).is_dir()
-                else [Path(p)]
-            )
-        ]
-        return str(prepare_e5_small(vocab_from=files or None))
+        return str(prepare_e5_small(vocab_from=corpus_files(vocab_from or []) or None))
     path = Path(name).expanduser()
     if path.is_dir():
         return str(path)
