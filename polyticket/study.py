@@ -228,6 +228,11 @@ def load_study(path: Path, out: Path | None = None) -> Study:
                 f"tasks.{spec.key}: sparsity {float(missing[0]):g} is no level of a "
                 f"schedule with rate {spec.settings.get('rate', 0.1)}",
             )
+        # Types and choices of every knob are checked now, not when a cell gets to them.
+        for cls in (FindConfig, TrainConfig):
+            known = knob_names(cls)
+            values = {k: v for k, v in spec.settings.items() if k in known}
+            build_config(cls, None, {**values, "task": spec.task}, f"{path}: tasks.{spec.key}")
     if (study.transfer or study.random or study.cross_task) and not study.tickets:
         raise _fail(path, "transfer, random and cross-task cells need run.tickets: true")
     return study

@@ -219,6 +219,8 @@ def test_a_failing_cell_is_reported_and_the_others_complete(tmp_path, bert_dir, 
         ({"run": {"transfers": True}}, "unknown key 'transfers'"),
         ({"settings": {"max_stepz": 1}}, "unknown key 'max_stepz'"),
         ({"languages": []}, "languages"),
+    ({"settings": {"max_steps": "many"}}, "bad value 'many' for max_steps"),
+    ({"settings": {"scope": "row"}}, "bad value 'row' for scope"),
     ],
 )
 def test_study_file_is_validated(tmp_path, bert_dir, change, message):
