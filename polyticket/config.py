@@ -223,7 +223,10 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         default=argparse.SUPPRESS,
         help="the paper's hyper-parameters for a task; the file and flags override",
     )
-    for _, f, hint in _knobs(cls):
+    groups: dict[str | None, Any] = {}
+    for section, f, hint in _knobs(cls):
+        if section not in groups:
+            groups[section] = parser.add_argument_group(f"{section or 'run'} options")
         base = _base_type(hint)
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
@@ -237,7 +240,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
             kwargs.update(action="append", type=typing.get_args(base)[0])
         else:
             kwargs.update(type=base)
-        parser.add_argument(flag, help=help_text, **kwargs)
+        groups[section].add_argument(flag, help=help_text, **kwargs)
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -317,7 +320,10 @@ def knob_names(cls: type) -> set[str]:
 def path_knobs(cls: type) -> set[str]:
     """Knobs holding file paths (alone or in a list): relative ones follow their file."""
     out = set()
-    for _, f, hint in _knobs(cls):
+    groups: dict[str | None, Any] = {}
+    for section, f, hint in _knobs(cls):
+        if section not in groups:
+            groups[section] = parser.add_argument_group(f"{section or 'run'} options")
         base = _base_type(hint)
         if base is Path or (typing.get_origin(base) is list and typing.get_args(base)[0] is Path):
             out.add(f.name)

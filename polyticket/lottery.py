@@ -202,9 +202,11 @@ def find(config: FindConfig, run: Path) -> dict[str, Any]:
     for level, sparsity in enumerate(schedule):
         if level in done:
             continue
-        mask = (
-            Mask.ones(prunable.shapes) if level == 0 else Mask.load(partial_dir(run, level) / MASK)
-        )
+        if level == 0:
+            mask = Mask.ones(prunable.shapes)
+        else:
+            mask = Mask.load(partial_dir(run, level) / MASK)
+            mask.check_fits(prunable.shapes, source=str(partial_dir(run, level) / MASK))
         rewind(model, theta0)
         result = train(
             model,
