@@ -320,10 +320,7 @@ def knob_names(cls: type) -> set[str]:
 def path_knobs(cls: type) -> set[str]:
     """Knobs holding file paths (alone or in a list): relative ones follow their file."""
     out = set()
-    groups: dict[str | None, Any] = {}
-    for section, f, hint in _knobs(cls):
-        if section not in groups:
-            groups[section] = parser.add_argument_group(f"{section or 'run'} options")
+    for _, f, hint in _knobs(cls):
         base = _base_type(hint)
         if base is Path or (typing.get_origin(base) is list and typing.get_args(base)[0] is Path):
             out.add(f.name)
