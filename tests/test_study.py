@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import ner_sentences, write_conll
 
-from polyticket.analysis.results import StudyResults, random_jaccard
+from polyticket.analysis.results import StudyResults, random_jaccard, write_results
 from polyticket.cli import main
 from polyticket.errors import UserError
 from polyticket.io import read_json
@@ -146,6 +146,19 @@ def test_results_files_and_summary(finished, capsys):
     assert (results / "masks/ner/fr/seed1/ticket.safetensors").is_file()
 
 
+def test_tables_of_an_unfinished_study_are_strict_json(tmp_path, bert_dir):
+    path = write_study(tmp_path, bert_dir, tmp_path / "run", seeds=[1])
+    study = load_study(path)
+    run_study(study, shard=(1, 3))  # some groups only: transfers into other languages missing
+    everything = write_results(study)
+    text = (study.results_dir / "results.json").read_text()
+    assert "NaN" not in text and json.loads(text)["transfer"][0]["task"] == "ner"
+    assert any(
+        v is None for row in json.loads(text)["transfer"][0]["mean"].values() for v in row.values()
+    )
+    assert everything["headline"]
+
+
 def test_plan_lists_states_and_runs_nothing(finished, tmp_path, bert_dir, capsys):
     assert main(["study", str(finished.path), "--plan"]) == 0
     assert "30 cells: 30 done" in capsys.readouterr().out
@@ -219,8 +232,8 @@ def test_a_failing_cell_is_reported_and_the_others_complete(tmp_path, bert_dir, 
         ({"run": {"transfers": True}}, "unknown key 'transfers'"),
         ({"settings": {"max_stepz": 1}}, "unknown key 'max_stepz'"),
         ({"languages": []}, "languages"),
-    ({"settings": {"max_steps": "many"}}, "bad value 'many' for max_steps"),
-    ({"settings": {"scope": "row"}}, "bad value 'row' for scope"),
+        ({"settings": {"max_steps": "many"}}, "bad value 'many' for max_steps"),
+        ({"settings": {"scope": "row"}}, "bad value 'row' for scope"),
     ],
 )
 def test_study_file_is_validated(tmp_path, bert_dir, change, message):

@@ -278,6 +278,17 @@ class StudyResults:
         return lines
 
 
+def missing_as_none(value: Any) -> Any:
+    """NaN (a cell not done yet) as null: strict JSON, and empty in CSV."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: missing_as_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [missing_as_none(v) for v in value]
+    return value
+
+
 def _csv(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     rows = list(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -286,7 +297,7 @@ def _csv(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(missing_as_none(rows))
     tmp.replace(path)
 
 
@@ -302,7 +313,7 @@ def write_results(study: Study) -> dict[str, Any]:
     out = study.results_dir
     tickets = results.tickets()
     _csv(out / "tickets.csv", tickets)
-    write_json(out / "tickets.json", tickets)
+    write_json(out / "tickets.json", missing_as_none(tickets))
     everything: dict[str, Any] = {"tickets": tickets, "transfer": [], "overlap": []}
     drops = []
     for task in study.tasks:
@@ -339,7 +350,7 @@ def write_results(study: Study) -> dict[str, Any]:
     if cross:
         _csv(out / "cross_task.csv", cross)
     everything.update(transfer_drop=drops, cross_task=cross, headline=results.headline())
-    write_json(out / "results.json", everything)
+    write_json(out / "results.json", missing_as_none(everything))
     _export_level_masks(results)
     return everything
 
