@@ -550,3 +550,25 @@ def test_a_vocab_folder_means_the_data_files_directly_inside(tmp_path):
     (tmp_path / "notes.bin").write_bytes(b"\x00")
     assert corpus_files([tmp_path]) == [tmp_path / "a.tsv", tmp_path / "b.conll"]
     assert corpus_files([tmp_path / "notes.bin"]) == [tmp_path / "notes.bin"]
+
+
+@pytest.mark.slow
+def test_model_e5_small_anywhere_means_the_prepared_directory(real_home, real_model, tmp_path,
+                                                              monkeypatch):
+    from polyticket.cli import main
+    from polyticket.data.synth import write_synth
+
+    monkeypatch.setenv("POLYTICKET_HOME", str(real_home))
+    data = tmp_path / "data"
+    for lang in ("fr", "ru"):
+        write_synth("ner", lang, 16, 0, data / f"{lang}.conll")
+    out = tmp_path / "out"
+    assert main(["train", "--task", "ner", "--model", "e5-small", "--vocab-from", str(data),
+                 "--train-file", str(data / "fr.conll"), "--eval-file", str(data / "ru.conll"),
+                 "--max-steps", "2", "--batch-size", "4", "--out", str(out)]) == 0
+    assert json.loads((out / "run.json").read_text())["model"] == "e5-small"
+    from polyticket.models import resolve
+
+    trimmed = Path(resolve("e5-small", [data]))
+    assert trimmed.parent == real_home / "models" and trimmed.name.startswith("e5-small-trim-")
+    assert json.loads((trimmed / "config.json").read_text())["vocab_size"] < 20_000
