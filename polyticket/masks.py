@@ -133,14 +133,18 @@ class Mask(Mapping[str, torch.Tensor]):
     def sparsity_by_matrix(self) -> dict[str, float]:
         return {name: 1.0 - int(t.sum()) / t.numel() for name, t in self._tensors.items()}
 
-    def _by_layer(self) -> dict[str, list[str]]:
-        layers: dict[str, list[str]] = {}
+    def _groups(self, key) -> dict[str, list[str]]:
+        groups: dict[str, list[str]] = {}
         for name in self._tensors:
-            layers.setdefault(layer_of(name), []).append(name)
-        return layers
+            groups.setdefault(key(name), []).append(name)
+        return groups
 
     def sparsity_by_layer(self) -> dict[str, float]:
-        return {layer: self.subset(names).sparsity() for layer, names in self._by_layer().items()}
+        return {k: self.subset(names).sparsity() for k, names in self._groups(layer_of).items()}
+
+    def sparsity_by_component(self) -> dict[str, float]:
+        """Per kind of matrix (``attention.self.query``, …) over all layers."""
+        return {k: self.subset(names).sparsity() for k, names in self._groups(component_of).items()}
 
     def subset(self, names: list[str]) -> Mask:
         return Mask({name: self._tensors[name] for name in names})
@@ -151,11 +155,17 @@ class Mask(Mapping[str, torch.Tensor]):
         either = (self | other).kept()
         return both / either if either else 1.0
 
-    def jaccard_by_layer(self, other: Mask) -> dict[str, float]:
+    def _jaccard_by(self, other: Mask, key) -> dict[str, float]:
         return {
-            layer: self.subset(names).jaccard(other.subset(names))
-            for layer, names in self._by_layer().items()
+            k: self.subset(names).jaccard(other.subset(names))
+            for k, names in self._groups(key).items()
         }
+
+    def jaccard_by_layer(self, other: Mask) -> dict[str, float]:
+        return self._jaccard_by(other, layer_of)
+
+    def jaccard_by_component(self, other: Mask) -> dict[str, float]:
+        return self._jaccard_by(other, component_of)
 
     # Fitting a model
     def check_fits(

@@ -553,8 +553,9 @@ def test_a_vocab_folder_means_the_data_files_directly_inside(tmp_path):
 
 
 @pytest.mark.slow
-def test_model_e5_small_anywhere_means_the_prepared_directory(real_home, real_model, tmp_path,
-                                                              monkeypatch):
+def test_model_e5_small_anywhere_means_the_prepared_directory(
+    real_home, real_model, tmp_path, monkeypatch
+):
     from polyticket.cli import main
     from polyticket.data.synth import write_synth
 
@@ -563,9 +564,30 @@ def test_model_e5_small_anywhere_means_the_prepared_directory(real_home, real_mo
     for lang in ("fr", "ru"):
         write_synth("ner", lang, 16, 0, data / f"{lang}.conll")
     out = tmp_path / "out"
-    assert main(["train", "--task", "ner", "--model", "e5-small", "--vocab-from", str(data),
-                 "--train-file", str(data / "fr.conll"), "--eval-file", str(data / "ru.conll"),
-                 "--max-steps", "2", "--batch-size", "4", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--task",
+                "ner",
+                "--model",
+                "e5-small",
+                "--vocab-from",
+                str(data),
+                "--train-file",
+                str(data / "fr.conll"),
+                "--eval-file",
+                str(data / "ru.conll"),
+                "--max-steps",
+                "2",
+                "--batch-size",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "run.json").read_text())["model"] == "e5-small"
     from polyticket.models import resolve
 

@@ -79,6 +79,9 @@ def test_per_layer_and_per_matrix_sparsity():
     assert layer_of("decoder.block.3.layer.1.EncDecAttention.q.weight") == "decoder.block.3"
     assert component_of("encoder.layer.11.attention.self.query.weight") == "attention.self.query"
     assert layer_of("pooler.dense.weight") == "pooler"
+    assert mask.sparsity_by_component() == {"attention.self.query": 0.75, "output.dense": 0.0}
+    other = Mask({n: torch.ones_like(t) for n, t in mask.items()})
+    assert mask.jaccard_by_component(other) == {"attention.self.query": 0.25, "output.dense": 1.0}
 
 
 def test_independent_random_half_masks_overlap_by_a_third():

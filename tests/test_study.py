@@ -110,6 +110,13 @@ def test_tables_follow_from_the_cell_results(finished):
     expected = (masks["en", 1].jaccard(masks["fr", 1]) + masks["en", 2].jaccard(masks["fr", 2])) / 2
     assert overlap["pairs"]["en|fr"] == pytest.approx(expected)
     assert set(overlap["by_layer"]["en|fr"]) == {"encoder.layer.0", "encoder.layer.1"}
+    assert overlap["by_component"]["en|fr"]["attention.self.query"] == pytest.approx(
+        sum(
+            masks["en", s].jaccard_by_component(masks["fr", s])["attention.self.query"]
+            for s in (1, 2)
+        )
+        / 2
+    )
     assert overlap["random_expectation"] == pytest.approx(1 / 3, abs=1e-3)
     assert random_jaccard(0.2, 0.2) == pytest.approx(0.04 / 0.36)
 

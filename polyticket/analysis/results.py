@@ -184,6 +184,7 @@ class StudyResults:
         sources = self.sources(task)
         pairs: dict[tuple[str, str], list[float]] = {}
         layers: dict[tuple[str, str], dict[str, list[float]]] = {}
+        components: dict[tuple[str, str], dict[str, list[float]]] = {}
         kept: list[float] = []
         for seed in self.study.seeds:
             masks = {s: self.mask(level_mask(self.study, task, s, seed, sparsity)) for s in sources}
@@ -193,6 +194,8 @@ class StudyResults:
                 pairs.setdefault((a, b), []).append(masks[a].jaccard(masks[b]))
                 for layer, value in masks[a].jaccard_by_layer(masks[b]).items():
                     layers.setdefault((a, b), {}).setdefault(layer, []).append(value)
+                for part, value in masks[a].jaccard_by_component(masks[b]).items():
+                    components.setdefault((a, b), {}).setdefault(part, []).append(value)
         same_language = []
         for source in sources:
             seeds = [
@@ -210,6 +213,10 @@ class StudyResults:
             "by_layer": {
                 f"{a}|{b}": {layer: _mean(v) for layer, v in ls.items()}
                 for (a, b), ls in layers.items()
+            },
+            "by_component": {
+                f"{a}|{b}": {part: _mean(v) for part, v in cs.items()}
+                for (a, b), cs in components.items()
             },
             "mean_between_languages": _mean([_mean(v) for v in pairs.values()]),
             "mean_same_language_other_seed": _mean(same_language),
@@ -340,7 +347,8 @@ def write_results(study: Study) -> dict[str, Any]:
                     {
                         "pair": pair,
                         "jaccard": value,
-                        **{layer: v for layer, v in overlap["by_layer"][pair].items()},
+                        **overlap["by_layer"][pair],
+                        **overlap["by_component"][pair],
                     }
                     for pair, value in overlap["pairs"].items()
                 ],
