@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/polyticket demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check polyticket tests
+	$(BIN)/ruff check polyticket tests benchmarks
 
 clean:
 	rm -rf $(VENV)
