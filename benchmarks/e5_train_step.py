@@ -66,9 +66,8 @@ def main() -> None:
 
     for name, (model, _, _) in runs.items():
         params = sum(p.numel() for p in model.parameters()) / 1e6
-        print(
-            f"{name:8} {params:6.1f}M parameters  median {statistics.median(times[name]):.3f} s/step"
-        )
+        median = statistics.median(times[name])
+        print(f"{name:8} {params:6.1f}M parameters  median {median:.3f} s/step")
     ratio = statistics.median(times["full"]) / statistics.median(times["trimmed"])
     print(f"trimmed is {ratio:.2f}x faster")
 
