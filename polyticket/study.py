@@ -99,6 +99,13 @@ class Study:
     def results_dir(self) -> Path:
         return self.out / "results"
 
+    def sources(self, task: str) -> list[str]:
+        """Whose tickets a task has: each language, and each multi-language set (``en+fr``)
+        whose languages the task has."""
+        languages = self.tasks[task].languages
+        combos = [joined(c) for c in self.multi_language if set(c) <= set(languages)]
+        return [*languages, *combos]
+
     def schedule(self, spec: TaskSpec) -> list[Fraction]:
         settings = spec.settings
         return sparsity_schedule(settings.get("rate", 0.1), float(max(self.sparsities)))
@@ -314,12 +321,8 @@ def cells(study: Study) -> list[Cell]:
     """Every cell, dependencies before dependents."""
     out: list[Cell] = []
     tickets: list[Cell] = []
-    for key, spec in study.tasks.items():
-        sources = list(spec.languages)
-        for combo in study.multi_language:
-            if set(combo) <= set(spec.languages):
-                sources.append(joined(combo))
-        for source in sources if study.tickets else []:
+    for key in study.tasks:
+        for source in study.sources(key) if study.tickets else []:
             for seed in study.seeds:
                 tickets.append(Cell("ticket", key, source, seed, group=f"{key}/{source}"))
     out.extend(tickets)
@@ -332,11 +335,7 @@ def cells(study: Study) -> list[Cell]:
                     out.append(Cell("random", key, lang, seed, sparsity=sparsity, group=group))
                 out.append(Cell("random", key, lang, seed, deps=all_seeds, group=group))
         if study.transfer:
-            sources = [
-                *spec.languages,
-                *(joined(c) for c in study.multi_language if set(c) <= set(spec.languages)),
-            ]
-            for source in sources:
+            for source in study.sources(key):
                 for target in spec.languages:
                     if target == source:
                         continue  # the ticket's own level is the diagonal

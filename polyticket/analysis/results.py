@@ -27,7 +27,6 @@ from polyticket.study import (
     Cell,
     Study,
     cells,
-    joined,
     level_mask,
     percent,
     ticket_name,
@@ -78,13 +77,8 @@ class StudyResults:
             for seed in self.study.seeds
         )
 
-    def sources(self, task: str) -> list[str]:
-        spec = self.study.tasks[task]
-        combos = [joined(c) for c in self.study.multi_language if set(c) <= set(spec.languages)]
-        return [*spec.languages, *combos]
-
     def metric(self, task: str) -> tuple[str, bool]:
-        for lang in self.sources(task):
+        for lang in self.study.sources(task):
             path = (
                 self.study.cells_dir
                 / ticket_name(task, lang, self.study.seeds[0])
@@ -100,7 +94,7 @@ class StudyResults:
     def tickets(self) -> list[dict[str, Any]]:
         rows = []
         for task in self.study.tasks:
-            for lang in self.sources(task):
+            for lang in self.study.sources(task):
                 if not self.ticket_done(task, lang):
                     continue
                 won = winning_tickets(self.study, task, lang)
@@ -140,7 +134,7 @@ class StudyResults:
                     target,
                     self.score(Cell("random", task, target, seed, sparsity=sparsity).name),
                 )
-                for source in self.sources(task):
+                for source in self.study.sources(task):
                     if source == target:
                         value = self.level_score(task, target, seed, sparsity)
                     else:
@@ -148,7 +142,7 @@ class StudyResults:
                             Cell("transfer", task, target, seed, source, sparsity).name
                         )
                     add(source, target, value)
-        order = [*self.sources(task), "dense", "random"]
+        order = [*self.study.sources(task), "dense", "random"]
         metric, greater = self.metric(task)
         return {
             "task": task,
@@ -181,7 +175,7 @@ class StudyResults:
 
     def overlap(self, task: str, sparsity: Fraction) -> dict[str, Any]:
         """Mean Jaccard (over seeds) between the tickets' masks at ``sparsity``."""
-        sources = self.sources(task)
+        sources = self.study.sources(task)
         pairs: dict[tuple[str, str], list[float]] = {}
         layers: dict[tuple[str, str], dict[str, list[float]]] = {}
         components: dict[tuple[str, str], dict[str, list[float]]] = {}
@@ -370,7 +364,7 @@ def _export_level_masks(results: StudyResults) -> None:
 
     study = results.study
     for task in study.tasks:
-        for lang in results.sources(task):
+        for lang in results.study.sources(task):
             if not results.ticket_done(task, lang):
                 continue
             won = winning_tickets(study, task, lang)
