@@ -50,7 +50,7 @@ CELL_KNOBS = {
 }
 SETTING_KNOBS = (knob_names(FindConfig) | knob_names(TrainConfig)) - CELL_KNOBS
 PATH_KNOBS = path_knobs(FindConfig) | path_knobs(TrainConfig)
-RUN_KEYS = {"tickets", "random", "transfer", "cross_task", "multi_language"}
+RUN_KEYS = {"tickets", "random", "oneshot", "transfer", "cross_task", "multi_language"}
 STUDY_KEYS = {
     "name",
     "model",
@@ -86,6 +86,7 @@ class Study:
     tasks: dict[str, TaskSpec]
     tickets: bool = True
     random: bool = True
+    oneshot: bool = False  # magnitude masks of θ0: the overlap a ticket has without training
     transfer: bool = True
     cross_task: bool = False
     multi_language: list[list[str]] = field(default_factory=list)
@@ -221,6 +222,7 @@ def load_study(path: Path, out: Path | None = None) -> Study:
         tasks=tasks,
         tickets=bool(run.get("tickets", True)),
         random=bool(run.get("random", True)),
+        oneshot=bool(run.get("oneshot", False)),
         transfer=bool(run.get("transfer", True)),
         cross_task=bool(run.get("cross_task", False)),
         multi_language=multi,
@@ -278,7 +280,7 @@ class Cell:
     """One run of the grid. ``language`` is the language trained on; ``source`` is the
     language (transfer) or task entry (cross-task) whose ticket supplies the mask."""
 
-    kind: str  # ticket | random | transfer | cross-task
+    kind: str  # ticket | random | oneshot | transfer | cross-task
     task: str  # the task entry's key
     language: str
     seed: int
@@ -334,6 +336,9 @@ def cells(study: Study) -> list[Cell]:
                 for sparsity in study.sparsities:
                     out.append(Cell("random", key, lang, seed, sparsity=sparsity, group=group))
                 out.append(Cell("random", key, lang, seed, deps=all_seeds, group=group))
+            for seed in study.seeds if study.oneshot else []:
+                for sparsity in study.sparsities:
+                    out.append(Cell("oneshot", key, lang, seed, sparsity=sparsity, group=group))
         if study.transfer:
             for source in study.sources(key):
                 for target in spec.languages:
@@ -447,8 +452,8 @@ def run_cell(study: Study, cell: Cell) -> None:
             str(study.path),
         )
         find(config, out)
-    elif cell.kind == "random" and cell.sparsity is not None:
-        _train(study, cell, mask="random", sparsity=float(cell.sparsity))
+    elif cell.kind in ("random", "oneshot") and cell.sparsity is not None:
+        _train(study, cell, mask=cell.kind, sparsity=float(cell.sparsity))
     elif cell.kind == "random":
         ticket = winning_tickets(study, cell.task, cell.language)[cell.seed]
         same = Cell(

@@ -310,3 +310,35 @@ def test_synth_section_writes_data_once_under_out(tmp_path, bert_dir):
     synthesize(study)
     assert ru.read_bytes() == first
     assert (tmp_path / "run" / "data" / "ner-fr.conll").is_file()
+
+
+def test_oneshot_reference_cells_rows_and_overlap(tmp_path, bert_dir, capsys):
+    path = write_study(
+        tmp_path,
+        bert_dir,
+        tmp_path / "run",
+        seeds=[1],
+        run={"transfer": False, "random": False, "oneshot": True},
+    )
+    study = load_study(path)
+    assert Counter(c.kind for c in cells(study)) == {"ticket": 3, "oneshot": 3}
+    assert main(["study", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "a ticket vs the one-shot mask of θ0" in out and "one-shot mask" in out
+    results = StudyResults(study)
+    matrix = results.transfer("ner", Fraction(1, 2))
+    assert matrix["rows"] == [*LANGS, "dense", "oneshot"]
+    oneshot_dir = study.cells_dir / "ner/fr/seed1/oneshot-s50"
+    assert matrix["mean"]["oneshot"]["fr"] == read_json(oneshot_dir / "metrics.json")["best_score"]
+    oneshot = Mask.load(oneshot_dir / "mask.safetensors")
+    assert oneshot.sparsity() == pytest.approx(0.5, abs=1e-4)
+    tickets = [
+        Mask.load(study.cells_dir / f"ner/{lang}/seed1/ticket/level_01/mask.safetensors")
+        for lang in LANGS
+    ]
+    overlap = results.overlap("ner", Fraction(1, 2))
+    expected = [
+        t.jaccard(Mask.load(study.cells_dir / f"ner/{lang}/seed1/oneshot-s50/mask.safetensors"))
+        for t, lang in zip(tickets, LANGS, strict=True)
+    ]
+    assert overlap["mean_with_oneshot"] == pytest.approx(sum(expected) / 3)

@@ -42,6 +42,9 @@ def _std(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else (0.0 if values else math.nan)
 
 
+BASELINES = ("random", "oneshot")  # rows of a transfer matrix besides the sources and dense
+
+
 def random_jaccard(kept_a: float, kept_b: float) -> float:
     """E[|a ∩ b| / |a ∪ b|] for independent random masks keeping these fractions (1/3 at 50%)."""
     both = kept_a * kept_b
@@ -118,7 +121,8 @@ class StudyResults:
         return rows
 
     def transfer(self, task: str, sparsity: Fraction) -> dict[str, Any]:
-        """Rows source (and dense, random), columns target: mean, std and count over seeds."""
+        """Rows source (and dense, random, one-shot), columns target: mean, std and count
+        over seeds."""
         targets = self.study.tasks[task].languages
         rows: dict[str, dict[str, list[float]]] = {}
 
@@ -129,11 +133,9 @@ class StudyResults:
         for seed in self.study.seeds:
             for target in targets:
                 add("dense", target, self.level_score(task, target, seed, Fraction(0)))
-                add(
-                    "random",
-                    target,
-                    self.score(Cell("random", task, target, seed, sparsity=sparsity).name),
-                )
+                for baseline in BASELINES:
+                    cell = Cell(baseline, task, target, seed, sparsity=sparsity)
+                    add(baseline, target, self.score(cell.name))
                 for source in self.study.sources(task):
                     if source == target:
                         value = self.level_score(task, target, seed, sparsity)
@@ -142,7 +144,7 @@ class StudyResults:
                             Cell("transfer", task, target, seed, source, sparsity).name
                         )
                     add(source, target, value)
-        order = [*self.study.sources(task), "dense", "random"]
+        order = [*self.study.sources(task), "dense", *BASELINES]
         metric, greater = self.metric(task)
         return {
             "task": task,
@@ -190,6 +192,16 @@ class StudyResults:
                     layers.setdefault((a, b), {}).setdefault(layer, []).append(value)
                 for part, value in masks[a].jaccard_by_component(masks[b]).items():
                     components.setdefault((a, b), {}).setdefault(part, []).append(value)
+        # Without training, magnitude alone would pick the one-shot mask of θ0: how close
+        # the tickets stay to it says how much of their overlap training decided.
+        to_oneshot = []
+        for seed in self.study.seeds:
+            for source in self.study.tasks[task].languages:
+                ticket = self.mask(level_mask(self.study, task, source, seed, sparsity))
+                cell = Cell("oneshot", task, source, seed, sparsity=sparsity)
+                oneshot = self.mask(cell.directory(self.study) / "mask.safetensors")
+                if ticket is not None and oneshot is not None:
+                    to_oneshot.append(ticket.jaccard(oneshot))
         same_language = []
         for source in sources:
             seeds = [
@@ -213,6 +225,7 @@ class StudyResults:
                 for (a, b), cs in components.items()
             },
             "mean_between_languages": _mean([_mean(v) for v in pairs.values()]),
+            "mean_with_oneshot": _mean(to_oneshot),
             "mean_same_language_other_seed": _mean(same_language),
             "random_expectation": random_jaccard(k, k) if kept else math.nan,
         }
@@ -257,12 +270,11 @@ class StudyResults:
                 transferred = [
                     mean[s][t]
                     for s in matrix["rows"]
-                    if s not in ("dense", "random")
+                    if s not in ("dense", *BASELINES)
                     for t in matrix["targets"]
                     if s != t and not math.isnan(mean[s][t])
                 ]
-                random_row = [v for v in mean.get("random", {}).values() if not math.isnan(v)]
-                dense_row = [v for v in mean.get("dense", {}).values() if not math.isnan(v)]
+
                 lines.append(
                     {
                         "task": task,
@@ -271,12 +283,19 @@ class StudyResults:
                         "greater_is_better": matrix["greater_is_better"],
                         "overlap_between_languages": overlap["mean_between_languages"],
                         "overlap_random": overlap["random_expectation"],
+                        "overlap_oneshot": overlap["mean_with_oneshot"],
                         "transfer_score": _mean(transferred),
-                        "random_score": _mean(random_row),
-                        "dense_score": _mean(dense_row),
+                        "random_score": _row_mean(mean, "random"),
+                        "oneshot_score": _row_mean(mean, "oneshot"),
+                        "dense_score": _row_mean(mean, "dense"),
                     }
                 )
         return lines
+
+
+def _row_mean(mean: dict[str, dict[str, float]], row: str) -> float:
+    """The mean of a transfer-matrix row over the targets that have a value."""
+    return _mean([v for v in mean.get(row, {}).values() if not math.isnan(v)])
 
 
 def missing_as_none(value: Any) -> Any:
@@ -392,17 +411,27 @@ def _beats(a: float, b: float, greater_is_better: bool) -> str:
 
 
 def headline_text(line: dict[str, Any]) -> str:
-    """The two questions of the paper, answered with this study's numbers."""
-    metric = line["metric"]
-    overlap, chance = line["overlap_between_languages"], line["overlap_random"]
-    transfer, random, dense = line["transfer_score"], line["random_score"], line["dense_score"]
+    """The two questions of the paper, answered with this study's numbers; the one-shot
+    magnitude mask of θ0 is added where the study ran it (run.oneshot)."""
+    metric, greater = line["metric"], line["greater_is_better"]
+    overlap, transfer = line["overlap_between_languages"], line["transfer_score"]
+    overlap_text = (
+        f"{_beats(overlap, line['overlap_random'], True)}: Jaccard {_fmt(overlap)} vs "
+        f"{_fmt(line['overlap_random'])}"
+    )
+    if not math.isnan(line["overlap_oneshot"]):
+        overlap_text += f" (a ticket vs the one-shot mask of θ0: {_fmt(line['overlap_oneshot'])})"
+    reference = f"dense {_fmt(line['dense_score'])}"
+    if not math.isnan(line["oneshot_score"]):
+        reference += f", one-shot mask {_fmt(line['oneshot_score'])}"
+    transfer_text = (
+        f"{_beats(transfer, line['random_score'], greater)}: {metric} {_fmt(transfer)} vs "
+        f"{_fmt(line['random_score'])} ({reference})"
+    )
     return (
         f"{line['task']} at {line['sparsity']:.0%} sparsity:\n"
-        f"  Do tickets of different languages overlap more than random masks? "
-        f"{_beats(overlap, chance, True)}: Jaccard {_fmt(overlap)} vs {_fmt(chance)}\n"
-        f"  Do transferred tickets beat random masks? "
-        f"{_beats(transfer, random, line['greater_is_better'])}: {metric} {_fmt(transfer)} vs "
-        f"{_fmt(random)} (dense {_fmt(dense)})"
+        f"  Do tickets of different languages overlap more than random masks? {overlap_text}\n"
+        f"  Do transferred tickets beat random masks? {transfer_text}"
     )
 
 
