@@ -99,6 +99,14 @@ def test_masks_info(found, capsys):
     assert main(["masks", "info", str(found / "ticket.safetensors")]) == 0
     text = capsys.readouterr().out
     assert "pruned" in text and "encoder.layer.1" in text and "language: fr" in text
+    assert main(["masks", "info", "--json", str(found / "ticket.safetensors")]) == 0
+    import json
+
+    info = json.loads(capsys.readouterr().out)
+    ticket = Mask.load(found / "ticket.safetensors")
+    assert info["sparsity"] == pytest.approx(ticket.sparsity())
+    assert info["by_layer"] == pytest.approx(ticket.sparsity_by_layer())
+    assert info["metadata"]["task"] == "ner"
 
 
 def digest(folder: Path) -> dict[str, str]:
