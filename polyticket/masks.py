@@ -33,12 +33,6 @@ def layer_of(name: str) -> str:
     return match.group(1) if match else name.split(".")[0]
 
 
-def layer_index(name: str) -> int | None:
-    """The block number of a parameter, or None outside the repeated blocks (e.g. the pooler)."""
-    match = _LAYER.match(name)
-    return int(match.group(1).rsplit(".", 1)[1]) if match else None
-
-
 def component_of(name: str) -> str:
     """The kind of matrix regardless of depth: ``attention.self.query`` for every layer."""
     match = _LAYER.match(name)

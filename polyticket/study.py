@@ -11,7 +11,6 @@ so any shard can run on any machine at any time, and all shards together do ever
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import traceback
@@ -624,13 +623,3 @@ def plan(study: Study, shard: tuple[int, int] | None = None) -> list[dict[str, A
             state = "waiting"
         rows.append({"cell": cell.name, "kind": cell.kind, "state": state, "group": cell.group})
     return rows
-
-
-def describe(study: Study) -> dict[str, Any]:
-    return {
-        "name": study.name,
-        "out": str(study.out),
-        "seeds": study.seeds,
-        "sparsities": [float(s) for s in study.sparsities],
-        "tasks": {k: dataclasses.asdict(v) for k, v in study.tasks.items()},
-    }

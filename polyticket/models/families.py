@@ -12,7 +12,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
@@ -144,8 +143,3 @@ def find_prunable(model: nn.Module, scope: PruneScope = PruneScope()) -> Prunabl
         params={n: params[n] for n in names},
         groups={n: family.group_of(n) for n in names},
     )
-
-
-def base_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Parameters of the base model by base-model name (no task-head prefix)."""
-    return dict(getattr(model, "base_model", model).named_parameters())
