@@ -56,9 +56,16 @@ def completed_levels(run: Path) -> list[int]:
     return sorted(int(p.name[6:]) for p in run.glob("level_[0-9][0-9]") if p.is_dir())
 
 
-def select_ticket(levels: list[dict[str, Any]], epsilon: float, greater_is_better: bool) -> dict:
-    """The sparsest level whose best score is within ``epsilon`` of the dense level's."""
-    dense = levels[0]["best_score"]
+def select_ticket(
+    levels: list[dict[str, Any]],
+    epsilon: float,
+    greater_is_better: bool,
+    dense: float | None = None,
+) -> dict:
+    """The sparsest level whose best score is within ``epsilon`` of the dense score: the
+    dense level's own by default, or a given one (a study's mean over seeds). Level 0 when
+    no level is within."""
+    dense = levels[0]["best_score"] if dense is None else dense
     rows = []
     for entry in levels:
         gap = entry["best_score"] - dense if greater_is_better else dense - entry["best_score"]
@@ -70,7 +77,7 @@ def select_ticket(levels: list[dict[str, Any]], epsilon: float, greater_is_bette
                 "within": gap >= -epsilon,
             }
         )
-    chosen = max((r for r in rows if r["within"]), key=lambda r: r["sparsity"])
+    chosen = max((r for r in rows if r["within"]), key=lambda r: r["sparsity"], default=rows[0])
     return {
         "level": chosen["level"],
         "sparsity": chosen["sparsity"],
@@ -78,7 +85,7 @@ def select_ticket(levels: list[dict[str, Any]], epsilon: float, greater_is_bette
         "dense_score": dense,
         "epsilon": epsilon,
         "greater_is_better": greater_is_better,
-        "rule": "sparsest level whose best score is within epsilon of the dense level's",
+        "rule": "sparsest level whose best score is within epsilon of the dense score",
         "levels": rows,
     }
 
@@ -172,12 +179,7 @@ def find(config: FindConfig, run: Path) -> dict[str, Any]:
     previous = _check_same_run(run_json, to_dict(config)) if run_json.exists() else {}
     task, accelerator, data, model = _prepare(config)
     main = accelerator.is_main_process
-    prunable = find_prunable(
-        model,
-        PruneScope(
-            config.model.prune_pooler, config.model.prune_include, config.model.prune_exclude
-        ),
-    )
+    prunable = find_prunable(model, _scope(config))
     theta0 = snapshot(model)
     info = {
         **_run_info(config, model, task),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -414,21 +414,24 @@ def _values(study: Study, cell: Cell, cls: type, **extra: Any) -> dict[str, Any]
     return {k: v for k, v in values.items() if k in known}
 
 
+def _into_place(study: Study, cell: Cell, write: Callable[[Path], Any]) -> None:
+    """Write a training cell into ``NAME.partial`` and rename it when complete; an
+    interrupted one starts over (training is not resumable)."""
+    final = cell.directory(study)
+    partial = final.with_name(final.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    write(partial)
+    os.replace(partial, final)
+
+
 def _train(study: Study, cell: Cell, **extra: Any) -> None:
     from polyticket.lottery import finetune
 
-    final = cell.directory(study)
-    partial = final.with_name(final.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)  # an interrupted run starts over: training is not resumable
-    config = build_config(
-        TrainConfig,
-        None,
-        _values(study, cell, TrainConfig, language=cell.language, out=partial, **extra),
-        str(study.path),
-    )
-    finetune(config, partial)
-    os.replace(partial, final)
+    def write(partial: Path) -> None:
+        values = _values(study, cell, TrainConfig, language=cell.language, out=partial, **extra)
+        finetune(build_config(TrainConfig, None, values, str(study.path)), partial)
+
+    _into_place(study, cell, write)
 
 
 def run_cell(study: Study, cell: Cell) -> None:
@@ -464,11 +467,9 @@ def run_cell(study: Study, cell: Cell) -> None:
         )
         if same.sparsity is not None and same.done(study):
             # The ticket sits at a target sparsity whose random baseline exists: reuse it.
-            target = cell.directory(study)
-            partial = target.with_name(target.name + ".partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            shutil.copytree(same.directory(study), partial)
-            os.replace(partial, target)
+            _into_place(
+                study, cell, lambda partial: shutil.copytree(same.directory(study), partial)
+            )
         else:
             _train(study, cell, mask="random", sparsity_from=ticket["mask"])
     elif cell.kind == "transfer":
@@ -492,6 +493,8 @@ def winning_tickets(study: Study, task: str, language: str) -> dict[int, dict[st
     and each seed's ticket is its sparsest level within ε of the dense mean."""
     import statistics
 
+    from polyticket.lottery import select_ticket
+
     runs = {}
     for seed in study.seeds:
         run = study.cells_dir / ticket_name(task, language, seed)
@@ -512,19 +515,13 @@ def winning_tickets(study: Study, task: str, language: str) -> dict[int, dict[st
     schedule = study.schedule(study.tasks[task])
     out = {}
     for seed, levels in runs.items():
-        greater = levels[0]["greater_is_better"]
-        within = [
-            m
-            for m in levels
-            if (m["best_score"] >= mean - epsilon if greater else m["best_score"] <= mean + epsilon)
-        ]
-        chosen = max(within, key=lambda m: m["level"]) if within else levels[0]
+        chosen = select_ticket(levels, epsilon, levels[0]["greater_is_better"], dense=mean)
         run = study.cells_dir / ticket_name(task, language, seed)
         sparsity = schedule[chosen["level"]]
         out[seed] = {
             "level": chosen["level"],
             "sparsity": chosen["sparsity"],
-            "score": chosen["best_score"],
+            "score": chosen["score"],
             "dense_mean": mean,
             "epsilon": epsilon,
             "rule": rule,

@@ -112,6 +112,9 @@ def test_ticket_is_the_sparsest_level_within_epsilon_for_either_direction():
     lower = lottery.select_ticket(levels(10.0, 10.5, 9.0, 12.0), 0.6, False)
     assert lower["level"] == 2
     assert lottery.select_ticket(levels(10.0, 12.0), 0.5, False)["level"] == 0
+    # against a study's dense mean over seeds; nothing within means the dense level
+    assert lottery.select_ticket(levels(0.80, 0.79, 0.70), 0.02, True, dense=0.805)["level"] == 1
+    assert lottery.select_ticket(levels(0.70, 0.69), 0.02, True, dense=0.90)["level"] == 0
 
 
 def test_find_under_two_distributed_processes(tmp_path, bert_dir, conll_files):
