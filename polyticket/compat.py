@@ -11,10 +11,8 @@ so the original scripts (or any ``torch.nn.utils.prune`` user) can apply it.
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import re
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,8 @@ from typing import Any
 import torch
 
 from polyticket.errors import UserError
-from polyticket.masks import Mask
+from polyticket.io import atomic_path
+from polyticket.masks import Mask, is_mask_file
 
 log = logging.getLogger("polyticket")
 
@@ -123,20 +122,14 @@ def export_torch_prune(mask: Mask, path: Path, prefix: str = "") -> Path:
     """
     path = Path(path)
     state = {f"{prefix}{name}{_MASK_SUFFIX}": t.to(torch.float32) for name, t in mask.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
 def read_mask(path: Path, known_names: Iterable[str] | None = None) -> Mask:
-    """A polyticket ``.safetensors`` mask, or an original ``.pt`` one, told apart by content.
+    """A polyticket ``.safetensors`` mask, or an original ``.pt`` one, told apart by the
+    file's structure.
 
     Original configs name ``.pt`` masks (``mask_dir``), so whatever loads a mask named in a
     config should accept both.
@@ -144,12 +137,14 @@ def read_mask(path: Path, known_names: Iterable[str] | None = None) -> Mask:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"mask file not found: {path}")
+    if is_mask_file(path):
+        return Mask.load(path)
     with open(path, "rb") as f:
         magic = f.read(4)
     # torch.save writes a zip archive; the pre-1.6 format and plain pickles start with PROTO.
     if magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80":
         return import_torch_mask(path, known_names)
-    return Mask.load(path)
+    return Mask.load(path)  # not a mask of either kind: its error names the file
 
 
 # The original scripts' argument names -> polyticket knob names.

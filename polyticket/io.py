@@ -1,24 +1,101 @@
-"""Small file helpers: JSON written atomically, so a reader never sees half a file."""
+"""The one way polyticket writes a file that another process may read: atomically.
+
+Every result, mask, table and config is written to a unique temporary name in the target's
+own folder, then renamed over the target. A reader (another shard, a report, a resumed
+run) sees the old file or the new one, never half of one, and two writers finishing at once
+cannot trample each other's temporary file. Files get the permissions the user's umask
+gives (``mkstemp`` alone would make them 0600, unreadable to colleagues sharing a study).
+"""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from polyticket.errors import UserError
 
-def write_json(path: Path, value: Any) -> None:
+
+def _umask() -> int:
+    # os.umask can only be read by setting it; set it straight back.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; renamed onto ``path`` when the block
+    ends without an exception, removed otherwise."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
-def read_json(path: Path) -> Any:
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """A fresh sibling folder to fill; it becomes ``path`` (which must not exist, or be
+    empty) only if the block succeeds, and is removed otherwise."""
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UserError(f"{path} already exists; remove it or choose another directory")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        if path.is_dir():
+            path.rmdir()  # empty (checked above); a rename cannot replace a folder everywhere
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path: str | Path, value: Any) -> Path:
+    return write_text(path, json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_csv(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
+    """Rows of dicts; the columns are every key in order of first appearance."""
+    rows = list(rows)
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return Path(path)
+
+
+def copy_file(source: str | Path, target: str | Path) -> Path:
+    import shutil
+
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+    return Path(target)
+
+
+def read_json(path: str | Path) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 

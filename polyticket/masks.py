@@ -9,10 +9,9 @@ the 32 of the original code's float pickles.
 from __future__ import annotations
 
 import json
-import os
+import math
 import re
 import struct
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from polyticket.errors import UserError
+from polyticket.io import atomic_path
 
 FORMAT = "polyticket-mask/1"
 _LAYER = re.compile(r"^(.*?\.\d+)\.")
@@ -177,7 +177,7 @@ class Mask(Mapping[str, torch.Tensor]):
 
     # File I/O
     def save(self, path: str | Path, **metadata: object) -> Path:
-        """Write atomically: a temporary file in the same folder, then a rename."""
+        """Write atomically (``polyticket.io``)."""
         path = Path(path)
         meta = {**self.metadata, **{k: str(v) for k, v in metadata.items() if v is not None}}
         meta.update(
@@ -189,15 +189,8 @@ class Mask(Mapping[str, torch.Tensor]):
             name: np.packbits(t.numpy().reshape(-1), bitorder="little")
             for name, t in self._tensors.items()
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(packed, tmp, metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(path) as tmp:
+            save_file(packed, str(tmp), metadata=meta)
         return path
 
     @classmethod
@@ -212,15 +205,12 @@ class Mask(Mapping[str, torch.Tensor]):
             raise UserError(f"{path}: not a readable mask file ({exc})") from None
         if meta.get("format") != FORMAT:
             raise UserError(f"{path}: not a polyticket mask (format {meta.get('format')!r})")
-        try:
-            shapes = json.loads(meta["shapes"])
-        except (KeyError, json.JSONDecodeError):
-            raise UserError(f"{path}: mask metadata has no valid 'shapes'") from None
+        shapes = _shapes(meta, path)
         tensors = {}
         for name, shape in shapes.items():
             if name not in arrays:
                 raise UserError(f"{path}: parameter {name} is listed in 'shapes' but has no data")
-            count = int(np.prod(shape))
+            count = math.prod(shape)
             packed = arrays[name]
             if packed.dtype != np.uint8 or packed.size != (count + 7) // 8:
                 raise UserError(
@@ -234,9 +224,50 @@ class Mask(Mapping[str, torch.Tensor]):
         )
 
 
+def _shapes(meta: Mapping[str, str], path: Path) -> dict[str, list[int]]:
+    """The ``shapes`` metadata: parameter name -> list of non-negative ints."""
+    try:
+        shapes = json.loads(meta["shapes"])
+    except (KeyError, TypeError, json.JSONDecodeError):
+        raise UserError(f"{path}: mask metadata has no valid 'shapes'") from None
+    if not isinstance(shapes, dict) or not all(
+        isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)
+        for shape in shapes.values()
+    ):
+        raise UserError(f"{path}: mask metadata 'shapes' must map names to lists of sizes")
+    return shapes
+
+
+def read_header(path: str | Path) -> dict:
+    """The JSON header of a safetensors file, without reading any tensor. ``ValueError`` when
+    the bytes are not one (the declared length is checked against the file before reading)."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError("too short for a safetensors header")
+        (size,) = struct.unpack("<Q", head)
+        if size > path.stat().st_size - 8:
+            raise ValueError(f"declared header length {size} exceeds the file")
+        header = json.loads(f.read(size))  # not UTF-8 / not JSON: ValueError subclasses
+    if not isinstance(header, dict):
+        raise ValueError("the header is not a JSON object")
+    return header
+
+
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The safetensors header metadata, without loading any tensor."""
-    with open(path, "rb") as f:
-        (size,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(size))
-    return header.get("__metadata__", {})
+    meta = read_header(path).get("__metadata__", {})
+    if not isinstance(meta, dict):
+        raise ValueError("__metadata__ is not a JSON object")
+    return meta
+
+
+def is_mask_file(path: str | Path) -> bool:
+    """Whether the file is structurally a polyticket mask: a safetensors header that parses
+    and carries this format. Decided from the structure, never from a leading byte (a
+    header length can start with any byte, 0x80 included)."""
+    try:
+        return read_metadata(path).get("format") == FORMAT
+    except (OSError, ValueError):
+        return False

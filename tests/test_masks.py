@@ -136,3 +136,21 @@ def test_save_is_atomic_an_existing_file_survives_a_failed_write(tmp_path, monke
     monkeypatch.undo()
     assert Mask.load(path) == good
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_read_mask_decides_the_format_from_structure_for_every_header_length(tmp_path):
+    """Issue 16: a safetensors header length whose low byte is 0x80 looks like a pickle's
+    first byte; the reader must not be fooled, whatever the header length."""
+    import struct
+
+    from polyticket.compat import read_mask
+
+    mask = Mask({"encoder.layer.0.attention.self.query.weight": torch.rand(4, 4) > 0.5})
+    low_bytes = set()
+    for padding in range(0, 264, 2):
+        path = mask.save(tmp_path / f"m{padding}.safetensors", note="x" * padding)
+        (length,) = struct.unpack("<Q", path.read_bytes()[:8])
+        low_bytes.add(length & 0xFF)
+        assert read_mask(path) == mask
+    # safetensors pads headers to multiples of 8: all 32 possible low bytes, 0x80 among them
+    assert low_bytes == set(range(0, 256, 8))

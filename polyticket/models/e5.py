@@ -17,7 +17,6 @@ Public API: :func:`read_e5s1`, :func:`convert_e5s1`, :func:`trim_vocab`, :func:`
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.resources
 import json
@@ -26,15 +25,15 @@ import os
 import re
 import shutil
 import struct
-import tempfile
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from polyticket.errors import UserError
+from polyticket.io import atomic_dir, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -462,37 +461,10 @@ def _wrap_tokenizer(tok, model_max_length: int):
 # --------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _staging_dir(out_dir: Path) -> Iterator[Path]:
-    """Yield a fresh sibling directory that becomes ``out_dir`` only if the body succeeds.
-
-    A rename within one directory is atomic, so a crash or a concurrent run never leaves a
-    half-written model under the final name.
-    """
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise UserError(f"{out_dir} already exists; remove it or choose another directory")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+def _read_stamp(path: Path) -> dict | None:
+    """A stamp file's contents, or None when it is missing or unreadable (then rebuild)."""
     try:
-        yield tmp
-        if out_dir.is_dir():
-            out_dir.rmdir()  # empty (checked above); os.replace cannot replace it everywhere
-        try:
-            os.replace(tmp, out_dir)
-        except OSError as err:
-            raise UserError(f"cannot move the finished model to {out_dir}: {err}") from err
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _write_json(path: Path, data: object) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path)
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -579,11 +551,11 @@ def convert_e5s1(src: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -
     )
     # BERT-style absolute positions start at 0, so all max_positions slots hold real tokens.
     wrapped = _wrap_tokenizer(tok, model_max_length=e5.max_positions)
-    with _staging_dir(out_dir) as tmp:
+    with atomic_dir(out_dir) as tmp:
         config.save_pretrained(tmp)
         _save_weights(state, tmp / "model.safetensors")
         wrapped.save_pretrained(tmp)
-        _write_json(tmp / STAMP_FILE, _source_stamp(src))
+        write_json(tmp / STAMP_FILE, _source_stamp(src))
     return out_dir
 
 
@@ -728,18 +700,18 @@ def _trim_vocab(model_dir: Path, texts: Iterable[str], out_dir: Path, stamp: dic
             str(old_to_new[int(k)]): v for k, v in tok_config["added_tokens_decoder"].items()
         }
 
-    with _staging_dir(out_dir) as tmp:
-        _write_json(tmp / "config.json", config)
+    with atomic_dir(out_dir) as tmp:
+        write_json(tmp / "config.json", config)
         _save_weights(state, tmp / "model.safetensors")
         (tmp / "tokenizer.json").write_text(
             json.dumps(trimmed_spec, ensure_ascii=False), encoding="utf-8"
         )
-        _write_json(tmp / "tokenizer_config.json", tok_config)
+        write_json(tmp / "tokenizer_config.json", tok_config)
         for extra in ("special_tokens_map.json",):
             if (model_dir / extra).is_file():
                 shutil.copy2(model_dir / extra, tmp / extra)
-        base = _read_json(model_dir / STAMP_FILE) or {}
-        _write_json(
+        base = _read_stamp(model_dir / STAMP_FILE) or {}
+        write_json(
             tmp / STAMP_FILE,
             {
                 "format": STAMP_FORMAT,
@@ -870,7 +842,7 @@ def _cache_home(home: Path | None) -> Path:
 def _is_complete(model_dir: Path, **expected: object) -> bool:
     if not all((model_dir / name).is_file() for name in _MODEL_FILES):
         return False
-    stamp = _read_json(model_dir / STAMP_FILE)
+    stamp = _read_stamp(model_dir / STAMP_FILE)
     return stamp is not None and all(stamp.get(k) == v for k, v in expected.items())
 
 
