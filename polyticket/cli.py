@@ -11,6 +11,7 @@ from pathlib import Path
 
 from polyticket.config import FindConfig, TrainConfig, add_flags, parse_config
 from polyticket.errors import UserError
+from polyticket.study.executors import EXECUTORS
 
 
 def _main_process() -> bool:
@@ -114,13 +115,15 @@ def _shard(text: str) -> tuple[int, int]:
     return index, count
 
 
-def _run_study(study, shard: tuple[int, int] | None = None, summary_only: bool = False) -> int:
+def _run_study(
+    study, shard: tuple[int, int] | None = None, summary_only: bool = False, executor="serial"
+) -> int:
     from polyticket.analysis.results import format_summary, write_results
     from polyticket.study import run_study
 
-    outcome = None if summary_only else run_study(study, shard)
+    outcome = None if summary_only else run_study(study, shard, executor)
     print(format_summary(write_results(study)))
-    print(f"\nresults: {study.results_dir}")
+    print(f"\nresults: {study.layout.results}")
     if outcome is not None and outcome.failed:
         print(f"\n{len(outcome.failed)} cell(s) failed:", file=sys.stderr)
         for name, error in outcome.failed.items():
@@ -134,13 +137,26 @@ def _study(args: argparse.Namespace) -> int:
 
     study = load_study(args.file)
     if not args.plan:
-        return _run_study(study, args.shard, args.summary)
+        return _run_study(study, args.shard, args.summary, args.executor)
     rows = plan(study, args.shard)
     for row in rows:
         print(f"{row['state']:<8} {row['cell']}")
     counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "ready", "waiting", "failed")}
     print(f"{len(rows)} cells: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    if args.shard:
+        _print_shares(study, args.shard[1])
     return 0
+
+
+def _print_shares(study, count: int) -> None:
+    """Each shard's cells and expected cost (in training runs), to check the balance."""
+    from polyticket.study import cells
+    from polyticket.study.grid import shard_names
+
+    every = {c.name: c for c in cells(study)}
+    for index, names in enumerate(shard_names(list(every.values()), count), 1):
+        cost = sum(every[n].cost for n in names)
+        print(f"shard {index}/{count}: {len(names)} cells, {cost:g} training runs")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -212,7 +228,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="I/N",
         help="run only shard I of N (whole groups of cells, disjoint)",
     )
-    study.add_argument("--plan", action="store_true", help="list the cells and their state")
+    study.add_argument(
+        "--plan",
+        action="store_true",
+        help="list the cells and their state (with --shard: every shard's share)",
+    )
+    study.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="serial",
+        metavar="NAME",
+        help="where the cells run (default: serial, one after the other in this process)",
+    )
     study.add_argument(
         "--summary", action="store_true", help="only (re)write results/ and print the main tables"
     )

@@ -18,7 +18,9 @@ from typing import Any, Literal
 
 import yaml
 
+from polyticket.criteria import CRITERIA
 from polyticket.errors import UserError
+from polyticket.tasks import TASKS
 
 
 def knob(default: Any, help: str, **kwargs: Any) -> Any:
@@ -46,7 +48,7 @@ class ModelArgs:
 
 @dataclass
 class DataArgs:
-    task: Literal["ner", "nli", "mlm"] = knob("ner", "the task")
+    task: str = knob("ner", "the task", choices=TASKS)
     language: str = knob(
         "en", "language code (the hub dataset's configuration); en,fr,zh trains on equal shares"
     )
@@ -99,7 +101,9 @@ class TrainArgs:
 
 @dataclass
 class PruneArgs:
-    method: Literal["magnitude", "random"] = knob("magnitude", "how weights are chosen for removal")
+    method: str = knob(
+        "magnitude", "pruning criterion: how weights are scored for removal", choices=CRITERIA
+    )
     scope: Literal["global", "layer", "matrix"] = knob(
         "global", "rank weights over all prunable matrices, within each layer, or each matrix"
     )
@@ -232,7 +236,9 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         kwargs: dict[str, Any] = dict(default=argparse.SUPPRESS, dest=f.name)
         help_text = f"{f.metadata['help']} (default: {default})"
-        if typing.get_origin(base) is Literal:
+        if "choices" in f.metadata:  # a registry: read only when the flag is used
+            kwargs.update(choices=f.metadata["choices"], type=str, metavar=f.name.upper())
+        elif typing.get_origin(base) is Literal:
             kwargs.update(choices=typing.get_args(base), type=str)
         elif base is bool:
             kwargs.update(action=argparse.BooleanOptionalAction)
@@ -260,11 +266,15 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
-def _convert(value: Any, hint: Any, name: str, source: str) -> Any:
-    base = _base_type(hint)
+def _convert(value: Any, f: dataclasses.Field, hint: Any, source: str) -> Any:
+    base, name = _base_type(hint), f.name
     if value is None:
         return None
     try:
+        if "choices" in f.metadata:
+            if value not in f.metadata["choices"]:
+                raise ValueError(f"must be one of {', '.join(f.metadata['choices'].names())}")
+            return value
         if typing.get_origin(base) is Literal:
             if value not in typing.get_args(base):
                 raise ValueError(f"must be one of {', '.join(map(str, typing.get_args(base)))}")
@@ -291,16 +301,16 @@ def build_config(
 ) -> Any:
     """Defaults, overridden by the config file's values, overridden by flags."""
     file_values = dict(file_values or {})
-    known = {f.name: (section, hint) for section, f, hint in _knobs(cls)}
+    known = {f.name: (section, f, hint) for section, f, hint in _knobs(cls)}
     unknown = sorted(set(file_values) - set(known))
     if unknown:
         raise UserError(f"{source}: unknown key {unknown[0]!r}")
     values: dict[str | None, dict[str, Any]] = {}
-    for name, (section, hint) in known.items():
+    for name, (section, f, hint) in known.items():
         if args is not None and hasattr(args, name):
             value = getattr(args, name)
         elif name in file_values:
-            value = _convert(file_values[name], hint, name, source)
+            value = _convert(file_values[name], f, hint, source)
         else:
             continue
         values.setdefault(section, {})[name] = value
@@ -327,18 +337,32 @@ def path_knobs(cls: type) -> set[str]:
     return out
 
 
+def with_preset(
+    preset: str | None, *layers: dict[str, Any], knobs: set[str], source: str
+) -> dict[str, Any]:
+    """The one precedence of values below flags: a preset's, then each layer in order (a
+    config file; in a study, its settings then a task entry's). Only ``knobs`` are taken
+    from the preset (a training run has no pruning knobs)."""
+    if preset is not None and preset not in PRESETS:
+        raise UserError(f"{source}: unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
+    merged = {k: v for k, v in PRESETS.get(preset, {}).items() if k in knobs}
+    for layer in layers:
+        merged |= layer
+    return merged
+
+
 def parse_config(cls: type, args: argparse.Namespace) -> Any:
-    """Defaults < config file (polyticket's or the original code's keys) < flags."""
+    """Defaults < preset < config file (polyticket's or the original code's keys) < flags."""
     from polyticket.compat import translate_config
 
     path = getattr(args, "config", None)
     source = str(path) if path else "config"
-    knobs = knob_names(cls) | {"preset"}
-    file_values = translate_config(read_config_file(path), knobs, source) if path else {}
+    knobs = knob_names(cls)
+    file_values = {}
+    if path:
+        file_values = translate_config(read_config_file(path), knobs | {"preset"}, source)
     preset = getattr(args, "preset", None) or file_values.pop("preset", None)
-    if preset is not None and preset not in PRESETS:
-        raise UserError(f"{source}: unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
-    values = {k: v for k, v in PRESETS.get(preset, {}).items() if k in knobs} | file_values
+    values = with_preset(preset, file_values, knobs=knobs, source=source)
     config = build_config(cls, args, values, source=source)
     if hasattr(config, "out") and config.out is None:
         raise UserError("give --out (or 'out' in the config file)")

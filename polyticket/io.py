@@ -100,6 +100,17 @@ def read_json(path: str | Path) -> Any:
         return json.load(f)
 
 
+def file_fingerprint(path: str | Path) -> dict[str, Any]:
+    """Which file, its size and SHA-256: enough to tell that an input changed."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"file": str(path), "size": Path(path).stat().st_size, "sha256": digest.hexdigest()}
+
+
 def now() -> str:
     from datetime import datetime, timezone
 

@@ -1,15 +1,15 @@
-"""Iterative magnitude pruning with rewinding: levels of train -> prune -> rewind.
+"""Iterative magnitude pruning with rewinding (``find``), and one training run (``train``).
 
-Run directory (DESIGN.md): ``level_KK/`` holds the mask a level trained with and its
-metrics, and appears (by an atomic rename) only once the level is complete. The mask of the
-next level is written, before that rename, into ``level_KK+1.partial/``, so a run that is
-stopped anywhere continues from the first missing level and computes the same masks.
+A ``find`` run is levels of train -> score -> prune -> rewind (``layout.RunLayout``): a
+level's folder appears, by an atomic rename, only once the level is complete, and the mask
+of the next level is written into its partial folder before that rename, so a run stopped
+anywhere continues from the first missing level and computes the same masks. The
+criterion (``polyticket.criteria``) scores the weights; ``pruning.select`` removes the
+lowest; ``tickets.epsilon_ticket`` picks the ticket.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +20,18 @@ from torch import nn
 import polyticket
 from polyticket.compat import read_mask
 from polyticket.config import FindConfig, TrainConfig, to_dict
+from polyticket.criteria import CRITERIA
+from polyticket.criteria.base import Level
 from polyticket.errors import UserError
-from polyticket.io import now, read_json, write_json
+from polyticket.io import copy_file, now, read_json, write_json
+from polyticket.layout import RunLayout
 from polyticket.masks import Mask
-from polyticket.models import load_config, load_tokenizer, model_revision
+from polyticket.models import load_config, load_tokenizer, model_fingerprint, model_revision
 from polyticket.models.families import PruneScope, find_prunable
-from polyticket.pruning import prune, random_like, sparsity_schedule
+from polyticket.pruning import magnitude_prune, random_like, random_prune, select, sparsity_schedule
 from polyticket.tasks.base import get_task
+from polyticket.tickets import epsilon_ticket
 from polyticket.training import RunLog, make_accelerator, train
-
-MASK = "mask.safetensors"
-METRICS = "metrics.json"
 
 
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -44,67 +45,45 @@ def rewind(model: nn.Module, theta0: dict[str, torch.Tensor]) -> None:
     model.load_state_dict(theta0)
 
 
-def level_dir(run: Path, level: int) -> Path:
-    return run / f"level_{level:02d}"
+def _changed(previous: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    return sorted(
+        f"{section}.{key}"
+        for section, values in current.items()
+        if isinstance(values, dict)
+        for key, value in values.items()
+        if previous.get(section, {}).get(key) != value
+    )
 
 
-def partial_dir(run: Path, level: int) -> Path:
-    return run / f"level_{level:02d}.partial"
-
-
-def completed_levels(run: Path) -> list[int]:
-    return sorted(int(p.name[6:]) for p in run.glob("level_[0-9][0-9]") if p.is_dir())
-
-
-def select_ticket(
-    levels: list[dict[str, Any]],
-    epsilon: float,
-    greater_is_better: bool,
-    dense: float | None = None,
-) -> dict:
-    """The sparsest level whose best score is within ``epsilon`` of the dense score: the
-    dense level's own by default, or a given one (a study's mean over seeds). Level 0 when
-    no level is within."""
-    dense = levels[0]["best_score"] if dense is None else dense
-    rows = []
-    for entry in levels:
-        gap = entry["best_score"] - dense if greater_is_better else dense - entry["best_score"]
-        rows.append(
-            {
-                "level": entry["level"],
-                "sparsity": entry["sparsity"],
-                "score": entry["best_score"],
-                "within": gap >= -epsilon,
-            }
-        )
-    chosen = max((r for r in rows if r["within"]), key=lambda r: r["sparsity"], default=rows[0])
-    return {
-        "level": chosen["level"],
-        "sparsity": chosen["sparsity"],
-        "score": chosen["score"],
-        "dense_score": dense,
-        "epsilon": epsilon,
-        "greater_is_better": greater_is_better,
-        "rule": "sparsest level whose best score is within epsilon of the dense score",
-        "levels": rows,
-    }
-
-
-def _check_same_run(path: Path, config: dict[str, Any]) -> dict[str, Any]:
-    previous = read_json(path)
+def _check_same_settings(run: RunLayout, config: dict[str, Any]) -> dict[str, Any]:
+    previous = read_json(run.run_json)
     if previous.get("config") != config:
-        changed = sorted(
-            f"{section}.{key}"
-            for section, values in config.items()
-            if isinstance(values, dict)
-            for key, value in values.items()
-            if previous.get("config", {}).get(section, {}).get(key) != value
-        )
+        changed = _changed(previous.get("config", {}), config)
         raise UserError(
-            f"{path.parent} holds a run with other settings ({', '.join(changed) or 'config'}); "
+            f"{run.root} holds a run with other settings ({', '.join(changed) or 'config'}); "
             "use another --out to start a new run"
         )
     return previous
+
+
+def _check_same_inputs(run: RunLayout, previous: dict[str, Any], inputs: dict) -> None:
+    """A run continues only on the data and model it started with."""
+    before = previous.get("inputs")
+    if before is None or before == inputs:
+        return
+    old = {_input_key(i): i for i in before["data"] + before["model"]}
+    new = {_input_key(i): i for i in inputs["data"] + inputs["model"]}
+    differs = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    raise UserError(
+        f"{run.root} was started on other inputs: {differs[0]} changed since "
+        "(its size or content); use another --out to start a new run"
+    )
+
+
+def _input_key(fingerprint: dict[str, Any]) -> str:
+    if "file" in fingerprint:
+        return fingerprint["file"]
+    return " ".join(str(fingerprint.get(k)) for k in ("dataset", "config", "split", "model"))
 
 
 def _versions() -> dict[str, str]:
@@ -148,41 +127,41 @@ def control_mask(config: TrainConfig, model: nn.Module) -> Mask | None:
         mask = random_like(reference, seed, config.layer_matched)
     else:
         sparsity = config.sparsity if config.sparsity is not None else reference.sparsity()
-        mask = prune(
-            "magnitude" if choice == "oneshot" else "random",
-            prunable.params,
-            Mask.ones(prunable.shapes),
-            sparsity,
-            prunable.groups,
-            seed=seed,
-        )
+        everything = Mask.ones(prunable.shapes)
+        if choice == "oneshot":
+            mask = magnitude_prune(prunable.params, everything, sparsity, prunable.groups)
+        else:
+            mask = random_prune(everything, sparsity, seed, prunable.groups)
     return Mask(mask, {"method": choice, "seed": str(seed)})
 
 
-def _run_info(config: FindConfig | TrainConfig, model: nn.Module, task) -> dict[str, Any]:
+def _run_info(config: FindConfig | TrainConfig, model: nn.Module, task, data) -> dict[str, Any]:
     return {
         "config": to_dict(config),
         "model": config.model.model,
         "revision": model_revision(model) or config.model.revision,
+        "inputs": {"data": data.inputs, "model": model_fingerprint(config.model)},
         "versions": _versions(),
         "metric": task.metric,
         "greater_is_better": task.greater_is_better,
     }
 
 
-def find(config: FindConfig, run: Path) -> dict[str, Any]:
-    """Run (or continue) IMP into ``run``; return the ticket description."""
+def find(config: FindConfig, out: Path) -> dict[str, Any]:
+    """Run (or continue) IMP into ``out``; return the ticket description."""
+    run = RunLayout(Path(out))
     schedule = sparsity_schedule(
         config.prune.rate, config.prune.target_sparsity, config.prune.levels
     )
-    run_json = run / "run.json"
-    previous = _check_same_run(run_json, to_dict(config)) if run_json.exists() else {}
+    criterion = CRITERIA[config.prune.method]()
+    previous = _check_same_settings(run, to_dict(config)) if run.run_json.exists() else {}
     task, accelerator, data, model = _prepare(config)
+    info = _run_info(config, model, task, data)
+    _check_same_inputs(run, previous, info["inputs"])
     main = accelerator.is_main_process
     prunable = find_prunable(model, _scope(config))
     theta0 = snapshot(model)
-    info = {
-        **_run_info(config, model, task),
+    info |= {
         "started": previous.get("started", now()),
         "prunable": {
             "matrices": len(prunable.params),
@@ -190,7 +169,7 @@ def find(config: FindConfig, run: Path) -> dict[str, Any]:
         },
     }
     if main:
-        write_json(run_json, info)
+        write_json(run.run_json, info)
     log = RunLog(run, accelerator)
     meta = {
         "model": config.model.model,
@@ -200,16 +179,27 @@ def find(config: FindConfig, run: Path) -> dict[str, Any]:
         "method": config.prune.method,
     }
 
-    done = completed_levels(run)
-    for level, sparsity in enumerate(schedule):
-        if level in done:
+    done = run.completed_levels()
+    for k, sparsity in enumerate(schedule):
+        if k in done:
             continue
-        if level == 0:
+        if k == 0:
             mask = Mask.ones(prunable.shapes)
         else:
-            mask = Mask.load(partial_dir(run, level) / MASK)
-            mask.check_fits(prunable.shapes, source=str(partial_dir(run, level) / MASK))
+            mask = Mask.load(run.partial(k).mask)
+            mask.check_fits(prunable.shapes, source=str(run.partial(k).mask))
         rewind(model, theta0)
+        level = Level(
+            params=prunable.params,
+            mask=mask,
+            next_sparsity=schedule[k + 1] if k + 1 < len(schedule) else sparsity,
+            groups=prunable.groups,
+            scope=config.prune.scope,
+            seed=config.train.seed + k,
+            model=model,
+            data=data,
+            accelerator=accelerator,
+        )
         result = train(
             model,
             task,
@@ -219,41 +209,35 @@ def find(config: FindConfig, run: Path) -> dict[str, Any]:
             prunable.params,
             mask,
             log,
-            {"level": level, "desc": f"level {level} ({float(sparsity):.0%} pruned)"},
+            {"level": k, "desc": f"level {k} ({float(sparsity):.0%} pruned)"},
+            callbacks=criterion.callbacks(level),
         )
         if main:
-            staging = partial_dir(run, level)
-            mask.save(staging / MASK, **meta, level=level)
-            write_json(
-                staging / METRICS, {"level": level, "sparsity": mask.sparsity(), **result.to_json()}
-            )
-            if level + 1 < len(schedule):
-                following = prune(
-                    config.prune.method,
-                    prunable.params,
-                    mask,
-                    schedule[level + 1],
-                    prunable.groups,
-                    config.prune.scope,
-                    seed=config.train.seed + level,
+            staging = run.partial(k)
+            mask.save(staging.mask, **meta, level=k)
+            metrics = {"level": k, "sparsity": mask.sparsity(), **result.to_json()}
+            write_json(staging.metrics, {**metrics, **level.stats})
+            if k + 1 < len(schedule):
+                following = select(
+                    criterion.scores(level), mask, level.next_sparsity, level.groups, level.scope
                 )
-                following.save(partial_dir(run, level + 1) / MASK, **meta, level=level + 1)
-            os.replace(staging, level_dir(run, level))
+                following.save(run.partial(k + 1).mask, **meta, level=k + 1)
+            staging.root.replace(run.level(k).root)
         accelerator.wait_for_everyone()
     log.close()
 
-    levels = [read_json(level_dir(run, k) / METRICS) for k in range(len(schedule))]
-    ticket = select_ticket(levels, config.prune.epsilon, task.greater_is_better)
+    levels = [read_json(run.level(k).metrics) for k in range(len(schedule))]
+    ticket = epsilon_ticket(levels, config.prune.epsilon, task.greater_is_better)
     if main:
-        shutil.copyfile(level_dir(run, ticket["level"]) / MASK, run / ".ticket.tmp")
-        os.replace(run / ".ticket.tmp", run / "ticket.safetensors")
-        write_json(run / "ticket.json", ticket)
-        write_json(run_json, {**info, "ended": now()})
+        copy_file(run.level(ticket["level"]).mask, run.ticket)
+        write_json(run.ticket_json, ticket)
+        write_json(run.run_json, {**info, "ended": now()})
     return ticket
 
 
 def finetune(config: TrainConfig, out: Path) -> dict[str, Any]:
     """Train once, optionally with a mask (a ticket, a transferred or a control mask)."""
+    run = RunLayout(Path(out))
     task, accelerator, data, model = _prepare(config)
     params = dict(model.base_model.named_parameters())
     mask = control_mask(config, model)
@@ -264,18 +248,18 @@ def finetune(config: TrainConfig, out: Path) -> dict[str, Any]:
         if mask is not None
         else None
     )
-    info = {**_run_info(config, model, task), "started": now(), "mask": described}
+    info = {**_run_info(config, model, task, data), "started": now(), "mask": described}
     if accelerator.is_main_process:
-        write_json(out / "run.json", info)
+        write_json(run.run_json, info)
         if mask is not None:
-            mask.save(out / MASK, model=config.model.model)
-    log = RunLog(out, accelerator)
+            mask.save(run.mask, model=config.model.model)
+    log = RunLog(run, accelerator)
     result = train(
         model, task, data, config.train, accelerator, params, mask, log, {"desc": "training"}
     )
     log.close()
     metrics = {"sparsity": mask.sparsity() if mask is not None else 0.0, **result.to_json()}
     if accelerator.is_main_process:
-        write_json(out / METRICS, metrics)
-        write_json(out / "run.json", {**info, "ended": now()})
+        write_json(run.metrics, metrics)
+        write_json(run.run_json, {**info, "ended": now()})
     return metrics

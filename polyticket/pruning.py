@@ -1,4 +1,5 @@
-"""Choosing which weights to remove: magnitude (global, per layer, per matrix) or random.
+"""Choosing which weights to remove, given their scores (``polyticket.criteria``), globally,
+per layer or per matrix.
 
 Sparsity is always a fraction of the ORIGINAL prunable weights, computed exactly with
 fractions, so level k of a 10% schedule has exactly round(k/10 * n) weights pruned in each
@@ -19,7 +20,6 @@ from polyticket.errors import UserError
 from polyticket.masks import Mask, layer_of
 
 Scope = Literal["global", "layer", "matrix"]
-Method = Literal["magnitude", "random"]
 
 
 def as_fraction(value: float | str | Fraction) -> Fraction:
@@ -121,6 +121,12 @@ def magnitude_prune(
     return select({n: weights[n].detach().abs() for n in mask}, mask, sparsity, groups, scope)
 
 
+def random_scores(shapes: Mapping[str, tuple[int, ...]], seed: int) -> dict[str, torch.Tensor]:
+    """Uniform scores, reproducible for a seed."""
+    generator = torch.Generator().manual_seed(seed)
+    return {n: torch.rand(shape, generator=generator) for n, shape in shapes.items()}
+
+
 def random_prune(
     mask: Mask,
     sparsity: float | Fraction,
@@ -129,25 +135,7 @@ def random_prune(
     scope: Scope = "global",
 ) -> Mask:
     """Remove kept weights uniformly at random (reproducible for a seed)."""
-    generator = torch.Generator().manual_seed(seed)
-    scores = {n: torch.rand(mask[n].shape, generator=generator) for n in mask}
-    return select(scores, mask, sparsity, groups, scope)
-
-
-def prune(
-    method: Method,
-    weights: Mapping[str, torch.Tensor],
-    mask: Mask,
-    sparsity: float | Fraction,
-    groups: Mapping[str, str] | None = None,
-    scope: Scope = "global",
-    seed: int = 0,
-) -> Mask:
-    if method == "magnitude":
-        return magnitude_prune(weights, mask, sparsity, groups, scope)
-    if method == "random":
-        return random_prune(mask, sparsity, seed, groups, scope)
-    raise UserError(f"unknown pruning method {method!r}: use magnitude or random")
+    return select(random_scores(mask.shapes, seed), mask, sparsity, groups, scope)
 
 
 def random_like(reference: Mask, seed: int, layer_matched: bool = False) -> Mask:

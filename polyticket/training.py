@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+import sys
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,6 +25,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from polyticket.config import TrainArgs
+from polyticket.layout import RunLayout
 from polyticket.masks import Mask
 from polyticket.tasks.base import Task, TaskData
 
@@ -53,12 +55,40 @@ def eval_loader(features: list[dict[str, Any]], collator: Any, batch_size: int) 
     return DataLoader(features, batch_size=batch_size, shuffle=False, collate_fn=collator)
 
 
-class MaskEnforcer:
+class Callback:
+    """A hook into ``train``: override the moments you need. Mask enforcement, score
+    accumulation for pruning criteria, early stopping and progress lines plug in here, so
+    the loop itself never changes for them."""
+
+    def on_train_start(self, model: nn.Module, total_steps: int) -> None:
+        """Before the first step, after the model is placed on its device."""
+
+    def after_backward(self, step: int) -> None:
+        """The gradients of one optimizer step are complete (before clipping)."""
+
+    def after_step(self, step: int) -> None:
+        """After the optimizer and the schedule stepped; ``step`` counts from 1."""
+
+    def on_evaluate(self, step: int, scores: Mapping[str, float]) -> bool:
+        """After an evaluation; return True to stop training here."""
+        return False
+
+
+class MaskEnforcer(Callback):
     """Keeps pruned weights at zero: ``params`` are the live parameters the mask names."""
 
     def __init__(self, params: Mapping[str, nn.Parameter], mask: Mask):
         self.params = [params[name] for name in mask]
         self.pruned = [(~mask[name]).to(params[name].device) for name in mask]
+
+    def on_train_start(self, model: nn.Module, total_steps: int) -> None:
+        self.zero_weights()
+
+    def after_backward(self, step: int) -> None:
+        self.zero_grads()
+
+    def after_step(self, step: int) -> None:
+        self.zero_weights()
 
     @torch.no_grad()
     def zero_weights(self) -> None:
@@ -72,18 +102,51 @@ class MaskEnforcer:
                 param.grad.masked_fill_(pruned, 0.0)
 
 
+class ProgressLines(Callback):
+    """One line per evaluation (step, score, speed, time left) where no progress bar shows:
+    under a scheduler or with output to a file, a long level would otherwise print nothing
+    for minutes."""
+
+    def __init__(self, desc: str, metric: str, stream: Any = None):
+        self.desc, self.metric = desc, metric
+        self.stream = stream or sys.stderr
+
+    def on_train_start(self, model: nn.Module, total_steps: int) -> None:
+        self.total, self.started = total_steps, time.monotonic()
+
+    def on_evaluate(self, step: int, scores: Mapping[str, float]) -> bool:
+        elapsed = time.monotonic() - self.started
+        speed = step / elapsed if elapsed > 0 else math.inf
+        left = (self.total - step) / speed if speed > 0 else math.inf
+        print(
+            f"{self.desc}: step {step}/{self.total}, {self.metric} {scores[self.metric]:.4f}, "
+            f"{speed:.2f} steps/s, {_duration(left)} left",
+            file=self.stream,
+            flush=True,
+        )
+        return False
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
 class RunLog:
     """JSON lines and TensorBoard scalars, written by the main process only."""
 
-    def __init__(self, directory: Path | None, accelerator: Accelerator, tag: str = ""):
-        self.active = directory is not None and accelerator.is_main_process
+    def __init__(self, run: RunLayout | None, accelerator: Accelerator, tag: str = ""):
+        self.active = run is not None and accelerator.is_main_process
         self.tag = tag
         if self.active:
-            directory.mkdir(parents=True, exist_ok=True)
-            self.jsonl = open(directory / "log.jsonl", "a", encoding="utf-8")
+            run.root.mkdir(parents=True, exist_ok=True)
+            self.jsonl = open(run.log, "a", encoding="utf-8")
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tensorboard = SummaryWriter(str(directory / "tensorboard"))
+            self.tensorboard = SummaryWriter(str(run.tensorboard))
 
     def log(self, step: int, kind: str, values: Mapping[str, float], **context: Any) -> None:
         if not self.active:
@@ -123,8 +186,10 @@ def train(
     mask: Mask | None = None,
     log: RunLog | None = None,
     context: Mapping[str, Any] | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> TrainResult:
-    """Train ``model`` from its current weights with a fresh optimizer and schedule."""
+    """Train ``model`` from its current weights with a fresh optimizer and schedule, the
+    mask enforced, and ``callbacks`` called at their moments."""
     context = dict(context or {})
     set_seed(args.seed)
     loader = train_loader(data.train, data.collator, args.batch_size, args.seed)
@@ -147,30 +212,33 @@ def train(
     # it once per process, for a schedule computed on a per-process loader.
     scheduler = get_linear_schedule_with_warmup(optimizer, round(args.warmup_ratio * total), total)
     eval_every = args.eval_steps or steps_per_epoch
-    enforcer = MaskEnforcer(params, mask) if mask is not None else None
-    if enforcer:
-        enforcer.zero_weights()
+    desc = context.get("desc", "training")
+    hooks = [MaskEnforcer(params, mask)] if mask is not None else []
+    hooks += callbacks
+    main = accelerator.is_main_process
+    if main and not sys.stderr.isatty():
+        hooks.append(ProgressLines(desc, task.metric))
+    for hook in hooks:
+        hook.on_train_start(model, total)
 
-    result = TrainResult(task.metric, task.greater_is_better, math.nan, 0, total)
+    result = TrainResult(task.metric, task.greater_is_better, math.nan, 0, 0)
+    # disable=None: a bar on a terminal only (ProgressLines speaks elsewhere)
     progress = tqdm(
-        total=total,
-        desc=context.get("desc", "training"),
-        unit="step",
-        disable=None if accelerator.is_main_process else True,
-        leave=False,
+        total=total, desc=desc, unit="step", disable=None if main else True, leave=False
     )
     step = 0
+    stop = False
     window: list[torch.Tensor] = []
     model.train()
-    while step < total:
+    while step < total and not stop:
         for batch in loader:
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
                 accelerator.backward(loss)
                 window.append(loss.detach())
                 if accelerator.sync_gradients:
-                    if enforcer:
-                        enforcer.zero_grads()
+                    for hook in hooks:
+                        hook.after_backward(step + 1)
                     if args.max_grad_norm > 0:
                         accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 optimizer.step()
@@ -178,9 +246,9 @@ def train(
             if not accelerator.sync_gradients:
                 continue
             scheduler.step()
-            if enforcer:
-                enforcer.zero_weights()
             step += 1
+            for hook in hooks:
+                hook.after_step(step)
             progress.update()
             # the mean over the accumulated micro-batches and over processes
             value = accelerator.reduce(torch.stack(window).mean(), reduction="mean").item()
@@ -197,8 +265,11 @@ def train(
                 if math.isnan(result.best_score) or task.better(score, result.best_score):
                     result.best_score, result.best_step = score, step
                 progress.set_postfix({task.metric: f"{score:.4g}"})
-            if step >= total:
+                # every hook sees the evaluation, even when an earlier one asks to stop
+                stop = any([hook.on_evaluate(step, scores) for hook in hooks])
+            if step >= total or stop:
                 break
+    result.steps = step
     progress.close()
     accelerator.free_memory()
     return result

@@ -8,6 +8,7 @@ import polyticket.lottery as lottery
 from polyticket.config import DataArgs, FindConfig, ModelArgs, PruneArgs, TrainArgs
 from polyticket.io import read_json
 from polyticket.masks import Mask
+from polyticket.tickets import EPSILON, SEED_STD, epsilon_ticket, seed_std_tickets
 
 
 def config(bert_dir, conll_files, **prune):
@@ -105,16 +106,29 @@ def levels(*scores):
 
 
 def test_ticket_is_the_sparsest_level_within_epsilon_for_either_direction():
-    higher = lottery.select_ticket(levels(0.80, 0.81, 0.795, 0.70, 0.789), 0.01, True)
+    higher = epsilon_ticket(levels(0.80, 0.81, 0.795, 0.70, 0.789), 0.01, True)
     assert higher["level"] == 2 and higher["dense_score"] == 0.80
+    assert higher["rule"] == EPSILON
     assert [r["within"] for r in higher["levels"]] == [True, True, True, False, False]
     # perplexity: lower is better
-    lower = lottery.select_ticket(levels(10.0, 10.5, 9.0, 12.0), 0.6, False)
+    lower = epsilon_ticket(levels(10.0, 10.5, 9.0, 12.0), 0.6, False)
     assert lower["level"] == 2
-    assert lottery.select_ticket(levels(10.0, 12.0), 0.5, False)["level"] == 0
-    # against a study's dense mean over seeds; nothing within means the dense level
-    assert lottery.select_ticket(levels(0.80, 0.79, 0.70), 0.02, True, dense=0.805)["level"] == 1
-    assert lottery.select_ticket(levels(0.70, 0.69), 0.02, True, dense=0.90)["level"] == 0
+    assert epsilon_ticket(levels(10.0, 12.0), 0.5, False)["level"] == 0
+
+
+def test_study_tickets_use_the_std_of_the_dense_score_over_seeds():
+    def run(*scores):
+        return [{**entry, "greater_is_better": True} for entry in levels(*scores)]
+
+    # dense scores 0.80 and 0.82: mean 0.81, std 0.01414
+    tickets = seed_std_tickets({1: run(0.80, 0.80, 0.70), 2: run(0.82, 0.79, 0.60)}, 0.5)
+    assert {seed: t["level"] for seed, t in tickets.items()} == {1: 1, 2: 0}
+    assert tickets[1]["rule"] == SEED_STD
+    assert tickets[1]["epsilon"] == pytest.approx(0.0141421356)
+    assert tickets[1]["dense_score"] == pytest.approx(0.81)
+    # one seed: the given epsilon; nothing within means the dense level
+    assert seed_std_tickets({1: run(0.70, 0.69)}, 0.02)[1]["level"] == 1
+    assert seed_std_tickets({1: run(0.70, 0.60)}, 0.02)[1]["level"] == 0
 
 
 def test_find_under_two_distributed_processes(tmp_path, bert_dir, conll_files):

@@ -7,7 +7,8 @@ import pytest
 from polyticket.config import DataArgs, ModelArgs
 from polyticket.errors import UserError
 from polyticket.models import load_tokenizer
-from polyticket.tasks.ner import WIKIANN_LABELS, NerTask, read_conll, read_jsonl
+from polyticket.tasks.labels import WIKIANN_LABELS
+from polyticket.tasks.ner import NerTask, read_conll, read_jsonl
 
 
 def test_conll_reads_last_column_and_skips_docstart(tmp_path):
@@ -52,7 +53,7 @@ def test_only_the_first_sub_word_carries_the_label(bert_dir, tmp_path):
     loc = WIKIANN_LABELS.index("B-LOC")
     expected = [-100, loc] + [-100] * (len(pieces[0]) - 1) + [loc] + [-100] * len(pieces[1])
     assert labels == expected
-    assert data.info["labels"] == WIKIANN_LABELS
+    assert data.info["labels"] == list(WIKIANN_LABELS)
 
 
 def test_other_tag_sets_and_unknown_eval_tags(bert_dir, tmp_path):
@@ -73,7 +74,7 @@ def test_hub_dataset_uses_the_configuration_and_its_label_names(bert_dir, monkey
     features = datasets.Features(
         {
             "tokens": datasets.Sequence(datasets.Value("string")),
-            "ner_tags": datasets.Sequence(datasets.ClassLabel(names=WIKIANN_LABELS)),
+            "ner_tags": datasets.Sequence(datasets.ClassLabel(names=list(WIKIANN_LABELS))),
         }
     )
     asked = []
@@ -91,5 +92,5 @@ def test_hub_dataset_uses_the_configuration_and_its_label_names(bert_dir, monkey
         ("unimelb-nlp/wikiann", "de", "train"),
         ("unimelb-nlp/wikiann", "de", "validation"),
     ]
-    assert data.info["labels"] == WIKIANN_LABELS
+    assert data.info["labels"] == list(WIKIANN_LABELS)
     assert [x for x in data.train[0]["labels"] if x != -100] == [1, 0, 0, 5]

@@ -76,16 +76,16 @@ def test_every_cell_is_done_once(finished):
 
 def test_tables_follow_from_the_cell_results(finished):
     results = StudyResults(finished)
-    cell = finished.cells_dir
+    cell = finished.layout.cells
     score = lambda p: read_json(cell / p)["best_score"]  # noqa: E731
     matrix = results.transfer("ner", Fraction(1, 2))
     assert matrix["rows"] == [*LANGS, "dense", "random"]
     assert matrix["targets"] == LANGS
     fr_to_de = [score(f"ner/de/seed{s}/transfer-from-fr-s50/metrics.json") for s in (1, 2)]
     assert matrix["mean"]["fr"]["de"] == pytest.approx(sum(fr_to_de) / 2)
-    own = [score(f"ner/de/seed{s}/ticket/level_01/metrics.json") for s in (1, 2)]
+    own = [score(f"ner/de/seed{s}/imp/level_01/metrics.json") for s in (1, 2)]
     assert matrix["mean"]["de"]["de"] == pytest.approx(sum(own) / 2)
-    dense = [score(f"ner/de/seed{s}/ticket/level_00/metrics.json") for s in (1, 2)]
+    dense = [score(f"ner/de/seed{s}/imp/level_00/metrics.json") for s in (1, 2)]
     assert matrix["mean"]["dense"]["de"] == pytest.approx(sum(dense) / 2)
     assert matrix["std"]["dense"]["de"] == pytest.approx(abs(dense[0] - dense[1]) / math.sqrt(2))
     random = [score(f"ner/de/seed{s}/random-s50/metrics.json") for s in (1, 2)]
@@ -103,7 +103,7 @@ def test_tables_follow_from_the_cell_results(finished):
 
     overlap = results.overlap("ner", Fraction(1, 2))
     masks = {
-        (lang, s): Mask.load(cell / f"ner/{lang}/seed{s}/ticket/level_01/mask.safetensors")
+        (lang, s): Mask.load(cell / f"ner/{lang}/seed{s}/imp/level_01/mask.safetensors")
         for lang in LANGS
         for s in (1, 2)
     }
@@ -127,7 +127,7 @@ def test_tables_follow_from_the_cell_results(finished):
     assert row["random_score"] == score("ner/de/seed2/random-at-ticket/metrics.json")
     assert row["epsilon"] == pytest.approx(
         __import__("statistics").stdev(
-            [score(f"ner/de/seed{s}/ticket/level_00/metrics.json") for s in (1, 2)]
+            [score(f"ner/de/seed{s}/imp/level_00/metrics.json") for s in (1, 2)]
         )
     )
 
@@ -136,7 +136,7 @@ def test_results_files_and_summary(finished, capsys):
     assert main(["study", str(finished.path), "--summary"]) == 0
     text = capsys.readouterr().out
     assert "overlap" in text and "transfer ner at 50%" in text
-    results = finished.results_dir
+    results = finished.layout.results
     for name in (
         "tickets.csv",
         "tickets.json",
@@ -150,7 +150,7 @@ def test_results_files_and_summary(finished, capsys):
     header = (results / "transfer_ner_s50.csv").read_text().splitlines()[0]
     assert header == "source,en,fr,de"
     assert (results / "masks/ner/fr/seed1/s50.safetensors").is_file()
-    assert (results / "masks/ner/fr/seed1/ticket.safetensors").is_file()
+    assert (results / "masks/ner/fr/seed1/study-ticket.safetensors").is_file()
 
 
 def test_tables_of_an_unfinished_study_are_strict_json(tmp_path, bert_dir):
@@ -158,7 +158,7 @@ def test_tables_of_an_unfinished_study_are_strict_json(tmp_path, bert_dir):
     study = load_study(path)
     run_study(study, shard=(1, 3))  # some groups only: transfers into other languages missing
     everything = write_results(study)
-    text = (study.results_dir / "results.json").read_text()
+    text = (study.layout.results / "results.json").read_text()
     assert "NaN" not in text and json.loads(text)["transfer"][0]["task"] == "ner"
     assert any(
         v is None for row in json.loads(text)["transfer"][0]["mean"].values() for v in row.values()
@@ -173,7 +173,7 @@ def test_plan_lists_states_and_runs_nothing(finished, tmp_path, bert_dir, capsys
     assert main(["study", str(fresh), "--plan"]) == 0
     out = capsys.readouterr().out
     assert (
-        "ready    ner/en/seed1/ticket" in out
+        "ready    ner/en/seed1/imp" in out
         and "waiting  ner/fr/seed1/transfer-from-en-s50" in out
     )
     assert not (tmp_path / "run" / "cells").exists()
@@ -222,12 +222,12 @@ def test_a_failing_cell_is_reported_and_the_others_complete(tmp_path, bert_dir, 
     (tmp_path / "data" / "de-dev.conll").unlink()
     assert main(["study", str(path)]) == 1
     err = capsys.readouterr().err
-    assert "ner/de/seed1/ticket" in err and "de-dev.conll" in err
+    assert "ner/de/seed1/imp" in err and "de-dev.conll" in err
     study = load_study(path)
     states = {c.name: c.done(study) for c in cells(study)}
-    assert states["ner/en/seed1/ticket"] and states["ner/fr/seed1/transfer-from-en-s50"]
-    assert not states["ner/de/seed1/ticket"] and not states["ner/en/seed1/transfer-from-de-s50"]
-    failure = read_json(study.cells_dir / "ner/de/seed1/ticket.failed.json")
+    assert states["ner/en/seed1/imp"] and states["ner/fr/seed1/transfer-from-en-s50"]
+    assert not states["ner/de/seed1/imp"] and not states["ner/en/seed1/transfer-from-de-s50"]
+    failure = read_json(study.layout.cells / "ner/de/seed1/imp.failed.json")
     assert "de-dev.conll" in failure["error"]
 
 
@@ -260,7 +260,7 @@ def test_shipped_studies_load_and_plan_offline(capsys):
     assert len(ner.languages) >= 4 and len({LANGUAGE_SCRIPTS[x] for x in ner.languages}) >= 3
     assert ner.settings["model"] == "e5-small" and demo.sparsities == [Fraction(1, 2)]
     kinds = Counter(c.kind for c in cells(demo))
-    assert kinds["transfer"] == 4 * 3 and kinds["ticket"] == 4 and kinds["random"] >= 4
+    assert kinds["transfer"] == 4 * 3 and kinds["imp"] == 4 and kinds["random"] >= 4
 
     full = load_study(root / "demo-full.yaml")
     assert set(full.tasks) == {"ner", "nli"} and len(full.seeds) == 2
@@ -273,7 +273,7 @@ def test_shipped_studies_load_and_plan_offline(capsys):
     assert paper.sparsities == [Fraction(1, 2), Fraction(4, 5)]
     assert main(["study", str(root / "paper.yaml"), "--plan"]) == 0
     out = capsys.readouterr().out
-    assert "ready    ner/fa/seed3/ticket" in out
+    assert "ready    ner/fa/seed3/imp" in out
     assert "ner/en/seed1/transfer-from-en+fa+fr+zh-s80" in out
     assert not any(
         c.kind == "cross-task" and "mt5" in (c.source or "") + c.task for c in cells(paper)
@@ -321,24 +321,24 @@ def test_oneshot_reference_cells_rows_and_overlap(tmp_path, bert_dir, capsys):
         run={"transfer": False, "random": False, "oneshot": True},
     )
     study = load_study(path)
-    assert Counter(c.kind for c in cells(study)) == {"ticket": 3, "oneshot": 3}
+    assert Counter(c.kind for c in cells(study)) == {"imp": 3, "oneshot": 3}
     assert main(["study", str(path)]) == 0
     out = capsys.readouterr().out
     assert "a ticket vs the one-shot mask of θ0" in out and "one-shot mask" in out
     results = StudyResults(study)
     matrix = results.transfer("ner", Fraction(1, 2))
     assert matrix["rows"] == [*LANGS, "dense", "oneshot"]
-    oneshot_dir = study.cells_dir / "ner/fr/seed1/oneshot-s50"
+    oneshot_dir = study.layout.cells / "ner/fr/seed1/oneshot-s50"
     assert matrix["mean"]["oneshot"]["fr"] == read_json(oneshot_dir / "metrics.json")["best_score"]
     oneshot = Mask.load(oneshot_dir / "mask.safetensors")
     assert oneshot.sparsity() == pytest.approx(0.5, abs=1e-4)
     tickets = [
-        Mask.load(study.cells_dir / f"ner/{lang}/seed1/ticket/level_01/mask.safetensors")
+        Mask.load(study.layout.cells / f"ner/{lang}/seed1/imp/level_01/mask.safetensors")
         for lang in LANGS
     ]
     overlap = results.overlap("ner", Fraction(1, 2))
     expected = [
-        t.jaccard(Mask.load(study.cells_dir / f"ner/{lang}/seed1/oneshot-s50/mask.safetensors"))
+        t.jaccard(Mask.load(study.layout.cells / f"ner/{lang}/seed1/oneshot-s50/mask.safetensors"))
         for t, lang in zip(tickets, LANGS, strict=True)
     ]
     assert overlap["mean_with_oneshot"] == pytest.approx(sum(expected) / 3)

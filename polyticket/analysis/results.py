@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import csv
 import itertools
 import math
 import statistics
@@ -21,17 +20,16 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from polyticket.io import read_json, write_json
+from polyticket.io import copy_file, read_json, write_csv, write_json
 from polyticket.masks import Mask
-from polyticket.study import (
-    Cell,
-    Study,
-    cells,
-    level_mask,
-    percent,
-    ticket_name,
-    winning_tickets,
-)
+from polyticket.study import Study, cells
+from polyticket.study.grid import percent
+from polyticket.study.kinds.cross_task import KIND as CROSS_TASK
+from polyticket.study.kinds.oneshot import oneshot_cell
+from polyticket.study.kinds.random import random_cell
+from polyticket.study.kinds.transfer import transfer_cell
+from polyticket.study.outputs import imp_done, level_run, level_score, score, study_tickets
+from polyticket.tickets import RULES, SEED_STD
 
 
 def _mean(values: list[float]) -> float:
@@ -43,6 +41,7 @@ def _std(values: list[float]) -> float:
 
 
 BASELINES = ("random", "oneshot")  # rows of a transfer matrix besides the sources and dense
+STUDY_TICKET = "study-ticket"  # exported name of the study's tickets (rule SEED_STD)
 
 
 def random_jaccard(kept_a: float, kept_b: float) -> float:
@@ -62,32 +61,22 @@ class StudyResults:
 
     # --- reading ----------------------------------------------------------------
     def score(self, cell_name: str) -> float | None:
-        path = self.study.cells_dir / cell_name / "metrics.json"
-        return read_json(path)["best_score"] if path.is_file() else None
+        return score(self.study, cell_name)
 
     def level_score(self, task: str, language: str, seed: int, sparsity: Fraction) -> float | None:
-        path = level_mask(self.study, task, language, seed, sparsity).with_name("metrics.json")
-        return read_json(path)["best_score"] if path.is_file() else None
+        return level_score(self.study, task, language, seed, sparsity)
 
     def mask(self, path: Path) -> Mask | None:
         if path not in self._masks and path.is_file():
             self._masks[path] = Mask.load(path)
         return self._masks.get(path)
 
-    def ticket_done(self, task: str, language: str) -> bool:
-        return all(
-            (self.study.cells_dir / ticket_name(task, language, seed) / "ticket.json").is_file()
-            for seed in self.study.seeds
-        )
+    def level_mask(self, task: str, source: str, seed: int, sparsity: Fraction) -> Mask | None:
+        return self.mask(level_run(self.study, task, source, seed, sparsity).mask)
 
     def metric(self, task: str) -> tuple[str, bool]:
         for lang in self.study.sources(task):
-            path = (
-                self.study.cells_dir
-                / ticket_name(task, lang, self.study.seeds[0])
-                / "level_00"
-                / "metrics.json"
-            )
+            path = level_run(self.study, task, lang, self.study.seeds[0], Fraction(0)).metrics
             if path.is_file():
                 m = read_json(path)
                 return m["metric"], m["greater_is_better"]
@@ -98,21 +87,20 @@ class StudyResults:
         rows = []
         for task in self.study.tasks:
             for lang in self.study.sources(task):
-                if not self.ticket_done(task, lang):
+                if not imp_done(self.study, task, lang):
                     continue
-                won = winning_tickets(self.study, task, lang)
-                for seed, ticket in won.items():
+                for seed, ticket in study_tickets(self.study, task, lang).items():
                     dense = self.level_score(task, lang, seed, Fraction(0))
-                    random_cell = Cell("random", task, lang, seed)
                     row = {
                         "task": task,
                         "language": lang,
                         "seed": seed,
+                        "rule": ticket["rule"],
                         "level": ticket["level"],
                         "sparsity": ticket["sparsity"],
                         "score": ticket["score"],
                         "dense_score": dense,
-                        "random_score": self.score(random_cell.name),
+                        "random_score": self.score(random_cell(task, lang, seed).name),
                         "epsilon": ticket["epsilon"],
                     }
                     for s in self.study.sparsities:
@@ -133,16 +121,13 @@ class StudyResults:
         for seed in self.study.seeds:
             for target in targets:
                 add("dense", target, self.level_score(task, target, seed, Fraction(0)))
-                for baseline in BASELINES:
-                    cell = Cell(baseline, task, target, seed, sparsity=sparsity)
-                    add(baseline, target, self.score(cell.name))
+                add("random", target, self.score(random_cell(task, target, seed, sparsity).name))
+                add("oneshot", target, self.score(oneshot_cell(task, target, seed, sparsity).name))
                 for source in self.study.sources(task):
                     if source == target:
                         value = self.level_score(task, target, seed, sparsity)
                     else:
-                        value = self.score(
-                            Cell("transfer", task, target, seed, source, sparsity).name
-                        )
+                        value = self.score(transfer_cell(task, target, seed, source, sparsity).name)
                     add(source, target, value)
         order = [*self.study.sources(task), "dense", *BASELINES]
         metric, greater = self.metric(task)
@@ -183,7 +168,7 @@ class StudyResults:
         components: dict[tuple[str, str], dict[str, list[float]]] = {}
         kept: list[float] = []
         for seed in self.study.seeds:
-            masks = {s: self.mask(level_mask(self.study, task, s, seed, sparsity)) for s in sources}
+            masks = {s: self.level_mask(task, s, seed, sparsity) for s in sources}
             masks = {s: m for s, m in masks.items() if m is not None}
             kept += [1 - m.sparsity() for m in masks.values()]
             for a, b in itertools.combinations(masks, 2):
@@ -197,17 +182,14 @@ class StudyResults:
         to_oneshot = []
         for seed in self.study.seeds:
             for source in self.study.tasks[task].languages:
-                ticket = self.mask(level_mask(self.study, task, source, seed, sparsity))
-                cell = Cell("oneshot", task, source, seed, sparsity=sparsity)
-                oneshot = self.mask(cell.directory(self.study) / "mask.safetensors")
+                ticket = self.level_mask(task, source, seed, sparsity)
+                cell = oneshot_cell(task, source, seed, sparsity)
+                oneshot = self.mask(self.study.layout.cell(cell.name).mask)
                 if ticket is not None and oneshot is not None:
                     to_oneshot.append(ticket.jaccard(oneshot))
         same_language = []
         for source in sources:
-            seeds = [
-                self.mask(level_mask(self.study, task, source, seed, sparsity))
-                for seed in self.study.seeds
-            ]
+            seeds = [self.level_mask(task, source, seed, sparsity) for seed in self.study.seeds]
             seeds = [m for m in seeds if m is not None]
             same_language += [a.jaccard(b) for a, b in itertools.combinations(seeds, 2)]
         k = _mean(kept)
@@ -233,7 +215,7 @@ class StudyResults:
     def cross_task(self) -> list[dict[str, Any]]:
         rows = []
         for cell in self.cells:
-            if cell.kind != "cross-task":
+            if cell.kind != CROSS_TASK:
                 continue
             score = self.score(cell.name)
             if score is None:
@@ -250,9 +232,7 @@ class StudyResults:
                         cell.task, cell.language, cell.seed, cell.sparsity
                     ),
                     "random_score": self.score(
-                        Cell(
-                            "random", cell.task, cell.language, cell.seed, sparsity=cell.sparsity
-                        ).name
+                        random_cell(cell.task, cell.language, cell.seed, cell.sparsity).name
                     ),
                 }
             )
@@ -302,15 +282,7 @@ def missing_as_none(value: Any) -> Any:
 
 
 def _csv(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    rows = list(rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(missing_as_none(rows))
-    tmp.replace(path)
+    write_csv(path, missing_as_none(list(rows)))
 
 
 def _matrix_rows(matrix: dict[str, Any], which: str) -> list[dict[str, Any]]:
@@ -322,10 +294,10 @@ def _matrix_rows(matrix: dict[str, Any], which: str) -> list[dict[str, Any]]:
 def write_results(study: Study) -> dict[str, Any]:
     """Every table as CSV and JSON under ``results/``; returns the headline and paths."""
     results = StudyResults(study)
-    out = study.results_dir
+    layout = study.layout
     tickets = results.tickets()
-    _csv(out / "tickets.csv", tickets)
-    write_json(out / "tickets.json", missing_as_none(tickets))
+    _csv(layout.table("tickets"), tickets)
+    write_json(layout.table_json("tickets"), missing_as_none(tickets))
     everything: dict[str, Any] = {"tickets": tickets, "transfer": [], "overlap": [], "headline": []}
     drops = []
     for task in study.tasks:
@@ -333,8 +305,8 @@ def write_results(study: Study) -> dict[str, Any]:
             tag = f"{task}_{percent(sparsity)}"
             matrix = results.transfer(task, sparsity)
             everything["transfer"].append(matrix)
-            _csv(out / f"transfer_{tag}.csv", _matrix_rows(matrix, "mean"))
-            _csv(out / f"transfer_{tag}_std.csv", _matrix_rows(matrix, "std"))
+            _csv(layout.table(f"transfer_{tag}"), _matrix_rows(matrix, "mean"))
+            _csv(layout.table(f"transfer_{tag}_std"), _matrix_rows(matrix, "std"))
             for source, drop in results.transfer_drop(matrix).items():
                 drops.append(
                     {
@@ -348,7 +320,7 @@ def write_results(study: Study) -> dict[str, Any]:
             everything["overlap"].append(overlap)
             everything["headline"].append(headline(matrix, overlap))
             _csv(
-                out / f"overlap_{tag}.csv",
+                layout.table(f"overlap_{tag}"),
                 [
                     {
                         "pair": pair,
@@ -359,35 +331,31 @@ def write_results(study: Study) -> dict[str, Any]:
                     for pair, value in overlap["pairs"].items()
                 ],
             )
-    _csv(out / "transfer_drop.csv", drops)
+    _csv(layout.table("transfer_drop"), drops)
     cross = results.cross_task()
     if cross:
-        _csv(out / "cross_task.csv", cross)
+        _csv(layout.table("cross_task"), cross)
     everything.update(transfer_drop=drops, cross_task=cross)
-    write_json(out / "results.json", missing_as_none(everything))
+    write_json(layout.table_json("results"), missing_as_none(everything))
     _export_level_masks(results)
     return everything
 
 
 def _export_level_masks(results: StudyResults) -> None:
-    """For each target sparsity, the level mask of every ticket at that sparsity, and each
-    ticket itself, under ``results/masks/`` (the paper compares all languages at 50%)."""
-    import shutil
-
+    """Under ``results/masks/``, each study ticket (``study-ticket``, the ``seed-std`` rule)
+    and every ticket's level at each target sparsity (the paper compares all at 50%)."""
     study = results.study
+    layout = study.layout
     for task in study.tasks:
-        for lang in results.study.sources(task):
-            if not results.ticket_done(task, lang):
+        for lang in study.sources(task):
+            if not imp_done(study, task, lang):
                 continue
-            won = winning_tickets(study, task, lang)
-            for seed in study.seeds:
-                target = study.results_dir / "masks" / task / lang / f"seed{seed}"
-                target.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(won[seed]["mask"], target / "ticket.safetensors")
+            for seed, ticket in study_tickets(study, task, lang).items():
+                copy_file(ticket["mask"], layout.exported_mask(task, lang, seed, STUDY_TICKET))
                 for sparsity in study.sparsities:
-                    shutil.copyfile(
-                        level_mask(study, task, lang, seed, sparsity),
-                        target / f"{percent(sparsity)}.safetensors",
+                    copy_file(
+                        level_run(study, task, lang, seed, sparsity).mask,
+                        layout.exported_mask(task, lang, seed, percent(sparsity)),
                     )
 
 
@@ -445,7 +413,7 @@ def format_summary(everything: dict[str, Any]) -> str:
                 + "".join(f"{_fmt(matrix['mean'][row][t]):>10}" for t in matrix["targets"])
             )
     if everything["tickets"]:
-        lines += ["", "tickets (the paper's rule: sparsest level within one std of the dense mean)"]
+        lines += ["", f"study tickets (rule {SEED_STD}: {RULES[SEED_STD]})"]
         for row in everything["tickets"]:
             lines.append(
                 f"  {row['task']} {row['language']} seed {row['seed']}: level {row['level']} "

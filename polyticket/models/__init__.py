@@ -11,6 +11,7 @@ from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrained
 
 from polyticket.config import ModelArgs
 from polyticket.errors import UserError
+from polyticket.io import file_fingerprint
 
 OFFLINE_MODELS = ("e5-small",)
 
@@ -116,6 +117,15 @@ def load_classifier(
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
     )
+
+
+def model_fingerprint(args: ModelArgs) -> list[dict[str, Any]]:
+    """What a run's model was: the hub id and revision, or each file of a local directory
+    (size and hash), so that a resumed run can tell the model changed under it."""
+    path = Path(resolve(args.model, args.vocab_from))
+    if not path.is_dir():
+        return [{"model": args.model, "revision": args.revision}]
+    return [file_fingerprint(p) for p in sorted(path.iterdir()) if p.is_file()]
 
 
 def model_revision(model: PreTrainedModel) -> str | None:

@@ -7,6 +7,7 @@ task turns them into features and says how to batch, model and score them.
 
 from __future__ import annotations
 
+import json
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -21,6 +22,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 
 from polyticket.config import DataArgs, ModelArgs
 from polyticket.errors import UserError
+from polyticket.io import file_fingerprint
 
 Split = Literal["train", "eval"]
 Collator = Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]
@@ -36,6 +38,7 @@ class TaskData:
     eval_collator: Collator | None = None  # when evaluation batches differ (fixed MLM masking)
     tokenizer: Any = None
     info: dict[str, Any] = field(default_factory=dict)  # e.g. the label list
+    inputs: list[dict[str, Any]] = field(default_factory=list)  # what was read: fingerprints
 
 
 def languages(data: DataArgs) -> list[str]:
@@ -108,6 +111,7 @@ class Task(ABC):
         codes = languages(data)
         if not codes:
             raise UserError("give at least one --language")
+        self.inputs: list[dict[str, Any]] = []
         samples: dict[Split, list[Any]] = {}
         for split, limit in (("train", data.max_train_samples), ("eval", data.max_eval_samples)):
             per_language = {lang: self.read(data, split, lang, seed) for lang in codes}
@@ -115,11 +119,41 @@ class Task(ABC):
                 if not examples:
                     raise UserError(f"no {split} examples for language {lang}")
             samples[split] = equal_shares(per_language, limit, seed)
-        return self.featurize(samples["train"], samples["eval"], data, tokenizer, seed)
+        prepared = self.featurize(samples["train"], samples["eval"], data, tokenizer, seed)
+        unique = {json.dumps(i, sort_keys=True): i for i in self.inputs}
+        prepared.inputs = list(unique.values())
+        return prepared
+
+    # what to tell a user who gave neither files nor a dataset
+    data_hint = "give --train-file and --eval-file, or --dataset"
+
+    def read(self, data: DataArgs, split: Split, language: str, seed: int) -> list[Any]:
+        """Raw examples of one split and language: from the hub dataset when one is named,
+        else from the split's local file."""
+        if data.dataset:
+            dataset = load_hub_split(data, language, split)
+            self.inputs.append(
+                {
+                    "dataset": data.dataset,
+                    "config": data.dataset_config.replace("{lang}", language),
+                    "split": dataset.split and str(dataset.split),
+                    "fingerprint": getattr(dataset, "_fingerprint", None),
+                }
+            )
+            return self.from_hub(dataset, data)
+        path = data_file(data, split, language)
+        if path is None:
+            raise UserError(self.data_hint)
+        self.inputs.append(file_fingerprint(require_file(path)))
+        return self.read_file(path, data)
 
     @abstractmethod
-    def read(self, data: DataArgs, split: Split, language: str, seed: int) -> list[Any]:
-        """Raw examples of one split and language, from a local file or the hub."""
+    def read_file(self, path: Path, data: DataArgs) -> list[Any]:
+        """Raw examples of a local file."""
+
+    @abstractmethod
+    def from_hub(self, dataset: Any, data: DataArgs) -> list[Any]:
+        """Raw examples of one split of a hub dataset."""
 
     @abstractmethod
     def featurize(
@@ -141,19 +175,14 @@ class Task(ABC):
         return score > than if self.greater_is_better else score < than
 
 
-TASKS = ("ner", "nli", "mlm")
+    @classmethod
+    def for_model(cls, config: PretrainedConfig) -> Task:
+        """The task as this model does it (NLI is text to text on encoder-decoders)."""
+        return cls()
 
 
 def get_task(name: str, config: PretrainedConfig) -> Task:
-    """The task; NLI on an encoder-decoder model (mT5) is text to text."""
-    from polyticket.tasks.mlm import MlmTask
-    from polyticket.tasks.ner import NerTask
-    from polyticket.tasks.nli import NliTask, NliTextTask
+    """The registered task ``name``, in the form ``config``'s model needs."""
+    from polyticket.tasks import TASKS
 
-    if name == "ner":
-        return NerTask()
-    if name == "nli":
-        return NliTextTask() if config.is_encoder_decoder else NliTask()
-    if name == "mlm":
-        return MlmTask()
-    raise UserError(f"unknown task {name!r}: use one of {', '.join(TASKS)}")
+    return TASKS[name].for_model(config)

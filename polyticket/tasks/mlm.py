@@ -27,13 +27,13 @@ from transformers import (
 from polyticket.config import DataArgs, ModelArgs
 from polyticket.errors import UserError
 from polyticket.models import load_model
-from polyticket.tasks.base import Split, Task, TaskData, data_file, load_hub_split, require_file
+from polyticket.tasks import TASKS
+from polyticket.tasks.base import Split, Task, TaskData
 
 
 def read_documents(path: Path, text_column: str = "text") -> list[str]:
     """WikiExtractor JSON lines (``{"text": ...}``), or plain text: one document per line,
     or documents separated by blank lines when the file has any."""
-    require_file(path)
     text = path.read_text(encoding="utf-8")
     if path.suffix in (".jsonl", ".json"):
         documents = []
@@ -99,32 +99,28 @@ def blocks(documents: Sequence[str], tokenizer: Any, block_size: int) -> list[di
     return out
 
 
+@TASKS.register("mlm")
 class MlmTask(Task):
     name = "mlm"
     metric = "perplexity"
     greater_is_better = False
+    data_hint = "give --train-file and --eval-file (or --validation-ratio), or --dataset"
 
     def read(self, data: DataArgs, split: Split, language: str, seed: int) -> list[str]:
         """With ``--validation-ratio`` both splits come from the training source, split by
         whole documents; otherwise each split from its own file or hub split."""
         if data.validation_ratio is None:
-            return self._documents(data, split, language)
+            return super().read(data, split, language, seed)
         train, held_out = split_documents(
-            self._documents(data, "train", language), data.validation_ratio, seed
+            super().read(data, "train", language, seed), data.validation_ratio, seed
         )
         return train if split == "train" else held_out
 
-    @staticmethod
-    def _documents(data: DataArgs, split: Split, language: str) -> list[str]:
-        if data.dataset:
-            ds = load_hub_split(data, language, split)
-            return [t for t in ds[data.text_column] if t and t.strip()]
-        path = data_file(data, split, language)
-        if path is None:
-            raise UserError(
-                "give --train-file and --eval-file (or --validation-ratio), or --dataset"
-            )
+    def read_file(self, path: Path, data: DataArgs) -> list[str]:
         return read_documents(path, data.text_column)
+
+    def from_hub(self, dataset: Any, data: DataArgs) -> list[str]:
+        return [t for t in dataset[data.text_column] if t and t.strip()]
 
     def featurize(self, train, dev, data: DataArgs, tokenizer: Any, seed: int) -> TaskData:
         if tokenizer.mask_token is None:

@@ -16,17 +16,9 @@ from transformers import AutoModelForTokenClassification, DataCollatorForTokenCl
 from polyticket.config import DataArgs, ModelArgs
 from polyticket.errors import UserError
 from polyticket.models import load_classifier
-from polyticket.tasks.base import (
-    Split,
-    Task,
-    TaskData,
-    data_file,
-    load_hub_split,
-    require_file,
-)
-
-# The order of WikiANN's ClassLabel, so that ids in files and on the hub mean the same.
-WIKIANN_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
+from polyticket.tasks import TASKS
+from polyticket.tasks.base import Task, TaskData
+from polyticket.tasks.labels import WIKIANN_LABELS
 
 Sentence = tuple[list[str], list[str]]
 
@@ -88,13 +80,6 @@ def read_jsonl(path: Path, labels: Sequence[str]) -> list[Sentence]:
     return sentences
 
 
-def read_file(path: Path, labels: Sequence[str]) -> list[Sentence]:
-    require_file(path)
-    if path.suffix == ".jsonl":
-        return read_jsonl(path, labels)
-    return read_conll(path)
-
-
 def label_list(sentences: Sequence[Sentence], given: Sequence[str]) -> list[str]:
     if given:
         return list(given)
@@ -104,19 +89,19 @@ def label_list(sentences: Sequence[Sentence], given: Sequence[str]) -> list[str]
     return ["O", *sorted(seen - {"O"})]
 
 
+@TASKS.register("ner")
 class NerTask(Task):
     name = "ner"
     metric = "f1"
 
-    def read(self, data: DataArgs, split: Split, language: str, seed: int) -> list[Sentence]:
-        if data.dataset:
-            ds = load_hub_split(data, language, split)
-            names = ds.features["ner_tags"].feature.names
-            return [(ex["tokens"], [names[t] for t in ex["ner_tags"]]) for ex in ds]
-        path = data_file(data, split, language)
-        if path is None:
-            raise UserError("give --train-file and --eval-file, or --dataset")
-        return read_file(path, list(data.labels) or WIKIANN_LABELS)
+    def read_file(self, path: Path, data: DataArgs) -> list[Sentence]:
+        if path.suffix == ".jsonl":
+            return read_jsonl(path, list(data.labels) or WIKIANN_LABELS)
+        return read_conll(path)
+
+    def from_hub(self, dataset: Any, data: DataArgs) -> list[Sentence]:
+        names = dataset.features["ner_tags"].feature.names
+        return [(ex["tokens"], [names[t] for t in ex["ner_tags"]]) for ex in dataset]
 
     def featurize(self, train, dev, data: DataArgs, tokenizer: Any, seed: int) -> TaskData:
         labels = label_list(train, data.labels)

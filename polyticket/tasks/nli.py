@@ -16,15 +16,17 @@ from transformers import (
     AutoModelForSequenceClassification,
     DataCollatorForSeq2Seq,
     DataCollatorWithPadding,
+    PretrainedConfig,
 )
 
 from polyticket.config import DataArgs, ModelArgs
 from polyticket.errors import UserError
 from polyticket.models import load_classifier, load_model
-from polyticket.tasks.base import Split, Task, TaskData, data_file, load_hub_split, require_file
+from polyticket.tasks import TASKS
+from polyticket.tasks.base import Task, TaskData
+from polyticket.tasks.labels import XNLI_LABELS
 
-# XNLI's label ids, so that ids in files and on the hub mean the same.
-LABELS = ["entailment", "neutral", "contradiction"]
+LABELS = list(XNLI_LABELS)
 
 Pair = tuple[str, str, int]  # premise, hypothesis, label id
 
@@ -55,7 +57,6 @@ def _field(record: dict[str, Any], column: str, where: str) -> Any:
 def read_pairs(path: Path) -> list[Pair]:
     """TSV with a header (premise, hypothesis, label; XNLI's sentence1/2, gold_label too) or
     JSON lines with the same fields; labels as words or XNLI ids."""
-    require_file(path)
     pairs = []
     with open(path, encoding="utf-8", newline="") as f:
         if path.suffix == ".jsonl":
@@ -89,18 +90,20 @@ class _NliData(Task):
     name = "nli"
     metric = "accuracy"
 
-    def read(self, data: DataArgs, split: Split, language: str, seed: int) -> list[Pair]:
-        if data.dataset:
-            ds = load_hub_split(data, language, split)
-            return [(ex["premise"], ex["hypothesis"], int(ex["label"])) for ex in ds]
-        path = data_file(data, split, language)
-        if path is None:
-            raise UserError("give --train-file and --eval-file, or --dataset")
+    def read_file(self, path: Path, data: DataArgs) -> list[Pair]:
         return read_pairs(path)
 
+    def from_hub(self, dataset: Any, data: DataArgs) -> list[Pair]:
+        return [(ex["premise"], ex["hypothesis"], int(ex["label"])) for ex in dataset]
 
+
+@TASKS.register("nli")
 class NliTask(_NliData):
-    """Encoder with a 3-way classification head."""
+    """Encoder with a 3-way classification head; text to text on encoder-decoders."""
+
+    @classmethod
+    def for_model(cls, config: PretrainedConfig) -> Task:
+        return NliTextTask() if config.is_encoder_decoder else cls()
 
     def featurize(self, train, dev, data: DataArgs, tokenizer: Any, seed: int) -> TaskData:
         def features(pairs: Sequence[Pair]) -> list[dict[str, Any]]:

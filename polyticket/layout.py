@@ -1,0 +1,135 @@
+"""Every file and folder name of a run and of a study, in one place.
+
+No other module spells ``level_03``, ``mask.safetensors`` or ``results/``: they ask a layout.
+Two layouts:
+
+- ``RunLayout``: what ``find`` (levels of IMP, the selected ticket) and ``train`` (one
+  training run) write into ``--out``;
+- ``StudyLayout``: a study directory: generated data, one run per cell, the tables, the
+  exported masks and the report.
+
+A name that changes here changes the file contract: say so in the README's changelog.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+_LEVEL = re.compile(r"level_(\d{2})")
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """A run directory. ``find`` writes levels and a ticket; ``train`` a mask and metrics."""
+
+    root: Path
+
+    # both commands
+    @property
+    def run_json(self) -> Path:
+        """Resolved settings, inputs' fingerprints, versions, start and end."""
+        return self.root / "run.json"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "log.jsonl"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
+    def mask(self) -> Path:
+        """The mask a training run used (``train``), or a level trained with (``find``)."""
+        return self.root / "mask.safetensors"
+
+    @property
+    def metrics(self) -> Path:
+        """Best score, its step, the evaluation history and the losses of one training run."""
+        return self.root / "metrics.json"
+
+    # find: one sub-run per level
+    def level(self, level: int) -> RunLayout:
+        """A complete level: it appears by an atomic rename of its partial folder."""
+        return RunLayout(self.root / f"level_{level:02d}")
+
+    def partial(self, level: int) -> RunLayout:
+        """A level being made: its mask is written before the previous level is complete."""
+        return RunLayout(self.root / f"level_{level:02d}.partial")
+
+    def completed_levels(self) -> list[int]:
+        return sorted(
+            int(m.group(1))
+            for p in self.root.glob("level_*")
+            if p.is_dir() and (m := _LEVEL.fullmatch(p.name))
+        )
+
+    @property
+    def ticket(self) -> Path:
+        """``find``'s ticket: its own rule (``tickets.EPSILON``), not a study's."""
+        return self.root / "ticket.safetensors"
+
+    @property
+    def ticket_json(self) -> Path:
+        """Which level ``find`` selected, by which rule, and every level's score."""
+        return self.root / "ticket.json"
+
+
+@dataclass(frozen=True)
+class StudyLayout:
+    """A study directory (``out`` of a study file)."""
+
+    root: Path
+
+    @property
+    def data(self) -> Path:
+        """Synthetic data the study generates (``synth:``)."""
+        return self.root / "data"
+
+    @property
+    def cells(self) -> Path:
+        return self.root / "cells"
+
+    @property
+    def log(self) -> Path:
+        """One JSON line per cell start, end and failure."""
+        return self.root / "study.log.jsonl"
+
+    def cell(self, name: str) -> RunLayout:
+        return RunLayout(self.cells / name)
+
+    def cell_partial(self, name: str) -> RunLayout:
+        """Where a training cell runs before it is renamed into place."""
+        return RunLayout(self.cells / f"{name}.partial")
+
+    def cell_failure(self, name: str) -> Path:
+        return self.cells / f"{name}.failed.json"
+
+    def cell_settings(self, name: str) -> Path:
+        """The settings a cell was made with, to detect a changed study file."""
+        return self.cells / name / "cell.json"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    def table(self, name: str) -> Path:
+        return self.results / f"{name}.csv"
+
+    def table_json(self, name: str) -> Path:
+        return self.results / f"{name}.json"
+
+    def exported_mask(self, task: str, source: str, seed: int, label: str) -> Path:
+        """A mask copied out of the cells for use elsewhere: ``label`` is ``study-ticket``
+        (the study's own rule, ``tickets.SEED_STD``) or a sparsity such as ``s50``."""
+        return self.results / "masks" / task / source / f"seed{seed}" / f"{label}.safetensors"
+
+    @property
+    def exported_masks(self) -> Path:
+        return self.results / "masks"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"

@@ -1,0 +1,92 @@
+"""What a cell kind is: its ``run:`` options, its cells, how one of them runs, when it is done."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from polyticket.config import TrainConfig, build_config, knob_names
+from polyticket.errors import UserError
+from polyticket.layout import RunLayout
+from polyticket.study.grid import Cell, percent
+from polyticket.study.spec import Study
+
+
+class CellKind:
+    """A kind of cell. Subclasses set ``name`` and ``options`` and implement ``expand`` and
+    ``run``; a training cell (the default) is done when its ``metrics.json`` exists."""
+
+    name: str = ""
+    # the kind's keys under ``run:`` in a study file, with their defaults
+    options: dict[str, Any] = {}
+
+    def read_option(self, path: Path, key: str, value: Any) -> Any:
+        """Check one ``run:`` value; by default a kind is switched on or off."""
+        if not isinstance(value, bool):
+            raise UserError(f"{path}: run.{key} must be true or false, got {value!r}")
+        return value
+
+    def enabled(self, study: Study) -> bool:
+        return bool(study.run[next(iter(self.options))])
+
+    def validate(self, study: Study) -> None:
+        """Check what the kind needs of the rest of the study."""
+
+    def expand(self, study: Study) -> list[Cell]:
+        raise NotImplementedError
+
+    def run(self, study: Study, cell: Cell) -> None:
+        raise NotImplementedError
+
+    def result(self, study: Study, cell: Cell) -> Path:
+        """The file whose existence means the cell is done."""
+        return study.layout.cell(cell.name).metrics
+
+
+def needs_tickets(kind: CellKind, study: Study) -> None:
+    if kind.enabled(study) and not study.run["tickets"]:
+        raise UserError(f"{study.path}: {kind.name} cells need run.tickets: true")
+
+
+def label(kind: str, source: str | None = None, sparsity=None, suffix: str = "") -> str:
+    """``transfer-from-en-s50``: kind, where the mask comes from, at which sparsity."""
+    text = kind + (f"-from-{source}" if source is not None else "")
+    return text + (f"-{percent(sparsity)}" if sparsity is not None else "") + suffix
+
+
+def train_cell(study: Study, cell: Cell, **knobs: Any) -> None:
+    """Run ``train`` for a cell with the task's settings and ``knobs`` (a mask, a
+    sparsity), in ``NAME.partial``, renamed into place when complete: an interrupted one
+    starts over (one training run is not resumable)."""
+    from polyticket.lottery import finetune
+
+    def write(partial: RunLayout) -> None:
+        finetune(training_config(study, cell, partial, **knobs), partial.root)
+
+    into_place(study, cell, write)
+
+
+def training_config(study: Study, cell: Cell, out: RunLayout, **knobs: Any) -> TrainConfig:
+    spec = study.tasks[cell.task]
+    values = {
+        **spec.settings,
+        "task": spec.task,
+        "seed": cell.seed,
+        "language": cell.language,
+        "out": out.root,
+        **knobs,
+    }
+    known = knob_names(TrainConfig)
+    return build_config(
+        TrainConfig, None, {k: v for k, v in values.items() if k in known}, str(study.path)
+    )
+
+
+def into_place(study: Study, cell: Cell, write: Callable[[RunLayout], Any]) -> None:
+    final = study.layout.cell(cell.name).root
+    partial = study.layout.cell_partial(cell.name)
+    shutil.rmtree(partial.root, ignore_errors=True)
+    write(partial)
+    partial.root.replace(final)

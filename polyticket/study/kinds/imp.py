@@ -1,0 +1,82 @@
+"""IMP cells: one ``find`` run per task, language (or set of languages) and seed.
+
+Its levels are the masks every other kind reads; ``run.multi_language: [[en, fr]]`` adds a
+ticket trained on equal shares of several languages (named ``en+fr``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from polyticket.config import FindConfig, build_config, knob_names
+from polyticket.errors import UserError
+from polyticket.study.grid import Cell
+from polyticket.study.kinds import CELL_KINDS
+from polyticket.study.kinds.base import CellKind
+from polyticket.study.spec import Study
+
+KIND = "imp"
+
+
+def imp_cell(task: str, source: str, seed: int, cost: float = 1.0) -> Cell:
+    """The IMP cell of ``source`` (a language or ``en+fr``): what other cells depend on."""
+    return Cell(KIND, task, source, seed, KIND, cost=cost)
+
+
+@CELL_KINDS.register(KIND)
+class Imp(CellKind):
+    name = KIND
+    options = {"tickets": True, "multi_language": []}
+
+    def read_option(self, path: Path, key: str, value: Any) -> Any:
+        if key != "multi_language":
+            return super().read_option(path, key, value)
+        if not isinstance(value, list):
+            raise UserError(f"{path}: run.multi_language must be a list of language lists")
+        combos = []
+        for combo in value:
+            if isinstance(combo, str):
+                combo = [v.strip() for v in combo.split(",")]
+            if (
+                not isinstance(combo, list)
+                or len(combo) < 2
+                or not all(isinstance(v, str) and v for v in combo)
+            ):
+                raise UserError(
+                    f"{path}: run.multi_language: each entry must list two or more languages"
+                )
+            combos.append(list(combo))
+        return combos
+
+    def expand(self, study: Study) -> list[Cell]:
+        if not self.enabled(study):
+            return []
+        return [
+            imp_cell(task, source, seed, cost=len(study.schedule(task)))
+            for task in study.tasks
+            for source in study.sources(task)
+            for seed in study.seeds
+        ]
+
+    def run(self, study: Study, cell: Cell) -> None:
+        from polyticket.lottery import find
+
+        spec = study.tasks[cell.task]
+        out = study.layout.cell(cell.name).root
+        values = {
+            **spec.settings,
+            "task": spec.task,
+            "seed": cell.seed,
+            "language": cell.language.replace("+", ","),
+            "out": out,
+            "target_sparsity": float(max(study.sparsities)),
+        }
+        known = knob_names(FindConfig)
+        config = build_config(
+            FindConfig, None, {k: v for k, v in values.items() if k in known}, str(study.path)
+        )
+        find(config, out)
+
+    def result(self, study: Study, cell: Cell) -> Path:
+        return study.layout.cell(cell.name).ticket_json

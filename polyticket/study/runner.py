@@ -1,0 +1,105 @@
+"""Running a study: the cells not done yet, through an executor, then nothing else.
+
+``execute`` runs one cell wherever it is called (this process, a Ray worker, another
+machine sharing the study directory): it logs the start and the end to ``study.log.jsonl``,
+and records a failure in ``NAME.failed.json`` instead of raising, so the rest go on.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from dataclasses import dataclass, field
+
+from polyticket.errors import UserError
+from polyticket.io import now, write_json
+from polyticket.study.grid import Cell, cells, shard_of
+from polyticket.study.kinds import CELL_KINDS
+from polyticket.study.spec import Study, synthesize
+
+
+@dataclass
+class Outcome:
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def record(self, cell: Cell, error: str | None) -> None:
+        if error is None:
+            self.ran.append(cell.name)
+        else:
+            self.failed[cell.name] = error
+
+
+def event(study: Study, cell: Cell, what: str, **extra: object) -> None:
+    study.out.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"time": now(), "cell": cell.name, "event": what, **extra})
+    # one short write in append mode: lines of concurrent shards do not interleave
+    with open(study.layout.log, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+
+
+def execute(study: Study, cell: Cell) -> str | None:
+    """Run one cell; None when it succeeded, else the error (also written to disk)."""
+    failure = study.layout.cell_failure(cell.name)
+    event(study, cell, "start")
+    try:
+        CELL_KINDS[cell.kind]().run(study, cell)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # a failing cell must not stop the others
+        message = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+        write_json(
+            failure, {"cell": cell.name, "error": message, "traceback": traceback.format_exc()}
+        )
+        event(study, cell, "failed", error=message)
+        return message
+    failure.unlink(missing_ok=True)
+    event(study, cell, "done")
+    return None
+
+
+def failed_elsewhere(study: Study, name: str) -> bool:
+    return study.layout.cell_failure(name).is_file()
+
+
+def run_study(
+    study: Study, shard: tuple[int, int] | None = None, executor: str = "serial", **options
+) -> Outcome:
+    """Run every cell of the (shard of the) study that is not done, dependencies first."""
+    import sys
+
+    from polyticket.study.executors import EXECUTORS
+
+    todo = cells(study)
+    if shard is not None:
+        todo = shard_of(todo, *shard)
+    synthesize(study)
+    outcome = Outcome()
+    pending = []
+    for cell in todo:
+        (outcome.skipped.append(cell.name) if cell.done(study) else pending.append(cell))
+    EXECUTORS[executor](**options).run(study, pending, outcome)
+    if outcome.skipped:
+        print(f"{len(outcome.skipped)} cell(s) were already done", file=sys.stderr)
+    return outcome
+
+
+def plan(study: Study, shard: tuple[int, int] | None = None) -> list[dict[str, object]]:
+    """Each cell with its state (done, failed on its last try, ready, or waiting for a
+    dependency), its kind and its expected cost."""
+    every = cells(study)
+    chosen = shard_of(every, *shard) if shard else every
+    done = {c.name for c in every if c.done(study)}
+    rows = []
+    for cell in chosen:
+        if cell.name in done:
+            state = "done"
+        elif failed_elsewhere(study, cell.name):
+            state = "failed"
+        elif all(d in done for d in cell.deps):
+            state = "ready"
+        else:
+            state = "waiting"
+        rows.append({"cell": cell.name, "kind": cell.kind, "state": state, "cost": cell.cost})
+    return rows
