@@ -32,7 +32,7 @@ class ModelArgs:
     model: str = knob("bert-base-multilingual-cased", "hub id, local model directory, or e5-small")
     revision: str | None = knob(None, "hub revision (branch, tag or commit) of the model")
     vocab_from: list[Path] = knob(
-        [], "e5-small: trim the vocabulary to the pieces these text files use (repeatable)"
+        [], "e5-small: trim the vocabulary to the pieces these data files (or folders) use"
     )
     init: Literal["pretrained", "random"] = knob(
         "pretrained", "start from the pre-trained weights or from a random initialisation"
@@ -237,7 +237,8 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         elif base is bool:
             kwargs.update(action=argparse.BooleanOptionalAction)
         elif typing.get_origin(base) is list:
-            kwargs.update(action="append", type=typing.get_args(base)[0])
+            # Several values per flag (--vocab-from data/*.conll) and the flag repeatable.
+            kwargs.update(action="extend", nargs="+", type=typing.get_args(base)[0])
         else:
             kwargs.update(type=base)
         groups[section].add_argument(flag, help=help_text, **kwargs)

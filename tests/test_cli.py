@@ -238,3 +238,34 @@ def test_bad_flag_and_help():
     assert run_cli("find", "--no-such-flag").returncode == 2
     result = run_cli("find", "--help")
     assert result.returncode == 0 and "--target-sparsity" in result.stdout
+
+
+def test_models_prepare_takes_folders_and_several_paths_per_flag(tmp_path, monkeypatch, capsys):
+    from polyticket.models import e5
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("fr.conll", "de.conll", "notes.bin"):
+        (data / name).write_text("x\tO\n")
+    extra = [tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "c.txt"]
+    seen = {}
+    monkeypatch.setattr(
+        e5, "prepare_e5_small", lambda home, vocab_from: seen.setdefault("files", vocab_from)
+    )
+    argv = ["models", "prepare", "e5-small", "--vocab-from", str(data), *map(str, extra[:2])]
+    assert main([*argv, "--vocab-from", str(extra[2])]) == 0
+    assert seen["files"] == [data / "de.conll", data / "fr.conll", *extra]
+    (tmp_path / "empty").mkdir()
+    assert main(["models", "prepare", "e5-small", "--vocab-from", str(tmp_path / "empty")]) == 2
+    assert "holds no data files" in capsys.readouterr().err
+
+
+def test_list_flags_take_several_values_and_repeat():
+    from polyticket.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["find", "--vocab-from", "a.conll", "b.conll", "--prune-exclude", "x", "--vocab-from", "c"]
+    )
+    assert args.vocab_from == [Path("a.conll"), Path("b.conll"), Path("c")]
+    assert args.prune_exclude == ["x"]
+    assert not hasattr(args, "prune_include")  # unset flags still leave the file's value alone
