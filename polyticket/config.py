@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -328,19 +329,36 @@ def path_knobs(cls: type) -> set[str]:
     return out
 
 
+def _local_files_win(values: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """A --train-file/--eval-file flag wins over a hub dataset named by the file or preset.
+
+    The tasks read the hub whenever a dataset is set, so without this a flag would lose to
+    a file, unlike everywhere else.
+    """
+    flagged = hasattr(args, "train_file") or hasattr(args, "eval_file")
+    if not (flagged and values.get("dataset") and not hasattr(args, "dataset")):
+        return values
+    logging.getLogger("polyticket").warning(
+        "local data files given as flags: not loading the dataset %s", values["dataset"]
+    )
+    return {k: v for k, v in values.items() if k != "dataset"}
+
+
 def parse_config(cls: type, args: argparse.Namespace) -> Any:
     """Defaults < config file (polyticket's or the original code's keys) < flags."""
-    from polyticket.compat import translate_config
+    from polyticket.compat import apply_original_schedule, translate_config
 
     path = getattr(args, "config", None)
     source = str(path) if path else "config"
     knobs = knob_names(cls) | {"preset"}
-    file_values = translate_config(read_config_file(path), knobs, source) if path else {}
+    raw = read_config_file(path) if path else {}
+    file_values = translate_config(raw, knobs, source) if path else {}
     preset = getattr(args, "preset", None) or file_values.pop("preset", None)
     if preset is not None and preset not in PRESETS:
         raise UserError(f"{source}: unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
     values = {k: v for k, v in PRESETS.get(preset, {}).items() if k in knobs} | file_values
-    config = build_config(cls, args, values, source=source)
+    config = build_config(cls, args, _local_files_win(values, args), source=source)
+    apply_original_schedule(config, raw, set(vars(args)), source)
     if hasattr(config, "out") and config.out is None:
         raise UserError("give --out (or 'out' in the config file)")
     return config
