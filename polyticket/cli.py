@@ -93,9 +93,11 @@ def _masks_export(args: argparse.Namespace) -> None:
 
 
 def _models_prepare(args: argparse.Namespace) -> None:
+    from polyticket.models import corpus_files
     from polyticket.models.e5 import prepare_e5_small
 
-    print(prepare_e5_small(args.home, args.vocab_from or None))
+    # Folders as for find/train and studies: the data files directly inside them.
+    print(prepare_e5_small(args.home, corpus_files(args.vocab_from) or None))
 
 
 def _data_synth(args: argparse.Namespace) -> None:
@@ -267,9 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument(
         "--vocab-from",
         type=Path,
-        action="append",
+        nargs="+",
+        action="extend",
         default=[],
-        help="trim the vocabulary to the pieces these text files use",
+        metavar="PATH",
+        help="trim the vocabulary to the pieces these data files (or the files in these "
+        "folders) use; several paths per flag, and the flag repeatable",
     )
     prepare.add_argument(
         "--home",

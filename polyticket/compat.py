@@ -15,7 +15,7 @@ import pickle
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -159,6 +159,11 @@ ORIGINAL_KEYS: dict[str, str] = {
     "num_train_epochs": "epochs",
     "max_steps": "max_steps",
     "max_seq_length": "max_seq_length",
+    # The mT5 scripts truncate inputs at max_source_length (their max_seq_length is unused).
+    "max_source_length": "max_seq_length",
+    # ... and generate at most val_max_target_length (else max_target_length) tokens.
+    "val_max_target_length": "max_target_length",
+    "max_target_length": "max_target_length",
     # The original evaluated every logging_steps when evaluate_during_training was set.
     "logging_steps": "eval_steps",
     "seed": "seed",
@@ -177,6 +182,13 @@ ORIGINAL_KEYS: dict[str, str] = {
     "output_dir": "out",
     "block_size": "block_size",
     "mlm_probability": "mlm_probability",
+}
+
+# Keys the original scripts ignore when another key is present: key -> that other key.
+_SUPERSEDED = {
+    "max_seq_length": "max_source_length",
+    "max_target_length": "val_max_target_length",
+    "val_data_ratio": "validation_file",
 }
 
 # Original arguments with no polyticket equivalent; seeing one marks a file as original.
@@ -198,10 +210,7 @@ IGNORED_KEYS = frozenset(
         "log_dir",
         "max_eval_samples",
         "max_predict_samples",
-        "max_source_length",
-        "max_target_length",
         "max_train_samples",
-        "mlm",
         "model_revision",
         "model_type",
         "no_cuda",
@@ -209,23 +218,24 @@ IGNORED_KEYS = frozenset(
         "overwrite_output_dir",
         "pad_to_max_length",
         "preprocessing_num_workers",
-        "pruning_type",
         "rand_seed",
         "return_entity_level_metrics",
-        "save_steps",
         "server_ip",
         "server_port",
         "set_seed",
-        "sparsity",
         "test_file",
         "tokenizer_name",
         "use_auth_token",
-        "val_max_target_length",
         "warmup_steps",
     }
 )
 
-_ORIGINAL_ONLY = IGNORED_KEYS | {k for k, v in ORIGINAL_KEYS.items() if k != v}
+# Read by the functions below rather than mapped one to one; ``sparsity`` (a percentage in
+# the original, a fraction in polyticket) is read there too, but as a polyticket knob name it
+# cannot mark a file as original, nor can ``max_target_length``.
+_DERIVED_KEYS = frozenset({"mlm", "pruning_type", "save_steps"})
+
+_ORIGINAL_ONLY = IGNORED_KEYS | _DERIVED_KEYS | {k for k, v in ORIGINAL_KEYS.items() if k != v}
 
 # The original scripts' values -> polyticket's, per target knob; other values pass unchanged.
 _VALUES: dict[str, dict[str, str]] = {
@@ -233,6 +243,14 @@ _VALUES: dict[str, dict[str, str]] = {
     "task": {"ner": "ner", "xnli": "nli", "mlm": "mlm", "pretrain": "mlm"},
     "init": {"pre": "pretrained", "rand": "random"},
 }
+
+# The fine-tuning scripts' only arguments: a config without them is one of LT_*.py (IMP).
+_FINE_TUNING_KEYS = frozenset({"mask_dir", "pruning_type"})
+# pretrain_trans.py / LT_pretrain.py hold out this share of train_file without validation_file.
+_MLM_VALIDATION_RATIO = 0.01
+# pretrain_trans.py prunes a random or one-shot mask to this many percent by default.
+_DEFAULT_SPARSITY_PERCENT = 50
+_MLM_TEXT_SUFFIXES = (".json", ".jsonl", ".txt")
 
 
 def is_original_config(values: dict[str, Any]) -> bool:
@@ -244,6 +262,19 @@ def _is_false(value: Any) -> bool:
     return value is False or (isinstance(value, str) and value.strip().lower() == "false")
 
 
+def _is_true(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
+def _positive(value: Any) -> float | None:
+    """A number > 0, else None: the original's 0 and -1 mean "off" for steps and limits."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
+
+
 def _translate_value(target: str, value: Any) -> Any:
     if target == "max_steps":
         # The original's -1 (its default) means "no limit", which is polyticket's None.
@@ -251,9 +282,154 @@ def _translate_value(target: str, value: Any) -> Any:
             return None if float(value) <= 0 else value
         except (TypeError, ValueError):
             return value
+    if target == "max_target_length" and _positive(value):
+        # HF generate(max_length=N) counted the decoder's start token, so the original
+        # generated at most N - 1 tokens; polyticket's length counts generated tokens only.
+        return max(1, int(value) - 1)
     if isinstance(value, str) and target in _VALUES:
         return _VALUES[target].get(value.lower(), value)
     return value
+
+
+# The target of keys that a later step reads (apply_original_schedule): no knob, no warning.
+_READ_LATER = ""
+
+
+class Setting(NamedTuple):
+    """What one original key becomes: a knob and its value, or (target None) why it is dropped."""
+
+    key: str
+    target: str | None
+    value: Any
+    why: str = "polyticket has no such setting"
+
+
+def _task_settings(values: dict[str, Any], source: str) -> list[Setting]:
+    """The MLM scripts take no task_name: infer MLM as they were told apart, and say so."""
+    if "mlm" in values and not _is_true(values["mlm"]):
+        raise UserError(f"{source}: mlm false asks for causal language modelling, not trained here")
+    if "task_name" in values or "dataset_name" in values:
+        return [Setting("mlm", None, True, "task_name decides the task")] if "mlm" in values else []
+    train = values.get("train_file")
+    text_file = isinstance(train, str) and Path(train).suffix.lower() in _MLM_TEXT_SUFFIXES
+    if "mlm" in values:
+        reason = "'mlm': true"
+    elif "block_size" in values and text_file:
+        reason = f"block_size and a text train_file ({Path(train).name})"
+    else:
+        return []
+    out = [Setting("mlm", "task", "mlm")]
+    held_out = ""
+    if "validation_file" not in values and "val_data_ratio" not in values:
+        out.append(Setting("val_data_ratio", "validation_ratio", _MLM_VALIDATION_RATIO))
+        held_out = f"; no validation_file, so {_MLM_VALIDATION_RATIO:.0%} of it is held out"
+    log.warning(
+        "%s: inferred task mlm from %s, as the original scripts did%s", source, reason, held_out
+    )
+    return out
+
+
+def _mask_settings(values: dict[str, Any], source: str) -> list[Setting]:
+    """The fine-tuning scripts' mask: mask_dir, or pretrain_trans.py's pruning_type."""
+    kind = str(values.get("pruning_type", "lth")).lower()
+    if kind not in ("lth", "random", "oneshot"):
+        raise UserError(f"{source}: pruning_type {kind!r}: expected lth, oneshot or random")
+    if kind == "lth":
+        if "pruning_type" in values and "mask_dir" not in values:
+            raise UserError(f"{source}: pruning_type lth needs mask_dir, the mask to apply")
+        keys = [k for k in ("mask_dir", "pruning_type") if k in values]
+        out = [Setting(key, "mask", values["mask_dir"]) for key in keys]
+        if "sparsity" in values:
+            out.append(
+                Setting("sparsity", None, values["sparsity"], "only random and oneshot use it")
+            )
+        return out
+    # The original's sparsity is a percentage (default 50); polyticket's is a fraction.
+    percent = _positive(values.get("sparsity", _DEFAULT_SPARSITY_PERCENT))
+    if percent is None or percent >= 100:
+        raise UserError(f"{source}: sparsity must be a percentage in (0, 100)")
+    out = [Setting("pruning_type", "mask", kind), Setting("sparsity", "sparsity", percent / 100)]
+    if "mask_dir" in values:
+        out.append(Setting("mask_dir", None, values["mask_dir"], f"pruning_type {kind} ignores it"))
+    return out
+
+
+class ImpBudget(NamedTuple):
+    """An LT_*.py run: prune every ``period`` steps until ``steps`` or ``epochs`` are used up."""
+
+    period: int
+    steps: int | None
+    epochs: float | None
+
+
+def imp_budget(values: dict[str, Any]) -> ImpBudget | None:
+    """The pruning period and total budget of an original IMP config; None for other files.
+
+    LT_ner.py, LT_xnli.py, LT_mt5_xnli.py and LT_pretrain.py train once for
+    ``num_train_epochs`` (or ``max_steps``) in all, and prune and rewind every ``save_steps``
+    steps. The fine-tuning scripts (the ones with mask_dir or pruning_type) only save a
+    checkpoint every ``save_steps``.
+    """
+    if not is_original_config(values) or _FINE_TUNING_KEYS & values.keys():
+        return None
+    period = _positive(values.get("save_steps"))
+    if period is None:
+        return None
+    steps = _positive(values.get("max_steps"))
+    epochs = None if steps else _positive(values.get("num_train_epochs", 3.0))
+    return ImpBudget(int(period), int(steps) if steps else None, epochs)
+
+
+def _schedule_settings(values: dict[str, Any], knobs: set[str]) -> list[Setting]:
+    """save_steps: the steps of each IMP level; the whole run's budget is left to the levels."""
+    budget = imp_budget(values)
+    if budget is None:
+        if "save_steps" not in values:
+            return []
+        return [
+            Setting(
+                "save_steps",
+                None,
+                values["save_steps"],
+                "the fine-tuning scripts only save checkpoints at it",
+            )
+        ]
+    if "levels" not in knobs:
+        why = "it is the pruning period of the original IMP scripts, which `polyticket find` runs"
+        return [Setting("save_steps", None, values["save_steps"], why)]
+    out = [Setting("save_steps", "max_steps", budget.period)]
+    # Not the steps or epochs of each level: the budget of all levels together, applied by
+    # apply_original_schedule once the target and the rate are known.
+    out += [
+        Setting(k, _READ_LATER, values[k]) for k in ("num_train_epochs", "max_steps") if k in values
+    ]
+    return out
+
+
+def _settings(values: dict[str, Any], knobs: set[str], source: str) -> list[Setting]:
+    """Every key of an original config as a Setting, in the file's order."""
+    derived = [
+        *_task_settings(values, source),
+        *_mask_settings(values, source),
+        *_schedule_settings(values, knobs),
+    ]
+    done = {setting.key for setting in derived}
+    out = []
+    for key, value in values.items():
+        if key in done:
+            out += [setting for setting in derived if setting.key == key]
+        elif key in _SUPERSEDED and _SUPERSEDED[key] in values:
+            out.append(Setting(key, None, value, f"the original scripts use {_SUPERSEDED[key]!r}"))
+        elif key in ORIGINAL_KEYS:
+            target = ORIGINAL_KEYS[key]
+            if target == "eval_steps" and _is_false(values.get("evaluate_during_training")):
+                # Without evaluate_during_training, logging_steps only paced the loss log.
+                target = "log_steps"
+            out.append(Setting(key, target, _translate_value(target, value)))
+        else:
+            out.append(Setting(key, key if key in knobs else None, value))
+    # Settings a script implies without a key of its own (the held-out share of MLM).
+    return out + [setting for setting in derived if setting.key not in values]
 
 
 def translate_config(values: dict[str, Any], knobs: set[str], source: str) -> dict[str, Any]:
@@ -270,17 +446,11 @@ def translate_config(values: dict[str, Any], knobs: set[str], source: str) -> di
         return dict(values)
     out: dict[str, Any] = {}
     origin: dict[str, str] = {}
-    for key, value in values.items():
-        if key in ORIGINAL_KEYS:
-            target = ORIGINAL_KEYS[key]
-            if target == "eval_steps" and _is_false(values.get("evaluate_during_training")):
-                # Without evaluate_during_training, logging_steps only paced the loss log.
-                target = "log_steps"
-            value = _translate_value(target, value)
-        elif key in knobs:
-            target = key
-        else:
-            log.warning("ignoring key %r of %s: polyticket has no such setting", key, source)
+    for key, target, value, why in _settings(values, knobs, source):
+        if target == _READ_LATER:
+            continue
+        if target is None:
+            log.warning("ignoring key %r of %s: %s", key, source, why)
             continue
         if target not in knobs:
             log.warning(
@@ -295,3 +465,46 @@ def translate_config(values: dict[str, Any], knobs: set[str], source: str) -> di
         out[target] = value
         origin[target] = key
     return out
+
+
+def apply_original_schedule(
+    config: Any, values: dict[str, Any], explicit: set[str], source: str
+) -> None:
+    """Fit ``find``'s levels into an original IMP config's budget and say what will run.
+
+    Levels stop at the target sparsity as always; a budget in steps (``max_steps``) also
+    stops them after the last level the original trained in full: ``max_steps // save_steps
+    - 1`` pruned levels. A budget in epochs cannot be turned into levels here, since the
+    steps of an epoch depend on the data, so the schedule is printed next to it. A
+    ``--levels`` or ``--target-sparsity`` flag wins over the file's budget.
+    """
+    budget = imp_budget(values)
+    prune = getattr(config, "prune", None)
+    if budget is None or prune is None:
+        return
+    from polyticket.pruning import sparsity_schedule
+
+    per_level = config.train.max_steps or budget.period
+    levels = len(sparsity_schedule(prune.rate, prune.target_sparsity, prune.levels)) - 1
+    if budget.steps is not None:
+        fits = max(0, budget.steps // per_level - 1)
+        note = f"its budget, max_steps {budget.steps} in all, fits {fits} pruned levels"
+        if fits < levels and not {"levels", "target_sparsity"} & explicit:
+            prune.levels = levels = fits
+    else:
+        note = (
+            f"its budget, num_train_epochs {budget.epochs or 0:g} for the whole run, is not turned "
+            "into levels (an epoch's steps depend on the data)"
+        )
+    last = sparsity_schedule(prune.rate, prune.target_sparsity, prune.levels)[-1]
+    log.warning(
+        "%s: original IMP schedule: levels 0-%d, %d steps each (%s), up to %.0f%% "
+        "pruned, %d steps in all; %s",
+        source,
+        levels,
+        per_level,
+        "--max-steps" if "max_steps" in explicit else "save_steps",
+        100 * float(last),
+        (levels + 1) * per_level,
+        note,
+    )

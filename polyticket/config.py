@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ class ModelArgs:
     model: str = knob("bert-base-multilingual-cased", "hub id, local model directory, or e5-small")
     revision: str | None = knob(None, "hub revision (branch, tag or commit) of the model")
     vocab_from: list[Path] = knob(
-        [], "e5-small: trim the vocabulary to the pieces these text files use (repeatable)"
+        [], "e5-small: trim the vocabulary to the pieces these data files (or folders) use"
     )
     init: Literal["pretrained", "random"] = knob(
         "pretrained", "start from the pre-trained weights or from a random initialisation"
@@ -180,7 +181,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         dataset="facebook/xnli",
         max_eval_samples=2_490,
         max_seq_length=128,
-        max_target_length=5,
+        # generate(max_length=5) in the original counts the decoder start token: 4 new ones
+        max_target_length=4,
         batch_size=32,
         eval_batch_size=32,
         learning_rate=2e-4,
@@ -243,7 +245,8 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         elif base is bool:
             kwargs.update(action=argparse.BooleanOptionalAction)
         elif typing.get_origin(base) is list:
-            kwargs.update(action="append", type=typing.get_args(base)[0])
+            # Several values per flag (--vocab-from data/*.conll) and the flag repeatable.
+            kwargs.update(action="extend", nargs="+", type=typing.get_args(base)[0])
         else:
             kwargs.update(type=base)
         groups[section].add_argument(flag, help=help_text, **kwargs)
@@ -351,19 +354,34 @@ def with_preset(
     return merged
 
 
+def _local_files_win(values: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """A --train-file/--eval-file flag wins over a hub dataset named by the file or preset.
+
+    The tasks read the hub whenever a dataset is set, so without this a flag would lose to
+    a file, unlike everywhere else.
+    """
+    flagged = hasattr(args, "train_file") or hasattr(args, "eval_file")
+    if not (flagged and values.get("dataset") and not hasattr(args, "dataset")):
+        return values
+    logging.getLogger("polyticket").warning(
+        "local data files given as flags: not loading the dataset %s", values["dataset"]
+    )
+    return {k: v for k, v in values.items() if k != "dataset"}
+
+
 def parse_config(cls: type, args: argparse.Namespace) -> Any:
     """Defaults < preset < config file (polyticket's or the original code's keys) < flags."""
-    from polyticket.compat import translate_config
+    from polyticket.compat import apply_original_schedule, translate_config
 
     path = getattr(args, "config", None)
     source = str(path) if path else "config"
     knobs = knob_names(cls)
-    file_values = {}
-    if path:
-        file_values = translate_config(read_config_file(path), knobs | {"preset"}, source)
+    raw = read_config_file(path) if path else {}
+    file_values = translate_config(raw, knobs | {"preset"}, source) if path else {}
     preset = getattr(args, "preset", None) or file_values.pop("preset", None)
     values = with_preset(preset, file_values, knobs=knobs, source=source)
-    config = build_config(cls, args, values, source=source)
+    config = build_config(cls, args, _local_files_win(values, args), source=source)
+    apply_original_schedule(config, raw, set(vars(args)), source)
     if hasattr(config, "out") and config.out is None:
         raise UserError("give --out (or 'out' in the config file)")
     return config

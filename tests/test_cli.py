@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from original_configs import LT_NER, PRETRAIN_TRANS
 
 from polyticket.cli import main
 from polyticket.masks import Mask
@@ -238,3 +239,90 @@ def test_bad_flag_and_help():
     assert run_cli("find", "--no-such-flag").returncode == 2
     result = run_cli("find", "--help")
     assert result.returncode == 0 and "--target-sparsity" in result.stdout
+
+
+def test_models_prepare_takes_folders_and_several_paths_per_flag(tmp_path, monkeypatch, capsys):
+    from polyticket.models import e5
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("fr.conll", "de.conll", "notes.bin"):
+        (data / name).write_text("x\tO\n")
+    extra = [tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "c.txt"]
+    seen = {}
+    monkeypatch.setattr(
+        e5, "prepare_e5_small", lambda home, vocab_from: seen.setdefault("files", vocab_from)
+    )
+    argv = ["models", "prepare", "e5-small", "--vocab-from", str(data), *map(str, extra[:2])]
+    assert main([*argv, "--vocab-from", str(extra[2])]) == 0
+    assert seen["files"] == [data / "de.conll", data / "fr.conll", *extra]
+    (tmp_path / "empty").mkdir()
+    assert main(["models", "prepare", "e5-small", "--vocab-from", str(tmp_path / "empty")]) == 2
+    assert "holds no data files" in capsys.readouterr().err
+
+
+def test_list_flags_take_several_values_and_repeat():
+    from polyticket.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["find", "--vocab-from", "a.conll", "b.conll", "--prune-exclude", "x", "--vocab-from", "c"]
+    )
+    assert args.vocab_from == [Path("a.conll"), Path("b.conll"), Path("c")]
+    assert args.prune_exclude == ["x"]
+    assert not hasattr(args, "prune_include")  # unset flags still leave the file's value alone
+
+
+def original_config(path: Path, values: dict) -> Path:
+    import json
+
+    path.write_text(json.dumps(values))
+    return path
+
+
+def test_original_mlm_config_trains_mlm_on_its_json_lines(bert_dir, tmp_path, capsys):
+    """configs/pretrain_trans.json: no task_name, a WikiExtractor train_file, an lth mask."""
+    from transformers import AutoModelForMaskedLM
+
+    from polyticket.compat import export_torch_prune
+    from polyticket.data.synth import write_synth
+    from polyticket.models.families import find_prunable
+
+    # WikiExtractor --json writes JSON lines ({"text": ...}) under the name .json.
+    wiki = write_synth("text", "en", 40, 0, tmp_path / "wiki.jsonl").rename(tmp_path / "wiki.json")
+    prunable = find_prunable(AutoModelForMaskedLM.from_pretrained(bert_dir)).params
+    torch.manual_seed(0)
+    mask = Mask({name: torch.rand(p.shape) > 0.5 for name, p in prunable.items()})
+    export_torch_prune(mask, tmp_path / "mask.pt", prefix="bert.")
+    config = original_config(
+        tmp_path / "pretrain_trans.json",
+        PRETRAIN_TRANS
+        | {
+            "output_dir": str(tmp_path / "out"),
+            "mask_dir": str(tmp_path / "mask.pt"),
+            "model_name_or_path": str(bert_dir),
+            "train_file": str(wiki),
+        },
+    )
+    # The tiny model has 128 positions; the flags win over the file's 512 and budget.
+    assert main(["train", "--config", str(config), "--block-size", "64", "--max-steps", "1"]) == 0
+    assert "best perplexity" in capsys.readouterr().out
+
+
+def test_original_imp_config_prunes_every_save_steps_on_local_files(
+    bert_dir, conll_files, tmp_path, monkeypatch
+):
+    """configs/LT_ner_args.json with local files as flags: its dataset_name loses to them."""
+    import json
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # a hub load fails fast instead of hanging
+    local = {"output_dir": str(tmp_path / "out"), "model_name_or_path": str(bert_dir)}
+    config = original_config(
+        tmp_path / "LT_ner_args.json", LT_NER | local | {"save_steps": 3, "logging_steps": 3}
+    )
+    files = ["--train-file", str(conll_files[0]), "--eval-file", str(conll_files[1])]
+    assert main(["find", "--config", str(config), *files, "--target-sparsity", "0.2"]) == 0
+    levels = sorted(p.name for p in (tmp_path / "out").glob("level_*"))
+    assert levels == ["level_00", "level_01", "level_02"]
+    for level in levels:
+        metrics = json.loads((tmp_path / "out" / level / "metrics.json").read_text())
+        assert metrics["steps"] == 3  # save_steps per level, not 30 epochs per level

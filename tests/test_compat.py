@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from original_configs import LT_MT5_XNLI, LT_NER, LT_PRETRAIN, PRETRAIN_TRANS
 from torch.nn.utils import prune
 from transformers import BertConfig, BertForTokenClassification
 
@@ -236,7 +237,8 @@ def test_translate_original_ner_config(caplog):
     assert len(messages) == len(ignored)
     for key in ignored:
         assert sum(f"ignoring key {key!r} of ner.json" in m for m in messages) == 1
-    assert "polyticket has no such setting" in next(m for m in messages if "save_steps" in m)
+    # With mask_dir this is a fine-tuning config, where save_steps only paced checkpoints.
+    assert "only save checkpoints" in next(m for m in messages if "save_steps" in m)
     assert "no setting 'out'" in next(m for m in messages if "output_dir" in m)
 
 
@@ -283,3 +285,150 @@ def test_polyticket_config_passes_through_and_rejects_unknown_keys():
     # An original key that polyticket shares (seed) does not make a file original.
     with pytest.raises(UserError, match="unknown key 'block_size'"):
         translate_config({"seed": 1, "block_size": 512}, KNOBS, "ours.yaml")
+
+
+def parse(command: str, config: dict, tmp_path: Path, *flags: str):
+    """What ``polyticket COMMAND --config FILE FLAGS`` runs with, without running it."""
+    import json
+
+    from polyticket.cli import build_parser
+    from polyticket.config import FindConfig, TrainConfig, parse_config
+
+    path = tmp_path / f"{command}.json"
+    path.write_text(json.dumps(config))
+    args = build_parser().parse_args([command, "--config", str(path), "--out", "o", *flags])
+    return parse_config({"find": FindConfig, "train": TrainConfig}[command], args)
+
+
+def warnings_of(caplog) -> str:
+    return "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
+
+
+@pytest.mark.parametrize("config", [PRETRAIN_TRANS, LT_PRETRAIN], ids=["pretrain_trans", "LT"])
+def test_mlm_configs_are_read_as_mlm(config, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="polyticket"):
+        train = parse("train", config, tmp_path)
+    assert train.data.task == "mlm" and train.data.block_size == 512
+    assert str(train.data.train_file) == config["train_file"]
+    assert "inferred task mlm" in warnings_of(caplog)
+    if config is LT_PRETRAIN:
+        assert str(train.data.eval_file) == "pretrain_data/en.valid.json"
+        assert train.data.validation_ratio is None
+        found = parse("find", config, tmp_path)  # LT_pretrain.py is IMP: find runs it
+        assert (found.data.task, found.train.max_steps) == ("mlm", 10000)
+    else:
+        # pretrain_trans.py's default val_data_ratio: no validation_file, 1% held out.
+        assert train.data.eval_file is None and train.data.validation_ratio == 0.01
+        assert train.mask == "tmp/mlm_mask/mask.pt"  # pruning_type lth: apply mask_dir
+
+
+def test_mlm_is_inferred_only_where_the_original_scripts_would(caplog):
+    knobs = KNOBS | {"block_size", "validation_ratio"}
+    ner = {"block_size": 128, "train_file": "fr.conll", "seed": 1}
+    assert "task" not in translate_config(ner, knobs, "c.json")
+    named = {"block_size": 128, "train_file": "fr.json", "task_name": "ner"}
+    assert translate_config(named, knobs, "c.json")["task"] == "ner"
+    with pytest.raises(UserError, match="causal language modelling"):
+        translate_config({"mlm": False, "train_file": "en.json"}, knobs, "c.json")
+
+
+@pytest.mark.parametrize(
+    ("extra", "mask", "sparsity"),
+    [
+        ({"pruning_type": "random"}, "random", 0.5),
+        ({"pruning_type": "oneshot", "sparsity": 80}, "oneshot", 0.8),
+    ],
+)
+def test_pruning_type_becomes_the_mask_kind_of_train(extra, mask, sparsity, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="polyticket"):
+        config = parse("train", PRETRAIN_TRANS | extra, tmp_path)
+    assert (config.mask, config.sparsity) == (mask, sparsity)
+    assert f"ignoring key 'mask_dir' of {tmp_path / 'train.json'}: pruning_type {mask}" in (
+        warnings_of(caplog)
+    )
+
+
+def test_bad_pruning_type_and_lth_without_mask():
+    with pytest.raises(UserError, match="pruning_type 'magnitude': expected lth, oneshot or"):
+        translate_config({"pruning_type": "magnitude"}, KNOBS, "c.json")
+    with pytest.raises(UserError, match="pruning_type lth needs mask_dir"):
+        translate_config({"pruning_type": "lth", "seed": 1}, KNOBS, "c.json")
+    with pytest.raises(UserError, match="sparsity must be a percentage"):
+        translate_config({"pruning_type": "random", "sparsity": 0.5 * 300}, KNOBS, "c.json")
+
+
+def test_our_sparsity_and_target_length_do_not_make_a_file_original():
+    knobs = KNOBS | {"sparsity", "max_target_length"}
+    ours = {"mask": "random", "sparsity": 0.5, "max_target_length": 5}
+    assert translate_config(ours, knobs, "ours.yaml") == ours
+    with pytest.raises(UserError, match="unknown key 'sparsity_'"):
+        translate_config({"sparsity": 0.5, "sparsity_": 1}, knobs, "ours.yaml")
+
+
+def test_imp_config_prunes_every_save_steps_within_the_target(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="polyticket"):
+        config = parse("find", LT_NER, tmp_path)
+    # One level = save_steps steps; not num_train_epochs (the whole run's budget) per level.
+    assert config.train.max_steps == 1875 and config.train.epochs == 3.0
+    assert (config.prune.rate, config.prune.target_sparsity, config.prune.levels) == (
+        0.1,
+        0.5,
+        None,
+    )
+    schedule = warnings_of(caplog)
+    assert "levels 0-5, 1875 steps each (save_steps), up to 50% pruned, 11250 steps in all" in (
+        schedule
+    )
+    assert "num_train_epochs 30 for the whole run" in schedule
+    assert "ignoring key 'save_steps'" not in schedule
+
+
+def test_a_budget_in_steps_caps_the_levels_unless_a_flag_says_otherwise(tmp_path, caplog):
+    budget = LT_NER | {"max_steps": 5000}  # 2 rounds of 1875 in full, then the budget ends
+    with caplog.at_level(logging.WARNING, logger="polyticket"):
+        config = parse("find", budget, tmp_path)
+    assert config.train.max_steps == 1875 and config.prune.levels == 1
+    assert "levels 0-1" in warnings_of(caplog) and "fits 1 pruned levels" in warnings_of(caplog)
+    assert parse("find", budget, tmp_path, "--levels", "3").prune.levels == 3
+    assert parse("find", budget, tmp_path, "--target-sparsity", "0.3").prune.levels is None
+    assert parse("find", budget, tmp_path, "--max-steps", "1000").prune.levels == 4
+
+
+def test_fine_tuning_configs_and_train_keep_their_epochs(tmp_path, caplog):
+    ner_fine_tune = LT_NER | {"mask_dir": "tmp/ner_mask/mask.pt", "num_train_epochs": 3}
+    ner_fine_tune["save_steps"] = 0
+    config = parse("train", ner_fine_tune, tmp_path)
+    assert (config.train.epochs, config.train.max_steps) == (3, None)
+    with caplog.at_level(logging.WARNING, logger="polyticket"):
+        config = parse("train", LT_NER, tmp_path)
+    assert config.train.max_steps is None
+    assert "pruning period of the original IMP scripts, which `polyticket find` runs" in (
+        warnings_of(caplog)
+    )
+
+
+def test_mt5_lengths(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="polyticket"):
+        config = parse("find", LT_MT5_XNLI, tmp_path)
+    assert config.data.max_seq_length == 128  # max_source_length, not the unused 256
+    # generate(max_length=5) counted the decoder's start token: 4 generated tokens at most.
+    assert config.data.max_target_length == 4
+    text = warnings_of(caplog)
+    assert "ignoring key 'max_seq_length'" in text and "use 'max_source_length'" in text
+    assert "ignoring key 'max_target_length'" in text and "use 'val_max_target_length'" in text
+    assert config.train.max_steps == 2000
+    fallback = {k: v for k, v in LT_MT5_XNLI.items() if k != "val_max_target_length"}
+    assert parse("find", fallback, tmp_path).data.max_target_length == 15
+
+
+def test_local_file_flags_win_over_the_files_dataset(tmp_path, caplog):
+    assert parse("find", LT_NER, tmp_path).data.dataset == "unimelb-nlp/wikiann"
+    files = ["--train-file", "fr.conll", "--eval-file", "de.conll"]
+    with caplog.at_level(logging.WARNING, logger="polyticket"):
+        config = parse("find", LT_NER, tmp_path, *files)
+    assert config.data.dataset is None and str(config.data.train_file) == "fr.conll"
+    assert "not loading the dataset unimelb-nlp/wikiann" in warnings_of(caplog)
+    both = parse("find", LT_NER, tmp_path, *files, "--dataset", "x/y")
+    assert both.data.dataset == "x/y"
+    preset = parse("train", {"seed": 1}, tmp_path, "--preset", "paper-ner", *files)
+    assert preset.data.dataset is None

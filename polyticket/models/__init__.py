@@ -24,10 +24,15 @@ def corpus_files(paths: list[Path]) -> list[Path]:
     run directories with masks and logs often live next to the data)."""
     files = []
     for path in map(Path, paths):
-        if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.is_file() and p.suffix in TEXT_SUFFIXES)
-        else:
+        if not path.is_dir():
             files.append(path)
+            continue
+        inside = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in TEXT_SUFFIXES)
+        if not inside:
+            # Else the vocabulary would silently stay untrimmed, or be trimmed to other files.
+            suffixes = " ".join(TEXT_SUFFIXES)
+            raise UserError(f"vocabulary folder {path} holds no data files ({suffixes})")
+        files += inside
     return files
 
 
