@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import runpy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -218,3 +220,10 @@ def test_masks_of_other_models_are_refused(three):
     other = random_mask(bert_shapes(layers=1), 0.5, 0)
     with pytest.raises(UserError, match="not of one model"):
         compare([PackedMask.from_mask(three[0], "a"), PackedMask.from_mask(other, "b")])
+
+
+def test_benchmark_smoke_runs(capsys):
+    bench = runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "overlap.py"))
+    figures = bench["main"](["--smoke", "--masks", "4", "--repeats", "1"])
+    assert figures["ratio"] > 0  # times are not asserted: the ratio is measured, not tested
+    assert "ratio" in capsys.readouterr().out

@@ -58,6 +58,7 @@ import re
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -191,23 +192,24 @@ class HeadSplit:
     axis: int
     keys: tuple[str, ...]
 
-    def offsets(self) -> tuple[np.ndarray, np.ndarray]:
-        """Start and end bit offsets of every run of bits of a block, and which block."""
+    @cached_property
+    def runs(self) -> tuple[np.ndarray, np.ndarray]:
+        """The bit offsets where runs of one block start (and the end of the matrix), and
+        the block of each run. The runs tile the matrix in order, so each run ends where
+        the next starts."""
         rows, cols = self.shape
         blocks = len(self.keys)
         if self.axis == 0:  # one contiguous run per block
             size = rows // blocks * cols
-            starts = np.arange(blocks, dtype=np.int64) * size
-            return np.stack([starts, starts + size]), np.arange(blocks)
-        width = cols // blocks  # one run per row and block
-        starts = (np.arange(rows)[:, None] * cols + np.arange(blocks)[None, :] * width).ravel()
-        return np.stack([starts, starts + width]), np.tile(np.arange(blocks), rows)
+            return np.arange(blocks + 1, dtype=np.int64) * size, np.arange(blocks)
+        starts = np.arange(rows * blocks, dtype=np.int64) * (cols // blocks)  # per row, block
+        return np.append(starts, rows * cols), np.tile(np.arange(blocks), rows)
 
     def counts(self, words: np.ndarray) -> np.ndarray:
-        """Set bits per block, from prefix popcounts at the runs' ends (any alignment)."""
-        (starts, ends), block = self.offsets()
-        runs = prefix_counts(words, ends) - prefix_counts(words, starts)
-        return np.bincount(block, weights=runs, minlength=len(self.keys)).astype(np.int64)
+        """Set bits per block, from prefix popcounts at the runs' bounds (any alignment)."""
+        bounds, block = self.runs
+        per_run = np.diff(prefix_counts(words, bounds))
+        return np.bincount(block, weights=per_run, minlength=len(self.keys)).astype(np.int64)
 
 
 def head_splits(shapes: Mapping[str, tuple[int, ...]], heads: Heads) -> dict[str, HeadSplit]:

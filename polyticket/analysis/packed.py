@@ -18,7 +18,7 @@ per-head overlap) besides the usual ``language`` and ``seed``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,14 +64,14 @@ def unpack(words: np.ndarray, count: int) -> np.ndarray:
     return np.unpackbits(words.view(np.uint8), count=count, bitorder="little").view(bool)
 
 
-def prefix_counts(words: np.ndarray, offsets: Iterable[int]) -> np.ndarray:
+def prefix_counts(words: np.ndarray, offsets: Sequence[int] | np.ndarray) -> np.ndarray:
     """For each bit offset, the number of set bits before it.
 
     Works for any offset, aligned to a word or not: the whole words before it from a
     cumulative popcount, plus the low bits of the word it falls in. Counts over a range of
     bits (the rows of one attention head) are differences of two prefixes.
     """
-    offsets = np.asarray(list(offsets), dtype=np.int64)
+    offsets = np.asarray(offsets, dtype=np.int64)
     cumulative = np.concatenate([[0], np.cumsum(popcounts(words), dtype=np.int64)])
     word, bit = np.divmod(offsets, WORD_BITS)
     partial = np.zeros(len(offsets), dtype=np.int64)
