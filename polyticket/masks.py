@@ -249,6 +249,7 @@ def read_packed(
     metadata = {k: v for k, v in meta.items() if k not in ("format", "shapes", "sparsity")}
     return {name: arrays[name] for name in shapes}, shapes, metadata
 
+
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The safetensors header metadata, without loading any tensor."""
     with open(path, "rb") as f:

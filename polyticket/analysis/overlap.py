@@ -246,7 +246,7 @@ class Grouping:
             "layer": {name: layer_of(name) for name in shapes},
             "component": {name: component_name(name) for name in shapes},
         }
-        self.sizes = self._group(
+        self.sizes = self.group(
             {name: int(np.prod(shape)) for name, shape in shapes.items()},
             {
                 name: np.full(len(s.keys), int(np.prod(s.shape)) // len(s.keys))
@@ -256,16 +256,19 @@ class Grouping:
 
     def counts(self, words: Mapping[str, np.ndarray]) -> Counts:
         """Set bits of packed words (one mask, or an AND/XOR of masks) in every group."""
-        return self._group(
+        return self.group(
             {name: popcount(w) for name, w in words.items()},
             {name: split.counts(words[name]) for name, split in self.splits.items()},
         )
 
-    def _group(self, per_param: Mapping[str, int], per_head: Mapping[str, np.ndarray]) -> Counts:
+    def group(
+        self, per_param: Mapping[str, int], per_head: Mapping[str, np.ndarray] | None = None
+    ) -> Counts:
+        """Per-parameter counts (and per-head counts of the attention matrices) in groups."""
         counts: Counts = {"overall": {"all": sum(per_param.values())}}
         for scope, keys in self._keys.items():
             counts[scope] = _sum_by(per_param.items(), keys.get)
-        if self.splits:
+        if self.splits and per_head is not None:
             counts["head"] = _sum_by(
                 (
                     (key, int(c))
