@@ -124,12 +124,13 @@ def compare_with_groups(
     languages: Sequence[str], tree: np.ndarray, grouping: str
 ) -> dict[str, Any] | None:
     """The tree cut into as many clusters as ``grouping`` has groups among the known
-    languages, scored against it; None when fewer than two groups are known."""
+    languages, scored against it; None unless some group has two languages and there are
+    at least two groups."""
     column = GROUPINGS.index(grouping)
     known = [i for i, lang in enumerate(languages) if lang in LANGUAGES]
     groups = [LANGUAGES[languages[i]][column] for i in known]
     count = len(set(groups))
-    if count < 2:
+    if not 2 <= count < len(known):  # one group, or one language per group: nothing to test
         return None
     cut = fcluster(tree, t=count, criterion="maxclust")
     clusters = [int(cut[i]) for i in known]

@@ -19,7 +19,7 @@ per-head overlap) besides the usual ``language`` and ``seed``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -169,4 +169,7 @@ def load_all(paths: Iterable[str | Path]) -> list[PackedMask]:
     if not masks:
         raise UserError("no mask files given")
     check_same_shapes(masks)
+    labels = [m.label for m in masks]
+    if len(set(labels)) < len(labels):  # two files of one language and seed: name them apart
+        masks = [replace(m, label=f"{m.label} ({m.source})") for m in masks]
     return masks
