@@ -36,7 +36,7 @@ API (for the study report and the CLI)::
 ``compare`` returns a JSON-ready dict::
 
     {"masks": [{"label", "file", "weights", "sparsity", "language", "seed"}],
-     "baseline": {"label", "sparsity"} | None,
+     "baseline": {same keys as a mask} | None,
      "heads": {"heads", "kv_heads"} | None,
      "pairs": [{"a", "b", "same_language",
                 "overall": MEASURES, "by_layer": {layer: MEASURES},
@@ -48,6 +48,11 @@ API (for the study report and the CLI)::
 
 where MEASURES is ``{"jaccard", "random", "agreement"}`` plus ``beyond_theta0`` and
 ``beyond_theta0_random`` for pairs when a baseline is given. A mean over no pairs is None.
+Groups: ``by_layer`` keys are ``layer_of`` names (``encoder.layer.3``), ``by_component``
+keys readable names (``query``, ``attention output``, ``ffn in``, ``decoder …``; see
+``component_name``), ``by_head`` keys ``LAYER.headH`` (``LAYER.kv_headG`` for grouped k/v),
+present only when a head count is known. ``polyticket compare --json`` prints this dict,
+plus ``"clusters"`` (``cluster.cluster``) when the masks cover three or more languages.
 """
 
 from __future__ import annotations
@@ -393,29 +398,39 @@ def compare(
                 **_by_scope(pair_measures, size, kept[i], kept[j], both),
             }
         )
-    with_baseline = []
-    if baseline is not None:
-        o = grouping.counts(baseline.words)
-        with_o = [grouping.counts(_and(m, baseline)) for m in masks]
-        for m, k, ko in zip(masks, kept, with_o, strict=True):
-            with_baseline.append({"mask": m.label, **_by_scope(pair_measures, size, k, o, ko)})
-        departures = [m.departures(baseline) for m in masks]
-        moved = [grouping.counts(d.words) for d in departures]
-        for pair, (i, j) in zip(pairs, itertools.combinations(range(len(masks)), 2), strict=True):
-            both = grouping.counts(_and(departures[i], departures[j]))
-            beyond = _by_scope(
-                beyond_measures, size, o, with_o[i], with_o[j], moved[i], moved[j], both
-            )
-            pair.update(_merge({k: pair[k] for k in beyond}, beyond))
+    with_baseline = _against_baseline(masks, kept, baseline, grouping, pairs) if baseline else []
     n = size["overall"]["all"]
     return {
         "masks": [_describe(m, k, n) for m, k in zip(masks, kept, strict=True)],
-        "baseline": (_describe(baseline, o, n) if baseline else None),
+        "baseline": (_describe(baseline, grouping.counts(baseline.words), n) if baseline else None),
         "heads": heads.to_json() if heads else None,
         "pairs": pairs,
         "with_baseline": with_baseline,
         "summary": summarize(pairs, with_baseline),
     }
+
+
+def _against_baseline(
+    masks: Sequence[PackedMask],
+    kept: list[Counts],
+    baseline: PackedMask,
+    grouping: Grouping,
+    pairs: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Each mask's overlap with the baseline (returned), and the overlap beyond it of each
+    pair (added to ``pairs``, in the order of ``itertools.combinations``)."""
+    size, o = grouping.sizes, grouping.counts(baseline.words)
+    with_o = [grouping.counts(_and(m, baseline)) for m in masks]
+    departures = [m.departures(baseline) for m in masks]
+    moved = [grouping.counts(d.words) for d in departures]
+    for pair, (i, j) in zip(pairs, itertools.combinations(range(len(masks)), 2), strict=True):
+        both = grouping.counts(_and(departures[i], departures[j]))
+        beyond = _by_scope(beyond_measures, size, o, with_o[i], with_o[j], moved[i], moved[j], both)
+        pair.update(_merge({scope: pair[scope] for scope in beyond}, beyond))
+    return [
+        {"mask": m.label, **_by_scope(pair_measures, size, k, o, ko)}
+        for m, k, ko in zip(masks, kept, with_o, strict=True)
+    ]
 
 
 def _language(mask: PackedMask) -> str:
