@@ -172,6 +172,66 @@ def _demo(args: argparse.Namespace) -> int:
     return _run_study(study)
 
 
+# --- compare (issue 11, overlap): handler and sub-parser ------------------------------------
+def _compare(args: argparse.Namespace) -> None:
+    from polyticket.analysis.cluster import cluster, language_similarity
+    from polyticket.analysis.compare_text import format_comparison, write_csv
+    from polyticket.analysis.overlap import compare, heads_for, overlap_rows
+    from polyticket.analysis.packed import PackedMask, load_all
+
+    masks = load_all(args.files)
+    baseline = PackedMask.load(args.baseline) if args.baseline else None
+    result = compare(masks, baseline, heads_for(masks, args.heads, args.model_config))
+    languages, similarity = language_similarity(result, args.cluster_by)
+    if len(languages) >= 3:
+        result["clusters"] = cluster(languages, similarity, args.cluster_by)
+    if args.csv:
+        write_csv(args.csv, overlap_rows(result))
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    print(format_comparison(result))
+    if args.csv:
+        print(f"\nwritten: {args.csv}")
+
+
+def _add_compare(commands: argparse._SubParsersAction) -> None:
+    compare = commands.add_parser(
+        "compare",
+        help="overlap of masks of one model, beside its random and one-shot references",
+        description="Jaccard, agreement and their random expectations for every pair of "
+        "masks, overall and per layer, component and head; with --baseline (the one-shot "
+        "magnitude mask of θ0) also the overlap beyond θ0. Languages are clustered when "
+        "there are three or more.",
+    )
+    compare.add_argument("files", type=Path, nargs="+", metavar="FILE", help="mask files")
+    compare.add_argument(
+        "--baseline", type=Path, default=None, help="one-shot magnitude mask of θ0"
+    )
+    compare.add_argument(
+        "--heads", type=int, default=None, help="attention heads (else from the masks)"
+    )
+    compare.add_argument(
+        "--model-config",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="model directory whose config.json gives the head count",
+    )
+    compare.add_argument(
+        "--cluster-by",
+        choices=["jaccard", "beyond_theta0", "agreement"],
+        default="jaccard",
+        help="pair measure the languages are clustered by",
+    )
+    compare.add_argument("--json", action="store_true", help="print JSON")
+    compare.add_argument("--csv", type=Path, default=None, help="write every number as CSV")
+    compare.set_defaults(handler=_compare)
+
+
+# --- end compare --------------------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="polyticket",
@@ -216,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["torch-prune"], default="torch-prune")
     export.add_argument("--prefix", default="", help="prepended to every name, e.g. 'bert.'")
     export.set_defaults(handler=_masks_export)
+
+    _add_compare(commands)
 
     study = commands.add_parser(
         "study",

@@ -76,17 +76,8 @@ class Mask(Mapping[str, torch.Tensor]):
 
     # Algebra
     def _combine(self, other: Mask, op) -> Mask:
-        if self.shapes != other.shapes:
-            missing = sorted(set(self.shapes) ^ set(other.shapes))
-            detail = (
-                f"parameter {missing[0]} is in only one of them"
-                if missing
-                else next(
-                    f"{n}: {self.shapes[n]} vs {other.shapes[n]}"
-                    for n in self.shapes
-                    if self.shapes[n] != other.shapes[n]
-                )
-            )
+        detail = shape_difference(self.shapes, other.shapes)
+        if detail:
             raise UserError(f"masks do not cover the same parameters: {detail}")
         return Mask({name: op(t, other[name]) for name, t in self._tensors.items()})
 
@@ -195,33 +186,58 @@ class Mask(Mapping[str, torch.Tensor]):
 
     @classmethod
     def load(cls, path: str | Path) -> Mask:
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"mask file not found: {path}")
-        try:
-            meta = read_metadata(path)
-            arrays = load_file(str(path))
-        except (SafetensorError, OSError, ValueError, struct.error) as exc:
-            raise UserError(f"{path}: not a readable mask file ({exc})") from None
-        if meta.get("format") != FORMAT:
-            raise UserError(f"{path}: not a polyticket mask (format {meta.get('format')!r})")
-        shapes = _shapes(meta, path)
-        tensors = {}
-        for name, shape in shapes.items():
-            if name not in arrays:
-                raise UserError(f"{path}: parameter {name} is listed in 'shapes' but has no data")
-            count = math.prod(shape)
-            packed = arrays[name]
-            if packed.dtype != np.uint8 or packed.size != (count + 7) // 8:
-                raise UserError(
-                    f"{path}: parameter {name} has {packed.size} bytes of {packed.dtype}, "
-                    f"expected {(count + 7) // 8} bytes of uint8 for shape {shape}"
-                )
-            bits = np.unpackbits(packed, count=count, bitorder="little")
-            tensors[name] = torch.from_numpy(bits.reshape(shape).astype(bool))
-        return cls(
-            tensors, {k: v for k, v in meta.items() if k not in ("format", "shapes", "sparsity")}
-        )
+        packed, shapes, metadata = read_packed(path)
+        tensors = {
+            name: torch.from_numpy(
+                np.unpackbits(packed[name], count=math.prod(shape), bitorder="little")
+                .reshape(shape)
+                .astype(bool)
+            )
+            for name, shape in shapes.items()
+        }
+        return cls(tensors, metadata)
+
+
+def shape_difference(
+    first: Mapping[str, tuple[int, ...]], second: Mapping[str, tuple[int, ...]]
+) -> str | None:
+    """The first way two masks' shapes differ, in words; None where they are the same."""
+    if first == second:
+        return None
+    missing = sorted(set(first) ^ set(second))
+    if missing:
+        return f"parameter {missing[0]} is in only one of them"
+    return next(f"{n}: {first[n]} vs {second[n]}" for n in first if first[n] != second[n])
+
+
+def read_packed(
+    path: str | Path,
+) -> tuple[dict[str, np.ndarray], dict[str, tuple[int, ...]], dict[str, str]]:
+    """A mask file's bit-packed uint8 arrays (little bit order), shapes and user metadata,
+    checked but not unpacked: the analyses count on the packed bits directly."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"mask file not found: {path}")
+    try:
+        meta = read_metadata(path)
+        arrays = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, struct.error) as exc:
+        raise UserError(f"{path}: not a readable mask file ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise UserError(f"{path}: not a polyticket mask (format {meta.get('format')!r})")
+    shapes = {name: tuple(shape) for name, shape in _shapes(meta, path).items()}
+    for name, shape in shapes.items():
+        if name not in arrays:
+            raise UserError(f"{path}: parameter {name} is listed in 'shapes' but has no data")
+        count = math.prod(shape)
+        packed = arrays[name]
+        if packed.dtype != np.uint8 or packed.size != (count + 7) // 8:
+            raise UserError(
+                f"{path}: parameter {name} has {packed.size} bytes of {packed.dtype}, "
+                f"expected {(count + 7) // 8} bytes of uint8 for shape {list(shape)}"
+            )
+    metadata = {k: v for k, v in meta.items() if k not in ("format", "shapes", "sparsity")}
+    return {name: arrays[name] for name in shapes}, shapes, metadata
 
 
 def _shapes(meta: Mapping[str, str], path: Path) -> dict[str, list[int]]:

@@ -1,0 +1,136 @@
+"""Seconds to compare masks of mBERT's prunable shape: the original code's way vs packed words.
+
+    python benchmarks/overlap.py [--repeats 3] [--masks 33] [--smoke]
+
+(a) One pair, overall + per layer + per component: the original code's way (float 0/1 masks,
+the group's modules concatenated and stacked, kept-in-both counted with boolean indexing)
+and ``polyticket.analysis.overlap.compare`` on packed words, alternating run by run so that
+machine noise hits both alike; the ratio is the figure to quote. (b) All pairs of ``--masks``
+masks (33: the paper's 11 languages × 3 seeds), also per head. Two threads. ``--smoke`` uses
+tiny shapes and finishes in seconds (the tests run it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from polyticket.analysis.overlap import Heads, compare
+from polyticket.analysis.packed import PackedMask, unpack
+from polyticket.masks import component_of, layer_of
+
+
+def bert_shapes(hidden: int, ffn: int, layers: int) -> dict[str, tuple[int, int]]:
+    """The prunable matrices of a BERT encoder (mBERT: 768, 3072, 12; 85M weights)."""
+    shapes = {}
+    for i in range(layers):
+        p = f"encoder.layer.{i}."
+        for name in ("self.query", "self.key", "self.value", "output.dense"):
+            shapes[f"{p}attention.{name}.weight"] = (hidden, hidden)
+        shapes[f"{p}intermediate.dense.weight"] = (ffn, hidden)
+        shapes[f"{p}output.dense.weight"] = (hidden, ffn)
+    return shapes
+
+
+def random_packed(shapes, rng: np.random.Generator, label: str) -> PackedMask:
+    """Half the weights kept at random, drawn straight as words (every shape here is a
+    multiple of 64 weights, so no padding bits to clear)."""
+    words = {
+        name: rng.integers(0, 2**64, size=int(np.prod(s)) // 64, dtype=np.uint64)
+        for name, s in shapes.items()
+    }
+    return PackedMask(words, dict(shapes), {}, label)
+
+
+def as_float(mask: PackedMask) -> dict[str, torch.Tensor]:
+    """The original code's in-memory masks: float 0/1 ``weight_mask`` tensors."""
+    return {
+        name: torch.from_numpy(unpack(mask.words[name], int(np.prod(s))).reshape(s)).float()
+        for name, s in mask.shapes.items()
+    }
+
+
+def original_overlap(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict:
+    """The original code's way: per module, stack the two float masks and count kept-in-both
+    with boolean indexing; sum the modules' counts into overall, layer and component."""
+    counts = {}
+    for name in a:
+        stacked = torch.stack([a[name], b[name]])
+        both = stacked[1][stacked[0] == 1].sum().item()
+        counts[name] = (both, stacked[0].sum().item() + stacked[1].sum().item() - both)
+
+    def jaccard(names: list[str]) -> float:
+        return sum(counts[n][0] for n in names) / sum(counts[n][1] for n in names)
+
+    def grouped(key) -> dict[str, float]:
+        groups: dict[str, list[str]] = {}
+        for name in a:
+            groups.setdefault(key(name), []).append(name)
+        return {k: jaccard(names) for k, names in groups.items()}
+
+    return {
+        "overall": jaccard(list(a)),
+        "layer": grouped(layer_of),
+        "component": grouped(component_of),
+    }
+
+
+def timed(fn) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def one_pair(shapes, rng: np.random.Generator, repeats: int) -> tuple[float, float]:
+    """Median seconds of the original way and of ``compare`` on one pair, alternating."""
+    pair = [random_packed(shapes, rng, label) for label in ("a", "b")]
+    floats = [as_float(m) for m in pair]
+    print(f"{len(shapes)} matrices, {pair[0].numel():,} weights per mask, 2 threads")
+    original, packed = [], []
+    for _ in range(repeats):
+        seconds, expected = timed(lambda: original_overlap(*floats))
+        original.append(seconds)
+        seconds, result = timed(lambda: compare(pair))
+        packed.append(seconds)
+    assert abs(result["pairs"][0]["overall"]["jaccard"] - expected["overall"]) < 1e-9
+    return statistics.median(original), statistics.median(packed)
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--masks", type=int, default=33)
+    parser.add_argument("--smoke", action="store_true", help="tiny shapes, seconds")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    hidden, ffn, layers, heads = (64, 256, 2, 4) if args.smoke else (768, 3072, 12, 12)
+    shapes = bert_shapes(hidden, ffn, layers)
+    rng = np.random.default_rng(0)
+    old, new = one_pair(shapes, rng, args.repeats)
+    print(f"one pair, overall + layer + component (median of {args.repeats}):")
+    print(f"  original (float, stacked, indexing) {old:9.4f} s")
+    print(f"  packed words, popcount              {new:9.4f} s")
+    print(f"  ratio                               {old / new:9.1f}x")
+
+    many = [random_packed(shapes, rng, f"m{i}") for i in range(args.masks)]
+    pairs = args.masks * (args.masks - 1) // 2
+    all_pairs, _ = timed(lambda: compare(many))
+    with_heads, _ = timed(lambda: compare(many, heads=Heads(heads)))
+    print(
+        f"all {pairs} pairs of {args.masks} masks: {all_pairs:.2f} s, with heads {with_heads:.2f} s"
+    )
+    return {
+        "original": old,
+        "packed": new,
+        "ratio": old / new,
+        "all_pairs": all_pairs,
+        "all_pairs_heads": with_heads,
+    }
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,471 @@
+"""Overlap of masks of one model, each number with its references (``polyticket compare``).
+
+For every pair of masks, overall and per layer, component and attention head:
+
+- ``jaccard``: |a ∧ b| / |a ∨ b| of the kept weights;
+- ``random``: its exact expectation for independent random masks with the same kept
+  fractions k1, k2 (in that group): k1·k2 / (k1 + k2 − k1·k2);
+- ``agreement``: the fraction of weights both keep or both prune;
+
+and, given the one-shot magnitude mask ``o`` of θ0 at the same sparsity (``baseline``):
+
+- ``beyond_theta0``: the Jaccard of the two masks' departures from ``o``, d = (m ∧ ¬o) ∨
+  (¬m ∧ o). Tickets stay close to the magnitude order of θ0, so their raw overlap is mostly
+  the overlap each has with ``o``; this one says whether training moved two languages to
+  the same weights.
+- ``beyond_theta0_random``: its expectation if each mask departed from ``o`` at random
+  places, keeping its numbers of additions (kept, pruned in ``o``) and removals (pruned, kept
+  in ``o``): additions fall among the |¬o| weights and removals among the |o| weights
+  independently, so E|d_a ∧ d_b| = add_a·add_b / |¬o| + rem_a·rem_b / |o|, and the
+  expectation is E|d_a ∧ d_b| / (|d_a| + |d_b| − E|d_a ∧ d_b|) (ratio of expectations, as
+  for ``random``; exact as the number of weights grows).
+
+Each mask is also compared with ``o`` (``with_baseline``), and pairs of one language with
+other seeds give the paper's upper bound (``summary.same_language_other_seed``).
+
+Everything is counted on packed words (``polyticket.analysis.packed``): per-parameter
+popcounts summed into groups, and per-head counts from prefix popcounts at the heads' bit
+offsets, so no model is ever unpacked.
+
+API (for the study report and the CLI)::
+
+    masks = load_all(paths)                       # PackedMask, shapes checked
+    result = compare(masks, baseline=PackedMask.load(oneshot), heads=heads_for(masks))
+    rows = overlap_rows(result)                   # flat rows for a CSV
+
+``compare`` returns a JSON-ready dict::
+
+    {"masks": [{"label", "file", "weights", "sparsity", "language", "seed"}],
+     "baseline": {same keys as a mask} | None,
+     "heads": {"heads", "kv_heads"} | None,
+     "pairs": [{"a", "b", "same_language",
+                "overall": MEASURES, "by_layer": {layer: MEASURES},
+                "by_component": {component: MEASURES}, "by_head": {head: MEASURES}}],
+     "with_baseline": [{"mask", "overall": MEASURES, "by_layer", "by_component", ...}],
+     "summary": {"between_languages", "random", "same_language_other_seed",
+                 "with_baseline", "with_baseline_random",
+                 "beyond_theta0", "beyond_theta0_random"}}
+
+where MEASURES is ``{"jaccard", "random", "agreement"}`` plus ``beyond_theta0`` and
+``beyond_theta0_random`` for pairs when a baseline is given. A mean over no pairs is None.
+Groups: ``by_layer`` keys are ``layer_of`` names (``encoder.layer.3``), ``by_component``
+keys readable names (``query``, ``attention output``, ``ffn in``, ``decoder …``; see
+``component_name``), ``by_head`` keys ``LAYER.headH`` (``LAYER.kv_headG`` for grouped k/v),
+present only when a head count is known. ``polyticket compare --json`` prints this dict,
+plus ``"clusters"`` (``cluster.cluster``) when the masks cover three or more languages.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import statistics
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from polyticket.analysis.packed import (
+    PackedMask,
+    check_same_shapes,
+    popcount,
+    prefix_counts,
+)
+from polyticket.errors import UserError
+from polyticket.masks import component_of, layer_of
+
+Counts = dict[str, dict[str, int]]  # scope ("overall", "layer", ...) -> group -> count
+SCOPES = {"overall": "overall", "layer": "by_layer", "component": "by_component", "head": "by_head"}
+
+# Readable component names across families: (pattern over ``component_of``, name). The first
+# match wins, so attention output comes before the FFN output it would otherwise match.
+COMPONENTS: tuple[tuple[str, str], ...] = (
+    (
+        r"attention\.self\.query|attention\.q_lin|layer\.\d+\.SelfAttention\.q|self_attn\.q_proj",
+        "query",
+    ),
+    (
+        r"attention\.self\.key|attention\.k_lin|layer\.\d+\.SelfAttention\.k|self_attn\.k_proj",
+        "key",
+    ),
+    (
+        r"attention\.self\.value|attention\.v_lin|layer\.\d+\.SelfAttention\.v|self_attn\.v_proj",
+        "value",
+    ),
+    (r"attn\.c_attn", "query/key/value"),
+    (
+        r"attention\.output\.dense|attention\.out_lin|layer\.\d+\.SelfAttention\.o|self_attn\.o_proj"
+        r"|attn\.c_proj",
+        "attention output",
+    ),
+    (r"layer\.\d+\.EncDecAttention\.q", "cross-attention query"),
+    (r"layer\.\d+\.EncDecAttention\.k", "cross-attention key"),
+    (r"layer\.\d+\.EncDecAttention\.v", "cross-attention value"),
+    (r"layer\.\d+\.EncDecAttention\.o", "cross-attention output"),
+    (r"layer\.\d+\.DenseReluDense\.wi_0|mlp\.gate_proj", "ffn gate"),
+    (
+        r"intermediate\.dense|ffn\.lin1|layer\.\d+\.DenseReluDense\.wi(_1)?|mlp\.up_proj|mlp\.c_fc",
+        "ffn in",
+    ),
+    (
+        r"output\.dense|ffn\.lin2|layer\.\d+\.DenseReluDense\.wo|mlp\.down_proj|mlp\.c_proj",
+        "ffn out",
+    ),
+)
+
+
+def component_name(name: str) -> str:
+    """``query``, ``attention output``, ``ffn in``, … for any family; T5's decoder matrices
+    get a ``decoder`` prefix. Unknown matrices keep ``component_of``'s name."""
+    part = component_of(name)
+    readable = next((label for pattern, label in COMPONENTS if re.fullmatch(pattern, part)), part)
+    return f"decoder {readable}" if name.startswith("decoder.") else readable
+
+
+# How attention matrices split into heads: (pattern over ``component_of``, axis, blocks).
+# Axis 0: a head is a block of rows (outputs of q/k/v; inputs of GPT-2's Conv1D c_proj);
+# axis 1: a block of columns (inputs of the output projection). Blocks: "heads", "kv_heads"
+# (Llama's grouped k/v) or "3heads" (GPT-2's fused c_attn: q heads, then k, then v).
+HEAD_SPLITS: tuple[tuple[str, int, str], ...] = (
+    (r"attention\.self\.(query|key|value)|attention\.(q_lin|k_lin|v_lin)", 0, "heads"),
+    (r"layer\.\d+\.(SelfAttention|EncDecAttention)\.(q|k|v)|self_attn\.q_proj", 0, "heads"),
+    (r"self_attn\.(k_proj|v_proj)", 0, "kv_heads"),
+    (r"attention\.output\.dense|attention\.out_lin|self_attn\.o_proj", 1, "heads"),
+    (r"layer\.\d+\.(SelfAttention|EncDecAttention)\.o", 1, "heads"),
+    (r"attn\.c_attn", 1, "3heads"),
+    (r"attn\.c_proj", 0, "heads"),
+)
+
+
+@dataclass(frozen=True)
+class Heads:
+    """Attention heads of the model; ``kv_heads`` for grouped-query attention."""
+
+    heads: int
+    kv_heads: int | None = None
+
+    def to_json(self) -> dict[str, int | None]:
+        return {"heads": self.heads, "kv_heads": self.kv_heads}
+
+
+def heads_from_config(directory: str | Path) -> Heads:
+    """The head counts in a Hugging Face model directory's config.json."""
+    path = Path(directory) / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: no readable model config ({exc})") from None
+    heads = next(
+        (config[k] for k in ("num_attention_heads", "n_head", "num_heads") if k in config), None
+    )
+    if not isinstance(heads, int):
+        raise UserError(f"{path}: no number of attention heads in the model config")
+    return Heads(heads, config.get("num_key_value_heads"))
+
+
+def heads_for(
+    masks: Sequence[PackedMask], heads: int | None = None, model_config: Path | None = None
+) -> Heads | None:
+    """The head count to split by: given, else from a model directory, else the masks'
+    ``num_heads`` metadata, else the config of their ``model`` when it is a local directory;
+    None when nothing says (the per-head overlap is then left out)."""
+    if heads is not None:
+        return Heads(heads)
+    if model_config is not None:
+        return heads_from_config(model_config)
+    stated = {m.metadata["num_heads"] for m in masks if "num_heads" in m.metadata}
+    if len(stated) > 1:
+        raise UserError(f"masks state different head counts: {sorted(stated)}")
+    if stated:
+        return Heads(int(stated.pop()))
+    models = {m.metadata.get("model", "") for m in masks}
+    model = models.pop() if len(models) == 1 else ""
+    if model and (Path(model) / "config.json").is_file():
+        return heads_from_config(model)
+    return None
+
+
+@dataclass(frozen=True)
+class HeadSplit:
+    """One attention matrix cut into ``blocks`` along ``axis``; block b is head ``keys[b]``."""
+
+    shape: tuple[int, int]
+    axis: int
+    keys: tuple[str, ...]
+
+    @cached_property
+    def runs(self) -> tuple[np.ndarray, np.ndarray]:
+        """The bit offsets where runs of one block start (and the end of the matrix), and
+        the block of each run. The runs tile the matrix in order, so each run ends where
+        the next starts."""
+        rows, cols = self.shape
+        blocks = len(self.keys)
+        if self.axis == 0:  # one contiguous run per block
+            size = rows // blocks * cols
+            return np.arange(blocks + 1, dtype=np.int64) * size, np.arange(blocks)
+        starts = np.arange(rows * blocks, dtype=np.int64) * (cols // blocks)  # per row, block
+        return np.append(starts, rows * cols), np.tile(np.arange(blocks), rows)
+
+    def counts(self, words: np.ndarray) -> np.ndarray:
+        """Set bits per block, from prefix popcounts at the runs' bounds (any alignment)."""
+        bounds, block = self.runs
+        per_run = np.diff(prefix_counts(words, bounds))
+        return np.bincount(block, weights=per_run, minlength=len(self.keys)).astype(np.int64)
+
+
+def head_splits(shapes: Mapping[str, tuple[int, ...]], heads: Heads) -> dict[str, HeadSplit]:
+    """The attention matrices among ``shapes`` and how each splits into heads."""
+    splits = {}
+    for name, shape in shapes.items():
+        rule = next((r for r in HEAD_SPLITS if re.fullmatch(r[0], component_of(name))), None)
+        if rule is None or len(shape) != 2:
+            continue
+        _, axis, kind = rule
+        kv = heads.kv_heads or heads.heads
+        blocks = {"heads": heads.heads, "kv_heads": kv, "3heads": 3 * heads.heads}[kind]
+        if shape[axis] % blocks:
+            raise UserError(
+                f"parameter {name} of shape {list(shape)} does not split into {blocks} heads "
+                f"along axis {axis}: wrong head count?"
+            )
+        layer = layer_of(name)
+        if kind == "kv_heads" and kv != heads.heads:
+            keys = tuple(f"{layer}.kv_head{b}" for b in range(blocks))
+        else:
+            keys = tuple(f"{layer}.head{b % heads.heads}" for b in range(blocks))
+        splits[name] = HeadSplit((shape[0], shape[1]), axis, keys)
+    return splits
+
+
+class Grouping:
+    """Sums per-parameter counts into the scopes: overall, layer, component and head."""
+
+    def __init__(self, shapes: Mapping[str, tuple[int, ...]], heads: Heads | None = None):
+        self.shapes = dict(shapes)
+        self.splits = head_splits(shapes, heads) if heads else {}
+        self._keys = {
+            "layer": {name: layer_of(name) for name in shapes},
+            "component": {name: component_name(name) for name in shapes},
+        }
+        self.sizes = self.group(
+            {name: int(np.prod(shape)) for name, shape in shapes.items()},
+            {
+                name: np.full(len(s.keys), int(np.prod(s.shape)) // len(s.keys))
+                for name, s in self.splits.items()
+            },
+        )
+
+    def counts(self, words: Mapping[str, np.ndarray]) -> Counts:
+        """Set bits of packed words (one mask, or an AND/XOR of masks) in every group."""
+        return self.group(
+            {name: popcount(w) for name, w in words.items()},
+            {name: split.counts(words[name]) for name, split in self.splits.items()},
+        )
+
+    def group(
+        self, per_param: Mapping[str, int], per_head: Mapping[str, np.ndarray] | None = None
+    ) -> Counts:
+        """Per-parameter counts (and per-head counts of the attention matrices) in groups."""
+        counts: Counts = {"overall": {"all": sum(per_param.values())}}
+        for scope, keys in self._keys.items():
+            counts[scope] = _sum_by(per_param.items(), keys.get)
+        if self.splits and per_head is not None:
+            counts["head"] = _sum_by(
+                (
+                    (key, int(c))
+                    for name, split in self.splits.items()
+                    for key, c in zip(split.keys, per_head[name], strict=True)
+                ),
+                lambda key: key,
+            )
+        return counts
+
+
+def _sum_by(items: Iterable[tuple[str, int]], key: Callable[[str], str]) -> dict[str, int]:
+    sums: dict[str, int] = {}
+    for name, count in items:
+        sums[key(name)] = sums.get(key(name), 0) + count
+    return sums
+
+
+def random_jaccard(kept_a: float, kept_b: float) -> float:
+    """E[Jaccard] of independent random masks keeping these fractions: k1k2 / (k1+k2−k1k2)."""
+    both = kept_a * kept_b
+    either = kept_a + kept_b - both
+    return both / either if either else 1.0
+
+
+def _ratio(part: float, whole: float) -> float:
+    """A Jaccard with an empty union is 1: two empty sets are the same set."""
+    return part / whole if whole else 1.0
+
+
+def _share(part: float, whole: float) -> float:
+    return part / whole if whole else 0.0
+
+
+def pair_measures(n: int, a: int, b: int, both: int) -> dict[str, float]:
+    """Jaccard, its random expectation and agreement from the four counts of one group."""
+    return {
+        "jaccard": _ratio(both, a + b - both),
+        "random": random_jaccard(a / n, b / n) if n else 1.0,
+        "agreement": (n - a - b + 2 * both) / n if n else 1.0,
+    }
+
+
+def beyond_measures(n: int, o: int, ao: int, bo: int, da: int, db: int, both: int):
+    """Jaccard of departures from the one-shot mask and its random expectation.
+
+    ``o``: kept by the one-shot mask; ``ao``, ``bo``: kept by each mask and by it; ``da``,
+    ``db``: departures of each mask; ``both``: departures they share.
+    """
+    removes_a, removes_b = o - ao, o - bo
+    adds_a, adds_b = da - removes_a, db - removes_b
+    expected_both = _share(adds_a * adds_b, n - o) + _share(removes_a * removes_b, o)
+    return {
+        "beyond_theta0": _ratio(both, da + db - both),
+        "beyond_theta0_random": _ratio(expected_both, da + db - expected_both),
+    }
+
+
+def _by_scope(measure: Callable[..., dict[str, float]], *counts: Counts) -> dict[str, Any]:
+    """``measure`` applied group by group to counts of the same grouping."""
+    return {
+        SCOPES[scope]: (
+            measure(*(c[scope]["all"] for c in counts))
+            if scope == "overall"
+            else {g: measure(*(c[scope][g] for c in counts)) for g in groups}
+        )
+        for scope, groups in counts[0].items()
+    }
+
+
+def _merge(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """Scope-by-scope union of two measure tables of the same groups."""
+    return {
+        scope: (
+            {**value, **second[scope]}
+            if scope == "overall"
+            else {g: {**m, **second[scope][g]} for g, m in value.items()}
+        )
+        for scope, value in first.items()
+    }
+
+
+def _and(a: PackedMask, b: PackedMask) -> dict[str, np.ndarray]:
+    return {name: w & b.words[name] for name, w in a.words.items()}
+
+
+def _mean(values: Iterable[float]) -> float | None:
+    values = list(values)
+    return statistics.fmean(values) if values else None
+
+
+def _describe(mask: PackedMask, kept: Counts, n: int) -> dict[str, Any]:
+    return {
+        "label": mask.label,
+        "file": mask.source or None,
+        "weights": n,
+        "sparsity": 1 - kept["overall"]["all"] / n if n else 0.0,
+        "language": mask.metadata.get("language"),
+        "seed": mask.metadata.get("seed"),
+    }
+
+
+def compare(
+    masks: Sequence[PackedMask], baseline: PackedMask | None = None, heads: Heads | None = None
+) -> dict[str, Any]:
+    """Every pair of ``masks`` (and each against ``baseline``), with references; see the
+    module docstring for the shape of the result."""
+    if len(masks) < 2:
+        raise UserError("compare needs at least two masks")
+    check_same_shapes([*masks, *([baseline] if baseline else [])])
+    grouping = Grouping(masks[0].shapes, heads)
+    size = grouping.sizes
+    kept = [grouping.counts(m.words) for m in masks]
+    pairs = []
+    for i, j in itertools.combinations(range(len(masks)), 2):
+        both = grouping.counts(_and(masks[i], masks[j]))
+        pairs.append(
+            {
+                "a": masks[i].label,
+                "b": masks[j].label,
+                "same_language": _language(masks[i]) == _language(masks[j]),
+                **_by_scope(pair_measures, size, kept[i], kept[j], both),
+            }
+        )
+    with_baseline = _against_baseline(masks, kept, baseline, grouping, pairs) if baseline else []
+    n = size["overall"]["all"]
+    return {
+        "masks": [_describe(m, k, n) for m, k in zip(masks, kept, strict=True)],
+        "baseline": (_describe(baseline, grouping.counts(baseline.words), n) if baseline else None),
+        "heads": heads.to_json() if heads else None,
+        "pairs": pairs,
+        "with_baseline": with_baseline,
+        "summary": summarize(pairs, with_baseline),
+    }
+
+
+def _against_baseline(
+    masks: Sequence[PackedMask],
+    kept: list[Counts],
+    baseline: PackedMask,
+    grouping: Grouping,
+    pairs: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Each mask's overlap with the baseline (returned), and the overlap beyond it of each
+    pair (added to ``pairs``, in the order of ``itertools.combinations``)."""
+    size, o = grouping.sizes, grouping.counts(baseline.words)
+    with_o = [grouping.counts(_and(m, baseline)) for m in masks]
+    departures = [m.departures(baseline) for m in masks]
+    moved = [grouping.counts(d.words) for d in departures]
+    for pair, (i, j) in zip(pairs, itertools.combinations(range(len(masks)), 2), strict=True):
+        both = grouping.counts(_and(departures[i], departures[j]))
+        beyond = _by_scope(beyond_measures, size, o, with_o[i], with_o[j], moved[i], moved[j], both)
+        pair.update(_merge({scope: pair[scope] for scope in beyond}, beyond))
+    return [
+        {"mask": m.label, **_by_scope(pair_measures, size, k, o, ko)}
+        for m, k, ko in zip(masks, kept, with_o, strict=True)
+    ]
+
+
+def _language(mask: PackedMask) -> str:
+    """The mask's language, or its label when the metadata has none."""
+    return mask.metadata.get("language") or mask.label
+
+
+def summarize(pairs: list[dict[str, Any]], with_baseline: list[dict[str, Any]]) -> dict:
+    """Means of the overall numbers: between languages, within a language (other seeds),
+    with the baseline; each beside its random expectation."""
+    between = [p["overall"] for p in pairs if not p["same_language"]]
+    same = [p["overall"] for p in pairs if p["same_language"]]
+    return {
+        "between_languages": _mean(p["jaccard"] for p in between),
+        "random": _mean(p["random"] for p in between),
+        "same_language_other_seed": _mean(p["jaccard"] for p in same),
+        "with_baseline": _mean(m["overall"]["jaccard"] for m in with_baseline),
+        "with_baseline_random": _mean(m["overall"]["random"] for m in with_baseline),
+        "beyond_theta0": _mean(p["beyond_theta0"] for p in between if "beyond_theta0" in p),
+        "beyond_theta0_random": _mean(
+            p["beyond_theta0_random"] for p in between if "beyond_theta0" in p
+        ),
+    }
+
+
+def overlap_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per pair (or mask against the baseline), scope and group: for a CSV."""
+    rows = []
+    entries = [(p["a"], p["b"], p) for p in result["pairs"]]
+    if result["baseline"]:
+        label = result["baseline"]["label"]
+        entries += [(m["mask"], label, m) for m in result["with_baseline"]]
+    for a, b, entry in entries:
+        for scope, key in SCOPES.items():
+            groups = {"all": entry[key]} if scope == "overall" else entry.get(key, {})
+            for group, measures in groups.items():
+                rows.append({"a": a, "b": b, "scope": scope, "group": group, **measures})
+    return rows

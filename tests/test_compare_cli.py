@@ -1,0 +1,69 @@
+"""``polyticket compare`` as a user runs it: table, --json, --csv, clusters, clear errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from test_overlap import bert_shapes, random_mask
+
+from polyticket.cli import main
+from polyticket.masks import Mask
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A one-shot mask and tickets of four languages that depart a little from it."""
+    folder = tmp_path_factory.mktemp("compare")
+    oneshot = random_mask(bert_shapes(), 0.5, 100)
+    paths = {"oneshot": oneshot.save(folder / "oneshot.safetensors")}
+    for i, lang in enumerate(["en", "fr", "ru", "zh"]):
+        g = torch.Generator().manual_seed(i)
+        moved = Mask({n: t ^ (torch.rand(t.shape, generator=g) < 0.05) for n, t in oneshot.items()})
+        paths[lang] = moved.save(folder / f"{lang}.safetensors", language=lang, seed=0, num_heads=4)
+    return paths
+
+
+def tickets(files):
+    return [str(files[lang]) for lang in ("en", "fr", "ru", "zh")]
+
+
+def test_table_with_references(files, capsys):
+    assert main(["compare", *tickets(files), "--baseline", str(files["oneshot"])]) == 0
+    out = capsys.readouterr().out
+    assert "en/0 ~ fr/0" in out and "beyond θ0" in out and "random" in out
+    assert "languages clustered by jaccard" in out and "vs script" in out
+
+
+def test_json_and_csv(files, tmp_path, capsys):
+    table = tmp_path / "overlap.csv"
+    argv = ["compare", *tickets(files), "--baseline", str(files["oneshot"]), "--json"]
+    assert main([*argv, "--csv", str(table), "--cluster-by", "beyond_theta0"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["pairs"]) == 6 and result["heads"] == {"heads": 4, "kv_heads": None}
+    pair = result["pairs"][0]
+    assert set(pair["overall"]) == {
+        "jaccard",
+        "random",
+        "agreement",
+        "beyond_theta0",
+        "beyond_theta0_random",
+    }
+    assert "encoder.layer.1.head3" in pair["by_head"]
+    assert result["clusters"]["measure"] == "beyond_theta0"
+    assert len(result["clusters"]["merges"]) == 3
+    rows = list(csv.DictReader(table.open(encoding="utf-8")))
+    assert {r["scope"] for r in rows} == {"overall", "layer", "component", "head"}
+    assert sum(r["b"] == "oneshot" for r in rows if r["scope"] == "overall") == 4
+
+
+def test_bad_input_names_the_file(files, tmp_path, capsys):
+    assert main(["compare", str(files["en"]), str(tmp_path / "missing.safetensors")]) == 2
+    assert "missing.safetensors" in capsys.readouterr().err
+    other = random_mask(bert_shapes(layers=1), 0.5, 0).save(tmp_path / "small.safetensors")
+    assert main(["compare", str(files["en"]), str(other)]) == 2
+    assert "not of one model" in capsys.readouterr().err
+    assert main(["compare", *tickets(files), "--heads", "3"]) == 2
+    assert "does not split into 3 heads" in capsys.readouterr().err
