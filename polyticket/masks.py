@@ -2,7 +2,7 @@
 
 A mask is keyed by base-model parameter names (``encoder.layer.0.attention.self.query.weight``)
 so that one mask fits every task head of a model. On disk it is a safetensors file of
-bit-packed uint8 tensors (``polyticket-mask/1``, see DESIGN.md): 1 bit per weight instead of
+bit-packed uint8 tensors (``polyticket-mask/1``, see docs/design.md): 1 bit per weight instead of
 the 32 of the original code's float pickles.
 """
 
