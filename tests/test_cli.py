@@ -326,3 +326,27 @@ def test_original_imp_config_prunes_every_save_steps_on_local_files(
     for level in levels:
         metrics = json.loads((tmp_path / "out" / level / "metrics.json").read_text())
         assert metrics["steps"] == 3  # save_steps per level, not 30 epochs per level
+
+
+def test_a_line_per_evaluation_when_output_is_not_a_terminal(bert_dir, conll_files, tmp_path):
+    """Issue 14.4: under a scheduler (stderr to a file) progress bars are hidden; a line per
+    evaluation says how far training is."""
+    import subprocess
+    import sys
+
+    train, dev = conll_files
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as stderr:
+        subprocess.run(
+            [sys.executable, "-m", "polyticket.cli", "train", "--model", str(bert_dir)]
+            + ["--train-file", str(train), "--eval-file", str(dev), "--max-steps", "4"]
+            + ["--eval-steps", "2", "--out", str(tmp_path / "run")],
+            stderr=stderr,
+            check=True,
+        )
+    lines = [line for line in log.read_text().splitlines() if "steps/s" in line]
+    assert [line.split(",")[0] for line in lines] == [
+        "training: step 2/4",
+        "training: step 4/4",
+    ]
+    assert all(" f1 " in line and " left" in line for line in lines)

@@ -173,8 +173,7 @@ def test_plan_lists_states_and_runs_nothing(finished, tmp_path, bert_dir, capsys
     assert main(["study", str(fresh), "--plan"]) == 0
     out = capsys.readouterr().out
     assert (
-        "ready    ner/en/seed1/imp" in out
-        and "waiting  ner/fr/seed1/transfer-from-en-s50" in out
+        "ready    ner/en/seed1/imp" in out and "waiting  ner/fr/seed1/transfer-from-en-s50" in out
     )
     assert not (tmp_path / "run" / "cells").exists()
 
@@ -342,3 +341,46 @@ def test_oneshot_reference_cells_rows_and_overlap(tmp_path, bert_dir, capsys):
         for t, lang in zip(tickets, LANGS, strict=True)
     ]
     assert overlap["mean_with_oneshot"] == pytest.approx(sum(expected) / 3)
+
+
+def test_shards_are_balanced_when_there_are_more_shards_than_languages(tmp_path, bert_dir):
+    """Issue 14.3: 4 languages x 2 seeds on 8 shards used to give all cells to 4 shards."""
+    from polyticket.study.grid import shard_names
+
+    langs = ["en", "fr", "de", "es"]
+    path = write_study(tmp_path, bert_dir, tmp_path / "run", languages=langs, seeds=[1, 2])
+    every = cells(load_study(path))
+    shards = shard_names(every, 8)
+    cost = {c.name: c.cost for c in every}
+    loads = [sum(cost[n] for n in shard) for shard in shards]
+    assert all(shards) and sorted(n for s in shards for n in s) == sorted(cost)
+    assert max(loads) - min(loads) <= max(cost.values())
+
+
+def test_concurrent_shards_wait_for_a_ticket_another_shard_makes(tmp_path, bert_dir):
+    """With more shards than independent groups, cells are spread one by one; a transfer
+    whose ticket another shard makes waits for it. Every cell runs exactly once."""
+    path = write_study(
+        tmp_path,
+        bert_dir,
+        tmp_path / "run",
+        languages=["en", "fr"],
+        seeds=[1],
+        settings={
+            "max_steps": 2,
+            "batch_size": 16,
+            "rate": 0.5,
+            "eval_steps": 2,
+        },
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    command = [sys.executable, "-m", "polyticket.cli", "study", str(path), "--shard"]
+    shards = [
+        subprocess.Popen(command + [f"{i}/5"], env=env, stdout=subprocess.DEVNULL)
+        for i in range(1, 6)
+    ]
+    assert [p.wait(timeout=600) for p in shards] == [0] * 5
+    study = load_study(path)
+    assert all(c.done(study) for c in cells(study))
+    starts = Counter(e["cell"] for e in events(study.out) if e["event"] == "start")
+    assert set(starts.values()) == {1} and len(starts) == len(cells(study))

@@ -87,14 +87,17 @@ def shard_names(every: list[Cell], count: int) -> list[set[str]]:
     """Split the cells into ``count`` shards of about equal expected cost.
 
     The units are the sets of cells tied by dependencies (a ticket with every cell that
-    reads its masks), so that shards need nothing from each other. Where there are fewer
-    such sets than shards, the units are single cells: then a shard may reach a cell whose
-    dependency another shard runs, and waits for it (``study.runner``). Heaviest unit
-    first, each to the least loaded shard; a pure function of the study file.
+    reads its masks), so that shards need nothing from each other. A set heavier than a
+    shard's share (4 languages on 8 GPUs) is spread cell by cell instead: then a shard may
+    reach a cell whose dependency another shard runs, and waits for it (the serial
+    executor). Heaviest unit first, each to the least loaded shard; a pure function of the
+    study file.
     """
-    units = _connected(every)
-    if len(units) < count:
-        units = [[c] for c in every]
+    share = sum(c.cost for c in every) / count
+    units = []
+    for part in _connected(every):
+        # a set heavier than one shard's share would leave other shards idle: spread it
+        units += [part] if sum(c.cost for c in part) <= share else [[c] for c in part]
     units.sort(key=lambda unit: (-sum(c.cost for c in unit), unit[0].name))
     loads = [0.0] * count
     shards: list[set[str]] = [set() for _ in range(count)]
