@@ -291,10 +291,6 @@ def _translate_value(target: str, value: Any) -> Any:
     return value
 
 
-# The target of keys that a later step reads (apply_original_schedule): no knob, no warning.
-_READ_LATER = ""
-
-
 class Setting(NamedTuple):
     """What one original key becomes: a knob and its value, or (target None) why it is dropped."""
 
@@ -397,12 +393,13 @@ def _schedule_settings(values: dict[str, Any], knobs: set[str]) -> list[Setting]
     if "levels" not in knobs:
         why = "it is the pruning period of the original IMP scripts, which `polyticket find` runs"
         return [Setting("save_steps", None, values["save_steps"], why)]
+    # Not the steps or epochs of each level: the budget of all levels together, which
+    # find turns into levels once it knows the data (lottery.fit_budget).
     out = [Setting("save_steps", "max_steps", budget.period)]
-    # Not the steps or epochs of each level: the budget of all levels together, applied by
-    # apply_original_schedule once the target and the rate are known.
-    out += [
-        Setting(k, _READ_LATER, values[k]) for k in ("num_train_epochs", "max_steps") if k in values
-    ]
+    if budget.steps is not None:
+        out.append(Setting("max_steps", "budget_steps", budget.steps))
+    else:
+        out.append(Setting("num_train_epochs", "budget_epochs", budget.epochs))
     return out
 
 
@@ -447,8 +444,6 @@ def translate_config(values: dict[str, Any], knobs: set[str], source: str) -> di
     out: dict[str, Any] = {}
     origin: dict[str, str] = {}
     for key, target, value, why in _settings(values, knobs, source):
-        if target == _READ_LATER:
-            continue
         if target is None:
             log.warning("ignoring key %r of %s: %s", key, source, why)
             continue
@@ -467,44 +462,3 @@ def translate_config(values: dict[str, Any], knobs: set[str], source: str) -> di
     return out
 
 
-def apply_original_schedule(
-    config: Any, values: dict[str, Any], explicit: set[str], source: str
-) -> None:
-    """Fit ``find``'s levels into an original IMP config's budget and say what will run.
-
-    Levels stop at the target sparsity as always; a budget in steps (``max_steps``) also
-    stops them after the last level the original trained in full: ``max_steps // save_steps
-    - 1`` pruned levels. A budget in epochs cannot be turned into levels here, since the
-    steps of an epoch depend on the data, so the schedule is printed next to it. A
-    ``--levels`` or ``--target-sparsity`` flag wins over the file's budget.
-    """
-    budget = imp_budget(values)
-    prune = getattr(config, "prune", None)
-    if budget is None or prune is None:
-        return
-    from polyticket.pruning import sparsity_schedule
-
-    per_level = config.train.max_steps or budget.period
-    levels = len(sparsity_schedule(prune.rate, prune.target_sparsity, prune.levels)) - 1
-    if budget.steps is not None:
-        fits = max(0, budget.steps // per_level - 1)
-        note = f"its budget, max_steps {budget.steps} in all, fits {fits} pruned levels"
-        if fits < levels and not {"levels", "target_sparsity"} & explicit:
-            prune.levels = levels = fits
-    else:
-        note = (
-            f"its budget, num_train_epochs {budget.epochs or 0:g} for the whole run, is not turned "
-            "into levels (an epoch's steps depend on the data)"
-        )
-    last = sparsity_schedule(prune.rate, prune.target_sparsity, prune.levels)[-1]
-    log.warning(
-        "%s: original IMP schedule: levels 0-%d, %d steps each (%s), up to %.0f%% "
-        "pruned, %d steps in all; %s",
-        source,
-        levels,
-        per_level,
-        "--max-steps" if "max_steps" in explicit else "save_steps",
-        100 * float(last),
-        (levels + 1) * per_level,
-        note,
-    )

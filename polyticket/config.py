@@ -112,6 +112,12 @@ class PruneArgs:
     target_sparsity: float | None = knob(0.5, "stop at this sparsity")
     levels: int | None = knob(None, "stop after this many pruning levels (overrides the target)")
     epsilon: float = knob(0.01, "a level is a ticket if its best score is within this of dense")
+    budget_steps: int | None = knob(
+        None, "training steps of all levels together: levels stop at the last one that fits"
+    )
+    budget_epochs: float | None = knob(
+        None, "the same budget in passes over the training data (the original num_train_epochs)"
+    )
 
 
 @dataclass
@@ -371,17 +377,17 @@ def _local_files_win(values: dict[str, Any], args: argparse.Namespace) -> dict[s
 
 def parse_config(cls: type, args: argparse.Namespace) -> Any:
     """Defaults < preset < config file (polyticket's or the original code's keys) < flags."""
-    from polyticket.compat import apply_original_schedule, translate_config
+    from polyticket.compat import translate_config
 
     path = getattr(args, "config", None)
     source = str(path) if path else "config"
     knobs = knob_names(cls)
-    raw = read_config_file(path) if path else {}
-    file_values = translate_config(raw, knobs | {"preset"}, source) if path else {}
+    file_values = {}
+    if path:
+        file_values = translate_config(read_config_file(path), knobs | {"preset"}, source)
     preset = getattr(args, "preset", None) or file_values.pop("preset", None)
     values = with_preset(preset, file_values, knobs=knobs, source=source)
     config = build_config(cls, args, _local_files_win(values, args), source=source)
-    apply_original_schedule(config, raw, set(vars(args)), source)
     if hasattr(config, "out") and config.out is None:
         raise UserError("give --out (or 'out' in the config file)")
     return config

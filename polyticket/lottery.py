@@ -10,6 +10,9 @@ lowest; ``tickets.epsilon_ticket`` picks the ticket.
 
 from __future__ import annotations
 
+import logging
+import math
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,9 @@ from polyticket.models.families import PruneScope, find_prunable
 from polyticket.pruning import magnitude_prune, random_like, random_prune, select, sparsity_schedule
 from polyticket.tasks.base import get_task
 from polyticket.tickets import epsilon_ticket
-from polyticket.training import RunLog, make_accelerator, train
+from polyticket.training import RunLog, epoch_steps, make_accelerator, run_steps, train
+
+log = logging.getLogger("polyticket")
 
 
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -147,6 +152,34 @@ def _run_info(config: FindConfig | TrainConfig, model: nn.Module, task, data) ->
     }
 
 
+def fit_budget(
+    schedule: list[Fraction], config: FindConfig, examples: int, processes: int
+) -> list[Fraction]:
+    """The levels that fit the whole run's budget (``--budget-steps`` or
+    ``--budget-epochs``, the original IMP scripts' total), each a full training run; the
+    schedule unchanged without a budget. Printed, so a user sees what will run."""
+    batches = math.ceil(examples / (config.train.batch_size * processes))
+    per_level = run_steps(config.train, batches)
+    budget = config.prune.budget_steps
+    if config.prune.budget_epochs is not None:
+        budget = math.floor(config.prune.budget_epochs * epoch_steps(config.train, batches))
+    if budget is not None:
+        if budget < per_level:
+            raise UserError(
+                f"the budget of {budget} steps is less than one level's {per_level} steps"
+            )
+        schedule = schedule[: budget // per_level]
+    log.warning(
+        "IMP schedule: levels 0-%d, %d steps each, up to %.0f%% pruned, %d steps in all%s",
+        len(schedule) - 1,
+        per_level,
+        100 * float(schedule[-1]),
+        len(schedule) * per_level,
+        f" (budget {budget} steps)" if budget is not None else "",
+    )
+    return schedule
+
+
 def find(config: FindConfig, out: Path) -> dict[str, Any]:
     """Run (or continue) IMP into ``out``; return the ticket description."""
     run = RunLayout(Path(out))
@@ -158,6 +191,7 @@ def find(config: FindConfig, out: Path) -> dict[str, Any]:
     task, accelerator, data, model = _prepare(config)
     info = _run_info(config, model, task, data)
     _check_same_inputs(run, previous, info["inputs"])
+    schedule = fit_budget(schedule, config, len(data.train), accelerator.num_processes)
     main = accelerator.is_main_process
     prunable = find_prunable(model, _scope(config))
     theta0 = snapshot(model)

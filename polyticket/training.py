@@ -176,6 +176,16 @@ class TrainResult:
         return asdict(self)
 
 
+def epoch_steps(args: TrainArgs, batches: int) -> int:
+    """Optimizer steps in one pass over ``batches`` (per process) batches."""
+    return math.ceil(batches / args.gradient_accumulation_steps)
+
+
+def run_steps(args: TrainArgs, batches: int) -> int:
+    """Optimizer steps of one training run: ``--max-steps``, else the epochs."""
+    return args.max_steps or max(1, math.ceil(args.epochs * epoch_steps(args, batches)))
+
+
 def train(
     model: nn.Module,
     task: Task,
@@ -206,8 +216,8 @@ def train(
         eps=args.adam_epsilon,
     )
     model, optimizer, loader, evaluation = accelerator.prepare(model, optimizer, loader, evaluation)
-    steps_per_epoch = math.ceil(len(loader) / args.gradient_accumulation_steps)
-    total = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
+    steps_per_epoch = epoch_steps(args, len(loader))
+    total = run_steps(args, len(loader))
     # The scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step
     # it once per process, for a schedule computed on a per-process loader.
     scheduler = get_linear_schedule_with_warmup(optimizer, round(args.warmup_ratio * total), total)

@@ -365,33 +365,40 @@ def test_our_sparsity_and_target_length_do_not_make_a_file_original():
         translate_config({"sparsity": 0.5, "sparsity_": 1}, knobs, "ours.yaml")
 
 
-def test_imp_config_prunes_every_save_steps_within_the_target(tmp_path, caplog):
+def test_imp_config_prunes_every_save_steps_within_its_budget(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="polyticket"):
         config = parse("find", LT_NER, tmp_path)
-    # One level = save_steps steps; not num_train_epochs (the whole run's budget) per level.
+    # One level = save_steps steps; num_train_epochs is the whole run's budget, not a level's.
     assert config.train.max_steps == 1875 and config.train.epochs == 3.0
+    assert config.prune.budget_epochs == 30 and config.prune.budget_steps is None
     assert (config.prune.rate, config.prune.target_sparsity, config.prune.levels) == (
         0.1,
         0.5,
         None,
     )
-    schedule = warnings_of(caplog)
-    assert "levels 0-5, 1875 steps each (save_steps), up to 50% pruned, 11250 steps in all" in (
-        schedule
-    )
-    assert "num_train_epochs 30 for the whole run" in schedule
-    assert "ignoring key 'save_steps'" not in schedule
+    assert "ignoring key 'save_steps'" not in warnings_of(caplog)
+    budget = parse("find", LT_NER | {"max_steps": 5000}, tmp_path)
+    assert budget.prune.budget_steps == 5000 and budget.prune.budget_epochs is None
 
 
-def test_a_budget_in_steps_caps_the_levels_unless_a_flag_says_otherwise(tmp_path, caplog):
-    budget = LT_NER | {"max_steps": 5000}  # 2 rounds of 1875 in full, then the budget ends
+def test_the_budget_fits_whole_levels_once_the_data_size_is_known(tmp_path, caplog):
+    from polyticket.lottery import fit_budget
+    from polyticket.pruning import sparsity_schedule
+
+    config = parse("find", LT_NER, tmp_path)  # 1875 steps a level, 30 epochs in all
+    schedule = sparsity_schedule(0.1, 0.5)
+    # 20,000 sentences in batches of 32: 625 steps an epoch, 18,750 steps in all = 10 levels
     with caplog.at_level(logging.WARNING, logger="polyticket"):
-        config = parse("find", budget, tmp_path)
-    assert config.train.max_steps == 1875 and config.prune.levels == 1
-    assert "levels 0-1" in warnings_of(caplog) and "fits 1 pruned levels" in warnings_of(caplog)
-    assert parse("find", budget, tmp_path, "--levels", "3").prune.levels == 3
-    assert parse("find", budget, tmp_path, "--target-sparsity", "0.3").prune.levels is None
-    assert parse("find", budget, tmp_path, "--max-steps", "1000").prune.levels == 4
+        assert fit_budget(schedule, config, 20_000, 1) == schedule  # the target decides
+    assert "levels 0-5, 1875 steps each, up to 50% pruned, 11250 steps in all" in (
+        warnings_of(caplog)
+    )
+    # 2,000 sentences: 63 steps an epoch, 1,890 in all: one level fits
+    assert fit_budget(schedule, config, 2_000, 1) == schedule[:1]
+    steps = parse("find", LT_NER | {"max_steps": 5000}, tmp_path)
+    assert fit_budget(schedule, steps, 20_000, 1) == schedule[:2]  # 2 rounds of 1875 in full
+    with pytest.raises(UserError, match="budget of 1000 steps is less than one level"):
+        fit_budget(schedule, parse("find", LT_NER | {"max_steps": 1000}, tmp_path), 20_000, 1)
 
 
 def test_fine_tuning_configs_and_train_keep_their_epochs(tmp_path, caplog):
