@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -174,25 +175,60 @@ def _demo(args: argparse.Namespace) -> int:
 
 # --- compare (issue 11, overlap): handler and sub-parser ------------------------------------
 def _compare(args: argparse.Namespace) -> None:
-    from polyticket.analysis.cluster import cluster, language_similarity
     from polyticket.analysis.compare_text import format_comparison, write_csv
-    from polyticket.analysis.overlap import compare, heads_for, overlap_rows
-    from polyticket.analysis.packed import PackedMask, load_all
+    from polyticket.analysis.overlap import overlap_rows
 
-    masks = load_all(args.files)
-    baseline = PackedMask.load(args.baseline) if args.baseline else None
+    results = [
+        {"set": name, **_compare_masks(masks, baseline, args)}
+        for name, masks, baseline in _mask_sets(args.files, args.baseline)
+    ]
+    if args.csv:
+        write_csv(args.csv, [{"set": r["set"], **row} for r in results for row in overlap_rows(r)])
+    if args.json:
+        # a study directory gives a list of sets; mask files one comparison
+        shown = results if results[0]["set"] else results[0]
+        print(json.dumps(shown, indent=2, ensure_ascii=False))
+        return
+    for result in results:
+        if result["set"]:
+            print(f"\n== {result['set']} ==")
+        print(format_comparison(result))
+    if args.csv:
+        print(f"\nwritten: {args.csv}")
+
+
+def _mask_sets(files: list[Path], baseline: Path | None):
+    """(name, masks, baseline) to compare: the files given, or, for a study directory, its
+    exported tickets per task and sparsity against that sparsity's one-shot mask."""
+    from polyticket.analysis.packed import PackedMask, load_all
+    from polyticket.layout import StudyLayout
+
+    if not (len(files) == 1 and files[0].is_dir()):
+        return [("", load_all(files), PackedMask.load(baseline) if baseline else None)]
+    sets = StudyLayout(files[0]).exported_sets()
+    if not sets:
+        raise UserError(
+            f"{files[0]}: no exported masks (results/masks/); run or summarise the study first"
+        )
+    out = []
+    for (task, label), paths in sets.items():
+        if re.fullmatch(r"s[\d.]+", label):  # a sparsity: the tickets' levels there
+            oneshot = sets.get((task, f"oneshot-{label}"), {})
+            baseline = PackedMask.load(next(iter(oneshot.values())), "oneshot") if oneshot else None
+            masks = [PackedMask.load(path, label=name) for name, path in paths.items()]
+            out.append((f"{task} {label}", masks, baseline))
+    return out
+
+
+def _compare_masks(masks, baseline, args: argparse.Namespace) -> dict:
+    from polyticket.analysis.cluster import cluster, language_similarity
+    from polyticket.analysis.overlap import compare, heads_for
+
     result = compare(masks, baseline, heads_for(masks, args.heads, args.model_config))
     languages, similarity = language_similarity(result, args.cluster_by)
     if len(languages) >= 3:
         result["clusters"] = cluster(languages, similarity, args.cluster_by)
-    if args.csv:
-        write_csv(args.csv, overlap_rows(result))
-    if args.json:
-        print(json.dumps(result, indent=2, ensure_ascii=False))
-        return
-    print(format_comparison(result))
-    if args.csv:
-        print(f"\nwritten: {args.csv}")
+    return result
 
 
 def _add_compare(commands: argparse._SubParsersAction) -> None:
@@ -204,9 +240,18 @@ def _add_compare(commands: argparse._SubParsersAction) -> None:
         "magnitude mask of θ0) also the overlap beyond θ0. Languages are clustered when "
         "there are three or more.",
     )
-    compare.add_argument("files", type=Path, nargs="+", metavar="FILE", help="mask files")
     compare.add_argument(
-        "--baseline", type=Path, default=None, help="one-shot magnitude mask of θ0"
+        "files",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="mask files, or one study directory (its tickets per task and sparsity)",
+    )
+    compare.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="one-shot magnitude mask of θ0 (a study's own is found in its directory)",
     )
     compare.add_argument(
         "--heads", type=int, default=None, help="attention heads (else from the masks)"

@@ -123,12 +123,22 @@ class StudyLayout:
 
     def exported_mask(self, task: str, source: str, seed: int, label: str) -> Path:
         """A mask copied out of the cells for use elsewhere: ``label`` is ``study-ticket``
-        (the study's own rule, ``tickets.SEED_STD``) or a sparsity such as ``s50``."""
+        (the study's own rule, ``tickets.SEED_STD``), a sparsity such as ``s50`` (the
+        ticket's level there) or ``oneshot-s50`` (the magnitude mask of θ0)."""
         return self.results / "masks" / task / source / f"seed{seed}" / f"{label}.safetensors"
 
     @property
     def exported_masks(self) -> Path:
         return self.results / "masks"
+
+    def exported_sets(self) -> dict[tuple[str, str], dict[str, Path]]:
+        """The exported masks, by task and label (``s50``, ``oneshot-s50``, ...): each a
+        mapping ``SOURCE/seedS`` -> file; what ``compare STUDY_DIR`` compares."""
+        sets: dict[tuple[str, str], dict[str, Path]] = {}
+        for path in sorted(self.exported_masks.glob("*/*/seed*/*.safetensors")):
+            task, source, seed = path.parts[-4:-1]
+            sets.setdefault((task, path.stem), {})[f"{source}/{seed}"] = path
+        return sets
 
     @property
     def report(self) -> Path:

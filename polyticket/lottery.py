@@ -211,6 +211,9 @@ def find(config: FindConfig, out: Path) -> dict[str, Any]:
         "language": config.data.language,
         "seed": config.train.seed,
         "method": config.prune.method,
+        # for the per-head overlap of ``compare`` (T5 configs call it num_heads)
+        "num_heads": getattr(model.config, "num_attention_heads", None)
+        or getattr(model.config, "num_heads", None),
     }
 
     done = run.completed_levels()

@@ -1,5 +1,6 @@
 """Studies: the grid end to end, its tables, interruption, shards and failing cells."""
 
+import itertools
 import json
 import math
 import os
@@ -14,7 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import ner_sentences, write_conll
 
-from polyticket.analysis.results import StudyResults, random_jaccard, write_results
+from polyticket.analysis.overlap import random_jaccard
+from polyticket.analysis.results import StudyResults, write_results
 from polyticket.cli import main
 from polyticket.errors import UserError
 from polyticket.io import read_json
@@ -107,17 +109,19 @@ def test_tables_follow_from_the_cell_results(finished):
         for lang in LANGS
         for s in (1, 2)
     }
-    expected = (masks["en", 1].jaccard(masks["fr", 1]) + masks["en", 2].jaccard(masks["fr", 2])) / 2
-    assert overlap["pairs"]["en|fr"] == pytest.approx(expected)
-    assert set(overlap["by_layer"]["en|fr"]) == {"encoder.layer.0", "encoder.layer.1"}
-    assert overlap["by_component"]["en|fr"]["attention.self.query"] == pytest.approx(
-        sum(
-            masks["en", s].jaccard_by_component(masks["fr", s])["attention.self.query"]
-            for s in (1, 2)
-        )
-        / 2
+    pair = next(p for p in overlap["pairs"] if (p["a"], p["b"]) == ("en/seed1", "fr/seed1"))
+    assert pair["overall"]["jaccard"] == pytest.approx(masks["en", 1].jaccard(masks["fr", 1]))
+    assert set(pair["by_layer"]) == {"encoder.layer.0", "encoder.layer.1"}
+    assert pair["by_component"]["query"]["jaccard"] == pytest.approx(
+        masks["en", 1].jaccard_by_component(masks["fr", 1])["attention.self.query"]
     )
-    assert overlap["random_expectation"] == pytest.approx(1 / 3, abs=1e-3)
+    between = [
+        masks[a].jaccard(masks[b]) for a, b in itertools.combinations(masks, 2) if a[0] != b[0]
+    ]
+    assert overlap["summary"]["between_languages"] == pytest.approx(sum(between) / len(between))
+    same = [masks[lang, 1].jaccard(masks[lang, 2]) for lang in LANGS]
+    assert overlap["summary"]["same_language_other_seed"] == pytest.approx(sum(same) / 3)
+    assert overlap["summary"]["random"] == pytest.approx(1 / 3, abs=1e-3)
     assert random_jaccard(0.2, 0.2) == pytest.approx(0.04 / 0.36)
 
     tickets = results.tickets()
@@ -311,19 +315,27 @@ def test_synth_section_writes_data_once_under_out(tmp_path, bert_dir):
     assert (tmp_path / "run" / "data" / "ner-fr.conll").is_file()
 
 
-def test_oneshot_reference_cells_rows_and_overlap(tmp_path, bert_dir, capsys):
+@pytest.fixture(scope="module")
+def with_references(tmp_path_factory, bert_dir):
+    """One seed, tickets with the one-shot masks of θ0 and the core cells."""
+    root = tmp_path_factory.mktemp("references")
     path = write_study(
-        tmp_path,
+        root,
         bert_dir,
-        tmp_path / "run",
+        root / "run",
         seeds=[1],
-        run={"transfer": False, "random": False, "oneshot": True},
+        run={"transfer": False, "random": False, "oneshot": True, "core": True},
     )
-    study = load_study(path)
-    assert Counter(c.kind for c in cells(study)) == {"imp": 3, "oneshot": 3}
     assert main(["study", str(path)]) == 0
+    return load_study(path)
+
+
+def test_oneshot_reference_cells_rows_and_overlap(with_references, capsys):
+    study = with_references
+    assert Counter(c.kind for c in cells(study)) == {"imp": 3, "oneshot": 3, "core": 9}
+    assert main(["study", str(study.path), "--summary"]) == 0
     out = capsys.readouterr().out
-    assert "a ticket vs the one-shot mask of θ0" in out and "one-shot mask" in out
+    assert "with the one-shot mask of θ0" in out and "departures from θ0" in out
     results = StudyResults(study)
     matrix = results.transfer("ner", Fraction(1, 2))
     assert matrix["rows"] == [*LANGS, "dense", "oneshot"]
@@ -340,7 +352,43 @@ def test_oneshot_reference_cells_rows_and_overlap(tmp_path, bert_dir, capsys):
         t.jaccard(Mask.load(study.layout.cells / f"ner/{lang}/seed1/oneshot-s50/mask.safetensors"))
         for t, lang in zip(tickets, LANGS, strict=True)
     ]
-    assert overlap["mean_with_oneshot"] == pytest.approx(sum(expected) / 3)
+    assert overlap["summary"]["with_baseline"] == pytest.approx(sum(expected) / 3)
+    assert overlap["summary"]["beyond_theta0"] is not None
+
+
+def test_core_cells_train_the_core_and_its_residues(with_references):
+    from polyticket.analysis.core import core_plus_residue, shared
+    from polyticket.analysis.packed import PackedMask
+
+    study = with_references
+    level = [
+        PackedMask.load(study.layout.cells / f"ner/{lang}/seed1/imp/level_01/mask.safetensors")
+        for lang in LANGS
+    ]
+    cell = study.layout.cells / "ner/fr/seed1"
+    core = Mask.load(cell / "core-s50/mask.safetensors")
+    assert core == shared(level).to_mask()
+    assert (
+        Mask.load(cell / "core-residue-s50/mask.safetensors")
+        == core_plus_residue(level, 1).to_mask()
+    )
+    random = Mask.load(cell / "random-core-s50/mask.safetensors")
+    assert random.kept() == core.kept() and random != core
+    rows = read_json(study.layout.results / "results.json")["core"][0]["scores"]
+    fr = next(r for r in rows if r["language"] == "fr")
+    assert fr["core"] == read_json(cell / "core-s50/metrics.json")["best_score"]
+    assert fr["ticket"] == read_json(cell / "imp/level_01/metrics.json")["best_score"]
+    assert (study.layout.results / "core_ner_s50.csv").is_file()
+    sizes = (study.layout.results / "core_sizes_ner_s50.csv").read_text()
+    assert "overall,all,core," in sizes and "residue:fr" in sizes
+
+
+def test_compare_a_study_directory(with_references, capsys):
+    assert main(["compare", str(with_references.out), "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert result["set"] == "ner s50" and result["baseline"]["label"] == "oneshot"
+    assert {m["label"] for m in result["masks"]} == {f"{lang}/seed1" for lang in LANGS}
+    assert result["summary"]["beyond_theta0"] is not None
 
 
 def test_shards_are_balanced_when_there_are_more_shards_than_languages(tmp_path, bert_dir):

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 import statistics
 from collections.abc import Iterable
@@ -20,11 +19,17 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from polyticket.analysis.cluster import cluster, language_similarity
+from polyticket.analysis.core import core_sizes
+from polyticket.analysis.overlap import compare, heads_for, overlap_rows
+from polyticket.analysis.packed import PackedMask
 from polyticket.io import copy_file, read_json, write_csv, write_json
-from polyticket.masks import Mask
 from polyticket.study import Study, cells
 from polyticket.study.grid import percent
+from polyticket.study.kinds.core import VARIANTS as CORE_VARIANTS
+from polyticket.study.kinds.core import core_cell, language_tickets
 from polyticket.study.kinds.cross_task import KIND as CROSS_TASK
+from polyticket.study.kinds.oneshot import KIND as ONESHOT
 from polyticket.study.kinds.oneshot import oneshot_cell
 from polyticket.study.kinds.random import random_cell
 from polyticket.study.kinds.transfer import transfer_cell
@@ -44,20 +49,12 @@ BASELINES = ("random", "oneshot")  # rows of a transfer matrix besides the sourc
 STUDY_TICKET = "study-ticket"  # exported name of the study's tickets (rule SEED_STD)
 
 
-def random_jaccard(kept_a: float, kept_b: float) -> float:
-    """E[|a ∩ b| / |a ∪ b|] for independent random masks keeping these fractions (1/3 at 50%)."""
-    both = kept_a * kept_b
-    either = kept_a + kept_b - both
-    return both / either if either else 1.0
-
-
 class StudyResults:
     """Reads a study's cells once; every table is a method."""
 
     def __init__(self, study: Study):
         self.study = study
         self.cells = cells(study)
-        self._masks: dict[Path, Mask] = {}
 
     # --- reading ----------------------------------------------------------------
     def score(self, cell_name: str) -> float | None:
@@ -65,14 +62,6 @@ class StudyResults:
 
     def level_score(self, task: str, language: str, seed: int, sparsity: Fraction) -> float | None:
         return level_score(self.study, task, language, seed, sparsity)
-
-    def mask(self, path: Path) -> Mask | None:
-        if path not in self._masks and path.is_file():
-            self._masks[path] = Mask.load(path)
-        return self._masks.get(path)
-
-    def level_mask(self, task: str, source: str, seed: int, sparsity: Fraction) -> Mask | None:
-        return self.mask(level_run(self.study, task, source, seed, sparsity).mask)
 
     def metric(self, task: str) -> tuple[str, bool]:
         for lang in self.study.sources(task):
@@ -160,57 +149,69 @@ class StudyResults:
             drops[row] = _mean(values)
         return drops
 
+    def ticket_masks(self, task: str, sparsity: Fraction) -> list[PackedMask]:
+        """Every source's level at ``sparsity`` that exists, labelled ``SOURCE/seedS``."""
+        out = []
+        for source in self.study.sources(task):
+            for seed in self.study.seeds:
+                path = level_run(self.study, task, source, seed, sparsity).mask
+                if path.is_file():
+                    out.append(PackedMask.load(path, label=f"{source}/seed{seed}"))
+        return out
+
+    def oneshot_mask(self, task: str, sparsity: Fraction) -> PackedMask | None:
+        """The magnitude mask of θ0 at ``sparsity`` (the same for every language and seed:
+        the prunable weights of θ0 do not depend on either), where the study made one."""
+        for lang in self.study.tasks[task].languages:
+            for seed in self.study.seeds:
+                path = self.study.layout.cell(oneshot_cell(task, lang, seed, sparsity).name).mask
+                if path.is_file():
+                    return PackedMask.load(path, label="oneshot")
+        return None
+
     def overlap(self, task: str, sparsity: Fraction) -> dict[str, Any]:
-        """Mean Jaccard (over seeds) between the tickets' masks at ``sparsity``."""
-        sources = self.study.sources(task)
-        pairs: dict[tuple[str, str], list[float]] = {}
-        layers: dict[tuple[str, str], dict[str, list[float]]] = {}
-        components: dict[tuple[str, str], dict[str, list[float]]] = {}
-        kept: list[float] = []
+        """``analysis.overlap.compare`` of the tickets at ``sparsity`` (every language and
+        seed), against the one-shot mask of θ0 where there is one; languages clustered."""
+        masks = self.ticket_masks(task, sparsity)
+        head = {"task": task, "sparsity": float(sparsity)}
+        if len(masks) < 2:
+            return {**head, "pairs": [], "summary": {}, "missing": "fewer than two tickets"}
+        result = compare(masks, self.oneshot_mask(task, sparsity), heads_for(masks))
+        languages, similarity = language_similarity(result, "jaccard")
+        if len(languages) >= 3:
+            result["clusters"] = cluster(languages, similarity, "jaccard")
+        return {**head, **result}
+
+    def core(self, task: str, sparsity: Fraction) -> dict[str, Any]:
+        """The language-neutral core of the tickets at ``sparsity`` (per seed): its sizes per
+        layer and component, and (with ``run.core``) the scores of the core cells."""
+        languages = self.study.tasks[task].languages
+        sizes, scores = [], []
         for seed in self.study.seeds:
-            masks = {s: self.level_mask(task, s, seed, sparsity) for s in sources}
-            masks = {s: m for s, m in masks.items() if m is not None}
-            kept += [1 - m.sparsity() for m in masks.values()]
-            for a, b in itertools.combinations(masks, 2):
-                pairs.setdefault((a, b), []).append(masks[a].jaccard(masks[b]))
-                for layer, value in masks[a].jaccard_by_layer(masks[b]).items():
-                    layers.setdefault((a, b), {}).setdefault(layer, []).append(value)
-                for part, value in masks[a].jaccard_by_component(masks[b]).items():
-                    components.setdefault((a, b), {}).setdefault(part, []).append(value)
-        # Without training, magnitude alone would pick the one-shot mask of θ0: how close
-        # the tickets stay to it says how much of their overlap training decided.
-        to_oneshot = []
-        for seed in self.study.seeds:
-            for source in self.study.tasks[task].languages:
-                ticket = self.level_mask(task, source, seed, sparsity)
-                cell = oneshot_cell(task, source, seed, sparsity)
-                oneshot = self.mask(self.study.layout.cell(cell.name).mask)
-                if ticket is not None and oneshot is not None:
-                    to_oneshot.append(ticket.jaccard(oneshot))
-        same_language = []
-        for source in sources:
-            seeds = [self.level_mask(task, source, seed, sparsity) for seed in self.study.seeds]
-            seeds = [m for m in seeds if m is not None]
-            same_language += [a.jaccard(b) for a, b in itertools.combinations(seeds, 2)]
-        k = _mean(kept)
-        return {
-            "task": task,
-            "sparsity": float(sparsity),
-            "languages": sources,
-            "pairs": {f"{a}|{b}": _mean(v) for (a, b), v in pairs.items()},
-            "by_layer": {
-                f"{a}|{b}": {layer: _mean(v) for layer, v in ls.items()}
-                for (a, b), ls in layers.items()
-            },
-            "by_component": {
-                f"{a}|{b}": {part: _mean(v) for part, v in cs.items()}
-                for (a, b), cs in components.items()
-            },
-            "mean_between_languages": _mean([_mean(v) for v in pairs.values()]),
-            "mean_with_oneshot": _mean(to_oneshot),
-            "mean_same_language_other_seed": _mean(same_language),
-            "random_expectation": random_jaccard(k, k) if kept else math.nan,
-        }
+            paths = [level_run(self.study, task, lang, seed, sparsity).mask for lang in languages]
+            if len(languages) < 2 or not all(p.is_file() for p in paths):
+                continue
+            masks = language_tickets(self.study, task, seed, sparsity)
+            sizes += [{"seed": seed, **row} for row in core_sizes(masks)]
+            for lang in languages:
+                scores.append(self._core_scores(task, lang, seed, sparsity))
+        return {"task": task, "sparsity": float(sparsity), "sizes": sizes, "scores": scores}
+
+    def _core_scores(self, task: str, lang: str, seed: int, sparsity: Fraction) -> dict:
+        """Does the core carry the ticket's score on ``lang``? ``recovered`` is the share of
+        the ticket's gain over a random mask of the core's sparsity that the core alone
+        keeps: (core - random) / (ticket - random); most when above 0.5."""
+        languages = self.study.tasks[task].languages
+        row: dict[str, Any] = {"language": lang, "seed": seed}
+        for variant in CORE_VARIANTS:
+            name = core_cell(task, lang, seed, variant, sparsity, languages).name
+            row[variant.replace("-", "_")] = self.score(name)
+        row["ticket"] = self.level_score(task, lang, seed, sparsity)
+        row["dense"] = self.level_score(task, lang, seed, Fraction(0))
+        core, ticket, random = row["core"], row["ticket"], row["random_core"]
+        known = None not in (core, ticket, random) and ticket != random
+        row["recovered"] = (core - random) / (ticket - random) if known else None
+        return row
 
     def cross_task(self) -> list[dict[str, Any]]:
         rows = []
@@ -242,7 +243,7 @@ class StudyResults:
 def headline(matrix: dict[str, Any], overlap: dict[str, Any]) -> dict[str, Any]:
     """For one task and sparsity: do languages' tickets overlap more than random masks, and
     do transferred tickets beat random masks? (From tables already computed.)"""
-    mean = matrix["mean"]
+    mean, summary = matrix["mean"], overlap["summary"]
     transferred = [
         mean[s][t]
         for s in matrix["rows"]
@@ -255,14 +256,21 @@ def headline(matrix: dict[str, Any], overlap: dict[str, Any]) -> dict[str, Any]:
         "sparsity": matrix["sparsity"],
         "metric": matrix["metric"],
         "greater_is_better": matrix["greater_is_better"],
-        "overlap_between_languages": overlap["mean_between_languages"],
-        "overlap_random": overlap["random_expectation"],
-        "overlap_oneshot": overlap["mean_with_oneshot"],
+        "overlap_between_languages": _nan(summary.get("between_languages")),
+        "overlap_random": _nan(summary.get("random")),
+        "overlap_same_language": _nan(summary.get("same_language_other_seed")),
+        "overlap_oneshot": _nan(summary.get("with_baseline")),
+        "overlap_beyond_theta0": _nan(summary.get("beyond_theta0")),
+        "overlap_beyond_theta0_random": _nan(summary.get("beyond_theta0_random")),
         "transfer_score": _mean(transferred),
         "random_score": _row_mean(mean, "random"),
         "oneshot_score": _row_mean(mean, "oneshot"),
         "dense_score": _row_mean(mean, "dense"),
     }
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else value
 
 
 def _row_mean(mean: dict[str, dict[str, float]], row: str) -> float:
@@ -298,7 +306,13 @@ def write_results(study: Study) -> dict[str, Any]:
     tickets = results.tickets()
     _csv(layout.table("tickets"), tickets)
     write_json(layout.table_json("tickets"), missing_as_none(tickets))
-    everything: dict[str, Any] = {"tickets": tickets, "transfer": [], "overlap": [], "headline": []}
+    everything: dict[str, Any] = {
+        "tickets": tickets,
+        "transfer": [],
+        "overlap": [],
+        "core": [],
+        "headline": [],
+    }
     drops = []
     for task in study.tasks:
         for sparsity in study.sparsities:
@@ -319,18 +333,14 @@ def write_results(study: Study) -> dict[str, Any]:
             overlap = results.overlap(task, sparsity)
             everything["overlap"].append(overlap)
             everything["headline"].append(headline(matrix, overlap))
-            _csv(
-                layout.table(f"overlap_{tag}"),
-                [
-                    {
-                        "pair": pair,
-                        "jaccard": value,
-                        **overlap["by_layer"][pair],
-                        **overlap["by_component"][pair],
-                    }
-                    for pair, value in overlap["pairs"].items()
-                ],
-            )
+            if overlap["pairs"]:
+                _csv(layout.table(f"overlap_{tag}"), overlap_rows(overlap))
+            core = results.core(task, sparsity)
+            everything["core"].append(core)
+            if core["sizes"]:
+                _csv(layout.table(f"core_sizes_{tag}"), core["sizes"])
+            if any(row["core"] is not None for row in core["scores"]):
+                _csv(layout.table(f"core_{tag}"), core["scores"])
     _csv(layout.table("transfer_drop"), drops)
     cross = results.cross_task()
     if cross:
@@ -342,8 +352,9 @@ def write_results(study: Study) -> dict[str, Any]:
 
 
 def _export_level_masks(results: StudyResults) -> None:
-    """Under ``results/masks/``, each study ticket (``study-ticket``, the ``seed-std`` rule)
-    and every ticket's level at each target sparsity (the paper compares all at 50%)."""
+    """Under ``results/masks/``, each study ticket (``study-ticket``, the ``seed-std`` rule),
+    every ticket's level at each target sparsity (the paper compares all at 50%) and the
+    one-shot masks of θ0 (``oneshot-s50``): what ``compare STUDY_DIR`` reads."""
     study = results.study
     layout = study.layout
     for task in study.tasks:
@@ -357,6 +368,16 @@ def _export_level_masks(results: StudyResults) -> None:
                         level_run(study, task, lang, seed, sparsity).mask,
                         layout.exported_mask(task, lang, seed, percent(sparsity)),
                     )
+        for lang in study.tasks[task].languages:
+            for seed in study.seeds:
+                for sparsity in study.sparsities:
+                    cell = oneshot_cell(task, lang, seed, sparsity)
+                    if cell.done(study):
+                        label = f"{ONESHOT}-{percent(sparsity)}"
+                        copy_file(
+                            layout.cell(cell.name).mask,
+                            layout.exported_mask(task, lang, seed, label),
+                        )
 
 
 def _fmt(value: Any) -> str:
@@ -372,28 +393,40 @@ def _beats(a: float, b: float, greater_is_better: bool) -> str:
 
 
 def headline_text(line: dict[str, Any]) -> str:
-    """The two questions of the paper, answered with this study's numbers; the one-shot
-    magnitude mask of θ0 is added where the study ran it (run.oneshot)."""
+    """The paper's questions, answered with this study's numbers, each beside its
+    references: random masks, the same language's other seeds (the upper bound), the
+    one-shot mask of θ0 and, the measure to read first, the overlap beyond θ0."""
     metric, greater = line["metric"], line["greater_is_better"]
     overlap, transfer = line["overlap_between_languages"], line["transfer_score"]
     overlap_text = (
         f"{_beats(overlap, line['overlap_random'], True)}: Jaccard {_fmt(overlap)} vs "
-        f"{_fmt(line['overlap_random'])}"
+        f"{_fmt(line['overlap_random'])} at random"
     )
+    if not math.isnan(line["overlap_same_language"]):
+        overlap_text += f", {_fmt(line['overlap_same_language'])} between seeds of a language"
     if not math.isnan(line["overlap_oneshot"]):
-        overlap_text += f" (a ticket vs the one-shot mask of θ0: {_fmt(line['overlap_oneshot'])})"
+        overlap_text += f", {_fmt(line['overlap_oneshot'])} with the one-shot mask of θ0"
+    lines = [
+        f"{line['task']} at {line['sparsity']:.0%} sparsity:",
+        f"  Do tickets of different languages overlap more than random masks? {overlap_text}",
+    ]
+    beyond = line["overlap_beyond_theta0"]
+    if not math.isnan(beyond):
+        chance = line["overlap_beyond_theta0_random"]
+        lines.append(
+            "  Did training move different languages to the same weights (overlap of their "
+            f"departures from θ0's magnitude mask)? {_beats(beyond, chance, True)}: "
+            f"Jaccard {_fmt(beyond)} vs {_fmt(chance)} at random"
+        )
     reference = f"dense {_fmt(line['dense_score'])}"
     if not math.isnan(line["oneshot_score"]):
         reference += f", one-shot mask {_fmt(line['oneshot_score'])}"
-    transfer_text = (
-        f"{_beats(transfer, line['random_score'], greater)}: {metric} {_fmt(transfer)} vs "
-        f"{_fmt(line['random_score'])} ({reference})"
+    verdict = _beats(transfer, line["random_score"], greater)
+    lines.append(
+        f"  Do transferred tickets beat random masks? {verdict}: "
+        f"{metric} {_fmt(transfer)} vs {_fmt(line['random_score'])} ({reference})"
     )
-    return (
-        f"{line['task']} at {line['sparsity']:.0%} sparsity:\n"
-        f"  Do tickets of different languages overlap more than random masks? {overlap_text}\n"
-        f"  Do transferred tickets beat random masks? {transfer_text}"
-    )
+    return "\n".join(lines)
 
 
 def format_summary(everything: dict[str, Any]) -> str:
