@@ -259,7 +259,8 @@ def _add_representation_commands(commands) -> None:
         "--epsilon",
         type=float,
         default=0.0,
-        help="CCA ridge, relative to the mean variance (for few sentences; default 0)",
+        help="CCA ridge relative to the mean variance, against the bias of few sentences "
+        "(identical representations then score below 1; default 0)",
     )
     similarity.set_defaults(handler=_similarity)
 

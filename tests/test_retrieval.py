@@ -196,15 +196,12 @@ def test_retrieve_command_writes_csv_and_json(bert_dir, half_mask, tmp_path, cap
 def test_retrieve_command_errors_exit_2(bert_dir, tmp_path, capsys):
     (tmp_path / "a.txt").write_text("x\ny\n")
     (tmp_path / "b.txt").write_text("x\n")
-    code = main(
-        [
-            "retrieve",
-            "--model",
-            str(bert_dir),
-            "--parallel",
-            f"a={tmp_path / 'a.txt'}",
-            f"b={tmp_path / 'b.txt'}",
-        ]
-    )
-    assert code == 2
+    parallel = ["--parallel", f"a={tmp_path / 'a.txt'}", f"b={tmp_path / 'b.txt'}"]
+    assert main(["retrieve", "--model", str(bert_dir), *parallel]) == 2
     assert "a.txt has 2 lines" in capsys.readouterr().err
+    wrong = Mask({"encoder.layer.0.output.dense.weight": torch.ones(3, 3)})
+    wrong.save(tmp_path / "wrong.safetensors")
+    parallel = ["--parallel", f"a={tmp_path / 'a.txt'}"]
+    flags = ["--model", str(bert_dir), "--masks", str(tmp_path / "wrong.safetensors")]
+    assert main(["retrieve", *flags, *parallel]) == 2
+    assert "wrong.safetensors: parameter encoder.layer.0" in capsys.readouterr().err

@@ -8,7 +8,8 @@ language. Nothing is trained: a mask is applied to the pre-trained weights θ0 i
 
 Public API: :func:`parse_parallel`, :func:`read_sentences`, :func:`read_parallel`,
 :func:`find_masks`, :func:`load_encoder`, :func:`read_inputs` (an :class:`Inputs`),
-:func:`applied`, :func:`encode`, :func:`mask_states` and :func:`layer_table`.
+:func:`load_mask`, :func:`applied`, :func:`encode`, :func:`mask_states` and
+:func:`layer_table`.
 """
 
 from __future__ import annotations
@@ -158,17 +159,27 @@ def read_inputs(model: str, masks: Sequence[Path], parallel: Mapping[str, Path])
     mask_files = find_masks(masks)
     # e5-small's vocabulary is trimmed to the pieces of these files (others are ignored).
     encoder, tokenizer = load_encoder(model, vocab_from=list(parallel.values()))
+    for path in mask_files.values():  # before minutes of encoding, not after
+        load_mask(encoder, path).check_fits(_shapes(encoder), str(path))
     return Inputs(texts, mask_files, encoder, tokenizer)
 
 
+def _shapes(model: PreTrainedModel) -> dict[str, torch.Size]:
+    return {name: p.shape for name, p in model.named_parameters()}
+
+
+def load_mask(model: PreTrainedModel, path: Path) -> Mask:
+    """A polyticket mask, or an original-code .pt one matched to the model's parameter names."""
+    from polyticket.compat import read_mask
+
+    return read_mask(path, known_names=[name for name, _ in model.named_parameters()])
+
+
 @contextlib.contextmanager
-def applied(model: PreTrainedModel, mask: Mask | None, source: str = "mask") -> Iterator[None]:
+def applied(model: PreTrainedModel, mask: Mask, source: str = "mask") -> Iterator[None]:
     """θ0 ⊙ m inside the block, θ0 again after it (mask keys are base-model names)."""
-    if mask is None:
-        yield
-        return
+    mask.check_fits(_shapes(model), source)
     params = dict(model.named_parameters())
-    mask.check_fits({name: p.shape for name, p in params.items()}, source)
     saved = {name: params[name].detach().clone() for name in mask}
     try:
         with torch.no_grad():
@@ -237,16 +248,13 @@ def mask_states(
     caller keeps (a study has dozens of masks; each costs layers × sentences × hidden floats
     per language).
     """
-    from polyticket.compat import read_mask
 
     def encode_all() -> dict[str, torch.Tensor]:
         return {lang: encode(model, tokenizer, s, pooling, batch_size) for lang, s in texts.items()}
 
     yield DENSE, encode_all()
-    names = [name for name, _ in model.named_parameters()]
     for label, path in masks.items():
-        # known names: an original-code .pt mask is matched to this model's parameter names
-        with applied(model, read_mask(path, known_names=names), source=str(path)):
+        with applied(model, load_mask(model, path), source=str(path)):
             states = encode_all()
         yield label, states
 

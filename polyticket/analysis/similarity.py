@@ -10,17 +10,21 @@ Each measure compares two representations of the same n sentences, ``x`` (n, d1)
 - PWCCA (Morcos et al., 2018): the canonical correlations weighted by how much of ``x`` each
   canonical variate accounts for, α_i ∝ Σ_j |<h_i, x_j>| over the (centred) neurons x_j of
   ``x`` and the orthonormalised canonical variates h_i. Asymmetric: weighted by ``x``, which
-  the analyses make the reference side (the dense model; the first language).
+  the analyses make the reference side (the dense model; the first language). (Google's
+  ``pwcca.py`` weights by the side with fewer neurons, on uncentred activations.)
 
 CCA here is the Björck-Golub method: orthonormal bases of both column spaces from SVDs, then
 the singular values of Qxᵀ Qy are the canonical correlations. Directions with numerically zero
 variance are dropped (rank deficiency). ``epsilon`` adds a ridge ε·(mean variance) to each
 covariance matrix (relative, so the result stays scale invariant), which shrinks the
-correlations of low-variance directions. CCA needs many more samples than dimensions: with n
-sentences, two subspaces of dimensions r1 and r2 of the (n-1)-dimensional centred sample
-space share at least r1 + r2 - (n-1) dimensions, so that many correlations are 1 whatever
-the representations are. Use several times more sentences than hidden units, or a larger
-``epsilon``, before reading SVCCA/PWCCA values; CKA has no such bias.
+correlations of low-variance directions; a representation compared with itself then scores
+below 1 (ρ = s² / (s² + λ) per direction), so values are comparable only at equal ε.
+
+CCA needs many more samples than dimensions: with n sentences, two subspaces of dimensions
+r1 and r2 of the (n-1)-dimensional centred sample space share at least r1 + r2 - (n-1)
+dimensions, so that many correlations are 1 whatever the representations are (PWCCA of 100
+sentences of a 384-unit model is 1.000). Use several times more sentences than hidden units,
+or a larger ``epsilon``, before reading SVCCA/PWCCA values; CKA has no such bias.
 
 Public API: :func:`linear_cka`, :func:`cca`, :func:`svcca`, :func:`pwcca_weights`,
 :func:`pwcca`, :data:`MEASURES`, :func:`similarity_rows`, :func:`similarity` and
