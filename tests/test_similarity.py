@@ -15,6 +15,7 @@ from polyticket.analysis.similarity import (
     pwcca,
     pwcca_weights,
     similarity_rows,
+    spectrum,
     svcca,
 )
 from polyticket.cli import main
@@ -80,9 +81,10 @@ def test_cca_recovers_known_correlations():
 
 def test_pwcca_weights_sum_to_one_and_follow_the_neurons():
     x, y = random(120, 9, seed=9), random(120, 7, seed=10)
-    weights = pwcca_weights(x, cca(x, y))
-    assert weights.sum().item() == pytest.approx(1.0, abs=1e-12)
-    assert (weights >= 0).all() and len(weights) == 7
+    for epsilon in (0.0, 0.5):
+        weights = pwcca_weights(x, cca(x, y, epsilon))
+        assert weights.sum().item() == pytest.approx(1.0, abs=1e-12)
+        assert (weights >= 0).all() and len(weights) == 7
     # Neurons q1, q2 (orthonormal): each canonical variate is one of them, weight 1/2 each.
     q1, q2, q3 = orthonormal_centred(200, 3, seed=11)
     c, s = 0.3, (1 - 0.09) ** 0.5
@@ -116,6 +118,12 @@ def test_rows_compare_with_dense_and_across_languages():
     cross = [r for r in rows if r["comparison"] == "cross-lingual"]
     assert {r["languages"] for r in cross} == {"en,fr"} and len(cross) == 3
     assert similarity_rows("dense", {"en": en}, None) == []
+    # Precomputed spectra (what the command passes) give the same rows as tensors.
+    spectra = {"en": [spectrum(x) for x in en], "fr": [spectrum(x) for x in fr]}
+    precomputed = similarity_rows("m", spectra, spectra, epsilon=0.2)
+    direct = similarity_rows("m", {"en": en, "fr": fr}, {"en": en, "fr": fr}, epsilon=0.2)
+    assert [r["value"] for r in precomputed] == pytest.approx([r["value"] for r in direct])
+    assert [r["measure"] for r in precomputed] == [r["measure"] for r in direct]
 
 
 def test_similarity_command_writes_csv_and_json(bert_dir, half_mask, tmp_path, capsys):

@@ -13,12 +13,15 @@ Each measure compares two representations of the same n sentences, ``x`` (n, d1)
   the analyses make the reference side (the dense model; the first language). (Google's
   ``pwcca.py`` weights by the side with fewer neurons, on uncentred activations.)
 
-CCA here is the Björck-Golub method: orthonormal bases of both column spaces from SVDs, then
-the singular values of Qxᵀ Qy are the canonical correlations. Directions with numerically zero
-variance are dropped (rank deficiency). ``epsilon`` adds a ridge ε·(mean variance) to each
-covariance matrix (relative, so the result stays scale invariant), which shrinks the
-correlations of low-variance directions; a representation compared with itself then scores
-below 1 (ρ = s² / (s² + λ) per direction), so values are comparable only at equal ε.
+CCA here whitens each side through the eigen-decomposition of its d × d covariance XᵀX
+(computed once per representation, see :class:`Spectrum`); the singular values of Qxᵀ Qy of
+the whitened bases are the canonical correlations. Directions with eigenvalues below 1e-10 of
+the largest are dropped (rank deficiency: constant or redundant units, n ≤ d).
+
+``epsilon`` adds a ridge λ = ε · (mean variance of the kept directions) to each covariance
+(relative, so the result stays scale invariant), which shrinks the correlations of
+low-variance directions; a representation compared with itself then scores below 1
+(s² / (s² + λ) per direction), so values are comparable only at equal ε.
 
 CCA needs many more samples than dimensions: with n sentences, two subspaces of dimensions
 r1 and r2 of the (n-1)-dimensional centred sample space share at least r1 + r2 - (n-1)
@@ -26,9 +29,9 @@ dimensions, so that many correlations are 1 whatever the representations are (PW
 sentences of a 384-unit model is 1.000). Use several times more sentences than hidden units,
 or a larger ``epsilon``, before reading SVCCA/PWCCA values; CKA has no such bias.
 
-Public API: :func:`linear_cka`, :func:`cca`, :func:`svcca`, :func:`pwcca_weights`,
-:func:`pwcca`, :data:`MEASURES`, :func:`similarity_rows`, :func:`similarity` and
-:func:`format_similarity`.
+Public API: :func:`spectrum`, :func:`linear_cka`, :func:`cca`, :func:`svcca`,
+:func:`pwcca_weights`, :func:`pwcca`, :data:`MEASURES`, :func:`similarity_rows`,
+:func:`similarity` and :func:`format_similarity`.
 """
 
 from __future__ import annotations
@@ -47,79 +50,102 @@ log = logging.getLogger("polyticket")
 SVCCA_VARIANCE = 0.99
 
 
-def _centred(x: torch.Tensor) -> torch.Tensor:
-    x = torch.as_tensor(x).double()
-    return x - x.mean(0, keepdim=True)
+RANK_TOLERANCE = 1e-10  # eigenvalues of XᵀX below this fraction of the largest are noise
 
 
-def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
+@dataclass(frozen=True)
+class Spectrum:
+    """A representation and the eigen-decomposition of its centred XᵀX (d × d), computed once
+    and shared by every measure and comparison it takes part in: with n ≫ d it is the costly
+    step, and a study compares the dense model's states with every mask's."""
+
+    x: torch.Tensor  # (n, d) as given
+    mean: torch.Tensor  # (d,) float64
+    values: torch.Tensor  # (d,) eigenvalues (squared singular values), descending, ≥ 0
+    vectors: torch.Tensor  # (d, d), columns matching ``values``
+
+    def centred(self) -> torch.Tensor:
+        return self.x.double() - self.mean
+
+
+def spectrum(x: torch.Tensor | Spectrum) -> Spectrum:
+    if isinstance(x, Spectrum):
+        return x
+    x = torch.as_tensor(x)
+    mean = x.double().mean(0)
+    centred = x.double() - mean
+    values, vectors = torch.linalg.eigh(centred.T @ centred)
+    return Spectrum(x, mean, values.flip(0).clamp(min=0), vectors.flip(1))
+
+
+Representation = torch.Tensor | Spectrum
+
+
+def linear_cka(x: Representation, y: Representation) -> float:
     """Linear CKA of two (n, d) representations; nan where one has no variance."""
-    x, y = _centred(x), _centred(y)
-    if x.shape[0] < min(x.shape[1], y.shape[1]):
-        # Same value through the n × n Gram matrices: cheaper when n is small.
-        gx, gy = x @ x.T, y @ y.T
-        cross, norm_x, norm_y = (gx * gy).sum(), gx.norm(), gy.norm()
+    sx, sy = spectrum(x), spectrum(y)
+    norms = sx.values.norm() * sy.values.norm()  # ||XᵀX||_F = sqrt(Σ λ²)
+    if norms == 0:
+        return float("nan")
+    cx, cy = sx.centred(), sy.centred()
+    if cx.shape[0] < min(cx.shape[1], cy.shape[1]):
+        # The same ||YᵀX||²_F through the n × n Gram matrices: cheaper when n is small.
+        cross = ((cx @ cx.T) * (cy @ cy.T)).sum()
     else:
-        cross, norm_x, norm_y = (y.T @ x).square().sum(), (x.T @ x).norm(), (y.T @ y).norm()
-    denominator = norm_x * norm_y
-    return (cross / denominator).item() if denominator > 0 else float("nan")
+        cross = (cy.T @ cx).square().sum()
+    return (cross / norms).item()
 
 
 @dataclass(frozen=True)
 class CCA:
     correlations: torch.Tensor  # (r,) descending, in [0, 1]
-    x_variates: torch.Tensor  # (n, r): x's canonical variates, paired with the correlations
+    x_variates: torch.Tensor  # (n, r): x's canonical variates, orthonormalised, paired in order
 
 
-def _basis(x: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """An (n, r) basis of the centred column space, whitened; ridge-shrunk with ``epsilon``."""
-    u, s, _ = torch.linalg.svd(x, full_matrices=False)
-    rank = int((s > s[0] * max(x.shape) * torch.finfo(s.dtype).eps).sum()) if len(s) else 0
-    u, s = u[:, :rank], s[:rank]
-    if epsilon == 0:
-        return u
-    # Whitening by (XᵀX + λI)^(-1/2) in the SVD basis; λ = ε · mean eigenvalue of XᵀX.
-    ridge = epsilon * s.square().sum() / x.shape[1]
-    return u * (s / (s.square() + ridge).sqrt())
+def _whitened(sp: Spectrum, epsilon: float, variance: float | None) -> torch.Tensor:
+    """X V (Λ + λI)^(-1/2) over the kept directions: an orthonormal (n, r) basis of the
+    column space for ε = 0 (λ = ε · their mean variance); SVCCA keeps ``variance`` of it."""
+    values = sp.values
+    keep = int((values > values[0] * RANK_TOLERANCE).sum())
+    if variance is not None and keep:
+        explained = values.cumsum(0) / values.sum()
+        keep = min(keep, int((explained < variance - 1e-12).sum()) + 1)
+    values = values[:keep]
+    ridge = epsilon * values.mean() if keep else 0.0
+    return sp.centred() @ (sp.vectors[:, :keep] / (values + ridge).sqrt())
 
 
-def cca(x: torch.Tensor, y: torch.Tensor, epsilon: float = 0.0) -> CCA:
-    """Canonical correlations of (n, d1) and (n, d2), min(rank x, rank y) of them."""
-    x, y = _centred(x), _centred(y)
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x has {x.shape[0]} rows, y has {y.shape[0]}")
-    bx, by = _basis(x, epsilon), _basis(y, epsilon)
-    left, correlations, _ = torch.linalg.svd(bx.T @ by, full_matrices=False)
-    return CCA(correlations.clamp(0, 1), bx @ left[:, : len(correlations)])
-
-
-def _top_directions(x: torch.Tensor, variance: float) -> torch.Tensor:
-    """x projected on its fewest singular directions that explain ``variance`` of it."""
-    x = _centred(x)
-    u, s, _ = torch.linalg.svd(x, full_matrices=False)
-    explained = s.square().cumsum(0) / s.square().sum()
-    keep = int((explained < variance - 1e-12).sum()) + 1
-    return u[:, :keep] * s[:keep]
+def cca(
+    x: Representation, y: Representation, epsilon: float = 0.0, variance: float | None = None
+) -> CCA:
+    """Canonical correlations of (n, d1) and (n, d2), min(rank x, rank y) of them; with
+    ``variance``, of the top singular directions explaining that share of each (SVCCA)."""
+    sx, sy = spectrum(x), spectrum(y)
+    if sx.x.shape[0] != sy.x.shape[0]:
+        raise ValueError(f"x has {sx.x.shape[0]} rows, y has {sy.x.shape[0]}")
+    qx, qy = _whitened(sx, epsilon, variance), _whitened(sy, epsilon, variance)
+    left, correlations, _ = torch.linalg.svd(qx.T @ qy, full_matrices=False)
+    variates = qx @ left[:, : len(correlations)]
+    if epsilon > 0:  # the ridge leaves them orthogonal but shorter than 1; Gram-Schmidt
+        variates, _ = torch.linalg.qr(variates)
+    return CCA(correlations.clamp(0, 1), variates)
 
 
 def svcca(
-    x: torch.Tensor, y: torch.Tensor, variance: float = SVCCA_VARIANCE, epsilon: float = 0.0
+    x: Representation, y: Representation, variance: float = SVCCA_VARIANCE, epsilon: float = 0.0
 ) -> float:
     """Mean canonical correlation after keeping ``variance`` of each side (SVD)."""
-    if _centred(x).abs().max() == 0 or _centred(y).abs().max() == 0:
-        return float("nan")
-    result = cca(_top_directions(x, variance), _top_directions(y, variance), epsilon)
-    return result.correlations.mean().item()
+    correlations = cca(x, y, epsilon, variance).correlations
+    return correlations.mean().item() if len(correlations) else float("nan")
 
 
-def pwcca_weights(x: torch.Tensor, result: CCA) -> torch.Tensor:
+def pwcca_weights(x: Representation, result: CCA) -> torch.Tensor:
     """α_i ∝ Σ_j |<h_i, x_j>|, summing to 1 (h_i: orthonormalised canonical variates of x)."""
-    h, _ = torch.linalg.qr(result.x_variates)
-    weights = (h.T @ _centred(x)).abs().sum(1)
+    weights = (result.x_variates.T @ spectrum(x).centred()).abs().sum(1)
     return weights / weights.sum()
 
 
-def pwcca(x: torch.Tensor, y: torch.Tensor, epsilon: float = 0.0) -> float:
+def pwcca(x: Representation, y: Representation, epsilon: float = 0.0) -> float:
     """Canonical correlations weighted by their share of ``x``."""
     result = cca(x, y, epsilon)
     if len(result.correlations) == 0:
@@ -127,7 +153,7 @@ def pwcca(x: torch.Tensor, y: torch.Tensor, epsilon: float = 0.0) -> float:
     return (pwcca_weights(x, result) * result.correlations).sum().item()
 
 
-Measure = Callable[[torch.Tensor, torch.Tensor, float], float]
+Measure = Callable[[Representation, Representation, float], float]
 MEASURES: dict[str, Measure] = {
     "cka": lambda x, y, epsilon: linear_cka(x, y),
     "svcca": lambda x, y, epsilon: svcca(x, y, epsilon=epsilon),
@@ -135,10 +161,13 @@ MEASURES: dict[str, Measure] = {
 }
 
 
+Layers = Sequence[Representation]  # per layer: a (layers, n, hidden) tensor, or spectra
+
+
 def _layer_rows(
-    base: dict, x: torch.Tensor, y: torch.Tensor, measures: Sequence[str], epsilon: float
+    base: dict, x: Layers, y: Layers, measures: Sequence[str], epsilon: float
 ) -> list[dict]:
-    """Rows of every layer and measure for two (layers, n, hidden) state tensors."""
+    """Rows of every layer and measure for two models' states of the same sentences."""
     return [
         {**base, "layer": layer, "measure": m, "value": MEASURES[m](x[layer], y[layer], epsilon)}
         for layer in range(len(x))
@@ -148,8 +177,8 @@ def _layer_rows(
 
 def similarity_rows(
     label: str,
-    states: Mapping[str, torch.Tensor],
-    dense: Mapping[str, torch.Tensor] | None,
+    states: Mapping[str, Layers],
+    dense: Mapping[str, Layers] | None,
     measures: Sequence[str] = tuple(MEASURES),
     epsilon: float = 0.0,
 ) -> list[dict]:
@@ -186,9 +215,10 @@ def similarity(
     rows: list[dict] = []
     dense = None
     for label, states in inputs.states(pooling, batch_size):
-        rows += similarity_rows(label, states, dense, measures, epsilon)
+        spectra = {lang: [spectrum(layer) for layer in s] for lang, s in states.items()}
+        rows += similarity_rows(label, spectra, dense, measures, epsilon)
         if label == DENSE:
-            dense = states
+            dense = spectra
     return rows
 
 
