@@ -277,6 +277,120 @@ def _add_compare(commands: argparse._SubParsersAction) -> None:
 # --- end compare --------------------------------------------------------------------------
 
 
+# --- representation analyses: retrieve, similarity (issue 11, points 5-6) ---------------------
+def _write_rows(rows: list[dict], path: Path) -> None:
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _report(args: argparse.Namespace, settings: dict, inputs, rows: list[dict], table: str) -> None:
+    """CSV to --out; JSON (settings, inputs, rows) or the readable table to stdout."""
+    if args.out:
+        _write_rows(rows, args.out)
+    if args.json:
+        # NaN (a representation without variance) is not JSON: null instead.
+        clean = [{k: None if v != v else v for k, v in row.items()} for row in rows]
+        print(json.dumps({**settings, **inputs.describe(), "rows": clean}, indent=2))
+        return
+    print(table)
+    if args.out:
+        print(f"written: {args.out}")
+
+
+def _retrieve(args: argparse.Namespace) -> None:
+    from polyticket.analysis.representations import parse_parallel, read_inputs
+    from polyticket.analysis.retrieval import format_retrieval, retrieve
+
+    if args.k < 1:
+        raise UserError(f"--k must be at least 1, got {args.k}")
+    inputs = read_inputs(args.model, args.masks, parse_parallel(args.parallel))
+    rows = retrieve(inputs, args.pooling, args.k, args.margin, args.batch_size)
+    settings = {"model": args.model, "pooling": args.pooling, "k": args.k, "margin": args.margin}
+    _report(args, settings, inputs, rows, format_retrieval(rows))
+
+
+def _similarity(args: argparse.Namespace) -> None:
+    from polyticket.analysis.representations import parse_parallel, read_inputs
+    from polyticket.analysis.similarity import MEASURES, format_similarity, similarity
+
+    measures = args.measures.split(",")
+    unknown = [m for m in measures if m not in MEASURES]
+    if unknown:
+        raise UserError(f"--measures: unknown {unknown[0]!r}; use {', '.join(MEASURES)}")
+    if args.epsilon < 0:
+        raise UserError(f"--epsilon must be at least 0, got {args.epsilon}")
+    inputs = read_inputs(args.model, args.masks, parse_parallel(args.parallel))
+    rows = similarity(inputs, args.pooling, measures, args.epsilon, args.batch_size)
+    settings = {
+        "model": args.model,
+        "pooling": args.pooling,
+        "measures": measures,
+        "epsilon": args.epsilon,
+    }
+    _report(args, settings, inputs, rows, format_similarity(rows))
+
+
+def _add_representation_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="hub id, local model directory, or e5-small")
+    parser.add_argument(
+        "--masks",
+        type=Path,
+        nargs="*",
+        default=[],
+        metavar="PATH",
+        help="mask files and/or directories (a study directory: its results/masks); "
+        "the dense model is always included",
+    )
+    parser.add_argument(
+        "--parallel",
+        nargs="+",
+        required=True,
+        metavar="LANG=FILE",
+        help="aligned text files, one sentence per line (polyticket data synth --task parallel)",
+    )
+    parser.add_argument("--pooling", choices=["mean", "cls"], default="mean")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--out", type=Path, default=None, help="CSV file to write")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+
+
+def _add_representation_commands(commands) -> None:
+    retrieve = commands.add_parser(
+        "retrieve",
+        help="parallel-sentence retrieval accuracy per layer, dense and each mask",
+        description="Margin-based k-NN retrieval of translations with θ0 ⊙ m as encoder.",
+    )
+    _add_representation_flags(retrieve)
+    retrieve.add_argument("--k", type=int, default=5, help="neighbours (default 5)")
+    retrieve.add_argument("--margin", choices=["ratio", "distance", "absolute"], default="ratio")
+    retrieve.set_defaults(handler=_retrieve)
+    similarity = commands.add_parser(
+        "similarity",
+        help="CKA, SVCCA and PWCCA per layer: dense vs each mask, and across languages",
+        description="Representation similarity of θ0 ⊙ m and the dense model on parallel text.",
+    )
+    _add_representation_flags(similarity)
+    similarity.add_argument(
+        "--measures", default="cka,svcca,pwcca", help="comma-separated (default all three)"
+    )
+    similarity.add_argument(
+        "--epsilon",
+        type=float,
+        default=0.0,
+        help="CCA ridge relative to the mean variance, against the bias of few sentences "
+        "(identical representations then score below 1; default 0)",
+    )
+    similarity.set_defaults(handler=_similarity)
+
+
+# --- end of representation analyses --------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="polyticket",
@@ -409,6 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="file; the extension picks the format; {lang} for each language",
     )
     synth.set_defaults(handler=_data_synth)
+    _add_representation_commands(commands)  # retrieve, similarity
     return parser
 
 

@@ -243,3 +243,22 @@ def nli_files(tmp_path_factory) -> tuple[Path, Path]:
         write_synth("nli", "en", 60, 1, root / "train.tsv"),
         write_synth("nli", "en", 30, 2, root / "dev.jsonl"),
     )
+
+
+def unique_sentences(count: int) -> list[str]:
+    """Distinct sentences of the tiny corpus: retrieval against itself must find each one."""
+    return list(dict.fromkeys(corpus()))[:count]
+
+
+@pytest.fixture(scope="session")
+def half_mask(tmp_path_factory, bert_dir) -> Path:
+    """A random 50% mask of the tiny BERT's prunable weights, saved as a polyticket mask."""
+    from transformers import AutoModel
+
+    from polyticket.masks import Mask
+    from polyticket.models.families import find_prunable
+    from polyticket.pruning import random_prune
+
+    shapes = find_prunable(AutoModel.from_pretrained(bert_dir)).shapes
+    path = tmp_path_factory.mktemp("masks") / "half.safetensors"
+    return random_prune(Mask.ones(shapes), 0.5, seed=0).save(path, method="random")
