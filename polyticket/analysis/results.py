@@ -15,16 +15,19 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from polyticket.errors import UserError
 from polyticket.io import copy_file, read_json, write_csv, write_json
 from polyticket.masks import Mask
 from polyticket.study import Study, cells
+from polyticket.study.changes import changes, with_dependents
 from polyticket.study.grid import percent
 from polyticket.study.kinds.cross_task import KIND as CROSS_TASK
+from polyticket.study.kinds.imp import imp_cell
 from polyticket.study.kinds.oneshot import oneshot_cell
 from polyticket.study.kinds.random import random_cell
 from polyticket.study.kinds.transfer import transfer_cell
@@ -51,35 +54,77 @@ def random_jaccard(kept_a: float, kept_b: float) -> float:
     return both / either if either else 1.0
 
 
+# What reading a cell's files can raise when they are missing, truncated or from another
+# version of the study: reported as a problem of that cell, never a traceback.
+_UNREADABLE = (OSError, ValueError, KeyError, IndexError, TypeError, UserError)
+
+
 class StudyResults:
-    """Reads a study's cells once; every table is a method."""
+    """Reads a study's cells once; every table is a method. A cell that is missing, failed,
+    unreadable or made with other settings (``study.changes``) is left out of every table
+    and listed in ``problems``."""
 
     def __init__(self, study: Study):
         self.study = study
         self.cells = cells(study)
-        self._masks: dict[Path, Mask] = {}
+        self._masks: dict[Path, Mask | None] = {}
+        self.problems: dict[str, str] = {}
+        changed = changes(study, self.cells)
+        self.excluded = with_dependents(self.cells, set(changed))
+        for name in sorted(self.excluded):
+            why = "; ".join(changed.get(name, ["depends on a cell made with other settings"]))
+            self.problems[name] = f"made with other settings than the study file's: {why}"
+        for cell in self.cells:
+            failure = study.layout.cell_failure(cell.name)
+            if failure.is_file() and not cell.done(study):
+                self.problems.setdefault(cell.name, "failed (see its .failed.json)")
+
+    def _read(self, cell_name: str, read: Callable[[], Any]) -> Any:
+        """``read()``, or None (and a problem noted) where the cell's files cannot say."""
+        if cell_name in self.excluded:
+            return None
+        try:
+            return read()
+        except _UNREADABLE as exc:
+            self.problems.setdefault(cell_name, f"unreadable: {exc}")
+            return None
 
     # --- reading ----------------------------------------------------------------
     def score(self, cell_name: str) -> float | None:
-        return score(self.study, cell_name)
+        return self._read(cell_name, lambda: score(self.study, cell_name))
 
     def level_score(self, task: str, language: str, seed: int, sparsity: Fraction) -> float | None:
-        return level_score(self.study, task, language, seed, sparsity)
+        return self._read(
+            imp_cell(task, language, seed).name,
+            lambda: level_score(self.study, task, language, seed, sparsity),
+        )
 
-    def mask(self, path: Path) -> Mask | None:
-        if path not in self._masks and path.is_file():
-            self._masks[path] = Mask.load(path)
-        return self._masks.get(path)
+    def mask(self, path: Path, cell_name: str) -> Mask | None:
+        if path not in self._masks:
+            self._masks[path] = (
+                self._read(cell_name, lambda: Mask.load(path)) if path.is_file() else None
+            )
+        return self._masks[path]
 
     def level_mask(self, task: str, source: str, seed: int, sparsity: Fraction) -> Mask | None:
-        return self.mask(level_run(self.study, task, source, seed, sparsity).mask)
+        name = imp_cell(task, source, seed).name
+        run = self._read(name, lambda: level_run(self.study, task, source, seed, sparsity))
+        return self.mask(run.mask, name) if run is not None else None
+
+    def study_tickets(self, task: str, source: str) -> dict[int, dict[str, Any]]:
+        """The study's tickets of a source whose IMP cells are all done and usable."""
+        names = [imp_cell(task, source, seed).name for seed in self.study.seeds]
+        if set(names) & self.excluded or not imp_done(self.study, task, source):
+            return {}
+        return self._read(names[0], lambda: study_tickets(self.study, task, source)) or {}
 
     def metric(self, task: str) -> tuple[str, bool]:
         for lang in self.study.sources(task):
             path = level_run(self.study, task, lang, self.study.seeds[0], Fraction(0)).metrics
-            if path.is_file():
-                m = read_json(path)
-                return m["metric"], m["greater_is_better"]
+            name = imp_cell(task, lang, self.study.seeds[0]).name
+            m = self._read(name, lambda p=path: read_json(p)) if path.is_file() else None
+            if isinstance(m, dict) and "metric" in m:
+                return m["metric"], bool(m.get("greater_is_better", True))
         return "score", True
 
     # --- tables -------------------------------------------------------------------
@@ -87,9 +132,7 @@ class StudyResults:
         rows = []
         for task in self.study.tasks:
             for lang in self.study.sources(task):
-                if not imp_done(self.study, task, lang):
-                    continue
-                for seed, ticket in study_tickets(self.study, task, lang).items():
+                for seed, ticket in self.study_tickets(task, lang).items():
                     dense = self.level_score(task, lang, seed, Fraction(0))
                     row = {
                         "task": task,
@@ -184,7 +227,7 @@ class StudyResults:
             for source in self.study.tasks[task].languages:
                 ticket = self.level_mask(task, source, seed, sparsity)
                 cell = oneshot_cell(task, source, seed, sparsity)
-                oneshot = self.mask(self.study.layout.cell(cell.name).mask)
+                oneshot = self.mask(self.study.layout.cell(cell.name).mask, cell.name)
                 if ticket is not None and oneshot is not None:
                     to_oneshot.append(ticket.jaccard(oneshot))
         same_language = []
@@ -335,7 +378,8 @@ def write_results(study: Study) -> dict[str, Any]:
     cross = results.cross_task()
     if cross:
         _csv(layout.table("cross_task"), cross)
-    everything.update(transfer_drop=drops, cross_task=cross)
+    problems = [{"cell": name, "problem": why} for name, why in sorted(results.problems.items())]
+    everything.update(transfer_drop=drops, cross_task=cross, problems=problems)
     write_json(layout.table_json("results"), missing_as_none(everything))
     _export_level_masks(results)
     return everything
@@ -348,15 +392,13 @@ def _export_level_masks(results: StudyResults) -> None:
     layout = study.layout
     for task in study.tasks:
         for lang in study.sources(task):
-            if not imp_done(study, task, lang):
-                continue
-            for seed, ticket in study_tickets(study, task, lang).items():
-                copy_file(ticket["mask"], layout.exported_mask(task, lang, seed, STUDY_TICKET))
+            for seed, ticket in results.study_tickets(task, lang).items():
+                copies = {STUDY_TICKET: Path(ticket["mask"])}
                 for sparsity in study.sparsities:
-                    copy_file(
-                        level_run(study, task, lang, seed, sparsity).mask,
-                        layout.exported_mask(task, lang, seed, percent(sparsity)),
-                    )
+                    copies[percent(sparsity)] = level_run(study, task, lang, seed, sparsity).mask
+                for label, source in copies.items():
+                    if source.is_file():  # else the cell's problem is in the report already
+                        copy_file(source, layout.exported_mask(task, lang, seed, label))
 
 
 def _fmt(value: Any) -> str:
@@ -421,4 +463,8 @@ def format_summary(everything: dict[str, Any]) -> str:
                 f"{_fmt(row['dense_score'])}, random {_fmt(row['random_score'])}"
             )
     lines += ["", *(headline_text(line) for line in everything["headline"])]
+    problems = everything.get("problems", [])
+    if problems:
+        lines += ["", f"{len(problems)} cell(s) left out of the tables:"]
+        lines += [f"  {p['cell']}: {p['problem']}" for p in problems]
     return "\n".join(lines).strip()
