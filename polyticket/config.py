@@ -338,7 +338,7 @@ def _scalar(value: Any, base: type) -> Any:
     # bool is an int to Python, so without this `batch_size: true` would mean 1.
     if isinstance(value, bool) or isinstance(value, (dict, list)):
         raise ValueError(f"must be {_TYPE_WORDS.get(base, base.__name__)}")
-    if base in (str, Path) and not isinstance(value, (str, int, float)):
+    if base in (str, Path) and not isinstance(value, (str, int, float, Path)):
         raise ValueError("must be a string")
     if base is int and isinstance(value, float) and not value.is_integer():
         raise ValueError("must be an integer")
