@@ -138,7 +138,20 @@ def study(w: Path, name: str, text: str) -> list[str]:
     return ["study", str(_yaml(w, name, text))]
 
 
-STUDY = "model: {bert}\nout: {out}\nlanguages: [en]\ntasks: {{ner: {{train_file: x, eval_file: y}}}}\n"
+STUDY = "model: {bert}\nout: {out}\nlanguages: [en]\ntasks: {{ner: {{train_file: x}}}}\n"
+
+
+def study_with(w: Path, name: str, extra: str) -> list[str]:
+    return study(w, name, STUDY.format(bert=w / "bert", out=w / "o") + extra)
+
+
+def model(w: Path, name: str) -> list[str]:
+    argv = find(w)
+    return [*argv[:1], "--model", str(w / name), *argv[3:]]
+
+
+def out(w: Path, where: str) -> list[str]:
+    return [*find(w)[:-2], "--out", where]
 
 # (id, argv from the world, words the one line must contain)
 CASES = [
@@ -193,7 +206,9 @@ CASES = [
     ),
     (
         "original-batch",
-        lambda w: with_config(w, "orig2.json", '{"do_train": true, "per_device_train_batch_size": 0}'),
+        lambda w: with_config(
+            w, "orig2.json", '{"do_train": true, "per_device_train_batch_size": 0}'
+        ),
         "batch_size",
     ),
     # data files: the file at fault and its line
@@ -226,12 +241,12 @@ CASES = [
     ("mask-truncated", lambda w: ["masks", "info", str(w / "truncated.safetensors")], "truncated"),
     ("mask-pickle", lambda w: ["masks", "info", str(w / "pickle.pt")], "pickle.pt"),
     ("mask-zip", lambda w: ["masks", "import", str(w / "archive.zip"), str(w / "out/m.st")], "zip"),
-    ("import-pickle", lambda w: ["masks", "import", str(w / "pickle.pt"), str(w / "out/x")], "pickle"),
+    ("import-pickle", lambda w: ["masks", "import", str(w / "pickle.pt"), str(w / "out/x")], "pt"),
     ("mask-missing", lambda w: ["masks", "info", str(w / "nope.safetensors")], "nope.safetensors"),
     # outputs: refused before any work
-    ("out-file", lambda w: [*find(w)[:-2], "--out", str(w / "a-file")], "a-file is an existing file"),
-    ("out-under-file", lambda w: [*find(w)[:-2], "--out", str(w / "a-file" / "run")], "a-file/run"),
-    ("out-proc", lambda w: [*find(w)[:-2], "--out", "/proc/polyticket-run"], "/proc/polyticket-run"),
+    ("out-file", lambda w: out(w, str(w / "a-file")), "a-file is an existing file"),
+    ("out-under-file", lambda w: out(w, str(w / "a-file" / "run")), "a-file/run"),
+    ("out-proc", lambda w: out(w, "/proc/polyticket-run"), "/proc/polyticket-run"),
     (
         "export-dir",
         lambda w: ["masks", "export", str(w / "good.safetensors"), str(w / "out")],
@@ -248,33 +263,33 @@ CASES = [
     ("study-utf8", lambda w: ["study", str(w / "bad-utf8.yaml")], "bad-utf8.yaml:2"),
     (
         "study-bool",
-        lambda w: study(w, "s2.yaml", STUDY.format(bert=w / "bert", out=w / "o") + "settings: {batch_size: true}\n"),
+        lambda w: study_with(w, "s2.yaml", "settings: {batch_size: true}\n"),
         "batch_size",
     ),
     (
         "study-synth",
-        lambda w: study(w, "s3.yaml", STUDY.format(bert=w / "bert", out=w / "o") + "synth: {'{lang}.conll': {task: ner, size: many}}\n"),
+        lambda w: study_with(w, "s3.yaml", "synth: {'{lang}.c': {task: ner, size: x}}\n"),
         "size",
     ),
     ("study-out", lambda w: study(w, "s4.yaml", "out: [1]\ntasks: {ner: {}}\n"), "s4.yaml: out"),
     (
         "study-seeds",
-        lambda w: study(w, "s5.yaml", STUDY.format(bert=w / "bert", out=w / "o") + "seeds: [true]\n"),
+        lambda w: study_with(w, "s5.yaml", "seeds: [true]\n"),
         "seeds",
     ),
     ("study-tasks", lambda w: study(w, "s6.yaml", "languages: [en]\n"), "s6.yaml: 'tasks'"),
     (
         "study-typo",
-        lambda w: study(w, "s7.yaml", STUDY.format(bert=w / "bert", out=w / "o") + "settings: {learnig_rate: 1}\n"),
+        lambda w: study_with(w, "s7.yaml", "settings: {learnig_rate: 1}\n"),
         "learning_rate",
     ),
     # model directories
-    ("model-empty", lambda w: [*find(w)[:1], "--model", str(w / "no-model"), *find(w)[3:]], "empty"),
-    ("model-no-tokenizer", lambda w: [*find(w)[:1], "--model", str(w / "config-only"), *find(w)[3:]], "no tokenizer"),
-    ("model-type", lambda w: [*find(w)[:1], "--model", str(w / "unknown-type"), *find(w)[3:]], "no-such-model"),
-    ("model-config", lambda w: [*find(w)[:1], "--model", str(w / "broken-config"), *find(w)[3:]], "config.json"),
-    ("model-weights", lambda w: [*find(w)[:1], "--model", str(w / "corrupt"), *find(w)[3:]], "corrupt"),
-    ("model-missing", lambda w: [*find(w)[:1], "--model", str(w / "nowhere/x"), *find(w)[3:]], "nowhere"),
+    ("model-empty", lambda w: model(w, "no-model"), "empty"),
+    ("model-no-tokenizer", lambda w: model(w, "config-only"), "no tokenizer"),
+    ("model-type", lambda w: model(w, "unknown-type"), "no-such-model"),
+    ("model-config", lambda w: model(w, "broken-config"), "config.json"),
+    ("model-weights", lambda w: model(w, "corrupt"), "corrupt"),
+    ("model-missing", lambda w: model(w, "nowhere/x"), "nowhere"),
 ]  # fmt: skip
 
 
