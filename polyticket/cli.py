@@ -7,11 +7,13 @@ import json
 import logging
 import re
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 
 from polyticket.config import FindConfig, TrainConfig, add_flags, parse_config
 from polyticket.errors import UserError
+from polyticket.io import prepare_output_dir, prepare_output_file
 from polyticket.study.executors import EXECUTORS
 
 
@@ -79,6 +81,7 @@ def _masks_info(args: argparse.Namespace) -> None:
 def _masks_import(args: argparse.Namespace) -> None:
     from polyticket.compat import import_torch_mask
 
+    prepare_output_file(args.out)
     mask = import_torch_mask(args.file)
     mask.save(args.out)
     print(f"{args.file} -> {args.out}: {len(mask)} matrices, {mask.sparsity():.2%} pruned")
@@ -88,6 +91,7 @@ def _masks_export(args: argparse.Namespace) -> None:
     from polyticket.compat import export_torch_prune
     from polyticket.masks import Mask
 
+    prepare_output_file(args.out)
     mask = Mask.load(args.file)
     export_torch_prune(mask, args.out, prefix=args.prefix)
     print(f"{args.file} -> {args.out} ({args.format}, {len(mask)} weight_mask tensors)")
@@ -104,8 +108,10 @@ def _models_prepare(args: argparse.Namespace) -> None:
 def _data_synth(args: argparse.Namespace) -> None:
     from polyticket.data.synth import write_synth
 
-    for language in args.language.split(","):
-        out = Path(str(args.out).replace("{lang}", language))
+    outs = {lang: Path(str(args.out).replace("{lang}", lang)) for lang in args.language.split(",")}
+    for out in outs.values():
+        prepare_output_file(out)
+    for language, out in outs.items():
         write_synth(args.task, language, args.size, args.seed, out)
         print(f"written: {out}")
 
@@ -119,12 +125,17 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def _run_study(
-    study, shard: tuple[int, int] | None = None, summary_only: bool = False, executor="serial"
+    study,
+    shard: tuple[int, int] | None = None,
+    summary_only: bool = False,
+    executor="serial",
+    rerun_changed: bool = False,
 ) -> int:
     from polyticket.analysis.results import format_summary, write_results
     from polyticket.study import run_study
 
-    outcome = None if summary_only else run_study(study, shard, executor)
+    prepare_output_dir(study.out)
+    outcome = None if summary_only else run_study(study, shard, executor, rerun_changed)
     print(format_summary(write_results(study)))
     print(f"\nresults: {study.layout.results}")
     if outcome is not None and outcome.failed:
@@ -140,11 +151,13 @@ def _study(args: argparse.Namespace) -> int:
 
     study = load_study(args.file)
     if not args.plan:
-        return _run_study(study, args.shard, args.summary, args.executor)
+        return _run_study(study, args.shard, args.summary, args.executor, args.rerun_changed)
     rows = plan(study, args.shard)
     for row in rows:
-        print(f"{row['state']:<8} {row['cell']}")
-    counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "ready", "waiting", "failed")}
+        changes = "; ".join(row.get("changes", []))
+        print(f"{row['state']:<8} {row['cell']}" + (f"  ({changes})" if changes else ""))
+    states = ("done", "changed", "ready", "waiting", "failed")
+    counts = {s: sum(r["state"] == s for r in rows) for s in states}
     print(f"{len(rows)} cells: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     if args.shard:
         _print_shares(study, args.shard[1])
@@ -178,6 +191,8 @@ def _compare(args: argparse.Namespace) -> None:
     from polyticket.analysis.compare_text import format_comparison, write_csv
     from polyticket.analysis.overlap import overlap_rows
 
+    if args.csv:
+        prepare_output_file(args.csv)  # before any work: a bad path fails at once
     results = [
         {"set": name, **_compare_masks(masks, baseline, args)}
         for name, masks, baseline in _mask_sets(args.files, args.baseline)
@@ -391,8 +406,17 @@ def _add_representation_commands(commands) -> None:
 # --- end of representation analyses --------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """Mistakes in flags are one line and exit 2, like every other mistake in input
+    (argparse would print the whole usage first)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        print(f"polyticket: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="polyticket",
         description="Find, compare and transfer lottery tickets of multilingual models.",
     )
@@ -465,6 +489,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     study.add_argument(
         "--summary", action="store_true", help="only (re)write results/ and print the main tables"
+    )
+    study.add_argument(
+        "--rerun-changed",
+        action="store_true",
+        help="rerun the cells made with other settings than the study file's now (and the "
+        "cells that depend on them); without it such a study is refused",
     )
     study.set_defaults(handler=_study)
 

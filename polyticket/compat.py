@@ -424,9 +424,29 @@ def _settings(values: dict[str, Any], knobs: set[str], source: str) -> list[Sett
                 target = "log_steps"
             out.append(Setting(key, target, _translate_value(target, value)))
         else:
+            _check_spelling(key, knobs, source)
             out.append(Setting(key, key if key in knobs else None, value))
     # Settings a script implies without a key of its own (the held-out share of MLM).
     return out + [setting for setting in derived if setting.key not in values]
+
+
+# How close an unknown key of an original config must be to a known one to be taken for a
+# misspelling of it rather than one of the many HF arguments polyticket ignores:
+# learnig_rate (0.96) and max_stepz (0.89) are typos, per_gpu_train_batch_size (0.82) is not.
+_TYPO_CUTOFF = 0.85
+
+
+def _check_spelling(key: str, knobs: set[str], source: str) -> None:
+    """An original config's unknown key is only a warning, unless it is a misspelling of a
+    key polyticket knows: then the setting the user meant would be silently lost."""
+    from polyticket.config import suggestion
+
+    known = knobs | ORIGINAL_KEYS.keys() | IGNORED_KEYS | _DERIVED_KEYS | {"sparsity"}
+    if key in known:
+        return
+    hint = suggestion(key, known, _TYPO_CUTOFF)
+    if hint:
+        raise UserError(f"{source}: unknown key {key!r}{hint}")
 
 
 def translate_config(values: dict[str, Any], knobs: set[str], source: str) -> dict[str, Any]:
@@ -439,7 +459,9 @@ def translate_config(values: dict[str, Any], knobs: set[str], source: str) -> di
     if not is_original_config(values):
         for key in values:
             if key not in knobs:
-                raise UserError(f"{source}: unknown key {key!r}")
+                from polyticket.config import suggestion
+
+                raise UserError(f"{source}: unknown key {key!r}{suggestion(key, knobs)}")
         return dict(values)
     out: dict[str, Any] = {}
     origin: dict[str, str] = {}

@@ -42,9 +42,11 @@ class ModelArgs:
     )
     prune_pooler: bool = knob(False, "also prune the pooler (only where the model has one)")
     prune_include: list[str] = knob(
-        [], "regex over base-model parameter names: prune exactly these (repeatable)"
+        [], "regex over base-model parameter names: prune exactly these (repeatable)", regex=True
     )
-    prune_exclude: list[str] = knob([], "regex of parameter names never to prune (repeatable)")
+    prune_exclude: list[str] = knob(
+        [], "regex of parameter names never to prune (repeatable)", regex=True
+    )
 
 
 @dataclass
@@ -65,37 +67,64 @@ class DataArgs:
     train_split: str = knob("train", "split of the hub dataset to train on")
     eval_split: str = knob("validation", "split of the hub dataset to evaluate on")
     labels: list[str] = knob([], "label list (default: WikiANN's when it covers the data)")
-    max_seq_length: int = knob(128, "longest input in tokens; longer inputs are truncated")
+    max_seq_length: int = knob(
+        128, "longest input in tokens; longer inputs are truncated", minimum=1
+    )
     max_train_samples: int | None = knob(
-        None, "training examples in all, drawn with the seed, an equal share per language"
+        None,
+        "training examples in all, drawn with the seed, an equal share per language",
+        minimum=1,
     )
-    max_eval_samples: int | None = knob(None, "evaluation examples in all, as above")
+    max_eval_samples: int | None = knob(None, "evaluation examples in all, as above", minimum=1)
     validation_ratio: float | None = knob(
-        None, "MLM without --eval-file: hold out this fraction of the documents for evaluation"
+        None,
+        "MLM without --eval-file: hold out this fraction of the documents for evaluation",
+        above=0,
+        below=1,
     )
-    block_size: int = knob(128, "MLM: tokens per block (documents are split, nothing dropped)")
-    mlm_probability: float = knob(0.15, "MLM: fraction of tokens chosen for prediction")
+    block_size: int = knob(
+        128, "MLM: tokens per block (documents are split, nothing dropped)", minimum=1
+    )
+    mlm_probability: float = knob(
+        0.15, "MLM: fraction of tokens chosen for prediction", above=0, maximum=1
+    )
     text_column: str = knob("text", "MLM: the text field of JSON lines and hub datasets")
     max_target_length: int | None = knob(
-        None, "text-to-text NLI: longest generated answer in tokens (default: longest label)"
+        None,
+        "text-to-text NLI: longest generated answer in tokens (default: longest label)",
+        minimum=1,
     )
 
 
 @dataclass
 class TrainArgs:
-    learning_rate: float = knob(2e-5, "peak learning rate of AdamW")
-    batch_size: int = knob(32, "training examples per optimizer step (before accumulation)")
-    eval_batch_size: int = knob(64, "examples per evaluation batch")
-    epochs: float = knob(3.0, "passes over the training data (ignored with --max-steps)")
-    max_steps: int | None = knob(None, "optimizer steps per training run; overrides --epochs")
-    warmup_ratio: float = knob(0.0, "fraction of the steps spent warming up the learning rate")
-    weight_decay: float = knob(0.0, "AdamW weight decay")
-    adam_epsilon: float = knob(1e-8, "AdamW epsilon")
-    max_grad_norm: float = knob(1.0, "gradient clipping norm (0 disables)")
-    gradient_accumulation_steps: int = knob(1, "batches accumulated per optimizer step")
-    eval_steps: int | None = knob(None, "evaluate every N optimizer steps (default: each epoch)")
-    log_steps: int = knob(10, "log the training loss every N optimizer steps")
-    seed: int = knob(57, "random seed of the head, data order and dropout")
+    learning_rate: float = knob(2e-5, "peak learning rate of AdamW", above=0)
+    batch_size: int = knob(
+        32, "training examples per optimizer step (before accumulation)", minimum=1
+    )
+    eval_batch_size: int = knob(64, "examples per evaluation batch", minimum=1)
+    epochs: float = knob(
+        3.0, "passes over the training data (ignored with --max-steps)", above=0
+    )
+    max_steps: int | None = knob(
+        None, "optimizer steps per training run; overrides --epochs", minimum=1
+    )
+    warmup_ratio: float = knob(
+        0.0, "fraction of the steps spent warming up the learning rate", minimum=0, below=1
+    )
+    weight_decay: float = knob(0.0, "AdamW weight decay", minimum=0)
+    adam_epsilon: float = knob(1e-8, "AdamW epsilon", above=0)
+    max_grad_norm: float = knob(1.0, "gradient clipping norm (0 disables)", minimum=0)
+    gradient_accumulation_steps: int = knob(
+        1, "batches accumulated per optimizer step", minimum=1
+    )
+    eval_steps: int | None = knob(
+        None, "evaluate every N optimizer steps (default: each epoch)", minimum=1
+    )
+    log_steps: int = knob(10, "log the training loss every N optimizer steps", minimum=1)
+    seed: int = knob(
+        57, "random seed of the head, data order and dropout", minimum=0, below=2**32
+    )
     cpu: bool = knob(False, "run on the CPU even where an accelerator is present")
     mixed_precision: Literal["no", "fp16", "bf16"] = knob("no", "mixed precision on accelerators")
 
@@ -108,15 +137,25 @@ class PruneArgs:
     scope: Literal["global", "layer", "matrix"] = knob(
         "global", "rank weights over all prunable matrices, within each layer, or each matrix"
     )
-    rate: float = knob(0.1, "fraction of the ORIGINAL prunable weights removed per level")
-    target_sparsity: float | None = knob(0.5, "stop at this sparsity")
-    levels: int | None = knob(None, "stop after this many pruning levels (overrides the target)")
-    epsilon: float = knob(0.01, "a level is a ticket if its best score is within this of dense")
+    rate: float = knob(
+        0.1, "fraction of the ORIGINAL prunable weights removed per level", above=0, below=1
+    )
+    target_sparsity: float | None = knob(0.5, "stop at this sparsity", minimum=0, below=1)
+    levels: int | None = knob(
+        None, "stop after this many pruning levels (overrides the target)", minimum=1
+    )
+    epsilon: float = knob(
+        0.01, "a level is a ticket if its best score is within this of dense", minimum=0
+    )
     budget_steps: int | None = knob(
-        None, "training steps of all levels together: levels stop at the last one that fits"
+        None,
+        "training steps of all levels together: levels stop at the last one that fits",
+        minimum=1,
     )
     budget_epochs: float | None = knob(
-        None, "the same budget in passes over the training data (the original num_train_epochs)"
+        None,
+        "the same budget in passes over the training data (the original num_train_epochs)",
+        above=0,
     )
 
 
@@ -138,7 +177,9 @@ class TrainConfig:
     mask: str | None = knob(
         None, "mask file, or 'random' / 'oneshot' for a control mask (default: dense)"
     )
-    sparsity: float | None = knob(None, "sparsity of a random or one-shot mask")
+    sparsity: float | None = knob(
+        None, "sparsity of a random or one-shot mask", minimum=0, below=1
+    )
     sparsity_from: Path | None = knob(
         None, "a random mask takes the sparsity of this mask file instead"
     )
@@ -259,15 +300,17 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
+    from polyticket.io import read_text
+
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
+    text = read_text(path)
+    kind = "JSON" if path.suffix == ".json" else "YAML"
     try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise UserError(
-            f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"
-        ) from None
+        data = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError, RecursionError) as exc:
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise UserError(f"{path}: not valid {kind}: {detail}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -290,16 +333,100 @@ def _convert(value: Any, f: dataclasses.Field, hint: Any, source: str) -> Any:
             return value
         if typing.get_origin(base) is list:
             items = value if isinstance(value, list) else [value]
-            return [typing.get_args(base)[0](v) for v in items]
-        if base is bool:
-            if not isinstance(value, bool):
-                raise ValueError("must be true or false")
-            return value
-        if base is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError("must be an integer")
-        return base(value)
+            return [_scalar(v, typing.get_args(base)[0]) for v in items]
+        return _scalar(value, base)
     except (TypeError, ValueError) as exc:
         raise UserError(f"{source}: bad value {value!r} for {name}: {exc}") from None
+
+
+def _scalar(value: Any, base: type) -> Any:
+    """One value of a file as ``base``; what YAML/JSON would silently coerce is refused."""
+    if base is bool:
+        if not isinstance(value, bool):
+            raise ValueError("must be true or false")
+        return value
+    # bool is an int to Python, so without this `batch_size: true` would mean 1.
+    if isinstance(value, bool) or isinstance(value, (dict, list)):
+        raise ValueError(f"must be {_TYPE_WORDS.get(base, base.__name__)}")
+    if base in (str, Path) and not isinstance(value, (str, int, float, Path)):
+        raise ValueError("must be a string")
+    if base is int and isinstance(value, float) and not value.is_integer():
+        raise ValueError("must be an integer")
+    return base(value)
+
+
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", Path: "a path"}
+
+
+def _rule(meta: typing.Mapping[str, Any]) -> str | None:
+    """The allowed range of a knob in words (``an integer >= 1``), None without one."""
+    parts = []
+    for key, sign in (("minimum", ">="), ("above", ">"), ("maximum", "<="), ("below", "<")):
+        if key in meta:
+            parts.append(f"{sign} {meta[key]:g}")
+    return " and ".join(parts) or None
+
+
+def _out_of_range(value: Any, meta: typing.Mapping[str, Any]) -> bool:
+    return (
+        ("minimum" in meta and value < meta["minimum"])
+        or ("above" in meta and value <= meta["above"])
+        or ("maximum" in meta and value > meta["maximum"])
+        or ("below" in meta and value >= meta["below"])
+    )
+
+
+def _check_value(name: str, value: Any, meta: typing.Mapping[str, Any], source: str) -> None:
+    """The rules in a knob's metadata (range, regex), for a value from any source."""
+    import math
+    import re
+
+    if value is None:
+        return
+    rule = _rule(meta)
+    if rule and (isinstance(value, float) and math.isnan(value) or _out_of_range(value, meta)):
+        raise UserError(f"{source}: bad value {value!r} for {name}: must be {rule}")
+    if meta.get("regex"):
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise UserError(
+                    f"{source}: bad value {pattern!r} for {name}: not a regular expression "
+                    f"({exc})"
+                ) from None
+
+
+def check_config(config: Any, source: str = "config") -> Any:
+    """Every knob of a built config against the rules next to its default, and what the
+    machine can do; raises ``UserError`` naming the knob, the value and what is allowed."""
+    for section, f, _ in _knobs(type(config)):
+        holder = getattr(config, section) if section else config
+        _check_value(f.name, getattr(holder, f.name), f.metadata, source)
+    train = getattr(config, "train", None)
+    if train is not None:
+        check_mixed_precision(train.mixed_precision, train.cpu, source)
+    return config
+
+
+def check_mixed_precision(precision: str, cpu: bool, source: str) -> None:
+    """fp16 needs a CUDA device; bf16 a CUDA device that has it, or the CPU (accelerate runs
+    bf16 autocast on CPUs), so that a run fails here rather than after loading the model."""
+    if precision == "no":
+        return
+    import torch
+
+    cuda = torch.cuda.is_available() and not cpu
+    if precision == "fp16" and not cuda:
+        raise UserError(
+            f"{source}: bad value 'fp16' for mixed_precision: needs a CUDA GPU and none is used "
+            "here (use 'bf16' on a CPU, or 'no')"
+        )
+    if precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        raise UserError(
+            f"{source}: bad value 'bf16' for mixed_precision: this GPU cannot do bf16 "
+            "(use 'fp16' or 'no')"
+        )
 
 
 def build_config(
@@ -313,7 +440,7 @@ def build_config(
     known = {f.name: (section, f, hint) for section, f, hint in _knobs(cls)}
     unknown = sorted(set(file_values) - set(known))
     if unknown:
-        raise UserError(f"{source}: unknown key {unknown[0]!r}")
+        raise UserError(f"{source}: unknown key {unknown[0]!r}{suggestion(unknown[0], known)}")
     values: dict[str | None, dict[str, Any]] = {}
     for name, (section, f, hint) in known.items():
         if args is not None and hasattr(args, name):
@@ -329,7 +456,15 @@ def build_config(
         for attr, section_cls in _sections(cls)
         if attr is not None
     }
-    return cls(**sections, **top)
+    return check_config(cls(**sections, **top), source)
+
+
+def suggestion(key: str, names: typing.Iterable[str], cutoff: float = 0.6) -> str:
+    """``; did you mean 'max_steps'?`` for a misspelt key, else nothing."""
+    import difflib
+
+    close = difflib.get_close_matches(key, list(names), n=1, cutoff=cutoff)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def knob_names(cls: type) -> set[str]:
@@ -390,6 +525,10 @@ def parse_config(cls: type, args: argparse.Namespace) -> Any:
     config = build_config(cls, args, _local_files_win(values, args), source=source)
     if hasattr(config, "out") and config.out is None:
         raise UserError("give --out (or 'out' in the config file)")
+    if hasattr(config, "out"):
+        from polyticket.io import prepare_output_dir
+
+        prepare_output_dir(config.out)
     return config
 
 

@@ -100,6 +100,63 @@ def read_json(path: str | Path) -> Any:
         return json.load(f)
 
 
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file; a ``UserError`` naming the file, the line and the byte offset when
+    it cannot be read or decoded (``open(..., encoding="utf-8")`` would raise a traceback
+    at whichever line the decoder happened to reach)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UserError(
+            f"{path}:{line}: not UTF-8 text (byte {exc.start}: {data[exc.start:exc.end]!r})"
+        ) from None
+
+
+def text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a UTF-8 text file, lines split as ``open`` splits them."""
+    return numbered_lines(read_text(path))
+
+
+def numbered_lines(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, line), split at the newlines ``open`` splits at (``str.splitlines``
+    also splits at form feeds and other separators, and would misnumber the lines)."""
+    import io
+
+    return enumerate(io.StringIO(text, newline=None), 1)
+
+
+def prepare_output_dir(path: str | Path) -> Path:
+    """Create an output folder and make sure files can be written in it, before any work:
+    an existing file, a path under a file, or a folder that cannot be written fails now
+    with its reason, not after an hour of training."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"output {path} is an existing file, not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise UserError(f"cannot write in output directory {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def prepare_output_file(path: str | Path) -> Path:
+    """As ``prepare_output_dir`` for one output file: its folder must be writable and the
+    file itself no folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"output {path} is a directory, not a file")
+    prepare_output_dir(path.parent)
+    return path
+
+
 def file_fingerprint(path: str | Path) -> dict[str, Any]:
     """Which file, its size and SHA-256: enough to tell that an input changed."""
     import hashlib

@@ -46,6 +46,11 @@ class RunLayout:
         return self.root / "mask.safetensors"
 
     @property
+    def cell_settings(self) -> Path:
+        """In a study's cell: the settings the cell was made with (``StudyLayout``)."""
+        return self.root / "cell.json"
+
+    @property
     def metrics(self) -> Path:
         """Best score, its step, the evaluation history and the losses of one training run."""
         return self.root / "metrics.json"
@@ -109,7 +114,7 @@ class StudyLayout:
 
     def cell_settings(self, name: str) -> Path:
         """The settings a cell was made with, to detect a changed study file."""
-        return self.cells / name / "cell.json"
+        return self.cell(name).cell_settings
 
     @property
     def results(self) -> Path:

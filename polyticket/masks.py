@@ -265,7 +265,10 @@ def read_header(path: str | Path) -> dict:
         (size,) = struct.unpack("<Q", head)
         if size > path.stat().st_size - 8:
             raise ValueError(f"declared header length {size} exceeds the file")
-        header = json.loads(f.read(size))  # not UTF-8 / not JSON: ValueError subclasses
+        try:
+            header = json.loads(f.read(size))  # not UTF-8 / not JSON: ValueError subclasses
+        except RecursionError:  # hostile nesting: "[[[[..." deeper than the parser goes
+            raise ValueError("the header nests too deeply") from None
     if not isinstance(header, dict):
         raise ValueError("the header is not a JSON object")
     return header

@@ -280,7 +280,8 @@ def test_polyticket_config_passes_through_and_rejects_unknown_keys():
     ours = {"model": "m", "language": "de", "epochs": 2, "learning_rate": 1e-4}
     assert not is_original_config(ours)
     assert translate_config(ours, KNOBS, "ours.yaml") == ours
-    with pytest.raises(UserError, match=r"^ours\.yaml: unknown key 'learning_rat'$"):
+    typo = r"^ours\.yaml: unknown key 'learning_rat'; did you mean 'learning_rate'\?$"
+    with pytest.raises(UserError, match=typo):
         translate_config({"model": "m", "learning_rat": 1e-4}, KNOBS, "ours.yaml")
     # An original key that polyticket shares (seed) does not make a file original.
     with pytest.raises(UserError, match="unknown key 'block_size'"):

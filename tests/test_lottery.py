@@ -15,7 +15,10 @@ def config(bert_dir, conll_files, **prune):
     return FindConfig(
         model=ModelArgs(model=str(bert_dir)),
         data=DataArgs(train_file=conll_files[0], eval_file=conll_files[1], language="fr"),
-        train=TrainArgs(learning_rate=1e-3, batch_size=16, max_steps=12, eval_steps=6, seed=5),
+        # CPU: resumed runs are compared bit for bit with uninterrupted ones
+        train=TrainArgs(
+            learning_rate=1e-3, batch_size=16, max_steps=12, eval_steps=6, seed=5, cpu=True
+        ),
         prune=PruneArgs(**({"rate": 0.2, "target_sparsity": 0.5} | prune)),
     )
 

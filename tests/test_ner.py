@@ -13,8 +13,14 @@ from polyticket.tasks.ner import NerTask, read_conll, read_jsonl
 
 def test_conll_reads_last_column_and_skips_docstart(tmp_path):
     path = tmp_path / "d.conll"
-    path.write_text("-DOCSTART- -X- O O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\nParis B-LOC\n")
+    path.write_text(
+        "-DOCSTART- -X- O O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\nParis NNP B-NP B-LOC\n"
+    )
     assert read_conll(path) == [(["EU", "rejects"], ["B-ORG", "O"]), (["Paris"], ["B-LOC"])]
+    # a line whose column count differs from the file's is a fault, not a guess
+    path.write_text("EU NNP B-NP B-ORG\n\nParis B-LOC\n")
+    with pytest.raises(UserError, match=r"d.conll:3: 2 columns, but line 1 has 4"):
+        read_conll(path)
 
 
 def test_jsonl_with_string_tags_or_wikiann_ids(tmp_path):

@@ -120,7 +120,7 @@ def test_mt5_answers_that_are_no_label_score_zero(mt5_dir, nli_files, monkeypatc
         return nonsense.repeat(input_ids.shape[0], 1)
 
     monkeypatch.setattr(model, "generate", always_maybe)
-    accelerator = make_accelerator(TrainArgs())
+    accelerator = make_accelerator(TrainArgs(cpu=True))
     loader = eval_loader(data.eval, data.collator, 8)
     assert task.evaluate(model, loader, accelerator, data)["accuracy"] == 0.0
     # and the exact label words score 1
@@ -169,7 +169,7 @@ def test_mlm_validation_split_is_by_document_and_perplexity_is_repeatable(bert_d
     model_args = ModelArgs(model=str(bert_dir))
     data = task.prepare(data_args, load_tokenizer(model_args), 7)
     model = task.build_model(model_args, data, 0).eval()
-    accelerator = make_accelerator(TrainArgs())
+    accelerator = make_accelerator(TrainArgs(cpu=True))
     loader = eval_loader(data.eval, data.eval_collator, 8)
     first = task.evaluate(model, loader, accelerator, data)
     second = task.evaluate(model, loader, accelerator, data)

@@ -7,30 +7,21 @@
 
 from __future__ import annotations
 
-import csv
-import os
 import statistics
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from polyticket import io
 
 BEYOND = ("beyond_theta0", "beyond_theta0_random")
 TITLES = {"beyond_theta0": "beyond θ0", "beyond_theta0_random": "its random"}
 
 
 def write_csv(path: Path, rows: Iterable[Mapping[str, Any]]) -> Path:
-    """Rows of dicts as CSV (columns in order of first appearance), written atomically."""
-    rows = list(rows)
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-    return path
+    """Rows of dicts as CSV (columns in order of first appearance), written atomically with
+    the user's umask (``polyticket.io``)."""
+    return io.write_csv(path, [dict(row) for row in rows])
 
 
 def _num(value: float | None) -> str:

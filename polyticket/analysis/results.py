@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -23,12 +23,15 @@ from polyticket.analysis.cluster import cluster, language_similarity
 from polyticket.analysis.core import core_sizes
 from polyticket.analysis.overlap import compare, heads_for, overlap_rows
 from polyticket.analysis.packed import PackedMask
+from polyticket.errors import UserError
 from polyticket.io import copy_file, read_json, write_csv, write_json
 from polyticket.study import Study, cells
+from polyticket.study.changes import changes, with_dependents
 from polyticket.study.grid import percent
 from polyticket.study.kinds.core import VARIANTS as CORE_VARIANTS
-from polyticket.study.kinds.core import core_cell, language_tickets
+from polyticket.study.kinds.core import core_cell
 from polyticket.study.kinds.cross_task import KIND as CROSS_TASK
+from polyticket.study.kinds.imp import imp_cell
 from polyticket.study.kinds.oneshot import KIND as ONESHOT
 from polyticket.study.kinds.oneshot import oneshot_cell
 from polyticket.study.kinds.random import random_cell
@@ -49,26 +52,64 @@ BASELINES = ("random", "oneshot")  # rows of a transfer matrix besides the sourc
 STUDY_TICKET = "study-ticket"  # exported name of the study's tickets (rule SEED_STD)
 
 
+# What reading a cell's files can raise when they are missing, truncated or from another
+# version of the study: reported as a problem of that cell, never a traceback.
+_UNREADABLE = (OSError, ValueError, KeyError, IndexError, TypeError, UserError)
+
+
 class StudyResults:
-    """Reads a study's cells once; every table is a method."""
+    """Reads a study's cells once; every table is a method. A cell that is missing, failed,
+    unreadable or made with other settings (``study.changes``) is left out of every table
+    and listed in ``problems``."""
 
     def __init__(self, study: Study):
         self.study = study
         self.cells = cells(study)
+        self.problems: dict[str, str] = {}
+        changed = changes(study, self.cells)
+        self.excluded = with_dependents(self.cells, set(changed))
+        for name in sorted(self.excluded):
+            why = "; ".join(changed.get(name, ["depends on a cell made with other settings"]))
+            self.problems[name] = f"made with other settings than the study file's: {why}"
+        for cell in self.cells:
+            failure = study.layout.cell_failure(cell.name)
+            if failure.is_file() and not cell.done(study):
+                self.problems.setdefault(cell.name, "failed (see its .failed.json)")
+
+    def _read(self, cell_name: str, read: Callable[[], Any]) -> Any:
+        """``read()``, or None (and a problem noted) where the cell's files cannot say."""
+        if cell_name in self.excluded:
+            return None
+        try:
+            return read()
+        except _UNREADABLE as exc:
+            self.problems.setdefault(cell_name, f"unreadable: {exc}")
+            return None
 
     # --- reading ----------------------------------------------------------------
     def score(self, cell_name: str) -> float | None:
-        return score(self.study, cell_name)
+        return self._read(cell_name, lambda: score(self.study, cell_name))
 
     def level_score(self, task: str, language: str, seed: int, sparsity: Fraction) -> float | None:
-        return level_score(self.study, task, language, seed, sparsity)
+        return self._read(
+            imp_cell(task, language, seed).name,
+            lambda: level_score(self.study, task, language, seed, sparsity),
+        )
+
+    def study_tickets(self, task: str, source: str) -> dict[int, dict[str, Any]]:
+        """The study's tickets of a source whose IMP cells are all done and usable."""
+        names = [imp_cell(task, source, seed).name for seed in self.study.seeds]
+        if set(names) & self.excluded or not imp_done(self.study, task, source):
+            return {}
+        return self._read(names[0], lambda: study_tickets(self.study, task, source)) or {}
 
     def metric(self, task: str) -> tuple[str, bool]:
         for lang in self.study.sources(task):
             path = level_run(self.study, task, lang, self.study.seeds[0], Fraction(0)).metrics
-            if path.is_file():
-                m = read_json(path)
-                return m["metric"], m["greater_is_better"]
+            name = imp_cell(task, lang, self.study.seeds[0]).name
+            m = self._read(name, lambda p=path: read_json(p)) if path.is_file() else None
+            if isinstance(m, dict) and "metric" in m:
+                return m["metric"], bool(m.get("greater_is_better", True))
         return "score", True
 
     # --- tables -------------------------------------------------------------------
@@ -76,9 +117,7 @@ class StudyResults:
         rows = []
         for task in self.study.tasks:
             for lang in self.study.sources(task):
-                if not imp_done(self.study, task, lang):
-                    continue
-                for seed, ticket in study_tickets(self.study, task, lang).items():
+                for seed, ticket in self.study_tickets(task, lang).items():
                     dense = self.level_score(task, lang, seed, Fraction(0))
                     row = {
                         "task": task,
@@ -149,24 +188,35 @@ class StudyResults:
             drops[row] = _mean(values)
         return drops
 
+    def packed(self, cell_name: str, path: Path, label: str) -> PackedMask | None:
+        """A cell's mask file, read without unpacking; None when it is missing or the cell
+        cannot be used (its problem is noted)."""
+        if not path.is_file():
+            return None
+        return self._read(cell_name, lambda: PackedMask.load(path, label=label))
+
+    def level_mask(self, task: str, source: str, seed: int, sparsity: Fraction, label: str):
+        path = level_run(self.study, task, source, seed, sparsity).mask
+        return self.packed(imp_cell(task, source, seed).name, path, label)
+
     def ticket_masks(self, task: str, sparsity: Fraction) -> list[PackedMask]:
-        """Every source's level at ``sparsity`` that exists, labelled ``SOURCE/seedS``."""
-        out = []
-        for source in self.study.sources(task):
-            for seed in self.study.seeds:
-                path = level_run(self.study, task, source, seed, sparsity).mask
-                if path.is_file():
-                    out.append(PackedMask.load(path, label=f"{source}/seed{seed}"))
-        return out
+        """Every source's level at ``sparsity`` that can be read, labelled ``SOURCE/seedS``."""
+        masks = [
+            self.level_mask(task, source, seed, sparsity, f"{source}/seed{seed}")
+            for source in self.study.sources(task)
+            for seed in self.study.seeds
+        ]
+        return [m for m in masks if m is not None]
 
     def oneshot_mask(self, task: str, sparsity: Fraction) -> PackedMask | None:
         """The magnitude mask of θ0 at ``sparsity`` (the same for every language and seed:
         the prunable weights of θ0 do not depend on either), where the study made one."""
         for lang in self.study.tasks[task].languages:
             for seed in self.study.seeds:
-                path = self.study.layout.cell(oneshot_cell(task, lang, seed, sparsity).name).mask
-                if path.is_file():
-                    return PackedMask.load(path, label="oneshot")
+                cell = oneshot_cell(task, lang, seed, sparsity)
+                mask = self.packed(cell.name, self.study.layout.cell(cell.name).mask, "oneshot")
+                if mask is not None:
+                    return mask
         return None
 
     def overlap(self, task: str, sparsity: Fraction) -> dict[str, Any]:
@@ -188,10 +238,9 @@ class StudyResults:
         languages = self.study.tasks[task].languages
         sizes, scores = [], []
         for seed in self.study.seeds:
-            paths = [level_run(self.study, task, lang, seed, sparsity).mask for lang in languages]
-            if len(languages) < 2 or not all(p.is_file() for p in paths):
+            masks = [self.level_mask(task, lang, seed, sparsity, lang) for lang in languages]
+            if len(languages) < 2 or None in masks:
                 continue
-            masks = language_tickets(self.study, task, seed, sparsity)
             sizes += [{"seed": seed, **row} for row in core_sizes(masks)]
             for lang in languages:
                 scores.append(self._core_scores(task, lang, seed, sparsity))
@@ -345,7 +394,8 @@ def write_results(study: Study) -> dict[str, Any]:
     cross = results.cross_task()
     if cross:
         _csv(layout.table("cross_task"), cross)
-    everything.update(transfer_drop=drops, cross_task=cross)
+    problems = [{"cell": name, "problem": why} for name, why in sorted(results.problems.items())]
+    everything.update(transfer_drop=drops, cross_task=cross, problems=problems)
     write_json(layout.table_json("results"), missing_as_none(everything))
     _export_level_masks(results)
     return everything
@@ -359,20 +409,18 @@ def _export_level_masks(results: StudyResults) -> None:
     layout = study.layout
     for task in study.tasks:
         for lang in study.sources(task):
-            if not imp_done(study, task, lang):
-                continue
-            for seed, ticket in study_tickets(study, task, lang).items():
-                copy_file(ticket["mask"], layout.exported_mask(task, lang, seed, STUDY_TICKET))
+            for seed, ticket in results.study_tickets(task, lang).items():
+                copies = {STUDY_TICKET: Path(ticket["mask"])}
                 for sparsity in study.sparsities:
-                    copy_file(
-                        level_run(study, task, lang, seed, sparsity).mask,
-                        layout.exported_mask(task, lang, seed, percent(sparsity)),
-                    )
+                    copies[percent(sparsity)] = level_run(study, task, lang, seed, sparsity).mask
+                for label, source in copies.items():
+                    if source.is_file():  # else the cell's problem is in the report already
+                        copy_file(source, layout.exported_mask(task, lang, seed, label))
         for lang in study.tasks[task].languages:
             for seed in study.seeds:
                 for sparsity in study.sparsities:
                     cell = oneshot_cell(task, lang, seed, sparsity)
-                    if cell.done(study):
+                    if cell.done(study) and cell.name not in results.excluded:
                         label = f"{ONESHOT}-{percent(sparsity)}"
                         copy_file(
                             layout.cell(cell.name).mask,
@@ -454,4 +502,8 @@ def format_summary(everything: dict[str, Any]) -> str:
                 f"{_fmt(row['dense_score'])}, random {_fmt(row['random_score'])}"
             )
     lines += ["", *(headline_text(line) for line in everything["headline"])]
+    problems = everything.get("problems", [])
+    if problems:
+        lines += ["", f"{len(problems)} cell(s) left out of the tables:"]
+        lines += [f"  {p['cell']}: {p['problem']}" for p in problems]
     return "\n".join(lines).strip()

@@ -47,10 +47,8 @@ import functools
 import hashlib
 import importlib.util
 import json
-import os
 import random
 import re
-import tempfile
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -58,6 +56,7 @@ from pathlib import Path
 
 from polyticket.data import templates as T
 from polyticket.errors import UserError
+from polyticket.io import write_text
 
 SYNTH_LANGUAGES: tuple[str, ...] = T.LANGUAGES
 SYNTH_TASKS: tuple[str, ...] = ("ner", "nli", "parallel", "text")
@@ -636,20 +635,9 @@ def _lines(task: str, language: str, size: int, seed: int, ext: str) -> list[str
 
 
 def _atomic_write(out: Path, content: str) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    # polyticket.io: a unique temporary name, renamed into place, with the user's umask
+    # (mkstemp alone left the data 0600, unreadable to colleagues sharing a study).
+    write_text(out, content)
 
 
 def write_synth(task: str, language: str, size: int, seed: int, out: Path) -> Path:

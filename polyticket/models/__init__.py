@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -50,15 +51,69 @@ def resolve(name: str, vocab_from: list[Path] | None = None) -> str:
     return name
 
 
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 def _load(what: str, name: str, loader: Any, *args: Any, **kwargs: Any) -> Any:
+    local = Path(str(args[0])) if args else None
+    if local is not None and local.is_dir():
+        check_model_dir(local, what)
+        try:
+            return loader(*args, **kwargs)
+        # A local directory's faults (corrupt weights, an unknown model type) surface as
+        # whatever its loader raises; none of them is a bug of polyticket's.
+        except Exception as exc:
+            raise UserError(
+                f"model directory {local}: cannot load its {what}: {_first_line(exc)}"
+            ) from None
     try:
         return loader(*args, **kwargs)
     except (OSError, HfHubHTTPError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
-            f"cannot load the {what} of {name!r}: {first_line} "
+            f"cannot load the {what} of {name!r}: {_first_line(exc)} "
             "(a hub model needs a network connection, or a local copy in the hub cache)"
         ) from None
+
+
+# What each part of a Hugging Face model directory needs (any one of the files).
+_MODEL_FILES = {
+    "configuration": ("config.json",),
+    "tokenizer": ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model"),
+    "weights": (
+        "model.safetensors",
+        "model.safetensors.index.json",
+        "pytorch_model.bin",
+        "pytorch_model.bin.index.json",
+    ),
+}
+
+
+def check_model_dir(path: Path, what: str) -> None:
+    """A local model directory has the files of ``what`` (configuration, tokenizer,
+    weights), and its config names a model type transformers knows."""
+    if not any((path / name).is_file() for name in _MODEL_FILES[what]):
+        empty = "" if any(path.iterdir()) else " (it is empty)"
+        raise UserError(
+            f"model directory {path} has no {what}{empty}: expected "
+            f"{' or '.join(_MODEL_FILES[what])}"
+        )
+    if what != "configuration":
+        return
+    from polyticket.io import read_text
+
+    try:
+        config = json.loads(read_text(path / "config.json"))
+    except (ValueError, RecursionError) as exc:
+        raise UserError(f"{path / 'config.json'}: not valid JSON ({exc})") from None
+    from transformers import CONFIG_MAPPING
+
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if model_type not in CONFIG_MAPPING:
+        raise UserError(
+            f"{path / 'config.json'}: unknown model_type {model_type!r} "
+            "(not a model type this version of transformers knows)"
+        )
 
 
 def load_config(args: ModelArgs, **overrides: Any) -> PretrainedConfig:

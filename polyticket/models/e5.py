@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from polyticket.errors import UserError
-from polyticket.io import atomic_dir, read_json, write_json
+from polyticket.io import atomic_dir, read_json, read_text, write_json
 
 log = logging.getLogger(__name__)
 
@@ -791,12 +791,7 @@ def read_texts(path: str | os.PathLike[str]) -> list[str]:
     sentence, the word column joined by spaces. Anything else: one text per non-empty line.
     """
     path = Path(path)
-    try:
-        content = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise UserError(f"cannot read {path}: {err.strerror or err}") from err
-    except UnicodeDecodeError as err:
-        raise UserError(f"{path} is not UTF-8 text ({err.reason})") from err
+    content = read_text(path)  # names the file, the line and the byte offset of bad UTF-8
     suffix = path.suffix.lower()
     if suffix in _CONLL_SUFFIXES:
         return _conll_texts(content.splitlines())
@@ -807,8 +802,8 @@ def read_texts(path: str | os.PathLike[str]) -> list[str]:
                 continue
             try:
                 record = json.loads(line)
-            except ValueError as err:
-                raise UserError(f"{path}:{number}: not valid JSON ({err})") from err
+            except (ValueError, RecursionError) as err:
+                raise UserError(f"{path}:{number}: not valid JSON ({err})") from None
             texts.extend(_json_texts(record))
         return [t for t in texts if t.strip()]
     return [line for line in content.splitlines() if line.strip()]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from polyticket.errors import UserError
 from polyticket.io import now, write_json
+from polyticket.study.changes import changes, forget, refuse, with_dependents
 from polyticket.study.grid import Cell, cells, shard_of
 from polyticket.study.kinds import CELL_KINDS
 from polyticket.study.spec import Study, synthesize
@@ -64,16 +65,28 @@ def failed_elsewhere(study: Study, name: str) -> bool:
 
 
 def run_study(
-    study: Study, shard: tuple[int, int] | None = None, executor: str = "serial", **options
+    study: Study,
+    shard: tuple[int, int] | None = None,
+    executor: str = "serial",
+    rerun_changed: bool = False,
+    **options,
 ) -> Outcome:
-    """Run every cell of the (shard of the) study that is not done, dependencies first."""
+    """Run every cell of the (shard of the) study that is not done, dependencies first.
+    Cells made with other settings are refused, or with ``rerun_changed`` run again with
+    every cell that depends on them."""
     import sys
 
     from polyticket.study.executors import EXECUTORS
 
-    todo = cells(study)
-    if shard is not None:
-        todo = shard_of(todo, *shard)
+    every = cells(study)
+    todo = shard_of(every, *shard) if shard is not None else every
+    changed = changes(study, todo)
+    if changed:
+        stale = with_dependents(every, set(changed))
+        if not rerun_changed:
+            raise refuse(study, changed, len(stale - set(changed)))
+        print(f"rerunning {len(stale)} cell(s) made with other settings", file=sys.stderr)
+        forget(study, stale)
     synthesize(study)
     outcome = Outcome()
     pending = []
@@ -86,14 +99,17 @@ def run_study(
 
 
 def plan(study: Study, shard: tuple[int, int] | None = None) -> list[dict[str, object]]:
-    """Each cell with its state (done, failed on its last try, ready, or waiting for a
-    dependency), its kind and its expected cost."""
+    """Each cell with its state (changed: made with other settings, then done, failed on
+    its last try, ready, or waiting for a dependency), its kind and its expected cost."""
     every = cells(study)
     chosen = shard_of(every, *shard) if shard else every
+    changed = changes(study, every)
     done = {c.name for c in every if c.done(study)}
     rows = []
     for cell in chosen:
-        if cell.name in done:
+        if cell.name in changed:
+            state = "changed"
+        elif cell.name in done:
             state = "done"
         elif failed_elsewhere(study, cell.name):
             state = "failed"
@@ -101,5 +117,6 @@ def plan(study: Study, shard: tuple[int, int] | None = None) -> list[dict[str, o
             state = "ready"
         else:
             state = "waiting"
-        rows.append({"cell": cell.name, "kind": cell.kind, "state": state, "cost": cell.cost})
+        row = {"cell": cell.name, "kind": cell.kind, "state": state, "cost": cell.cost}
+        rows.append(row | ({"changes": changed[cell.name]} if cell.name in changed else {}))
     return rows

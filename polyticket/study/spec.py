@@ -24,6 +24,7 @@ from polyticket.config import (
     with_preset,
 )
 from polyticket.errors import UserError
+from polyticket.io import read_text
 from polyticket.layout import StudyLayout
 from polyticket.pruning import as_fraction, sparsity_schedule
 from polyticket.study.kinds import CELL_KINDS
@@ -217,15 +218,17 @@ def load_study(path: Path, out: Path | None = None) -> Study:
     if not path.is_file():
         raise UserError(f"study file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise _fail(path, f"not valid YAML: {exc}") from None
+        raw = yaml.safe_load(read_text(path))
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise _fail(path, f"not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(raw, dict):
         raise _fail(path, "expected a mapping at the top")
     _check_keys(path, "the study", raw, STUDY_KEYS)
     if "tasks" not in raw or not isinstance(raw["tasks"], dict) or not raw["tasks"]:
         raise _fail(path, "'tasks' must map task names to their data")
     # like --out, relative to where polyticket runs (data paths follow the study file)
+    if not isinstance(raw.get("out", ""), str):
+        raise _fail(path, f"out must be a directory name, got {raw['out']!r}")
     out = Path(out or raw.get("out", Path("runs") / path.stem))
     settings = _settings(path, "settings", raw.get("settings"), out)
     if "model" in raw:
@@ -275,10 +278,19 @@ def _synth(path: Path, values: Any) -> dict[str, dict[str, Any]]:
         return {}
     if not isinstance(values, dict):
         raise _fail(path, "'synth' must map file names to {task, size, seed}")
+    from polyticket.data.synth import SYNTH_TASKS
+
     for name, spec in values.items():
+        where = f"synth.{name}"
         if not isinstance(spec, dict) or "{lang}" not in str(name):
-            raise _fail(path, f"synth.{name}: give task, size and seed; put {{lang}} in the name")
-        _check_keys(path, f"synth.{name}", spec, SYNTH_KEYS)
+            raise _fail(path, f"{where}: give task, size and seed; put {{lang}} in the name")
+        _check_keys(path, where, spec, SYNTH_KEYS)
+        if spec.get("task") not in SYNTH_TASKS:
+            raise _fail(path, f"{where}.task must be one of {', '.join(SYNTH_TASKS)}")
+        if type(spec.get("size")) is not int or spec["size"] < 1:
+            raise _fail(path, f"{where}.size must be an integer >= 1, got {spec.get('size')!r}")
+        if type(spec.get("seed", 0)) is not int or not 0 <= spec.get("seed", 0) < 2**32:
+            raise _fail(path, f"{where}.seed must be an integer in [0, 2^32)")
     return {str(k): dict(v) for k, v in values.items()}
 
 

@@ -112,6 +112,7 @@ class Task(ABC):
         if not codes:
             raise UserError("give at least one --language")
         self.inputs: list[dict[str, Any]] = []
+        self.sources: list[tuple[str, list[Any]]] = []
         samples: dict[Split, list[Any]] = {}
         for split, limit in (("train", data.max_train_samples), ("eval", data.max_eval_samples)):
             per_language = {lang: self.read(data, split, lang, seed) for lang in codes}
@@ -132,20 +133,39 @@ class Task(ABC):
         else from the split's local file."""
         if data.dataset:
             dataset = load_hub_split(data, language, split)
-            self.inputs.append(
+            config = data.dataset_config.replace("{lang}", language)
+            self._inputs().append(
                 {
                     "dataset": data.dataset,
-                    "config": data.dataset_config.replace("{lang}", language),
+                    "config": config,
                     "split": dataset.split and str(dataset.split),
                     "fingerprint": getattr(dataset, "_fingerprint", None),
                 }
             )
-            return self.from_hub(dataset, data)
+            return self._record(f"{data.dataset} ({config}, {split})", self.from_hub(dataset, data))
         path = data_file(data, split, language)
         if path is None:
             raise UserError(self.data_hint)
-        self.inputs.append(file_fingerprint(require_file(path)))
-        return self.read_file(path, data)
+        self._inputs().append(file_fingerprint(require_file(path)))
+        return self._record(str(path), self.read_file(path, data))
+
+    def _inputs(self) -> list[dict[str, Any]]:
+        return self.__dict__.setdefault("inputs", [])
+
+    def _record(self, where: str, examples: list[Any]) -> list[Any]:
+        """Keep where examples came from, so that a fault found later (a tag the training
+        data lacks) names its file; a source without examples is refused here, by name."""
+        if not examples:
+            raise UserError(f"{where}: no usable examples")
+        self.__dict__.setdefault("sources", []).append((where, examples))
+        return examples
+
+    def source_of(self, example_matches: Callable[[Any], bool]) -> str:
+        """The first source read that has an example for which ``example_matches`` holds."""
+        for where, examples in self.__dict__.get("sources", []):
+            if any(example_matches(e) for e in examples):
+                return where
+        return "data"
 
     @abstractmethod
     def read_file(self, path: Path, data: DataArgs) -> list[Any]:

@@ -26,6 +26,7 @@ from transformers import (
 
 from polyticket.config import DataArgs, ModelArgs
 from polyticket.errors import UserError
+from polyticket.io import numbered_lines, read_text
 from polyticket.models import load_model
 from polyticket.tasks import TASKS
 from polyticket.tasks.base import Split, Task, TaskData
@@ -34,23 +35,27 @@ from polyticket.tasks.base import Split, Task, TaskData
 def read_documents(path: Path, text_column: str = "text") -> list[str]:
     """WikiExtractor JSON lines (``{"text": ...}``), or plain text: one document per line,
     or documents separated by blank lines when the file has any."""
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     if path.suffix in (".jsonl", ".json"):
         documents = []
-        for lineno, line in enumerate(text.splitlines(), 1):
+        for lineno, line in numbered_lines(text):
             if not line.strip():
                 continue
+            where = f"{path}:{lineno}"
             try:
-                documents.append(json.loads(line)[text_column])
-            except (json.JSONDecodeError, KeyError, TypeError):
+                document = json.loads(line)[text_column]
+            except (json.JSONDecodeError, KeyError, TypeError, IndexError, RecursionError):
                 raise UserError(
-                    f"{path}:{lineno}: expected a JSON object with a {text_column!r} field"
+                    f"{where}: expected a JSON object with a {text_column!r} field"
                 ) from None
+            if not isinstance(document, str):
+                raise UserError(f"{where}: {text_column!r} must be a string")
+            documents.append(document)
     elif "\n\n" in text.strip():
         documents = [" ".join(block.split("\n")) for block in text.split("\n\n")]
     else:
         documents = text.splitlines()
-    return [d.strip() for d in documents if isinstance(d, str) and d.strip()]
+    return [d.strip() for d in documents if d.strip()]
 
 
 def split_documents(documents: Sequence[str], ratio: float, seed: int) -> tuple[list, list]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from transformers import AutoModelForTokenClassification, DataCollatorForTokenCl
 
 from polyticket.config import DataArgs, ModelArgs
 from polyticket.errors import UserError
+from polyticket.io import text_lines
 from polyticket.models import load_classifier
 from polyticket.tasks import TASKS
 from polyticket.tasks.base import Task, TaskData
@@ -23,27 +25,42 @@ from polyticket.tasks.labels import WIKIANN_LABELS
 Sentence = tuple[list[str], list[str]]
 
 
-def read_conll(path: Path) -> list[Sentence]:
-    """Token and tag per line (tag = last column), blank line between sentences."""
+# IOB2 tags: O, B-TYPE or I-TYPE (what seqeval scores); --labels may allow others.
+_TAG = re.compile(r"O|[BI]-\S+")
+
+
+def _check_tag(tag: str, where: str, allowed: Sequence[str]) -> str:
+    if not (_TAG.fullmatch(tag) or tag in allowed):
+        raise UserError(f"{where}: tag {tag!r} is not O, B-TYPE or I-TYPE")
+    return tag
+
+
+def read_conll(path: Path, labels: Sequence[str] = ()) -> list[Sentence]:
+    """Token and tag per line (tag = last column), blank line between sentences; every
+    line has as many columns as the file's first."""
     sentences: list[Sentence] = []
     tokens: list[str] = []
     tags: list[str] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                if tokens:
-                    sentences.append((tokens, tags))
-                tokens, tags = [], []
-                continue
-            if fields[0] == "-DOCSTART-":
-                continue
-            if len(fields) < 2:
-                raise UserError(
-                    f"{path}:{lineno}: expected a token and a tag, got {line.strip()!r}"
-                )
-            tokens.append(fields[0])
-            tags.append(fields[-1])
+    columns = None
+    for lineno, line in text_lines(path):
+        fields = line.split()
+        where = f"{path}:{lineno}"
+        if not fields:
+            if tokens:
+                sentences.append((tokens, tags))
+            tokens, tags = [], []
+            continue
+        if fields[0] == "-DOCSTART-":
+            continue
+        if len(fields) < 2:
+            raise UserError(f"{where}: expected a token and a tag, got {line.strip()!r}")
+        columns = columns or (len(fields), lineno)
+        if len(fields) != columns[0]:
+            raise UserError(
+                f"{where}: {len(fields)} columns, but line {columns[1]} has {columns[0]}"
+            )
+        tokens.append(fields[0])
+        tags.append(_check_tag(fields[-1], where, labels))
     if tokens:
         sentences.append((tokens, tags))
     return sentences
@@ -52,32 +69,34 @@ def read_conll(path: Path) -> list[Sentence]:
 def read_jsonl(path: Path, labels: Sequence[str]) -> list[Sentence]:
     """``{"tokens": [...], "ner_tags": [...]}`` per line; tags as strings or label ids."""
     sentences: list[Sentence] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                record = json.loads(line)
-                tokens, tags = record["tokens"], record["ner_tags"]
-            except (json.JSONDecodeError, TypeError, KeyError) as exc:
-                raise UserError(
-                    f"{where}: expected a JSON object with tokens and ner_tags ({exc})"
-                ) from None
-            if (
-                not isinstance(tokens, list)
-                or not isinstance(tags, list)
-                or len(tokens) != len(tags)
-            ):
-                raise UserError(f"{where}: tokens and ner_tags must be lists of the same length")
-            try:
-                tags = [labels[t] if isinstance(t, int) else str(t) for t in tags]
-            except IndexError:
-                raise UserError(
-                    f"{where}: tag id out of range of the {len(labels)} labels"
-                ) from None
-            sentences.append(([str(t) for t in tokens], tags))
+    for lineno, line in text_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            record = json.loads(line)
+            tokens, tags = record["tokens"], record["ner_tags"]
+        except (json.JSONDecodeError, TypeError, KeyError, RecursionError) as exc:
+            raise UserError(
+                f"{where}: expected a JSON object with tokens and ner_tags ({exc})"
+            ) from None
+        if not isinstance(tokens, list) or not isinstance(tags, list) or len(tokens) != len(tags):
+            raise UserError(f"{where}: tokens and ner_tags must be lists of the same length")
+        if not all(isinstance(t, str) for t in tokens):
+            raise UserError(f"{where}: every token must be a string")
+        sentences.append((tokens, [_tag(t, where, labels) for t in tags]))
     return sentences
+
+
+def _tag(value: Any, where: str, labels: Sequence[str]) -> str:
+    """A tag of a JSON line: a label id (into ``labels``) or the tag itself."""
+    if isinstance(value, str):
+        return _check_tag(value, where, labels)
+    if type(value) is int:  # not bool, which is an int to Python
+        if 0 <= value < len(labels):
+            return labels[value]
+        raise UserError(f"{where}: tag id {value} out of range of the {len(labels)} labels")
+    raise UserError(f"{where}: tag {value!r} is neither a string nor a label id")
 
 
 def label_list(sentences: Sequence[Sentence], given: Sequence[str]) -> list[str]:
@@ -97,7 +116,7 @@ class NerTask(Task):
     def read_file(self, path: Path, data: DataArgs) -> list[Sentence]:
         if path.suffix == ".jsonl":
             return read_jsonl(path, list(data.labels) or WIKIANN_LABELS)
-        return read_conll(path)
+        return read_conll(path, data.labels)
 
     def from_hub(self, dataset: Any, data: DataArgs) -> list[Sentence]:
         names = dataset.features["ner_tags"].feature.names
@@ -105,10 +124,12 @@ class NerTask(Task):
 
     def featurize(self, train, dev, data: DataArgs, tokenizer: Any, seed: int) -> TaskData:
         labels = label_list(train, data.labels)
-        for split, sentences in (("training", train), ("evaluation", dev)):
+        for sentences in (train, dev):
             unknown = sorted({t for _, tags in sentences for t in tags} - set(labels))
             if unknown:
-                raise UserError(f"{split} data: tag {unknown[0]!r} is not a label ({labels})")
+                tag = unknown[0]
+                where = self.source_of(lambda sentence, tag=tag: tag in sentence[1])
+                raise UserError(f"{where}: tag {tag!r} is not a label ({labels})")
         label_ids = {label: i for i, label in enumerate(labels)}
         return TaskData(
             train=self._features(train, tokenizer, label_ids, data.max_seq_length),

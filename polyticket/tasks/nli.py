@@ -21,6 +21,7 @@ from transformers import (
 
 from polyticket.config import DataArgs, ModelArgs
 from polyticket.errors import UserError
+from polyticket.io import text_lines
 from polyticket.models import load_classifier, load_model
 from polyticket.tasks import TASKS
 from polyticket.tasks.base import Task, TaskData
@@ -38,7 +39,7 @@ _COLUMNS = {
 
 
 def _label(value: Any, where: str) -> int:
-    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+    if type(value) is int or (isinstance(value, str) and value.strip().isdigit()):
         index = int(value)
         if 0 <= index < len(LABELS):
             return index
@@ -54,33 +55,48 @@ def _field(record: dict[str, Any], column: str, where: str) -> Any:
     raise UserError(f"{where}: no {column} (expected one of {', '.join(_COLUMNS[column])})")
 
 
+def _text(record: dict[str, Any], column: str, where: str) -> str:
+    value = _field(record, column, where)
+    if not isinstance(value, str):
+        raise UserError(f"{where}: the {column} must be a string, got {value!r}")
+    return value
+
+
+def _records(path: Path) -> list[tuple[int, Any]]:
+    """(line number, record) of JSON lines, or of a TSV file with a header."""
+    lines = text_lines(path)
+    if path.suffix == ".jsonl":
+        rows = []
+        for lineno, line in lines:
+            if line.strip():
+                try:
+                    rows.append((lineno, json.loads(line)))
+                except (json.JSONDecodeError, RecursionError) as exc:
+                    raise UserError(f"{path}:{lineno}: not JSON ({exc})") from None
+        return rows
+    text = (line for _, line in lines)
+    reader = csv.DictReader(text, delimiter="\t", quoting=csv.QUOTE_NONE)
+    try:
+        return [(reader.line_num, row) for row in reader]
+    except csv.Error as exc:
+        raise UserError(f"{path}:{reader.line_num}: not TSV ({exc})") from None
+
+
 def read_pairs(path: Path) -> list[Pair]:
     """TSV with a header (premise, hypothesis, label; XNLI's sentence1/2, gold_label too) or
     JSON lines with the same fields; labels as words or XNLI ids."""
     pairs = []
-    with open(path, encoding="utf-8", newline="") as f:
-        if path.suffix == ".jsonl":
-            rows = []
-            for lineno, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append((lineno, json.loads(line)))
-                    except json.JSONDecodeError as exc:
-                        raise UserError(f"{path}:{lineno}: not JSON ({exc})") from None
-        else:
-            reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-            rows = [(lineno, row) for lineno, row in enumerate(reader, 2)]
-        for lineno, record in rows:
-            where = f"{path}:{lineno}"
-            if not isinstance(record, dict) or None in record:
-                raise UserError(f"{where}: expected premise, hypothesis and label fields")
-            pairs.append(
-                (
-                    str(_field(record, "premise", where)),
-                    str(_field(record, "hypothesis", where)),
-                    _label(_field(record, "label", where), where),
-                )
+    for lineno, record in _records(path):
+        where = f"{path}:{lineno}"
+        if not isinstance(record, dict) or None in record:
+            raise UserError(f"{where}: expected premise, hypothesis and label fields")
+        pairs.append(
+            (
+                _text(record, "premise", where),
+                _text(record, "hypothesis", where),
+                _label(_field(record, "label", where), where),
             )
+        )
     return pairs
 
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from polyticket.config import TrainConfig, build_config, knob_names
+from polyticket.config import TrainConfig, build_config, knob_names, to_dict
 from polyticket.errors import UserError
+from polyticket.io import write_json
 from polyticket.layout import RunLayout
 from polyticket.study.grid import Cell, percent
-from polyticket.study.spec import Study
+from polyticket.study.kinds import CELL_KINDS
+from polyticket.study.spec import CELL_KNOBS, PATH_KNOBS, Study
 
 
 class CellKind:
@@ -43,6 +46,27 @@ class CellKind:
     def result(self, study: Study, cell: Cell) -> Path:
         """The file whose existence means the cell is done."""
         return study.layout.cell(cell.name).metrics
+
+    def settings(self, study: Study, cell: Cell) -> dict[str, Any]:
+        """What makes the cell: every knob of its task (defaults filled in, paths absolute,
+        so that running the study from elsewhere changes nothing) and the cell's own."""
+        spec = study.tasks[cell.task]
+        values = {
+            name: _absolute(value) if name in PATH_KNOBS else value
+            for section in to_dict(spec.config).values()
+            if isinstance(section, dict)
+            for name, value in section.items()
+            if name not in CELL_KNOBS
+        }
+        sparsity = float(cell.sparsity) if cell.sparsity is not None else None
+        own = {"task": spec.task, "language": cell.language, "seed": cell.seed}
+        return {**values, **own, "source": cell.source, "sparsity": sparsity}
+
+
+def _absolute(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_absolute(v) for v in value]
+    return os.path.abspath(value) if isinstance(value, str) else value
 
 
 def needs_tickets(kind: CellKind, study: Study) -> None:
@@ -89,4 +113,6 @@ def into_place(study: Study, cell: Cell, write: Callable[[RunLayout], Any]) -> N
     partial = study.layout.cell_partial(cell.name)
     shutil.rmtree(partial.root, ignore_errors=True)
     write(partial)
+    # Inside the folder before the rename: a done cell always says what made it.
+    write_json(partial.cell_settings, CELL_KINDS[cell.kind]().settings(study, cell))
     partial.root.replace(final)

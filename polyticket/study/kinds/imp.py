@@ -11,6 +11,7 @@ from typing import Any
 
 from polyticket.config import FindConfig, build_config, knob_names
 from polyticket.errors import UserError
+from polyticket.io import write_json
 from polyticket.study.grid import Cell
 from polyticket.study.kinds import CELL_KINDS
 from polyticket.study.kinds.base import CellKind
@@ -76,7 +77,13 @@ class Imp(CellKind):
         config = build_config(
             FindConfig, None, {k: v for k, v in values.items() if k in known}, str(study.path)
         )
+        # Recorded before the run: an interrupted run is continued only with these settings.
+        write_json(study.layout.cell_settings(cell.name), self.settings(study, cell))
         find(config, out)
+
+    def settings(self, study: Study, cell: Cell) -> dict[str, Any]:
+        # The levels run up to the largest target sparsity: another largest one, another run.
+        return {**super().settings(study, cell), "target_sparsity": float(max(study.sparsities))}
 
     def result(self, study: Study, cell: Cell) -> Path:
         return study.layout.cell(cell.name).ticket_json

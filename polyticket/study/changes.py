@@ -1,0 +1,88 @@
+"""A study never mixes settings: cells made with other settings than the study file's now.
+
+Every cell records what made it (``cell.json``: its task's knobs and its own, see
+``CellKind.settings``). When the study file changes (``rate``, ``max_steps``, a data file's
+name), the cells made before no longer belong to it: running refuses until the user reruns
+them (``--rerun-changed``, with every cell that read their files) or starts in another
+``out``; the results leave them out and say so.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from typing import Any
+
+from polyticket.errors import UserError
+from polyticket.io import read_json
+from polyticket.study.grid import Cell
+from polyticket.study.spec import Study
+
+# How many changed cells the refusal names before "and N more" (--plan lists them all).
+NAMED = 3
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    return [
+        f"{key} {json.dumps(old.get(key))} -> {json.dumps(new.get(key))}"
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key) != new.get(key)
+    ]
+
+
+def changes(study: Study, cells: list[Cell]) -> dict[str, list[str]]:
+    """Cell name -> its knobs that differ (``max_steps 4 -> 6``), for every cell that
+    recorded other settings than the study's; cells that recorded none are not judged."""
+    from polyticket.study.kinds import CELL_KINDS
+
+    out = {}
+    for cell in cells:
+        path = study.layout.cell_settings(cell.name)
+        if not path.is_file():
+            continue
+        try:
+            recorded = read_json(path)
+        except (OSError, ValueError):
+            recorded = None
+        if not isinstance(recorded, dict):
+            out[cell.name] = [f"{path.name} unreadable"]
+            continue
+        differs = _differences(recorded, CELL_KINDS[cell.kind]().settings(study, cell))
+        if differs:
+            out[cell.name] = differs
+    return out
+
+
+def with_dependents(every: list[Cell], names: set[str]) -> set[str]:
+    """``names`` and every cell that reads, directly or not, the files of one of them."""
+    closed = set(names)
+    grew = True
+    while grew:
+        grew = False
+        for cell in every:
+            if cell.name not in closed and closed & set(cell.deps):
+                closed.add(cell.name)
+                grew = True
+    return closed
+
+
+def refuse(study: Study, changed: dict[str, list[str]], dependents: int) -> UserError:
+    """The error that stops a study whose cells were made with other settings."""
+    named = [f"{name} ({', '.join(diffs)})" for name, diffs in list(changed.items())[:NAMED]]
+    more = len(changed) - len(named)
+    listed = "; ".join(named) + (f"; and {more} more" if more else "")
+    return UserError(
+        f"{study.path}: {len(changed)} cell(s) in {study.out} were made with other settings "
+        f"than the study file's: {listed}. Run again with --rerun-changed to rerun them "
+        f"(and {dependents} cell(s) that depend on them), or give another out; "
+        "--plan lists them all"
+    )
+
+
+def forget(study: Study, names: set[str]) -> None:
+    """Remove what the cells wrote, so that they run again."""
+    layout = study.layout
+    for name in sorted(names):
+        shutil.rmtree(layout.cell(name).root, ignore_errors=True)
+        shutil.rmtree(layout.cell_partial(name).root, ignore_errors=True)
+        layout.cell_failure(name).unlink(missing_ok=True)

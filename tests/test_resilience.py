@@ -1,0 +1,142 @@
+"""A study never mixes settings; shards finishing together; kills at random moments.
+
+Kill tests: ``find`` and ``study`` on the tiny model, killed with SIGKILL at seeded random
+moments (``POLYTICKET_KILLS`` times each, default 5), resumed, and compared with an
+uninterrupted run: the same masks, the same tables, no temporary file left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_study import write_study
+
+from polyticket.cli import main
+from polyticket.io import read_json
+from polyticket.masks import Mask
+
+KILLS = int(os.environ.get("POLYTICKET_KILLS", "5"))
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+TICKETS_ONLY = {"run": {"random": False, "transfer": False}, "seeds": [1]}
+
+
+def _cli(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "polyticket.cli", *args],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _files(root: Path, pattern: str) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.glob(pattern)) if p.is_file()
+    }
+
+
+def _masks(root: Path, pattern: str) -> dict[str, Mask]:
+    return {str(p.relative_to(root)): Mask.load(p) for p in sorted(root.glob(pattern))}
+
+
+def _leftovers(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.endswith((".tmp", ".partial"))]
+
+
+def _killed_then_resumed(args: list[str], seconds: float, seed: int) -> None:
+    """Kill ``args`` KILLS times at random moments within ``seconds``, then finish it."""
+    rng = random.Random(seed)
+    for _ in range(KILLS):
+        process = _cli(*args)
+        time.sleep(rng.uniform(0.0, seconds))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    finish = _cli(*args)
+    assert finish.wait() == 0, finish.stderr.read().decode()
+
+
+def _timed(args: list[str]) -> float:
+    started = time.monotonic()
+    process = _cli(*args)
+    assert process.wait() == 0, process.stderr.read().decode()
+    return time.monotonic() - started
+
+
+def test_changed_settings_are_refused_reported_and_rerun(tmp_path, bert_dir, capsys):
+    out = tmp_path / "run"
+    path = write_study(tmp_path, bert_dir, out, **TICKETS_ONLY)
+    assert main(["study", str(path)]) == 0
+    results = _files(out, "results/*")
+    study = json.loads(path.read_text())
+    study["settings"]["max_steps"] = 6
+    path.write_text(json.dumps(study))
+    capsys.readouterr()
+
+    assert main(["study", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "ner/de/seed1/imp (max_steps 4 -> 6" in err and "--rerun-changed" in err
+    assert _files(out, "results/*") == results  # nothing written
+
+    assert main(["study", str(path), "--plan"]) == 0
+    assert "changed  ner/en/seed1/imp  (max_steps 4 -> 6" in capsys.readouterr().out
+    assert main(["study", str(path), "--summary"]) == 0  # reports, never raises
+    assert "made with other settings" in capsys.readouterr().out
+
+    assert main(["study", str(path), "--rerun-changed"]) == 0
+    settings = read_json(out / "cells/ner/en/seed1/imp/cell.json")
+    assert settings["max_steps"] == 6
+    assert read_json(out / "cells/ner/en/seed1/imp/level_00/metrics.json")["steps"] == 6
+    assert main(["study", str(path)]) == 0  # consistent again
+
+
+def test_two_shards_finishing_at_once(tmp_path, bert_dir):
+    out = tmp_path / "run"
+    path = write_study(tmp_path, bert_dir, out, **TICKETS_ONLY)
+    shards = [_cli("study", str(path), "--shard", f"{i}/2") for i in (1, 2)]
+    for shard in shards:
+        assert shard.wait() == 0, shard.stderr.read().decode()
+    assert main(["study", str(path), "--summary"]) == 0
+    tickets = read_json(out / "results/tickets.json")
+    assert sorted(row["language"] for row in tickets) == ["de", "en", "fr"]
+    assert not _leftovers(out)
+
+
+@pytest.mark.slow
+def test_find_killed_at_random_moments_resumes_to_identical_masks(tmp_path, bert_dir, conll_files):
+    def args(out: Path) -> list[str]:
+        return [
+            "find", "--model", str(bert_dir), "--train-file", str(conll_files[0]),
+            "--eval-file", str(conll_files[1]), "--max-steps", "3", "--batch-size", "16",
+            "--rate", "0.25", "--target-sparsity", "0.5", "--cpu", "--out", str(out),
+        ]  # fmt: skip
+
+    seconds = _timed(args(tmp_path / "reference"))
+    _killed_then_resumed(args(tmp_path / "killed"), seconds, seed=1)
+    masks = "level_*/mask.safetensors"
+    assert _masks(tmp_path / "killed", masks) == _masks(tmp_path / "reference", masks)
+    assert len(_files(tmp_path / "reference", masks)) == 3
+    ticket = read_json(tmp_path / "killed/ticket.json")
+    assert ticket == read_json(tmp_path / "reference/ticket.json")
+    assert not _leftovers(tmp_path / "killed")
+
+
+@pytest.mark.slow
+def test_study_killed_at_random_moments_resumes_to_identical_tables(tmp_path, bert_dir):
+    extra = {"run": {"random": False, "transfer": True}, "seeds": [1]}
+    reference = write_study(tmp_path / "a", bert_dir, tmp_path / "a/run", **extra)
+    killed = write_study(tmp_path / "b", bert_dir, tmp_path / "b/run", **extra)
+    seconds = _timed(["study", str(reference)])
+    _killed_then_resumed(["study", str(killed)], seconds, seed=2)
+    tables = "results/*.csv"
+    assert _files(tmp_path / "b/run", tables) == _files(tmp_path / "a/run", tables)
+    masks = "cells/*/*/*/*/level_*/mask.safetensors"
+    assert _masks(tmp_path / "b/run", masks) == _masks(tmp_path / "a/run", masks)
+    assert not _leftovers(tmp_path / "b/run")
