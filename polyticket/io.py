@@ -100,6 +100,12 @@ def read_json(path: str | Path) -> Any:
         return json.load(f)
 
 
+def read_csv(path: str | Path) -> list[dict[str, str]]:
+    """Rows as written by ``write_csv`` (values stay strings)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
 def read_text(path: str | Path) -> str:
     """A UTF-8 text file; a ``UserError`` naming the file, the line and the byte offset when
     it cannot be read or decoded (``open(..., encoding="utf-8")`` would raise a traceback

@@ -55,6 +55,10 @@ class RunLayout:
         """Best score, its step, the evaluation history and the losses of one training run."""
         return self.root / "metrics.json"
 
+    def table(self, name: str) -> Path:
+        """Rows an analysis cell wrote (``retrieval``, ``similarity``)."""
+        return self.root / f"{name}.csv"
+
     # find: one sub-run per level
     def level(self, level: int) -> RunLayout:
         """A complete level: it appears by an atomic rename of its partial folder."""

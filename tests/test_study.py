@@ -13,7 +13,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from conftest import ner_sentences, write_conll
+from conftest import ner_sentences, unique_sentences, write_conll
 
 from polyticket.analysis.overlap import random_jaccard
 from polyticket.analysis.results import StudyResults, write_results
@@ -324,15 +324,24 @@ def with_references(tmp_path_factory, bert_dir):
         bert_dir,
         root / "run",
         seeds=[1],
-        run={"transfer": False, "random": False, "oneshot": True, "core": True},
+        run={
+            "transfer": False,
+            "random": False,
+            "oneshot": True,
+            "core": True,
+            "representations": {"parallel": "data/parallel-{lang}.txt"},
+        },
     )
+    for lang in LANGS:  # the same sentences in every "language": retrieval is exact
+        (root / f"data/parallel-{lang}.txt").write_text("\n".join(unique_sentences(12)) + "\n")
     assert main(["study", str(path)]) == 0
     return load_study(path)
 
 
 def test_oneshot_reference_cells_rows_and_overlap(with_references, capsys):
     study = with_references
-    assert Counter(c.kind for c in cells(study)) == {"imp": 3, "oneshot": 3, "core": 9}
+    kinds = Counter(c.kind for c in cells(study))
+    assert kinds == {"imp": 3, "oneshot": 3, "core": 9, "representations": 1}
     assert main(["study", str(study.path), "--summary"]) == 0
     out = capsys.readouterr().out
     assert "with the one-shot mask of θ0" in out and "departures from θ0" in out
@@ -381,6 +390,22 @@ def test_core_cells_train_the_core_and_its_residues(with_references):
     assert (study.layout.results / "core_ner_s50.csv").is_file()
     sizes = (study.layout.results / "core_sizes_ner_s50.csv").read_text()
     assert "overall,all,core," in sizes and "residue:fr" in sizes
+
+
+def test_representations_cell_retrieval_and_similarity_per_layer(with_references):
+    from polyticket.io import read_csv
+
+    results = with_references.layout.results
+    retrieval = read_csv(results / "retrieval.csv")
+    labels = {row["mask"] for row in retrieval}
+    assert labels == {"dense", "oneshot/s50", *(f"{lang}/seed1/s50" for lang in LANGS)}
+    dense = [r for r in retrieval if r["mask"] == "dense" and r["src"] == "en" and r["tgt"] == "fr"]
+    assert [int(r["layer"]) for r in dense] == [0, 1, 2]  # embeddings and two blocks
+    assert {float(r["accuracy"]) for r in dense} == {1.0}  # the same sentences
+    similarity = read_csv(results / "similarity.csv")
+    assert {r["comparison"] for r in similarity} == {"dense", "cross-lingual"}
+    assert {r["measure"] for r in similarity} == {"cka", "svcca", "pwcca"}
+    assert {r["task"] for r in retrieval + similarity} == {"ner"}
 
 
 def test_compare_a_study_directory(with_references, capsys):

@@ -153,10 +153,13 @@ class Inputs:
         }
 
 
-def read_inputs(model: str, masks: Sequence[Path], parallel: Mapping[str, Path]) -> Inputs:
-    """Every input checked before the model is loaded, so that a typo fails fast."""
+def read_inputs(
+    model: str, masks: Sequence[Path] | Mapping[str, Path], parallel: Mapping[str, Path]
+) -> Inputs:
+    """Every input checked before the model is loaded, so that a typo fails fast. ``masks``
+    are files and folders (``find_masks``), or files already labelled."""
     texts = read_parallel(parallel)
-    mask_files = find_masks(masks)
+    mask_files = dict(masks) if isinstance(masks, Mapping) else find_masks(masks)
     # e5-small's vocabulary is trimmed to the pieces of these files (others are ignored).
     encoder, tokenizer = load_encoder(model, vocab_from=list(parallel.values()))
     for path in mask_files.values():  # before minutes of encoding, not after

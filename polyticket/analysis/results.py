@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections.abc import Callable, Iterable
@@ -24,7 +25,7 @@ from polyticket.analysis.core import core_sizes
 from polyticket.analysis.overlap import compare, heads_for, overlap_rows
 from polyticket.analysis.packed import PackedMask
 from polyticket.errors import UserError
-from polyticket.io import copy_file, read_json, write_csv, write_json
+from polyticket.io import copy_file, read_csv, read_json, write_csv, write_json
 from polyticket.study import Study, cells
 from polyticket.study.changes import changes, with_dependents
 from polyticket.study.grid import percent
@@ -35,6 +36,7 @@ from polyticket.study.kinds.imp import imp_cell
 from polyticket.study.kinds.oneshot import KIND as ONESHOT
 from polyticket.study.kinds.oneshot import oneshot_cell
 from polyticket.study.kinds.random import random_cell
+from polyticket.study.kinds.representations import representations_cell
 from polyticket.study.kinds.transfer import transfer_cell
 from polyticket.study.outputs import imp_done, level_run, level_score, score, study_tickets
 from polyticket.tickets import RULES, SEED_STD
@@ -262,6 +264,21 @@ class StudyResults:
         row["recovered"] = (core - random) / (ticket - random) if known else None
         return row
 
+    def representation_tables(self) -> dict[str, list[dict[str, str]]]:
+        """Retrieval and similarity rows of every task's representations cell, with the
+        task in front (``run.representations``)."""
+        tables: dict[str, list[dict[str, str]]] = {"retrieval": [], "similarity": []}
+        for task in self.study.tasks:
+            cell = representations_cell(self.study, task)
+            run = self.study.layout.cell(cell.name)
+            if not cell.done(self.study):
+                continue
+            for name, rows in tables.items():
+                path = run.table(name)
+                read = self._read(cell.name, functools.partial(read_csv, path))
+                rows += [{"task": task, **row} for row in read or []]
+        return tables
+
     def cross_task(self) -> list[dict[str, Any]]:
         rows = []
         for cell in self.cells:
@@ -390,6 +407,9 @@ def write_results(study: Study) -> dict[str, Any]:
                 _csv(layout.table(f"core_sizes_{tag}"), core["sizes"])
             if any(row["core"] is not None for row in core["scores"]):
                 _csv(layout.table(f"core_{tag}"), core["scores"])
+    for name, rows in results.representation_tables().items():
+        if rows:
+            _csv(layout.table(name), rows)
     _csv(layout.table("transfer_drop"), drops)
     cross = results.cross_task()
     if cross:

@@ -110,6 +110,10 @@ class Study:
         """The sparsity of each IMP level of a task's tickets, up to the largest target."""
         return sparsity_schedule(self.tasks[task].rate, float(max(self.sparsities)))
 
+    def resolve(self, value: str) -> Path:
+        """A path written in the study file, resolved as its data paths are."""
+        return Path(_relative_to(self.path, value, self.out))
+
     def level_of(self, task: str, sparsity: Fraction) -> int:
         return self.schedule(task).index(sparsity)
 
@@ -131,6 +135,8 @@ def _check_keys(path: Path, where: str, values: dict, allowed: set[str]) -> None
 
 
 def _relative_to(path: Path, value: Any, out: Path) -> str:
+    """A path of a study file: ``{out}`` is the study directory; a relative one follows the
+    file, wherever polyticket runs."""
     text = str(value).replace("{out}", str(out))
     return text if Path(text).is_absolute() or "{out}" in str(value) else str(path.parent / text)
 

@@ -1,0 +1,117 @@
+"""What sub-networks do to the model's representations (``run.representations``).
+
+One cell per task, after its tickets: every language's ticket level at each target
+sparsity (and the random and one-shot masks of that sparsity, where the study has them)
+applied to the pre-trained weights θ0, and the dense model, encode the same parallel
+sentences; the cell writes parallel-sentence retrieval per layer (``retrieval.csv``, the
+paper's Fig. 7) and CKA / SVCCA / PWCCA per layer (``similarity.csv``, its App. F).
+
+In a study file::
+
+    run: {representations: {parallel: "{out}/data/parallel-{lang}.txt"}}
+
+``parallel`` names one text file per language (aligned by line); ``pooling`` (mean or
+cls) is optional.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from polyticket.errors import UserError
+from polyticket.io import write_csv
+from polyticket.layout import RunLayout
+from polyticket.study.grid import Cell, percent
+from polyticket.study.kinds import CELL_KINDS
+from polyticket.study.kinds.base import CellKind, into_place, needs_tickets
+from polyticket.study.kinds.imp import imp_cell
+from polyticket.study.kinds.oneshot import oneshot_cell
+from polyticket.study.kinds.random import random_cell
+from polyticket.study.spec import Study
+
+KIND = "representations"
+OPTIONS = {"parallel", "pooling"}
+
+
+def representations_cell(study: Study, task: str) -> Cell:
+    seed = study.seeds[0]
+    deps = tuple(
+        imp_cell(task, lang, s).name for lang in study.tasks[task].languages for s in study.seeds
+    )
+    return Cell(KIND, task, "all", seed, KIND, deps=deps)
+
+
+@CELL_KINDS.register(KIND)
+class Representations(CellKind):
+    name = KIND
+    options = {"representations": False}
+
+    def read_option(self, path: Path, key: str, value: Any) -> Any:
+        if value is False:
+            return False
+        if not isinstance(value, dict) or "parallel" not in value or set(value) - OPTIONS:
+            raise UserError(
+                f"{path}: run.{key} must be false or {{parallel: FILE-with-{{lang}}, "
+                "pooling: mean|cls}"
+            )
+        if "{lang}" not in str(value["parallel"]):
+            raise UserError(f"{path}: run.{key}.parallel must contain {{lang}}")
+        if value.get("pooling", "mean") not in ("mean", "cls"):
+            raise UserError(f"{path}: run.{key}.pooling must be mean or cls")
+        return dict(value)
+
+    def validate(self, study: Study) -> None:
+        needs_tickets(self, study)
+
+    def expand(self, study: Study) -> list[Cell]:
+        if not self.enabled(study):
+            return []
+        return [representations_cell(study, task) for task in study.tasks]
+
+    def run(self, study: Study, cell: Cell) -> None:
+        from polyticket.analysis.representations import read_inputs
+        from polyticket.analysis.retrieval import retrieval_rows
+        from polyticket.analysis.similarity import similarity_rows
+
+        option = study.run["representations"]
+        template = str(study.resolve(option["parallel"]))
+        languages = study.tasks[cell.task].languages
+        parallel = {lang: Path(template.replace("{lang}", lang)) for lang in languages}
+        inputs = read_inputs(study.tasks[cell.task].model, masks(study, cell.task), parallel)
+        retrieval, similarity, dense = [], [], None
+        for label, states in inputs.states(option.get("pooling", "mean")):
+            retrieval += retrieval_rows(label, states)
+            similarity += similarity_rows(label, states, dense)
+            dense = dense or states
+
+        def write(partial: RunLayout) -> None:
+            write_csv(partial.table("retrieval"), retrieval)
+            write_csv(partial.table("similarity"), similarity)
+
+        into_place(study, cell, write)
+
+    def result(self, study: Study, cell: Cell) -> Path:
+        return study.layout.cell(cell.name).table("similarity")
+
+
+def masks(study: Study, task: str) -> dict[str, Path]:
+    """Every language's ticket level at each target sparsity (``en/seed1/s50``), with the
+    random and one-shot masks of that sparsity (``random/seed1/s50``, ``oneshot/s50``: one
+    each, trained on the first language) where the study has them."""
+    from polyticket.study.outputs import level_run
+
+    found = {}
+    languages, seed = study.tasks[task].languages, study.seeds[0]
+    for sparsity in study.sparsities:
+        tag = percent(sparsity)
+        for lang in languages:
+            for s in study.seeds:
+                found[f"{lang}/seed{s}/{tag}"] = level_run(study, task, lang, s, sparsity).mask
+        random = random_cell(task, languages[0], seed, sparsity)
+        if random.done(study):
+            found[f"random/seed{seed}/{tag}"] = study.layout.cell(random.name).mask
+        oneshot = oneshot_cell(task, languages[0], seed, sparsity)
+        if oneshot.done(study):
+            found[f"oneshot/{tag}"] = study.layout.cell(oneshot.name).mask
+    return found
