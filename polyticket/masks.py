@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
 from polyticket.errors import UserError
 from polyticket.io import atomic_path
@@ -181,7 +181,7 @@ class Mask(Mapping[str, torch.Tensor]):
             for name, t in self._tensors.items()
         }
         with atomic_path(path) as tmp:
-            save_file(packed, str(tmp), metadata=meta)
+            tmp.write_bytes(_safetensors_bytes(packed, meta))
         return path
 
     @classmethod
@@ -252,6 +252,24 @@ def _shapes(meta: Mapping[str, str], path: Path) -> dict[str, list[int]]:
     ):
         raise UserError(f"{path}: mask metadata 'shapes' must map names to lists of sizes")
     return shapes
+
+
+def _safetensors_bytes(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> bytes:
+    """A safetensors file of 1-D uint8 arrays, byte for byte the same for the same mask.
+
+    safetensors' own writer keeps metadata in a hash map whose order changes from process
+    to process; here keys are sorted, so a resumed run or a copy can be checked by hash.
+    """
+    header: dict[str, object] = {"__metadata__": dict(sorted(metadata.items()))}
+    offset = 0
+    for name in sorted(arrays):
+        size = arrays[name].nbytes
+        header[name] = {"dtype": "U8", "shape": [size], "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned, as safetensors writes
+    body = b"".join(arrays[name].astype(np.uint8).tobytes() for name in sorted(arrays))
+    return struct.pack("<Q", len(text)) + text + body
 
 
 def read_header(path: str | Path) -> dict:

@@ -130,7 +130,7 @@ def test_save_is_atomic_an_existing_file_survives_a_failed_write(tmp_path, monke
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("polyticket.masks.save_file", crash)
+    monkeypatch.setattr("polyticket.masks._safetensors_bytes", crash)
     with pytest.raises(OSError):
         random_mask(SHAPES, 0.2, 1).save(path)
     monkeypatch.undo()
@@ -154,3 +154,30 @@ def test_read_mask_decides_the_format_from_structure_for_every_header_length(tmp
         assert read_mask(path) == mask
     # safetensors pads headers to multiples of 8: all 32 possible low bytes, 0x80 among them
     assert low_bytes == set(range(0, 256, 8))
+
+
+def test_the_same_mask_is_the_same_bytes_in_every_process(tmp_path):
+    """safetensors' writer orders metadata differently in each process; ours sorts it."""
+    import subprocess
+    import sys
+
+    from safetensors.numpy import load_file
+
+    script = (
+        "import torch, sys; from polyticket.masks import Mask; torch.manual_seed(0); "
+        "Mask({'b.weight': torch.rand(5, 3) > 0.5, 'a.weight': torch.rand(7) > 0.2}, "
+        "{'model': 'x', 'task': 'ner', 'language': 'en', 'seed': '1'}).save(sys.argv[1], level=2)"
+    )
+    paths = [tmp_path / f"m{i}.safetensors" for i in range(3)]
+    for path in paths:
+        subprocess.run([sys.executable, "-c", script, str(path)], check=True)
+    assert len({p.read_bytes() for p in paths}) == 1
+    mask = Mask.load(paths[0])
+    assert mask.metadata == {
+        "model": "x",
+        "task": "ner",
+        "language": "en",
+        "seed": "1",
+        "level": "2",
+    }
+    assert set(load_file(str(paths[0]))) == {"a.weight", "b.weight"}  # safetensors reads it
