@@ -112,6 +112,11 @@ class PruneArgs:
     target_sparsity: float | None = knob(0.5, "stop at this sparsity")
     levels: int | None = knob(None, "stop after this many pruning levels (overrides the target)")
     epsilon: float = knob(0.01, "a level is a ticket if its best score is within this of dense")
+    early_bird_threshold: float = knob(
+        0.005,
+        "--method early-bird: stop a level once its next magnitude mask changes by less than "
+        "this fraction of the weights between two checks",
+    )
 
 
 @dataclass

@@ -199,6 +199,7 @@ def find(config: FindConfig, out: Path) -> dict[str, Any]:
             model=model,
             data=data,
             accelerator=accelerator,
+            prune=config.prune,  # criteria's knobs (issue 9.8)
         )
         result = train(
             model,

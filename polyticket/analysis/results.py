@@ -7,7 +7,9 @@
 - the relative transfer drop of each source, (1/(|L|-1)) sum_{t != s} (a(s,t) - a(t,t)) / a(t,t);
 - pairwise Jaccard overlap of the tickets' masks at each target sparsity, overall and per
   layer, with the expectation for independent random masks;
-- cross-task transfer: a ticket of task A trained on task B.
+- cross-task transfer: a ticket of task A trained on task B;
+- other ticket finders (``run.methods``) against IMP: score, Jaccard to IMP's level and the
+  training steps that chose the mask, at each target sparsity (``methods_TASK``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from polyticket.masks import Mask
 from polyticket.study import Study, cells
 from polyticket.study.grid import percent
 from polyticket.study.kinds.cross_task import KIND as CROSS_TASK
+from polyticket.study.kinds.imp import imp_cell
+from polyticket.study.kinds.methods import method_cell
 from polyticket.study.kinds.oneshot import oneshot_cell
 from polyticket.study.kinds.random import random_cell
 from polyticket.study.kinds.transfer import transfer_cell
@@ -42,6 +46,10 @@ def _std(values: list[float]) -> float:
 
 BASELINES = ("random", "oneshot")  # rows of a transfer matrix besides the sources and dense
 STUDY_TICKET = "study-ticket"  # exported name of the study's tickets (rule SEED_STD)
+# issue 9.8: a finder matches IMP when at 50% its score is within the task's epsilon, its
+# mask has a Jaccard of at least 0.95 to IMP's, and choosing it took at most half the steps
+GOAL_SPARSITY = Fraction(1, 2)
+GOAL_JACCARD = 0.95
 
 
 def random_jaccard(kept_a: float, kept_b: float) -> float:
@@ -238,6 +246,63 @@ class StudyResults:
             )
         return rows
 
+    def finders(self, task: str) -> list[dict[str, Any]]:
+        """Per finder (IMP first, then each of ``run.methods``), language and seed: the
+        level's score, its mask's Jaccard to IMP's level and the training steps that chose
+        it, at each target sparsity; the steps run in all; and whether it meets the goal."""
+        study = self.study
+        epsilon = study.tasks[task].config.prune.epsilon
+        greater = self.metric(task)[1]
+        rows = []
+        for lang in study.tasks[task].languages:
+            for seed in study.seeds:
+                reference = imp_cell(task, lang, seed)
+                if not reference.done(study):
+                    continue
+                imp = self._finder_row(task, "imp", reference, reference)
+                rows.append(imp)
+                for method in study.run.get("methods") or []:
+                    cell = method_cell(task, lang, seed, method)
+                    if cell.done(study):
+                        row = self._finder_row(task, method, cell, reference)
+                        rows.append(row | goal(row, imp, epsilon, greater))
+        return rows
+
+    def _finder_row(self, task: str, method: str, cell, reference) -> dict[str, Any]:
+        study = self.study
+        run = study.layout.cell(cell.name)
+        imp = study.layout.cell(reference.name)
+        levels = [read_json(run.level(k).metrics) for k in run.completed_levels()]
+        row = {"task": task, "method": method, "language": cell.language, "seed": cell.seed}
+        for sparsity in study.sparsities:
+            k, tag = study.level_of(task, sparsity), percent(sparsity)
+            row[f"score_{tag}"] = levels[k]["best_score"]
+            row[f"jaccard_{tag}"] = self.mask(run.level(k).mask).jaccard(
+                self.mask(imp.level(k).mask)
+            )
+            row[f"steps_{tag}"] = sum(selection_steps(m) for m in levels[:k])
+        row["steps_run"] = sum(m["steps"] for m in levels)
+        return row
+
+
+def selection_steps(level: dict[str, Any]) -> int:
+    """The training steps of a level that the next mask's choice depended on: the steps run,
+    unless the criterion says otherwise (wanda: 0, its scores need no training)."""
+    return level.get("selection_steps", level["steps"])
+
+
+def goal(row: dict[str, Any], imp: dict[str, Any], epsilon: float, greater: bool) -> dict:
+    """``goal_s50``: the finder's ticket at 50% is as good as IMP's for at most half the
+    steps (absent where 50% is no target sparsity of the study)."""
+    tag = percent(GOAL_SPARSITY)
+    if f"score_{tag}" not in row:
+        return {}
+    score, reference = row[f"score_{tag}"], imp[f"score_{tag}"]
+    within = score >= reference - epsilon if greater else score <= reference + epsilon
+    similar = row[f"jaccard_{tag}"] >= GOAL_JACCARD
+    cheaper = row[f"steps_{tag}"] <= imp[f"steps_{tag}"] / 2
+    return {f"goal_{tag}": within and similar and cheaper}
+
 
 def headline(matrix: dict[str, Any], overlap: dict[str, Any]) -> dict[str, Any]:
     """For one task and sparsity: do languages' tickets overlap more than random masks, and
@@ -335,7 +400,12 @@ def write_results(study: Study) -> dict[str, Any]:
     cross = results.cross_task()
     if cross:
         _csv(layout.table("cross_task"), cross)
-    everything.update(transfer_drop=drops, cross_task=cross)
+    everything.update(transfer_drop=drops, cross_task=cross, methods=[])
+    if study.run.get("methods"):
+        for task in study.tasks:
+            rows = results.finders(task)
+            _csv(layout.table(f"methods_{task}"), rows)
+            everything["methods"] += rows
     write_json(layout.table_json("results"), missing_as_none(everything))
     _export_level_masks(results)
     return everything

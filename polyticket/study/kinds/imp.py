@@ -60,23 +60,29 @@ class Imp(CellKind):
         ]
 
     def run(self, study: Study, cell: Cell) -> None:
-        from polyticket.lottery import find
-
-        spec = study.tasks[cell.task]
-        out = study.layout.cell(cell.name).root
-        values = {
-            **spec.settings,
-            "task": spec.task,
-            "seed": cell.seed,
-            "language": cell.language.replace("+", ","),
-            "out": out,
-            "target_sparsity": float(max(study.sparsities)),
-        }
-        known = knob_names(FindConfig)
-        config = build_config(
-            FindConfig, None, {k: v for k, v in values.items() if k in known}, str(study.path)
-        )
-        find(config, out)
+        find_cell(study, cell)
 
     def result(self, study: Study, cell: Cell) -> Path:
         return study.layout.cell(cell.name).ticket_json
+
+
+def find_cell(study: Study, cell: Cell, **knobs: Any) -> None:
+    """Run ``find`` for a cell with the task's settings and ``knobs`` (e.g. a method)."""
+    from polyticket.lottery import find
+
+    spec = study.tasks[cell.task]
+    out = study.layout.cell(cell.name).root
+    values = {
+        **spec.settings,
+        "task": spec.task,
+        "seed": cell.seed,
+        "language": cell.language.replace("+", ","),
+        "out": out,
+        "target_sparsity": float(max(study.sparsities)),
+        **knobs,
+    }
+    known = knob_names(FindConfig)
+    config = build_config(
+        FindConfig, None, {k: v for k, v in values.items() if k in known}, str(study.path)
+    )
+    find(config, out)
