@@ -177,9 +177,7 @@ def test_wanda_chooses_its_masks_without_training(runs):
 
 
 def test_early_bird_stops_levels_that_choose_a_mask_and_reports_the_steps(runs):
-    levels = [
-        read_json(runs["early-bird", 1] / f"level_{k:02d}/metrics.json") for k in range(3)
-    ]
+    levels = [read_json(runs["early-bird", 1] / f"level_{k:02d}/metrics.json") for k in range(3)]
     # checks every ceil(8 / 20) = 1 step; any change is below 1.0: stop at the first evaluation
     for level in levels[:2]:
         assert level["steps"] == 4 and level["steps_saved"] == 4 and level["planned_steps"] == 8
@@ -267,7 +265,7 @@ def test_methods_cells_and_their_table(tmp_path, bert_dir):
         + [f"ner/{lang}/seed1/imp-{m}" for lang in ("en", "fr") for m in NEW]
     )
     assert not run_study(study).failed
-    from polyticket.analysis.results import write_results
+    from polyticket.analysis.results import format_summary, write_results
 
     everything = write_results(study)
     with open(study.layout.table("methods_ner"), encoding="utf-8") as f:
@@ -290,9 +288,10 @@ def test_methods_cells_and_their_table(tmp_path, bert_dir):
     movement = Mask.load(cell / "ner/fr/seed1/imp-movement/level_01/mask.safetensors")
     assert by["movement", "fr"]["jaccard_s50"] == pytest.approx(movement.jaccard(imp))
     assert by["imp", "fr"]["jaccard_s50"] == 1.0
-    assert by["movement", "fr"]["score_s50"] == read_json(
-        cell / "ner/fr/seed1/imp-movement/level_01/metrics.json"
-    )["best_score"]
+    assert (
+        by["movement", "fr"]["score_s50"]
+        == read_json(cell / "ner/fr/seed1/imp-movement/level_01/metrics.json")["best_score"]
+    )
     assert by["imp", "fr"]["steps_s50"] == 4 and by["imp", "fr"]["steps_run"] == 8
     assert by["wanda", "fr"]["steps_s50"] == 0 and by["wanda", "fr"]["steps_run"] == 8
     assert by["wanda", "fr"]["goal_s50"] == (
@@ -300,3 +299,6 @@ def test_methods_cells_and_their_table(tmp_path, bert_dir):
         and by["wanda", "fr"]["jaccard_s50"] >= 0.95
     )
     assert "goal_s50" not in by["imp", "fr"]
+    text = format_summary(everything)
+    assert "ticket finders against IMP" in text
+    assert "ner fr seed 1 wanda: s50: " in text and "as good for half the steps: " in text

@@ -25,7 +25,7 @@ from typing import Any
 from polyticket.io import copy_file, read_json, write_csv, write_json
 from polyticket.masks import Mask
 from polyticket.study import Study, cells
-from polyticket.study.grid import percent
+from polyticket.study.grid import Cell, percent
 from polyticket.study.kinds.cross_task import KIND as CROSS_TASK
 from polyticket.study.kinds.imp import imp_cell
 from polyticket.study.kinds.methods import method_cell
@@ -268,7 +268,7 @@ class StudyResults:
                         rows.append(row | goal(row, imp, epsilon, greater))
         return rows
 
-    def _finder_row(self, task: str, method: str, cell, reference) -> dict[str, Any]:
+    def _finder_row(self, task: str, method: str, cell: Cell, reference: Cell) -> dict[str, Any]:
         study = self.study
         run = study.layout.cell(cell.name)
         imp = study.layout.cell(reference.name)
@@ -490,5 +490,29 @@ def format_summary(everything: dict[str, Any]) -> str:
                 f"({row['sparsity']:.0%}) score {_fmt(row['score'])}, dense "
                 f"{_fmt(row['dense_score'])}, random {_fmt(row['random_score'])}"
             )
+    lines += finder_lines(everything.get("methods") or [])
     lines += ["", *(headline_text(line) for line in everything["headline"])]
     return "\n".join(lines).strip()
+
+
+def finder_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The ``methods_TASK`` rows in words: at each target sparsity the score, the Jaccard to
+    IMP's mask and the training steps that chose the mask; whether the goal holds."""
+    if not rows:
+        return []
+    lines = ["", "ticket finders against IMP (score, Jaccard to IMP's mask, steps that chose it)"]
+    goal_key = f"goal_{percent(GOAL_SPARSITY)}"
+    for row in rows:
+        tags = [key.removeprefix("score_") for key in row if key.startswith("score_")]
+        parts = [
+            f"{tag}: {_fmt(row[f'score_{tag}'])}, J {_fmt(row[f'jaccard_{tag}'])}, "
+            f"{row[f'steps_{tag}']} steps"
+            for tag in tags
+        ]
+        if goal_key in row:
+            parts.append(f"as good for half the steps: {'yes' if row[goal_key] else 'no'}")
+        lines.append(
+            f"  {row['task']} {row['language']} seed {row['seed']} {row['method']}: "
+            + "; ".join(parts)
+        )
+    return lines

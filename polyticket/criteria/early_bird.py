@@ -101,11 +101,10 @@ class EarlyBirdStop(Callback):
 
 @CRITERIA.register("early-bird")
 class EarlyBird(Magnitude):
+    """Magnitude's scores (|W| where training stopped), with training stopped early."""
+
     name = "early-bird"
 
     def callbacks(self, level: Level) -> list[Callback]:
         knobs = level.prune if level.prune is not None else PruneArgs()
         return [EarlyBirdStop(level, knobs.early_bird_threshold)]
-
-    # scores: |W| where training stopped (Magnitude's)
-
