@@ -157,6 +157,13 @@ class PruneArgs:
         "the same budget in passes over the training data (the original num_train_epochs)",
         above=0,
     )
+    early_bird_threshold: float = knob(
+        0.005,
+        "--method early-bird: stop a level once its next magnitude mask changes by less than "
+        "this fraction of the weights between two checks",
+        minimum=0,
+        below=1,
+    )
 
 
 @dataclass

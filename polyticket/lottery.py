@@ -51,21 +51,29 @@ def rewind(model: nn.Module, theta0: dict[str, torch.Tensor]) -> None:
 
 
 def _changed(previous: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    return sorted(
-        f"{section}.{key}"
-        for section, values in current.items()
-        if isinstance(values, dict)
-        for key, value in values.items()
-        if previous.get(section, {}).get(key) != value
-    )
+    """``section.knob`` of every setting that differs. A knob the earlier run did not
+    record (it came with a later polyticket) is unchanged when it has its default."""
+    defaults = to_dict(FindConfig())
+    missing = object()
+    changed = []
+    for section, values in current.items():
+        if not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            before = previous.get(section, {}).get(key, missing)
+            if before is missing:
+                before = defaults.get(section, {}).get(key)
+            if before != value:
+                changed.append(f"{section}.{key}")
+    return sorted(changed)
 
 
 def _check_same_settings(run: RunLayout, config: dict[str, Any]) -> dict[str, Any]:
     previous = read_json(run.run_json)
-    if previous.get("config") != config:
-        changed = _changed(previous.get("config", {}), config)
+    changed = _changed(previous.get("config", {}), config)
+    if changed:
         raise UserError(
-            f"{run.root} holds a run with other settings ({', '.join(changed) or 'config'}); "
+            f"{run.root} holds a run with other settings ({', '.join(changed)}); "
             "use another --out to start a new run"
         )
     return previous
@@ -236,6 +244,7 @@ def find(config: FindConfig, out: Path) -> dict[str, Any]:
             model=model,
             data=data,
             accelerator=accelerator,
+            prune=config.prune,  # criteria's knobs (issue 9.8)
         )
         result = train(
             model,

@@ -181,3 +181,18 @@ def test_find_under_two_distributed_processes(tmp_path, bert_dir, conll_files):
     ]
     assert sparsities == pytest.approx([0.0, 0.25, 0.5], abs=1e-4)
     assert (run / "log.jsonl").read_text().count('"kind": "eval"') == 3
+
+
+def test_a_run_from_before_a_new_knob_continues_when_the_knob_has_its_default(
+    full_run, bert_dir, conll_files
+):
+    """A later polyticket adds knobs; a run that did not record them is still the same run."""
+    import json
+
+    run, _ = full_run
+    info = read_json(run / "run.json")
+    del info["config"]["prune"]["early_bird_threshold"]
+    (run / "run.json").write_text(json.dumps(info))
+    assert lottery.find(config(bert_dir, conll_files), run)["level"] is not None
+    with pytest.raises(lottery.UserError, match="prune.early_bird_threshold"):
+        lottery.find(config(bert_dir, conll_files, early_bird_threshold=0.1), run)

@@ -7,7 +7,9 @@
 - the relative transfer drop of each source, (1/(|L|-1)) sum_{t != s} (a(s,t) - a(t,t)) / a(t,t);
 - pairwise Jaccard overlap of the tickets' masks at each target sparsity, overall and per
   layer, with the expectation for independent random masks;
-- cross-task transfer: a ticket of task A trained on task B.
+- cross-task transfer: a ticket of task A trained on task B;
+- other ticket finders (``run.methods``) against IMP: score, Jaccard to IMP's level and the
+  training steps that chose the mask, at each target sparsity (``methods_TASK``).
 """
 
 from __future__ import annotations
@@ -22,17 +24,18 @@ from typing import Any
 
 from polyticket.analysis.cluster import cluster, language_similarity
 from polyticket.analysis.core import core_sizes
-from polyticket.analysis.overlap import compare, heads_for, overlap_rows
-from polyticket.analysis.packed import PackedMask
+from polyticket.analysis.overlap import compare, heads_for, overlap_rows, pair_measures
+from polyticket.analysis.packed import PackedMask, intersection_counts
 from polyticket.errors import UserError
 from polyticket.io import copy_file, read_csv, read_json, write_csv, write_json
 from polyticket.study import Study, cells
 from polyticket.study.changes import changes, with_dependents
-from polyticket.study.grid import percent
+from polyticket.study.grid import Cell, percent
 from polyticket.study.kinds.core import VARIANTS as CORE_VARIANTS
 from polyticket.study.kinds.core import core_cell
 from polyticket.study.kinds.cross_task import KIND as CROSS_TASK
 from polyticket.study.kinds.imp import imp_cell
+from polyticket.study.kinds.methods import method_cell
 from polyticket.study.kinds.oneshot import KIND as ONESHOT
 from polyticket.study.kinds.oneshot import oneshot_cell
 from polyticket.study.kinds.random import random_cell
@@ -52,6 +55,10 @@ def _std(values: list[float]) -> float:
 
 BASELINES = ("random", "oneshot")  # rows of a transfer matrix besides the sources and dense
 STUDY_TICKET = "study-ticket"  # exported name of the study's tickets (rule SEED_STD)
+# issue 9.8: a finder matches IMP when at 50% its score is within the task's epsilon, its
+# mask has a Jaccard of at least 0.95 to IMP's, and choosing it took at most half the steps
+GOAL_SPARSITY = Fraction(1, 2)
+GOAL_JACCARD = 0.95
 
 
 # What reading a cell's files can raise when they are missing, truncated or from another
@@ -305,6 +312,70 @@ class StudyResults:
             )
         return rows
 
+    def finders(self, task: str) -> list[dict[str, Any]]:
+        """Per finder (IMP first, then each of ``run.methods``), language and seed: the
+        level's score, its mask's Jaccard to IMP's level and the training steps that chose
+        it, at each target sparsity; the steps run in all; and whether it meets the goal."""
+        study = self.study
+        epsilon = study.tasks[task].config.prune.epsilon
+        greater = self.metric(task)[1]
+        rows = []
+        for lang in study.tasks[task].languages:
+            for seed in study.seeds:
+                reference = imp_cell(task, lang, seed)
+                if not reference.done(study):
+                    continue
+                imp = self._finder_row(task, "imp", reference, reference)
+                rows.append(imp)
+                for method in study.run.get("methods") or []:
+                    cell = method_cell(task, lang, seed, method)
+                    if cell.done(study):
+                        row = self._finder_row(task, method, cell, reference)
+                        rows.append(row | goal(row, imp, epsilon, greater))
+        return rows
+
+    def _finder_row(self, task: str, method: str, cell: Cell, reference: Cell) -> dict[str, Any]:
+        study = self.study
+        run = study.layout.cell(cell.name)
+        imp = study.layout.cell(reference.name)
+        levels = [read_json(run.level(k).metrics) for k in run.completed_levels()]
+        row = {"task": task, "method": method, "language": cell.language, "seed": cell.seed}
+        for sparsity in study.sparsities:
+            k, tag = study.level_of(task, sparsity), percent(sparsity)
+            row[f"score_{tag}"] = levels[k]["best_score"]
+            row[f"jaccard_{tag}"] = jaccard(
+                PackedMask.load(run.level(k).mask), PackedMask.load(imp.level(k).mask)
+            )
+            row[f"steps_{tag}"] = sum(selection_steps(m) for m in levels[:k])
+        row["steps_run"] = sum(m["steps"] for m in levels)
+        return row
+
+
+def jaccard(a: PackedMask, b: PackedMask) -> float:
+    """|a ∧ b| / |a ∨ b| over every weight, counted on the packed bits."""
+    both = sum(intersection_counts(a, b).values())
+    kept_a, kept_b = sum(a.kept_counts().values()), sum(b.kept_counts().values())
+    return pair_measures(a.numel(), kept_a, kept_b, both)["jaccard"]
+
+
+def selection_steps(level: dict[str, Any]) -> int:
+    """The training steps of a level that the next mask's choice depended on: the steps run,
+    unless the criterion says otherwise (wanda: 0, its scores need no training)."""
+    return level.get("selection_steps", level["steps"])
+
+
+def goal(row: dict[str, Any], imp: dict[str, Any], epsilon: float, greater: bool) -> dict:
+    """``goal_s50``: the finder's ticket at 50% is as good as IMP's for at most half the
+    steps (absent where 50% is no target sparsity of the study)."""
+    tag = percent(GOAL_SPARSITY)
+    if f"score_{tag}" not in row:
+        return {}
+    score, reference = row[f"score_{tag}"], imp[f"score_{tag}"]
+    within = score >= reference - epsilon if greater else score <= reference + epsilon
+    similar = row[f"jaccard_{tag}"] >= GOAL_JACCARD
+    cheaper = row[f"steps_{tag}"] <= imp[f"steps_{tag}"] / 2
+    return {f"goal_{tag}": within and similar and cheaper}
+
 
 def headline(matrix: dict[str, Any], overlap: dict[str, Any]) -> dict[str, Any]:
     """For one task and sparsity: do languages' tickets overlap more than random masks, and
@@ -415,7 +486,12 @@ def write_results(study: Study) -> dict[str, Any]:
     if cross:
         _csv(layout.table("cross_task"), cross)
     problems = [{"cell": name, "problem": why} for name, why in sorted(results.problems.items())]
-    everything.update(transfer_drop=drops, cross_task=cross, problems=problems)
+    everything.update(transfer_drop=drops, cross_task=cross, problems=problems, methods=[])
+    if study.run.get("methods"):
+        for task in study.tasks:
+            rows = results.finders(task)
+            _csv(layout.table(f"methods_{task}"), rows)
+            everything["methods"] += rows
     write_json(layout.table_json("results"), missing_as_none(everything))
     _export_level_masks(results)
     return everything
@@ -521,9 +597,33 @@ def format_summary(everything: dict[str, Any]) -> str:
                 f"({row['sparsity']:.0%}) score {_fmt(row['score'])}, dense "
                 f"{_fmt(row['dense_score'])}, random {_fmt(row['random_score'])}"
             )
+    lines += finder_lines(everything.get("methods") or [])
     lines += ["", *(headline_text(line) for line in everything["headline"])]
     problems = everything.get("problems", [])
     if problems:
         lines += ["", f"{len(problems)} cell(s) left out of the tables:"]
         lines += [f"  {p['cell']}: {p['problem']}" for p in problems]
     return "\n".join(lines).strip()
+
+
+def finder_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The ``methods_TASK`` rows in words: at each target sparsity the score, the Jaccard to
+    IMP's mask and the training steps that chose the mask; whether the goal holds."""
+    if not rows:
+        return []
+    lines = ["", "ticket finders against IMP (score, Jaccard to IMP's mask, steps that chose it)"]
+    goal_key = f"goal_{percent(GOAL_SPARSITY)}"
+    for row in rows:
+        tags = [key.removeprefix("score_") for key in row if key.startswith("score_")]
+        parts = [
+            f"{tag}: {_fmt(row[f'score_{tag}'])}, J {_fmt(row[f'jaccard_{tag}'])}, "
+            f"{row[f'steps_{tag}']} steps"
+            for tag in tags
+        ]
+        if goal_key in row:
+            parts.append(f"as good for half the steps: {'yes' if row[goal_key] else 'no'}")
+        lines.append(
+            f"  {row['task']} {row['language']} seed {row['seed']} {row['method']}: "
+            + "; ".join(parts)
+        )
+    return lines

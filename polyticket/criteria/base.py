@@ -28,6 +28,7 @@ class Level:
     model: nn.Module | None = None
     data: Any = None  # tasks.base.TaskData
     accelerator: Any = None
+    prune: Any = None  # config.PruneArgs: the knobs of criteria (early_bird_threshold)
     stats: dict[str, Any] = field(default_factory=dict)  # what the criterion reports
 
 

@@ -61,25 +61,7 @@ class Imp(CellKind):
         ]
 
     def run(self, study: Study, cell: Cell) -> None:
-        from polyticket.lottery import find
-
-        spec = study.tasks[cell.task]
-        out = study.layout.cell(cell.name).root
-        values = {
-            **spec.settings,
-            "task": spec.task,
-            "seed": cell.seed,
-            "language": cell.language.replace("+", ","),
-            "out": out,
-            "target_sparsity": float(max(study.sparsities)),
-        }
-        known = knob_names(FindConfig)
-        config = build_config(
-            FindConfig, None, {k: v for k, v in values.items() if k in known}, str(study.path)
-        )
-        # Recorded before the run: an interrupted run is continued only with these settings.
-        write_json(study.layout.cell_settings(cell.name), self.settings(study, cell))
-        find(config, out)
+        find_cell(study, cell)
 
     def settings(self, study: Study, cell: Cell) -> dict[str, Any]:
         # The levels run up to the largest target sparsity: another largest one, another run.
@@ -87,3 +69,28 @@ class Imp(CellKind):
 
     def result(self, study: Study, cell: Cell) -> Path:
         return study.layout.cell(cell.name).ticket_json
+
+
+def find_cell(study: Study, cell: Cell, **knobs: Any) -> None:
+    """Run ``find`` for a cell with the task's settings and ``knobs`` (e.g. a method)."""
+    from polyticket.lottery import find
+    from polyticket.study.kinds import CELL_KINDS
+
+    spec = study.tasks[cell.task]
+    out = study.layout.cell(cell.name).root
+    values = {
+        **spec.settings,
+        "task": spec.task,
+        "seed": cell.seed,
+        "language": cell.language.replace("+", ","),
+        "out": out,
+        "target_sparsity": float(max(study.sparsities)),
+        **knobs,
+    }
+    known = knob_names(FindConfig)
+    config = build_config(
+        FindConfig, None, {k: v for k, v in values.items() if k in known}, str(study.path)
+    )
+    # Recorded before the run: an interrupted run is continued only with these settings.
+    write_json(study.layout.cell_settings(cell.name), CELL_KINDS[cell.kind]().settings(study, cell))
+    find(config, out)

@@ -1,0 +1,110 @@
+"""Early-bird search (You et al. 2020): stop a level's training once its next mask has settled.
+
+During the level's training the magnitude mask that the level would hand on (the live |W|
+pruned to ``next_sparsity`` within the level's mask, groups and scope) is taken every
+``ceil(planned steps / CHECKS_PER_LEVEL)`` steps, and at step 0 (θ0). When two consecutive
+ones differ in less than ``early_bird_threshold`` of the prunable weights (normalised
+Hamming distance, as in the paper), the mask has converged and training stops at the next
+evaluation, so that the level's score comes from an evaluation like every other level's
+(the steps saved are therefore a multiple of ``eval_steps``). The scores are |W| at the stop,
+i.e. magnitude pruning of the weights reached so far.
+
+- The last level hands on no mask (nothing left to prune at its sparsity): it never stops
+  early, so the ticket's own sparsity is scored after full training.
+- The threshold: You et al. stop at 0.1 over a queue of five channel masks; here weights are
+  single entries and the goal is a Jaccard of 0.95 to the fully trained mask, which at 50%
+  sparsity allows a Hamming distance of only (1 − 0.95) / (1 + 0.95) ≈ 0.026 in all; the
+  default (``config.PruneArgs.early_bird_threshold``) is well below that.
+- Learning-rate warm-up moves the weights little, so very early checks can look converged;
+  stopping waits for an evaluation, which bounds how early that can be.
+- The metrics of each level report ``planned_steps``, ``steps_saved``, ``converged_at`` and
+  every check's ``distances`` (``[step, distance]``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from torch import nn
+
+from polyticket.config import PruneArgs
+from polyticket.criteria import CRITERIA
+from polyticket.criteria.base import Level
+from polyticket.criteria.magnitude import Magnitude
+from polyticket.masks import Mask
+from polyticket.pruning import magnitude_prune
+from polyticket.training import Callback
+
+CHECKS_PER_LEVEL = 20
+
+
+def hamming(a: Mask, b: Mask) -> float:
+    """The fraction of the weights that one mask keeps and the other does not."""
+    differ = sum(int((a[name] ^ b[name]).sum()) for name in a)
+    return differ / a.numel() if a.numel() else 0.0
+
+
+class EarlyBirdStop(Callback):
+    """Checks the next mask every few steps; asks to stop at the evaluation after it settled."""
+
+    def __init__(self, level: Level, threshold: float):
+        self.level = level
+        self.threshold = threshold
+        self.every = 1
+        self.planned = 0
+        self.step = 0
+        self.previous: Mask | None = None
+        self.decides = True  # False in the last level: it hands on no mask
+        self.converged_at: int | None = None
+        self.distances: list[list[float]] = []
+
+    def next_mask(self) -> Mask:
+        level = self.level
+        weights = {name: level.params[name] for name in level.mask}
+        return magnitude_prune(weights, level.mask, level.next_sparsity, level.groups, level.scope)
+
+    def on_train_start(self, model: nn.Module, total_steps: int) -> None:
+        self.planned = total_steps
+        self.every = max(1, math.ceil(total_steps / CHECKS_PER_LEVEL))
+        self.previous = self.next_mask()  # θ0's (the weights are masked by now)
+        self.decides = self.previous.kept() < self.level.mask.kept()
+        self.report()
+
+    def after_step(self, step: int) -> None:
+        self.step = step
+        if step % self.every:
+            return
+        current = self.next_mask()
+        distance = hamming(self.previous, current)
+        self.distances.append([step, distance])
+        if self.converged_at is None and distance < self.threshold:
+            self.converged_at = step
+        self.previous = current
+        self.report()
+
+    def on_evaluate(self, step: int, scores: Mapping[str, float]) -> bool:
+        stop = self.decides and self.converged_at is not None
+        self.report()
+        return stop
+
+    def report(self) -> None:
+        self.level.stats.update(
+            early_bird_threshold=self.threshold,
+            check_every=self.every,
+            planned_steps=self.planned,
+            steps_saved=self.planned - self.step,
+            converged_at=self.converged_at,
+            distances=list(self.distances),
+        )
+
+
+@CRITERIA.register("early-bird")
+class EarlyBird(Magnitude):
+    """Magnitude's scores (|W| where training stopped), with training stopped early."""
+
+    name = "early-bird"
+
+    def callbacks(self, level: Level) -> list[Callback]:
+        knobs = level.prune if level.prune is not None else PruneArgs()
+        return [EarlyBirdStop(level, knobs.early_bird_threshold)]

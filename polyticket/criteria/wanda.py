@@ -1,0 +1,158 @@
+"""Wanda (Sun et al. 2023): activation-aware one-shot scores, |W| times the input's norm.
+
+The score of weight W_ij (output i, input j) of a linear layer is |W_ij| · ‖X_j‖₂, where X_j
+is the j-th input feature of the layer over the tokens of a calibration set. It needs
+forward passes only: the mask never depends on training.
+
+- When: at the start of each level's training (``on_train_start``), i.e. on the rewound
+  weights θ0 with the level's mask already applied (pruned weights are zero, and so are the
+  activations they no longer produce). The level still trains, but only to measure the
+  score of its mask; the level's ``selection_steps`` is 0: no training step chose the mask.
+- Calibration set: ``CALIBRATION_EXAMPLES`` training examples drawn with the level's seed
+  (Wanda uses 128 sequences), run in eval mode (no dropout) under a forked CPU generator, so
+  the level's training is exactly what it would be without the calibration.
+- Tokens: padding is excluded where the layer's input has the batch's
+  ``attention_mask`` shape (every encoder layer); elsewhere (an mT5 decoder, whose length
+  differs) every position counts.
+- Layers: the module that owns each prunable weight (``nn.Linear``: input features are
+  the weight's columns; GPT-2's ``Conv1D``: its rows).
+- Ranking: unlike the paper's per-output-row groups, the scores are ranked within the
+  level's ``scope`` (global, layer or matrix), like every criterion here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from polyticket.criteria import CRITERIA
+from polyticket.criteria.base import Criterion, Level
+from polyticket.training import Callback
+
+CALIBRATION_EXAMPLES = 128
+CALIBRATION_BATCH = 16
+
+
+def owning_modules(model: nn.Module, params: Mapping[str, nn.Parameter]) -> dict[str, nn.Module]:
+    """For each parameter, the module whose ``weight`` it is."""
+    by_id = {id(module.weight): module for module in model.modules() if _has_weight(module)}
+    missing = [name for name, p in params.items() if id(p) not in by_id]
+    if missing:
+        raise ValueError(f"wanda: no linear layer owns {missing[0]}")
+    return {name: by_id[id(p)] for name, p in params.items()}
+
+
+def _has_weight(module: nn.Module) -> bool:
+    return isinstance(getattr(module, "weight", None), nn.Parameter)
+
+
+@torch.no_grad()
+def input_norms(
+    model: nn.Module, modules: Mapping[str, nn.Module], batches: Iterable[Mapping[str, Any]]
+) -> tuple[dict[str, torch.Tensor], int]:
+    """‖X_j‖₂ of each module's input features over the batches' tokens (padding excluded
+    where the shapes allow), and the number of tokens counted (by the attention mask)."""
+    squares: dict[str, torch.Tensor] = {}
+    tokens: dict[str, torch.Tensor | None] = {"mask": None}
+
+    def hook(name: str):
+        def add(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: Any) -> None:
+            x = inputs[0].detach().float()
+            keep = tokens["mask"]
+            if keep is not None and tuple(keep.shape) == tuple(x.shape[:-1]):
+                x = x[keep.bool()]
+            total = x.reshape(-1, x.shape[-1]).pow(2).sum(0)
+            squares[name] = squares[name] + total if name in squares else total
+
+        return add
+
+    handles = [module.register_forward_hook(hook(name)) for name, module in modules.items()]
+    counted = 0
+    try:
+        for batch in batches:
+            tokens["mask"] = batch.get("attention_mask")
+            if tokens["mask"] is not None:
+                counted += int(tokens["mask"].sum())
+            model(**batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: s.sqrt() for name, s in squares.items()}, counted
+
+
+def wanda_scores(
+    params: Mapping[str, torch.Tensor],
+    modules: Mapping[str, nn.Module],
+    norms: Mapping[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """|W| times the norm of the input feature each weight reads, on the CPU."""
+    out = {}
+    for name, weight in params.items():
+        norm = norms[name].to(weight.device)
+        # Linear weights are (out, in); Conv1D weights are (in, out).
+        by_input = norm[:, None] if isinstance(modules[name], Conv1D) else norm[None, :]
+        out[name] = (weight.detach().float().abs() * by_input).cpu()
+    return out
+
+
+def calibration_batches(data: Any, seed: int, device: torch.device) -> list[dict[str, Any]]:
+    """Up to ``CALIBRATION_EXAMPLES`` training examples drawn with ``seed``, collated."""
+    generator = torch.Generator().manual_seed(seed)
+    count = min(CALIBRATION_EXAMPLES, len(data.train))
+    chosen = torch.randperm(len(data.train), generator=generator)[:count].tolist()
+    batches = []
+    for start in range(0, count, CALIBRATION_BATCH):
+        batch = data.collator([data.train[i] for i in chosen[start : start + CALIBRATION_BATCH]])
+        batches.append({k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()})
+    return batches
+
+
+class WandaCalibration(Callback):
+    """Computes the level's scores on its starting weights, before any training step."""
+
+    def __init__(self, level: Level):
+        self.level = level
+        self.scores: dict[str, torch.Tensor] | None = None
+
+    def on_train_start(self, model: nn.Module, total_steps: int) -> None:
+        level = self.level
+        network = level.model if level.model is not None else model
+        params = {name: level.params[name] for name in level.mask}
+        modules = owning_modules(network, params)
+        device = next(iter(params.values())).device
+        was_training = network.training
+        network.eval()
+        # A fork of the CPU generator: collators that draw (MLM masking) leave the level's
+        # training draws as they would be without the calibration.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(level.seed)
+            batches = calibration_batches(level.data, level.seed, device)
+            norms, tokens = input_norms(network, modules, batches)
+        network.train(was_training)
+        self.scores = wanda_scores(params, modules, norms)
+        level.stats.update(
+            selection_steps=0,  # no training step chose the next mask
+            calibration_examples=min(CALIBRATION_EXAMPLES, len(level.data.train)),
+            calibration_tokens=tokens,
+        )
+
+
+@CRITERIA.register("wanda")
+class Wanda(Criterion):
+    name = "wanda"
+
+    def __init__(self) -> None:
+        self.calibration: WandaCalibration | None = None
+
+    def callbacks(self, level: Level) -> list[Callback]:
+        self.calibration = WandaCalibration(level)
+        return [self.calibration]
+
+    def scores(self, level: Level) -> dict[str, torch.Tensor]:
+        if self.calibration is None or self.calibration.scores is None:
+            raise RuntimeError("wanda scores are computed at the start of the level's training")
+        return self.calibration.scores

@@ -1,0 +1,268 @@
+"""Ticket finders besides IMP's magnitude (movement, wanda, early-bird), the registries they
+plug into, and the study table that compares them with IMP (issue 9.8)."""
+
+import csv
+from fractions import Fraction
+
+import pytest
+import torch
+from test_study import LANGS, write_study
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+import polyticket.lottery as lottery
+from polyticket.cli import build_parser
+from polyticket.config import (
+    DataArgs,
+    FindConfig,
+    ModelArgs,
+    PruneArgs,
+    TrainArgs,
+    build_config,
+)
+from polyticket.criteria import CRITERIA
+from polyticket.criteria.base import Criterion
+from polyticket.criteria.early_bird import hamming
+from polyticket.criteria.movement import MovementScores
+from polyticket.criteria.wanda import input_norms, wanda_scores
+from polyticket.errors import UserError
+from polyticket.io import read_json
+from polyticket.masks import Mask
+from polyticket.pruning import pruned_count
+from polyticket.study import cells, load_study, run_study
+
+NEW = ["movement", "wanda", "early-bird"]
+FILES = {"train_file": "data/{lang}-train.conll", "eval_file": "data/{lang}-dev.conll"}
+SCHEDULE = [Fraction(0), Fraction(1, 4), Fraction(1, 2)]
+
+
+# --- registries ----------------------------------------------------------------------------
+@pytest.fixture
+def registered():
+    """Register toy entries; always removed again."""
+    added = []
+
+    def add(registry, name, entry):
+        registry.register(name)(entry)
+        added.append((registry, name))
+        return entry
+
+    yield add
+    for registry, name in added:
+        registry.unregister(name)
+
+
+def study_file(tmp_path, bert_dir, **changes):
+    """test_study's three-language study, one seed; ``changes`` replace its top-level keys."""
+    return write_study(tmp_path, bert_dir, tmp_path / "run", seeds=[1], **changes)
+
+
+def test_a_registered_criterion_reaches_the_cli_the_config_and_studies(
+    registered, tmp_path, bert_dir
+):
+    class Toy(Criterion):
+        def scores(self, level):
+            return {name: torch.ones(shape) for name, shape in level.mask.shapes.items()}
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["find", "--method", "toy-criterion"])
+    with pytest.raises(UserError, match="bad value 'toy-criterion' for method"):
+        build_config(FindConfig, None, {"method": "toy-criterion"})
+    with pytest.raises(UserError, match="unknown pruning criterion 'toy-criterion'"):
+        load_study(study_file(tmp_path, bert_dir, run={"methods": ["toy-criterion"]}))
+
+    registered(CRITERIA, "toy-criterion", Toy)
+    args = build_parser().parse_args(["find", "--method", "toy-criterion"])
+    assert args.method == "toy-criterion"
+    assert build_config(FindConfig, args).prune.method == "toy-criterion"
+    assert build_config(FindConfig, None, {"method": "toy-criterion"}).prune.method == (
+        "toy-criterion"
+    )
+    toy = {**FILES, "method": "toy-criterion"}
+    study = load_study(study_file(tmp_path, bert_dir, tasks={"ner": toy}))
+    assert study.tasks["ner"].config.prune.method == "toy-criterion"
+    study = load_study(study_file(tmp_path, bert_dir, run={"methods": ["toy-criterion"]}))
+    assert [c.name for c in cells(study) if c.kind == "methods"] == [
+        f"ner/{lang}/seed1/imp-toy-criterion" for lang in LANGS
+    ]
+
+
+def find_config(bert_dir, conll_files, **prune):
+    return FindConfig(
+        model=ModelArgs(model=str(bert_dir)),
+        data=DataArgs(train_file=conll_files[0], eval_file=conll_files[1], language="fr"),
+        train=TrainArgs(learning_rate=1e-3, batch_size=16, max_steps=8, eval_steps=4, seed=5),
+        prune=PruneArgs(**({"rate": 0.25, "target_sparsity": 0.5} | prune)),
+    )
+
+
+def level_masks(run):
+    return [Mask.load(run / f"level_{k:02d}" / "mask.safetensors") for k in range(len(SCHEDULE))]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, bert_dir, conll_files):
+    """Each new criterion run twice with the same seed (early-bird stopping as early as it
+    can), and magnitude next to early-bird with a threshold that never stops it."""
+    root = tmp_path_factory.mktemp("finders")
+    knobs = {"early-bird": {"early_bird_threshold": 1.0}}
+    out = {}
+    for method in NEW:
+        for copy in (1, 2):
+            run = root / f"{method}-{copy}"
+            config = find_config(bert_dir, conll_files, method=method, **knobs.get(method, {}))
+            lottery.find(config, run)
+            out[method, copy] = run
+    for method, threshold in (("magnitude", 0.005), ("early-bird", 0.0)):
+        run = root / f"{method}-never-stops"
+        config = find_config(bert_dir, conll_files, method=method, early_bird_threshold=threshold)
+        lottery.find(config, run)
+        out[method, "never-stops"] = run
+    return out
+
+
+@pytest.mark.parametrize("method", NEW)
+def test_exact_sparsity_nested_masks_and_the_same_masks_for_a_seed(runs, method):
+    masks = level_masks(runs[method, 1])
+    for mask, sparsity in zip(masks, SCHEDULE, strict=True):
+        assert mask.numel() - mask.kept() == pruned_count(sparsity, mask.numel())
+    for wider, narrower in zip(masks, masks[1:], strict=False):
+        assert (narrower - wider).kept() == 0  # nothing pruned comes back
+    assert masks == level_masks(runs[method, 2])
+    for k in range(len(SCHEDULE)):
+        first, second = (read_json(runs[method, c] / f"level_{k:02d}/metrics.json") for c in (1, 2))
+        assert first["losses"] == second["losses"]
+
+
+def test_wanda_chooses_its_masks_without_training(runs):
+    metrics = read_json(runs["wanda", 1] / "level_01/metrics.json")
+    assert metrics["selection_steps"] == 0 and metrics["steps"] == 8
+    assert metrics["calibration_examples"] == 96 and metrics["calibration_tokens"] > 96
+
+
+def test_early_bird_stops_levels_that_choose_a_mask_and_reports_the_steps(runs):
+    levels = [read_json(runs["early-bird", 1] / f"level_{k:02d}/metrics.json") for k in range(3)]
+    # checks every ceil(8 / 20) = 1 step; any change is below 1.0: stop at the first evaluation
+    for level in levels[:2]:
+        assert level["steps"] == 4 and level["steps_saved"] == 4 and level["planned_steps"] == 8
+        assert level["converged_at"] == 1 and [d[0] for d in level["distances"]] == [1, 2, 3, 4]
+    assert levels[2]["steps"] == 8 and levels[2]["steps_saved"] == 0  # it hands on no mask
+
+
+def test_early_bird_that_never_stops_is_magnitude_pruning(runs):
+    never = runs["early-bird", "never-stops"]
+    assert level_masks(never) == level_masks(runs["magnitude", "never-stops"])
+    level = read_json(never / "level_01/metrics.json")
+    assert level["steps"] == 8 and level["converged_at"] is None
+    assert len(level["distances"]) == 8 and all(0 <= d < 0.5 for _, d in level["distances"])
+
+
+def test_hamming_distance_is_the_fraction_of_weights_that_differ():
+    a = Mask({"w": torch.tensor([True, True, False, False])})
+    b = Mask({"w": torch.tensor([True, False, True, False])})
+    assert hamming(a, b) == 0.5 and hamming(a, a) == 0.0
+
+
+class TwoLayers(nn.Module):
+    """A linear layer and a GPT-2 Conv1D, fed the same inputs; the padding marked."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(3, 2)
+        self.conv = Conv1D(2, 3)  # weight (in 3, out 2)
+        nn.init.normal_(self.conv.weight)
+
+    def forward(self, x, attention_mask):
+        return self.linear(x) + self.conv(x)
+
+
+def test_wanda_scores_equal_a_direct_computation():
+    model = TwoLayers()
+    generator = torch.Generator().manual_seed(1)
+    batches = [
+        {"x": torch.randn(2, 4, 3, generator=generator), "attention_mask": m}
+        for m in (torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]]), torch.tensor([[1, 1, 1, 1]] * 2))
+    ]
+    modules = {"linear": model.linear, "conv": model.conv}
+    norms, tokens = input_norms(model, modules, batches)
+    assert tokens == 5 + 8
+    # the tokens that are no padding, all batches together: (13, 3)
+    x = torch.cat([b["x"][b["attention_mask"].bool()] for b in batches])
+    direct = x.pow(2).sum(0).sqrt()
+    params = {"linear": model.linear.weight, "conv": model.conv.weight}
+    scores = wanda_scores(params, modules, norms)
+    assert torch.allclose(scores["linear"], model.linear.weight.abs() * direct[None, :])
+    assert torch.allclose(scores["conv"], model.conv.weight.abs() * direct[:, None])
+    assert scores["linear"].shape == (2, 3) and scores["conv"].shape == (3, 2)
+
+
+def test_movement_scores_equal_minus_the_sum_of_weight_times_gradient():
+    torch.manual_seed(0)
+    layer = nn.Linear(4, 3)
+    accumulator = MovementScores({"w": layer.weight})
+    accumulator.on_train_start(layer, 3)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
+    expected = torch.zeros_like(layer.weight)
+    for step in range(1, 4):
+        layer(torch.randn(5, 4)).pow(2).sum().backward()
+        expected -= layer.weight.detach() * layer.weight.grad
+        accumulator.after_backward(step)
+        optimizer.step()
+        optimizer.zero_grad()
+    assert torch.allclose(accumulator.scores()["w"], expected)
+    assert not torch.allclose(expected, torch.zeros_like(expected))
+
+
+# --- the study table ------------------------------------------------------------------------
+def test_methods_cells_and_their_table(tmp_path, bert_dir):
+    path = study_file(
+        tmp_path,
+        bert_dir,
+        run={"random": False, "transfer": False, "methods": NEW},
+        languages=["en", "fr"],
+    )
+    study = load_study(path)
+    names = sorted(c.name for c in cells(study))
+    assert names == sorted(
+        [f"ner/{lang}/seed1/imp" for lang in ("en", "fr")]
+        + [f"ner/{lang}/seed1/imp-{m}" for lang in ("en", "fr") for m in NEW]
+    )
+    assert not run_study(study).failed
+    from polyticket.analysis.results import format_summary, write_results
+
+    everything = write_results(study)
+    with open(study.layout.table("methods_ner"), encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == ["imp", *NEW] * 2
+    assert list(rows[0]) == [
+        "task",
+        "method",
+        "language",
+        "seed",
+        "score_s50",
+        "jaccard_s50",
+        "steps_s50",
+        "steps_run",
+        "goal_s50",
+    ]
+    by = {(r["method"], r["language"]): r for r in everything["methods"]}
+    cell = study.layout.cells
+    imp = Mask.load(cell / "ner/fr/seed1/imp/level_01/mask.safetensors")
+    movement = Mask.load(cell / "ner/fr/seed1/imp-movement/level_01/mask.safetensors")
+    assert by["movement", "fr"]["jaccard_s50"] == pytest.approx(movement.jaccard(imp))
+    assert by["imp", "fr"]["jaccard_s50"] == 1.0
+    assert (
+        by["movement", "fr"]["score_s50"]
+        == read_json(cell / "ner/fr/seed1/imp-movement/level_01/metrics.json")["best_score"]
+    )
+    assert by["imp", "fr"]["steps_s50"] == 4 and by["imp", "fr"]["steps_run"] == 8
+    assert by["wanda", "fr"]["steps_s50"] == 0 and by["wanda", "fr"]["steps_run"] == 8
+    assert by["wanda", "fr"]["goal_s50"] == (
+        by["wanda", "fr"]["score_s50"] >= by["imp", "fr"]["score_s50"] - 0.01
+        and by["wanda", "fr"]["jaccard_s50"] >= 0.95
+    )
+    assert "goal_s50" not in by["imp", "fr"]
+    text = format_summary(everything)
+    assert "ticket finders against IMP" in text
+    assert "ner fr seed 1 wanda: s50: " in text and "as good for half the steps: " in text
