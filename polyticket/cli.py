@@ -277,6 +277,32 @@ def _add_compare(commands: argparse._SubParsersAction) -> None:
 # --- end compare --------------------------------------------------------------------------
 
 
+# --- report (issue 11.7): handler and sub-parser --------------------------------------------
+def _report(args: argparse.Namespace) -> None:
+    from polyticket.analysis.report import write_report
+
+    index = write_report(args.directory, args.out)
+    print(f"written: {index} (with its PNGs and {index.parent / 'summary.md'})")
+
+
+def _add_report(commands: argparse._SubParsersAction) -> None:
+    report = commands.add_parser(
+        "report",
+        help="an HTML page, PNGs and a Markdown summary of a study directory",
+        description="Figures and tables of a study's results (score vs sparsity, overlaps, "
+        "transfer, retrieval, similarity, clusters, core) in one self-contained HTML page "
+        "that opens from a file, with the PNGs and a Markdown summary beside it.",
+    )
+    report.add_argument("directory", type=Path, help="study directory (its out:)")
+    report.add_argument(
+        "--out", type=Path, default=None, help="folder to write (default DIRECTORY/report)"
+    )
+    report.set_defaults(handler=_report)
+
+
+# --- end report ---------------------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="polyticket",
@@ -323,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=_masks_export)
 
     _add_compare(commands)
+    _add_report(commands)
 
     study = commands.add_parser(
         "study",
