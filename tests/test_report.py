@@ -34,6 +34,24 @@ SECTION_IDS = [
     "dendrogram",
     "core",
 ]
+# One task at one sparsity: a figure of each kind, three of similarity (svcca, pwcca, cka).
+FIGURES = sorted(
+    [
+        "score-ner",
+        "overlap-layer-ner-s50",
+        "overlap-component-ner-s50",
+        "overlap-head-ner-s50",
+        "beyond-theta0-ner-s50",
+        "transfer-ner-s50",
+        "transfer-drop-ner",
+        "retrieval",
+        "similarity-svcca",
+        "similarity-pwcca",
+        "similarity-cka",
+        "dendrogram-ner-s50",
+        "core-layers-ner-s50",
+    ]
+)
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",  # the tests may run as root, where Chromium's sandbox refuses to start
@@ -173,7 +191,8 @@ def test_report_of_a_tiny_study_renders_in_chromium_with_every_section(
     parsed.feed(page)
     assert all(link.startswith("#") for link in parsed.links), parsed.links
     pngs = sorted((study_dir / "report").glob("*.png"))
-    assert len(parsed.images) == len(pngs) >= 16
+    assert [p.stem for p in pngs] == FIGURES
+    assert len(parsed.images) == len(pngs)
     for uri in parsed.images:
         assert _not_blank(_decode_png(uri))
     summary = (study_dir / "report" / "summary.md").read_text(encoding="utf-8")

@@ -24,6 +24,7 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h")
 LINESTYLES = ("-", "--", "-.", ":")
 WIDTH, HEIGHT = 6.4, 4.2  # inches; at DPI, two figures side by side on a 1280-pixel page
 DPI = 100
+LEGEND_INSIDE = 5  # at most this many series get a legend inside the axes
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ def lines(
 ) -> Figure:
     """Series against x; with ``xticks`` the x values are positions 0..n-1 named by them.
     Data series first in the legend, then the references. ``log``: a log y axis."""
-    fig = _new()
+    below = len(series) > LEGEND_INSIDE  # many series would hide the lines: legend below
+    fig = _new(height=HEIGHT + (0.2 * math.ceil(len(series) / 2) if below else 0))
     ax = fig.add_subplot()
     data = [s for s in series if not s.reference]
     references = [s for s in series if s.reference]
@@ -110,6 +112,10 @@ def lines(
         )
     if xticks is not None:
         ax.set_xticks(range(len(xticks)), xticks, rotation=45 if len(xticks) > 12 else 0)
+    elif all(float(x).is_integer() for s in series for x in s.x):  # layers: no 0.25 ticks
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if log:
         from matplotlib.ticker import ScalarFormatter
 
@@ -117,7 +123,9 @@ def lines(
         ax.yaxis.set_major_formatter(ScalarFormatter())  # 1, 10, 100 rather than 10^k
     _label(ax, title, xlabel, ylabel)
     ax.grid(True, alpha=0.3)
-    if len(series) > 1:
+    if below:
+        fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize="small")
+    elif len(series) > 1:
         ax.legend(handles=handles, fontsize="small")
     return fig
 

@@ -482,8 +482,8 @@ def beyond_section(files: StudyFiles) -> Section:
         section.parts.append(
             Plot(
                 _stem("beyond-theta0", overlap),
-                f"{name}: overlap beyond θ0 (random expectation {_number(chance)}; blank "
-                "diagonal: one seed only).",
+                f"{name}: overlap beyond θ0 (random expectation {_number(chance)})"
+                + ("; blank diagonal: one seed only." if not same else "."),
                 plots.heatmap(
                     f"{name}: overlap beyond θ0 (random ≈ {_number(chance)})",
                     similarity,
@@ -654,6 +654,10 @@ def retrieval_section(files: StudyFiles) -> Section:
     )
 
 
+def _comparison(name: str) -> str:
+    return "vs dense model" if name == "dense" else name
+
+
 def similarity_section(files: StudyFiles) -> Section:
     section = Section(
         "similarity",
@@ -670,7 +674,7 @@ def similarity_section(files: StudyFiles) -> Section:
     ):
         curves = _layer_curves(
             by_measure[measure],
-            lambda r: f"{_without_seed(r['mask'])} ({r['comparison']})",
+            lambda r: f"{_without_seed(r['mask'])} ({_comparison(r['comparison'])})",
             "value",
         )
         series = [plots.Series(label, x, y) for label, (x, y) in curves.items()]
@@ -849,7 +853,7 @@ STYLE = """
 body { font-family: sans-serif; margin: 1.5em auto; max-width: 1300px; color: #111; }
 section { border-top: 1px solid #bbb; margin-top: 1.5em; }
 .figures { display: flex; flex-wrap: wrap; gap: 12px; }
-figure { margin: 0; width: 640px; }
+figure { margin: 0; width: 620px; }
 figure img { width: 100%; height: auto; border: 1px solid #ddd; }
 figcaption { font-size: 0.85em; color: #333; }
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
