@@ -81,35 +81,17 @@ def lines(
     ax = fig.add_subplot()
     data = [s for s in series if not s.reference]
     references = [s for s in series if s.reference]
-    handles = []
-    for s, (colour, marker, style, _) in zip(data, _line_styles(len(data)), strict=False):
-        handles.append(
-            ax.errorbar(
-                s.x,
-                s.y,
-                yerr=s.err,
-                label=s.label,
-                color=colour,
-                marker=marker,
-                linestyle=style,
-                linewidth=2,
-                markersize=7,
-                capsize=3,
-            )
-        )
-    for s, (colour, marker, style) in zip(
-        references, itertools.cycle(REFERENCE_STYLES), strict=False
-    ):
-        handles += ax.plot(
-            s.x,
-            s.y,
-            label=s.label,
-            color=colour,
-            marker=marker,
-            linestyle=style,
-            linewidth=1.3,
-            markersize=8,
-        )
+    styles = [
+        {"color": c, "marker": m, "linestyle": ls, "linewidth": 2, "markersize": 7}
+        for c, m, ls, _ in _line_styles(len(data))
+    ] + [
+        {"color": c, "marker": m, "linestyle": ls, "linewidth": 1.3, "markersize": 8}
+        for (c, m, ls), _ in zip(itertools.cycle(REFERENCE_STYLES), references, strict=False)
+    ]
+    handles = [
+        ax.errorbar(s.x, s.y, yerr=s.err, label=s.label, capsize=3, **style)
+        for s, style in zip([*data, *references], styles, strict=True)
+    ]
     if xticks is not None:
         ax.set_xticks(range(len(xticks)), xticks, rotation=45 if len(xticks) > 12 else 0)
     elif all(float(x).is_integer() for s in series for x in s.x):  # layers: no 0.25 ticks
