@@ -110,10 +110,18 @@ def chromium() -> str:
 
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory, bert_dir) -> Path:
-    """One seed, three languages, every kind of cell; retrieval and similarity tables as the
-    representation analyses write them (their numbers are made up)."""
+    """One seed, three languages, every kind of cell of two steps (27 cells); retrieval and
+    similarity tables as the representation analyses write them (their numbers made up)."""
     root = tmp_path_factory.mktemp("report")
-    path = write_study(root, bert_dir, root / "run", seeds=[1], run={"oneshot": True, "core": True})
+    settings = {"max_steps": 2, "batch_size": 16, "learning_rate": 0.002, "rate": 0.5}
+    path = write_study(
+        root,
+        bert_dir,
+        root / "run",
+        seeds=[1],
+        settings={**settings, "eval_steps": 2},
+        run={"oneshot": True, "core": True},
+    )
     assert main(["study", str(path)]) == 0
     results = root / "run" / "results"
     rng = np.random.default_rng(0)
