@@ -13,7 +13,7 @@ from pathlib import Path
 
 from polyticket.config import FindConfig, TrainConfig, add_flags, parse_config
 from polyticket.errors import UserError
-from polyticket.io import prepare_output_dir, prepare_output_file
+from polyticket.io import prepare_output_dir, prepare_output_file, write_csv
 from polyticket.study.executors import EXECUTORS
 
 
@@ -188,7 +188,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 # --- compare (issue 11, overlap): handler and sub-parser ------------------------------------
 def _compare(args: argparse.Namespace) -> None:
-    from polyticket.analysis.compare_text import format_comparison, write_csv
+    from polyticket.analysis.compare_text import format_comparison
     from polyticket.analysis.overlap import overlap_rows
 
     if args.csv:
@@ -293,20 +293,10 @@ def _add_compare(commands: argparse._SubParsersAction) -> None:
 
 
 # --- representation analyses: retrieve, similarity (issue 11, points 5-6) ---------------------
-def _write_rows(rows: list[dict], path: Path) -> None:
-    import csv
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def _report(args: argparse.Namespace, settings: dict, inputs, rows: list[dict], table: str) -> None:
+def _emit_rows(args: argparse.Namespace, settings: dict, inputs, rows: list, table: str) -> None:
     """CSV to --out; JSON (settings, inputs, rows) or the readable table to stdout."""
     if args.out:
-        _write_rows(rows, args.out)
+        write_csv(args.out, rows)
     if args.json:
         # NaN (a representation without variance) is not JSON: null instead.
         clean = [{k: None if v != v else v for k, v in row.items()} for row in rows]
@@ -323,10 +313,12 @@ def _retrieve(args: argparse.Namespace) -> None:
 
     if args.k < 1:
         raise UserError(f"--k must be at least 1, got {args.k}")
+    if args.out:
+        prepare_output_file(args.out)
     inputs = read_inputs(args.model, args.masks, parse_parallel(args.parallel))
     rows = retrieve(inputs, args.pooling, args.k, args.margin, args.batch_size)
     settings = {"model": args.model, "pooling": args.pooling, "k": args.k, "margin": args.margin}
-    _report(args, settings, inputs, rows, format_retrieval(rows))
+    _emit_rows(args, settings, inputs, rows, format_retrieval(rows))
 
 
 def _similarity(args: argparse.Namespace) -> None:
@@ -339,6 +331,8 @@ def _similarity(args: argparse.Namespace) -> None:
         raise UserError(f"--measures: unknown {unknown[0]!r}; use {', '.join(MEASURES)}")
     if args.epsilon < 0:
         raise UserError(f"--epsilon must be at least 0, got {args.epsilon}")
+    if args.out:
+        prepare_output_file(args.out)
     inputs = read_inputs(args.model, args.masks, parse_parallel(args.parallel))
     rows = similarity(inputs, args.pooling, measures, args.epsilon, args.batch_size)
     settings = {
@@ -347,7 +341,7 @@ def _similarity(args: argparse.Namespace) -> None:
         "measures": measures,
         "epsilon": args.epsilon,
     }
-    _report(args, settings, inputs, rows, format_similarity(rows))
+    _emit_rows(args, settings, inputs, rows, format_similarity(rows))
 
 
 def _add_representation_flags(parser: argparse.ArgumentParser) -> None:
@@ -415,6 +409,32 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+# --- report (issue 11.7): handler and sub-parser --------------------------------------------
+def _report(args: argparse.Namespace) -> None:
+    from polyticket.analysis.report import write_report
+
+    index = write_report(args.directory, args.out)
+    print(f"written: {index} (with its PNGs and {index.parent / 'summary.md'})")
+
+
+def _add_report(commands: argparse._SubParsersAction) -> None:
+    report = commands.add_parser(
+        "report",
+        help="an HTML page, PNGs and a Markdown summary of a study directory",
+        description="Figures and tables of a study's results (score vs sparsity, overlaps, "
+        "transfer, retrieval, similarity, clusters, core) in one self-contained HTML page "
+        "that opens from a file, with the PNGs and a Markdown summary beside it.",
+    )
+    report.add_argument("directory", type=Path, help="study directory (its out:)")
+    report.add_argument(
+        "--out", type=Path, default=None, help="folder to write (default DIRECTORY/report)"
+    )
+    report.set_defaults(handler=_report)
+
+
+# --- end report ---------------------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="polyticket",
@@ -461,6 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=_masks_export)
 
     _add_compare(commands)
+    _add_report(commands)
 
     study = commands.add_parser(
         "study",

@@ -8,20 +8,11 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
-
-from polyticket import io
 
 BEYOND = ("beyond_theta0", "beyond_theta0_random")
 TITLES = {"beyond_theta0": "beyond θ0", "beyond_theta0_random": "its random"}
-
-
-def write_csv(path: Path, rows: Iterable[Mapping[str, Any]]) -> Path:
-    """Rows of dicts as CSV (columns in order of first appearance), written atomically with
-    the user's umask (``polyticket.io``)."""
-    return io.write_csv(path, [dict(row) for row in rows])
 
 
 def _num(value: float | None) -> str:

@@ -1,0 +1,252 @@
+"""The study report (issue 11.7): a tiny study's page renders in headless Chromium with every
+section, and every figure is there and not blank, in the DOM and on the screenshot."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+from test_study import LANGS, write_study
+
+from polyticket.analysis.report import SECTIONS, write_report
+from polyticket.cli import main
+
+SECTION_IDS = [
+    "headline",
+    "score-vs-sparsity",
+    "overlap-by-layer",
+    "overlap-by-component",
+    "overlap-beyond-theta0",
+    "transfer",
+    "transfer-drop",
+    "retrieval",
+    "similarity",
+    "dendrogram",
+    "core",
+]
+# One task at one sparsity: a figure of each kind, three of similarity (svcca, pwcca, cka).
+FIGURES = sorted(
+    [
+        "score-ner",
+        "overlap-layer-ner-s50",
+        "overlap-component-ner-s50",
+        "overlap-head-ner-s50",
+        "beyond-theta0-ner-s50",
+        "transfer-ner-s50",
+        "transfer-drop-ner",
+        "retrieval",
+        "similarity-svcca",
+        "similarity-pwcca",
+        "similarity-cka",
+        "dendrogram-ner-s50",
+        "core-layers-ner-s50",
+    ]
+)
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",  # the tests may run as root, where Chromium's sandbox refuses to start
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--force-device-scale-factor=1",  # so that CSS pixels are screenshot pixels
+    "--virtual-time-budget=10000",  # let the probe's load handler run before the dump
+]
+# Run on the page's load: where every figure and section is, and whether its image decoded.
+PROBE = """<script>
+window.addEventListener("load", () => {
+  const box = e => { const r = e.getBoundingClientRect();
+    return {x: r.left + scrollX, y: r.top + scrollY, width: r.width, height: r.height}; };
+  const probe = {
+    height: document.documentElement.scrollHeight,
+    sections: [...document.querySelectorAll("section")].map(s => s.id),
+    figures: [...document.querySelectorAll("figure img")].map(img => ({
+      id: img.parentElement.id, complete: img.complete, width: img.naturalWidth,
+      height: img.naturalHeight, box: box(img)})),
+  };
+  const pre = document.createElement("pre");
+  pre.id = "probe";
+  pre.textContent = JSON.stringify(probe);
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium, installed here when missing (root and the Debian archive needed)."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        pytest.skip("chromium is not installed, and installing it (apt-get) needs root")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]
+    errors = ""
+    for commands in ([install], [["apt-get", "update", "-q"], install]):
+        try:
+            for command in commands:
+                subprocess.run(command, env=env, check=True, capture_output=True, timeout=1200)
+        except (OSError, subprocess.SubprocessError) as exc:
+            errors = str(getattr(exc, "stderr", b"") or exc)[-300:]
+            continue
+        if found := shutil.which("chromium"):
+            return found
+    pytest.skip(f"chromium could not be installed with apt-get: {errors}")
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory, bert_dir) -> Path:
+    """One seed, three languages, every kind of cell of two steps (27 cells); retrieval and
+    similarity tables as the representation analyses write them (their numbers made up)."""
+    root = tmp_path_factory.mktemp("report")
+    settings = {"max_steps": 2, "batch_size": 16, "learning_rate": 0.002, "rate": 0.5}
+    path = write_study(
+        root,
+        bert_dir,
+        root / "run",
+        seeds=[1],
+        settings={**settings, "eval_steps": 2},
+        run={"oneshot": True, "core": True},
+    )
+    assert main(["study", str(path)]) == 0
+    results = root / "run" / "results"
+    rng = np.random.default_rng(0)
+    retrieval = ["mask,src,tgt,layer,accuracy"] + [
+        f"{mask},en,{tgt},{layer},{rng.uniform(0.2, 0.9):.3f}"
+        for mask in ("dense", "ner/en/seed1/study-ticket", "ner/fr/seed1/study-ticket")
+        for tgt in LANGS[1:]
+        for layer in range(3)
+    ]
+    (results / "retrieval.csv").write_text("\n".join(retrieval) + "\n")
+    similarity = ["mask,comparison,languages,layer,measure,value"] + [
+        f"ner/{lang}/seed1/study-ticket,{comparison},{languages},{layer},{measure},"
+        f"{rng.uniform(0.3, 1.0):.3f}"
+        for lang in LANGS
+        for comparison, languages in (("dense", lang), ("cross-lingual", f'"{lang},en"'))
+        for layer in range(3)
+        for measure in ("svcca", "pwcca", "cka")
+    ]
+    (results / "similarity.csv").write_text("\n".join(similarity) + "\n")
+    return root / "run"
+
+
+class _Images(HTMLParser):
+    """The ``src`` of every ``<img>`` and the ``href``/``src`` of anything else."""
+
+    def __init__(self):
+        super().__init__()
+        self.images: list[str] = []
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        elif "src" in attrs or "href" in attrs:
+            self.links.append(attrs.get("src") or attrs.get("href") or "")
+
+
+def _decode_png(uri: str) -> np.ndarray:
+    prefix = "data:image/png;base64,"
+    assert uri.startswith(prefix), uri[:40]
+    data = base64.b64decode(uri[len(prefix) :])
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    return imread(io.BytesIO(data), format="png")
+
+
+def _not_blank(pixels: np.ndarray) -> bool:
+    """More than one colour, and more than a sliver of the area away from the background."""
+    grey = pixels[..., :3].mean(axis=-1)
+    return float(grey.std()) > 0.02 and float((np.abs(grey - np.median(grey)) > 0.1).mean()) > 0.01
+
+
+def _chromium(binary: str, tmp: Path, *args: str) -> str:
+    result = subprocess.run(
+        [binary, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'profile'}", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_report_of_a_tiny_study_renders_in_chromium_with_every_section(
+    study_dir, chromium, tmp_path, capsys
+):
+    assert main(["report", str(study_dir)]) == 0
+    index = study_dir / "report" / "index.html"
+    assert f"written: {index}" in capsys.readouterr().out
+    page = index.read_text(encoding="utf-8")
+    assert 'class="missing"' not in page, re.findall(r'class="missing">([^<]*)', page)
+
+    # The page alone, no network: every image inline, nothing else fetched.
+    parsed = _Images()
+    parsed.feed(page)
+    assert all(link.startswith("#") for link in parsed.links), parsed.links
+    pngs = sorted((study_dir / "report").glob("*.png"))
+    assert [p.stem for p in pngs] == FIGURES
+    assert len(parsed.images) == len(pngs)
+    for uri in parsed.images:
+        assert _not_blank(_decode_png(uri))
+    summary = (study_dir / "report" / "summary.md").read_text(encoding="utf-8")
+    assert "Do tickets of different languages overlap more than random masks?" in summary
+    assert all(f"]({png.name})" in summary for png in pngs)
+
+    # Rendered: the DOM after load (with the probe's measurements), then the screenshot of
+    # the whole page, cut at every figure's box.
+    probe_page = tmp_path / "probe.html"
+    probe_page.write_text(page.replace("</body>", PROBE + "</body>"), encoding="utf-8")
+    dom = _chromium(
+        chromium, tmp_path, "--window-size=1280,2000", "--dump-dom", probe_page.as_uri()
+    )
+    probe = json.loads(re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S).group(1))
+    assert probe["sections"] == SECTION_IDS and len(SECTIONS) == len(SECTION_IDS)
+    assert len(probe["figures"]) == len(pngs)
+    for figure in probe["figures"]:
+        assert figure["complete"] and figure["width"] > 100 and figure["height"] > 100, figure
+    screenshot = tmp_path / "page.png"
+    height = min(int(probe["height"]) + 10, 16000)
+    _chromium(
+        chromium,
+        tmp_path,
+        f"--window-size=1280,{height}",
+        f"--screenshot={screenshot}",
+        probe_page.as_uri(),
+    )
+    shot = imread(screenshot)
+    assert _not_blank(shot)
+    for figure in probe["figures"]:
+        box = figure["box"]
+        if box["y"] + box["height"] > shot.shape[0]:
+            continue  # below what one screenshot holds (only for very long reports)
+        crop = shot[
+            int(box["y"]) : int(box["y"] + box["height"]),
+            int(box["x"]) : int(box["x"] + box["width"]),
+        ]
+        assert crop.size and _not_blank(crop), figure["id"]
+
+
+def test_a_section_without_data_says_so(tmp_path):
+    """An empty study directory: every section is there, saying what would fill it."""
+    index = write_report(tmp_path)
+    page = index.read_text(encoding="utf-8")
+    for key in SECTION_IDS:
+        section = re.search(rf'<section id="{key}">(.*?)</section>', page, re.S)
+        assert section and 'class="missing">No data' in section.group(1), key
+    assert "<img" not in page
+    assert main(["report", str(tmp_path / "absent")]) == 2
