@@ -102,7 +102,7 @@ def _data_synth(args: argparse.Namespace) -> None:
 
     for language in args.language.split(","):
         out = Path(str(args.out).replace("{lang}", language))
-        write_synth(args.task, language, args.size, args.seed, out)
+        write_synth(args.task, language, args.size, args.seed, out, args.split)
         print(f"written: {out}")
 
 
@@ -263,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synth.add_argument("--size", type=int, required=True, help="number of examples")
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument(
+        "--split",
+        choices=["train", "dev", "test"],
+        default="train",
+        help="train: the training templates and names; dev, test: the held-out ones",
+    )
     synth.add_argument(
         "--out",
         type=Path,

@@ -62,7 +62,7 @@ STUDY_KEYS = {
     "run",
     "synth",
 }
-SYNTH_KEYS = {"task", "size", "seed"}
+SYNTH_KEYS = {"task", "size", "seed", "split"}
 
 
 @dataclass
@@ -267,7 +267,9 @@ def synthesize(study: Study) -> None:
         for lang in languages:
             target = study.out / "data" / name.replace("{lang}", lang)
             if not target.exists():
-                write_synth(spec["task"], lang, int(spec["size"]), int(spec.get("seed", 0)), target)
+                seed = int(spec.get("seed", 0))
+                split = str(spec.get("split", "train"))
+                write_synth(spec["task"], lang, int(spec["size"]), seed, target, split)
 
 
 def percent(sparsity: Fraction) -> str:
