@@ -154,7 +154,9 @@ def test_train_and_held_out_parts_are_disjoint(lang: str) -> None:
             assert not templates & _templates(held)[task], (lang, task)
         assert not train.pools.strings() & held.pools.strings()
     # entity strings as they come out of the generators (composed names included)
-    seen = {text for tokens, tags in synth_ner(lang, 500, 1) for _, text in _spans(tokens, tags, lang)}
+    seen = {
+        text for tokens, tags in synth_ner(lang, 500, 1) for _, text in _spans(tokens, tags, lang)
+    }
     for split, seed in (("dev", 2), ("test", 3)):
         held_out = {
             text

@@ -1894,8 +1894,9 @@ NER_EMPTY: dict[str, tuple[str, ...]] = {
 }
 
 #: Names that are at once given or family names, places and organisations ("Jordan",
-#: "Washington", "Santander"); Russian cells carry the case forms of the place.  synth also uses every language's cities and family names
-#: across types; these lists add the classic real cases where a language has them.
+#: "Washington", "Santander"); Russian cells carry the case forms of the place.  synth also
+#: uses every language's cities and family names across types; these lists add the classic
+#: real cases where a language has them.
 AMBIGUOUS: dict[str, tuple[str, ...]] = {
     "en": (
         "Jordan",
