@@ -7,6 +7,15 @@ real cities and organisations written in each language's own script, and years. 
 masked language modelling also mixes in the handful of real sentences that the
 ``tokenizerbench`` package ships for the language.
 
+Every template list and every entity list is split into a training part and a held-out part
+that share no template and no string (``split="train"`` draws on the first; ``"dev"`` and
+``"test"`` on the second, with different random streams), so that evaluation sentences use
+templates and names never seen in training.  NER slots often take names that other sentences
+use with another type (a city as a person or a club, a family name as a firm), organisations
+contain places and family names, some sentences have no entity; most NLI pairs reuse the
+premise's words (swapped arguments, negation, quantifiers, numbers).  The knobs are the
+``*_SHARE`` constants below.
+
 What it can show:
 
 * that the whole pipeline (tokenisation, label alignment, training, pruning, masks,
@@ -17,22 +26,22 @@ What it can show:
 
 What it cannot show:
 
-* absolute scores comparable with WikiANN, XNLI or Wikipedia perplexities: the task is far
-  easier (a dozen sentence frames, entities in fixed positions) and scores will saturate;
+* absolute scores comparable with WikiANN, XNLI or Wikipedia perplexities: a handful of
+  sentence frames per language, even if the held-out ones are never trained on;
 * real linguistic diversity: vocabulary, syntax, morphology and topics are a tiny, clean
   slice of each language.
 
 Tasks and formats (chosen by the extension of the output file):
 
 * ``ner``: ``.conll`` (``token<TAB>tag``, blank line between sentences) or ``.jsonl``
-  (``{"tokens": [...], "ner_tags": [...]}``); BIO tags over PER/LOC/ORG.  Chinese tokens are
-  single characters, as in WikiANN.
+  (``{"tokens": [...], "ner_tags": [...]}``); IOB2 tags over PER/LOC/ORG (WikiANN's seven
+  labels).  Chinese tokens are single characters, as in WikiANN.
 * ``nli``: ``.tsv`` (header ``premise<TAB>hypothesis<TAB>label``) or ``.jsonl``; labels
   ``entailment``/``neutral``/``contradiction`` cycle (exactly balanced when ``size`` is a
   multiple of 3) and are then shuffled.
 * ``parallel``: ``.txt`` (one sentence per line) or ``.jsonl`` (``{"text": ...}``); the
   sentence at line *i* says the same thing in every language for a given ``size`` and
-  ``seed`` (same template, same city concepts, same year).
+  ``seed`` and ``split`` (same template, same city concepts, same year).
 * ``text``: ``.txt`` (one document per line) or ``.jsonl`` (``{"text": ...}``, WikiExtractor
   style); documents join 3 to 6 sentences.
 
