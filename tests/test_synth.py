@@ -442,3 +442,20 @@ def test_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError):
         synth_parallel(["en", "klingon"], 3, 0)
     assert not list(tmp_path.iterdir())
+
+
+def test_shipped_studies_train_on_train_and_evaluate_on_held_out() -> None:
+    from importlib.resources import files
+
+    from polyticket.study import load_study
+
+    root = Path(str(files("polyticket") / "studies"))
+    for name in ("demo.yaml", "demo-full.yaml", "demo-gpu.yaml"):
+        study = load_study(root / name)
+        assert study.synth, name
+        for file, spec in study.synth.items():
+            assert spec["split"] == ("train" if "-train." in file else "dev"), (name, file)
+    gpu = load_study(root / "demo-gpu.yaml")
+    assert set(gpu.tasks) == {"ner", "nli"} and gpu.seeds == [1, 2, 3]
+    languages = gpu.tasks["ner"].languages
+    assert len(languages) == 6 and len({synth.LANGUAGE_SCRIPTS[x] for x in languages}) == 4
