@@ -112,7 +112,7 @@ def _data_synth(args: argparse.Namespace) -> None:
     for out in outs.values():
         prepare_output_file(out)
     for language, out in outs.items():
-        write_synth(args.task, language, args.size, args.seed, out)
+        write_synth(args.task, language, args.size, args.seed, out, args.split)
         print(f"written: {out}")
 
 
@@ -567,6 +567,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synth.add_argument("--size", type=int, required=True, help="number of examples")
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument(
+        "--split",
+        choices=["train", "dev", "test"],
+        default="train",
+        help="train: the training templates and names; dev, test: the held-out ones",
+    )
     synth.add_argument(
         "--out",
         type=Path,

@@ -95,14 +95,18 @@ def test_deterministic_bytes(tmp_path: Path, task: str, ext: str) -> None:
         a = write_synth(task, lang, 30, 7, tmp_path / f"a{ext}").read_bytes()
         b = write_synth(task, lang, 30, 7, tmp_path / f"b{ext}").read_bytes()
         c = write_synth(task, lang, 30, 8, tmp_path / f"c{ext}").read_bytes()
+        d = write_synth(task, lang, 30, 7, tmp_path / f"d{ext}", split="dev").read_bytes()
+        e = write_synth(task, lang, 30, 7, tmp_path / f"e{ext}", split="test").read_bytes()
         assert a == b
-        assert a != c
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"a{ext}", f"b{ext}", f"c{ext}"]
+        assert len({a, c, d, e}) == 4
+    names = [f"{x}{ext}" for x in "abcde"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
 
 
 @pytest.mark.parametrize("lang", SYNTH_LANGUAGES)
-def test_ner_bio_valid_and_entities(lang: str) -> None:
-    data = synth_ner(lang, 150, 3)
+@pytest.mark.parametrize("split", synth.SPLITS)
+def test_ner_bio_valid_and_entities(lang: str, split: str) -> None:
+    data = synth_ner(lang, 150, 3, split)
     assert len(data) == 150
     types: Counter[str] = Counter()
     for tokens, tags in data:
@@ -110,13 +114,175 @@ def test_ner_bio_valid_and_entities(lang: str) -> None:
         assert all(tok and not any(c.isspace() for c in tok) for tok in tokens)
         assert set(tags) <= set(synth.NER_LABELS)
         assert _valid_bio(tags), list(zip(tokens, tags, strict=True))
-        starts = [t[2:] for t in tags if t.startswith("B-")]
-        assert starts, tokens
-        types.update(starts)
+        types.update(t[2:] for t in tags if t.startswith("B-"))
     assert set(types) == {"PER", "LOC", "ORG"}
     assert any(t.startswith("I-") for _, tags in data for t in tags)
     if lang == "zh":
         assert all(len(tok) == 1 for tokens, _ in data for tok in tokens)
+
+
+def _spans(tokens: list[str], tags: list[str], lang: str) -> list[tuple[str, str]]:
+    """(type, text) of each entity of an IOB2 sentence."""
+    spans: list[tuple[str, list[str]]] = []
+    for tok, tag in zip(tokens, tags, strict=True):
+        if tag.startswith("B-"):
+            spans.append((tag[2:], [tok]))
+        elif tag.startswith("I-"):
+            spans[-1][1].append(tok)
+    joiner = "" if lang == "zh" else " "
+    return [(kind, joiner.join(toks)) for kind, toks in spans]
+
+
+def _templates(sampler: synth._Sampler) -> dict[str, set[str]]:
+    return {
+        "ner": set(sampler.ner_templates) | set(sampler.ner_empty),
+        "org": set(sampler.org_patterns),
+        "nli": {t for item in sampler.nli_items for ts in item.values() for t in ts}
+        | {t for _, item in sampler.nli_hard for t in item},
+        "parallel": {t[sampler.lang] for t in sampler.parallel},
+    }
+
+
+@pytest.mark.parametrize("lang", SYNTH_LANGUAGES)
+def test_train_and_held_out_parts_are_disjoint(lang: str) -> None:
+    """No template and no entity string of train appears in dev or test, whatever the seeds."""
+    train = synth._Sampler(lang, 1, "check", "train")
+    for split in ("dev", "test"):
+        held = synth._Sampler(lang, 2, "check", split)
+        for task, templates in _templates(train).items():
+            assert templates and _templates(held)[task], (lang, task)
+            assert not templates & _templates(held)[task], (lang, task)
+        assert not train.pools.strings() & held.pools.strings()
+    # entity strings as they come out of the generators (composed names included)
+    seen = {
+        text for tokens, tags in synth_ner(lang, 500, 1) for _, text in _spans(tokens, tags, lang)
+    }
+    for split, seed in (("dev", 2), ("test", 3)):
+        held_out = {
+            text
+            for tokens, tags in synth_ner(lang, 300, seed, split)
+            for _, text in _spans(tokens, tags, lang)
+        }
+        assert held_out and not seen & held_out, sorted(seen & held_out)[:5]
+    # sentences of every task: the two parts share none
+    for task in ("nli", "parallel", "text"):
+        for seed in (1, 2):
+            lines = {
+                part: set(_task_lines(task, lang, 60, seed, part)) for part in ("train", "dev")
+            }
+            assert not lines["train"] & lines["dev"], task
+    # dev and test come from the same held-out part but are different samples
+    assert synth_ner(lang, 50, 2, "dev") != synth_ner(lang, 50, 2, "test")
+
+
+def _task_lines(task: str, lang: str, size: int, seed: int, split: str) -> list[str]:
+    if task == "nli":
+        return [p + "\t" + h for p, h, _ in synth_nli(lang, size, seed, split)]
+    if task == "parallel":
+        return synth_parallel([lang], size, seed, split)[lang]
+    return synth_text(lang, size, seed, split)
+
+
+def test_split_counts_and_unknown_split(tmp_path: Path) -> None:
+    for lang in SYNTH_LANGUAGES:
+        counts = synth.split_counts(lang)
+        assert set(counts) == {"train", "eval"}
+        for key, n in counts["eval"].items():
+            assert 0 < n <= counts["train"][key] or key == "ambiguous", (lang, key)
+        assert counts["train"]["ner"] + counts["eval"]["ner"] == len(T.NER_TEMPLATES[lang])
+    with pytest.raises(UserError, match="train, dev, test"):
+        write_synth("ner", "en", 3, 0, tmp_path / "a.conll", split="valid")
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_split(tmp_path: Path) -> None:
+    from polyticket.cli import main
+
+    out = tmp_path / "ner-{lang}.conll"
+    assert main(["data", "synth", "--task", "ner", "--language", "en,zh", "--size", "5",
+                 "--seed", "4", "--split", "test", "--out", str(out)]) in (0, None)  # fmt: skip
+    for lang in ("en", "zh"):
+        expected = write_synth("ner", lang, 5, 4, tmp_path / f"x-{lang}.conll", split="test")
+        assert (tmp_path / f"ner-{lang}.conll").read_bytes() == expected.read_bytes()
+
+
+# Context cases (point 2 of issue 13), measured on the output alone.  Shares are of sentences
+# (empty, several entities) or of entity mentions (ambiguous: the same string is used with
+# another type elsewhere in the sample; nested: an organisation that contains a place or a
+# person's name of the sample).  Russian declines places, so the same name rarely has the same
+# string as a place and as an organisation: lower bounds there.
+@pytest.mark.parametrize("lang", SYNTH_LANGUAGES)
+def test_ner_context_cases_frequencies(lang: str) -> None:
+    data = synth_ner(lang, 800, 5)
+    sentences = [_spans(tokens, tags, lang) for tokens, tags in data]
+    empty = sum(not s for s in sentences) / len(sentences)
+    assert abs(empty - synth.NER_EMPTY_SHARE) < 0.04
+    assert sum(len(s) >= 2 for s in sentences) / len(sentences) > 0.8
+    mentions = [m for s in sentences for m in s]
+    types: dict[str, set[str]] = {}
+    for kind, text in mentions:
+        types.setdefault(text, set()).add(kind)
+    ambiguous = sum(len(types[text]) > 1 for _, text in mentions) / len(mentions)
+    assert ambiguous > (0.04 if lang == "ru" else 0.2), ambiguous
+    assert all(len(types[text]) > 1 for text in ("Jordan", "Washington") if text in types)
+    places = {text for kind, text in mentions if kind == "LOC"}
+    words = {w for kind, text in mentions if kind == "PER" for w in text.split()}
+    orgs = [text for kind, text in mentions if kind == "ORG"]
+    nested = [
+        o for o in orgs if any(p in o and p != o for p in places) or set(o.split()) & words - {o}
+    ]
+    assert len(nested) / len(orgs) > 0.05 if lang == "ru" else 0.12
+    if lang != "zh":  # Chinese tokens are characters
+        lengths = Counter(len(text.split()) for _, text in mentions)
+        assert {1, 2, 3, 4} <= set(lengths), lengths
+    # sentence-initial capitalised words that are not entities
+    if SCRIPT[lang] in ("LATIN", "CYRILLIC"):
+        assert any(tags[0] == "O" and tokens[0][0].isupper() for tokens, tags in data)
+
+
+def test_ner_context_rendering() -> None:
+    """Organisations built on places decline the place (ru) and elide (fr)."""
+    for lang, pattern, city, expected in (
+        ("ru", "Банк {LOC:gen}", ("Казань", "Казани", "Казани", "Казань"), "Банк Казани"),
+        ("fr", "Université de {LOC}", ("Orléans",), "Université d'Orléans"),
+        ("en", "Bank of {LOC}", ("Kazan",), "Bank of Kazan"),
+    ):
+        slots = synth._Slots(values={"LOC": city}, gender="m")
+        assert synth._segments_text(synth._render(pattern, slots, lang)) == expected
+    tokens, tags = synth._segments_bio(
+        [("Bank of Kazan", "ORG"), (" opened in ", None), ("Kazan", "LOC"), (".", None)], "en"
+    )
+    assert tags == ["B-ORG", "I-ORG", "I-ORG", "O", "O", "B-LOC", "O"]
+
+
+@pytest.mark.parametrize("lang", SYNTH_LANGUAGES)
+def test_nli_overlap_cases(lang: str) -> None:
+    """Point 3 of issue 13: about NLI_HARD_SHARE of the pairs reuse the premise's words (swaps,
+    negation, quantifiers, numbers), in both parts, labels balanced; a hypothesis that reuses
+    most of the premise's words is more often not entailed than entailed."""
+    for split in ("train", "dev"):
+        rows = synth._nli_rows(lang, 900, 3, split)
+        kinds = Counter(kind for _, _, _, kind in rows)
+        hard = [r for r in rows if r[3] != "plain"]
+        assert abs(len(hard) / len(rows) - synth.NLI_HARD_SHARE) < 0.06, kinds
+        assert set(kinds) == {"plain", *T.NLI_HARD_KINDS}
+        assert all(n > 0.1 * len(hard) for k, n in kinds.items() if k != "plain"), kinds
+        labels = Counter(label for _, _, label, _ in rows)
+        assert set(labels.values()) == {300}
+        hard_labels = Counter(label for _, _, label, _ in hard)
+        assert max(hard_labels.values()) - min(hard_labels.values()) < 0.15 * len(hard)
+
+        def overlap(p: str, h: str) -> float:
+            premise = {t.lower() for t in synth.tokenize(p, lang)}
+            hyp = [t.lower() for t in synth.tokenize(h, lang)]
+            return sum(t in premise for t in hyp) / len(hyp)
+
+        scores = [(overlap(p, h), label) for p, h, label, _ in hard]
+        assert sum(o for o, _ in scores) / len(scores) > 0.65  # hypotheses reuse the premise
+        # high overlap does not mean entailment (the heuristic HANS-style data defeats)
+        high = [label for o, label in scores if o >= 0.8]
+        assert len(high) > 0.1 * len(scores)
+        assert high.count("entailment") / len(high) < 0.65
 
 
 def test_every_template_renders() -> None:
@@ -128,6 +294,8 @@ def test_every_template_renders() -> None:
         for item in T.NLI_TEMPLATES[lang]:
             templates += [t for key in ("premise", *NLI_LABELS) for t in item[key]]
         templates += [t[lang] for t in T.PARALLEL_TEMPLATES]
+        templates += [t for item in T.NLI_HARD[lang] for t in item] + list(T.NER_EMPTY[lang])
+        templates += [t.replace("{SUR}", "{PER}") for t in T.ORG_PATTERNS[lang]]
         for template in templates:
             for gender in ("m", "f"):
                 slots = sampler.slots()
@@ -138,6 +306,9 @@ def test_every_template_renders() -> None:
                 assert "  " not in text and text == text.strip()
         for template in T.NER_TEMPLATES[lang]:
             assert re.search(r"\{(PER|LOC|ORG)", template), template
+        for template in T.NER_EMPTY[lang]:
+            assert not re.search(r"\{(PER|LOC|ORG)", template), template
+        assert len(T.NLI_HARD[lang]) == len(T.NLI_HARD_KINDS)
 
 
 def test_french_elision_and_spanish_conjunction() -> None:
@@ -271,3 +442,21 @@ def test_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError):
         synth_parallel(["en", "klingon"], 3, 0)
     assert not list(tmp_path.iterdir())
+
+
+def test_shipped_studies_train_on_train_and_evaluate_on_held_out() -> None:
+    from importlib.resources import files
+
+    from polyticket.study import load_study
+
+    root = Path(str(files("polyticket") / "studies"))
+    for name in ("demo.yaml", "demo-full.yaml", "demo-gpu.yaml"):
+        study = load_study(root / name)
+        assert study.synth, name
+        for file, spec in study.synth.items():
+            held_out = spec["split"] in ("dev", "test")  # evaluation and parallel text
+            assert spec["split"] == "train" if "-train." in file else held_out, (name, file)
+    gpu = load_study(root / "demo-gpu.yaml")
+    assert set(gpu.tasks) == {"ner", "nli"} and gpu.seeds == [1, 2, 3]
+    languages = gpu.tasks["ner"].languages
+    assert len(languages) == 6 and len({synth.LANGUAGE_SCRIPTS[x] for x in languages}) == 4

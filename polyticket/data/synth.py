@@ -7,6 +7,15 @@ real cities and organisations written in each language's own script, and years. 
 masked language modelling also mixes in the handful of real sentences that the
 ``tokenizerbench`` package ships for the language.
 
+Every template list and every entity list is split into a training part and a held-out part
+that share no template and no string (``split="train"`` draws on the first; ``"dev"`` and
+``"test"`` on the second, with different random streams), so that evaluation sentences use
+templates and names never seen in training.  NER slots often take names that other sentences
+use with another type (a city as a person or a club, a family name as a firm), organisations
+contain places and family names, some sentences have no entity; most NLI pairs reuse the
+premise's words (swapped arguments, negation, quantifiers, numbers).  The knobs are the
+``*_SHARE`` constants below.
+
 What it can show:
 
 * that the whole pipeline (tokenisation, label alignment, training, pruning, masks,
@@ -17,22 +26,22 @@ What it can show:
 
 What it cannot show:
 
-* absolute scores comparable with WikiANN, XNLI or Wikipedia perplexities: the task is far
-  easier (a dozen sentence frames, entities in fixed positions) and scores will saturate;
+* absolute scores comparable with WikiANN, XNLI or Wikipedia perplexities: a handful of
+  sentence frames per language, even if the held-out ones are never trained on;
 * real linguistic diversity: vocabulary, syntax, morphology and topics are a tiny, clean
   slice of each language.
 
 Tasks and formats (chosen by the extension of the output file):
 
 * ``ner``: ``.conll`` (``token<TAB>tag``, blank line between sentences) or ``.jsonl``
-  (``{"tokens": [...], "ner_tags": [...]}``); BIO tags over PER/LOC/ORG.  Chinese tokens are
-  single characters, as in WikiANN.
+  (``{"tokens": [...], "ner_tags": [...]}``); IOB2 tags over PER/LOC/ORG (WikiANN's seven
+  labels).  Chinese tokens are single characters, as in WikiANN.
 * ``nli``: ``.tsv`` (header ``premise<TAB>hypothesis<TAB>label``) or ``.jsonl``; labels
   ``entailment``/``neutral``/``contradiction`` cycle (exactly balanced when ``size`` is a
   multiple of 3) and are then shuffled.
 * ``parallel``: ``.txt`` (one sentence per line) or ``.jsonl`` (``{"text": ...}``); the
   sentence at line *i* says the same thing in every language for a given ``size`` and
-  ``seed`` (same template, same city concepts, same year).
+  ``seed`` and ``split`` (same template, same city concepts, same year).
 * ``text``: ``.txt`` (one document per line) or ``.jsonl`` (``{"text": ...}``, WikiExtractor
   style); documents join 3 to 6 sentences.
 
@@ -57,6 +66,7 @@ from pathlib import Path
 from polyticket.data import templates as T
 from polyticket.errors import UserError
 from polyticket.io import write_text
+from polyticket.tasks.labels import WIKIANN_LABELS, XNLI_LABELS
 
 SYNTH_LANGUAGES: tuple[str, ...] = T.LANGUAGES
 SYNTH_TASKS: tuple[str, ...] = ("ner", "nli", "parallel", "text")
@@ -66,18 +76,39 @@ SYNTH_EXTENSIONS: dict[str, tuple[str, ...]] = {
     "parallel": (".txt", ".jsonl"),
     "text": (".txt", ".jsonl"),
 }
-NLI_LABELS: tuple[str, ...] = ("entailment", "neutral", "contradiction")
-NER_LABELS: tuple[str, ...] = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")
+# the datasets' own label lists, so that generated files mean what WikiANN's and XNLI's do
+NLI_LABELS = XNLI_LABELS
+NER_LABELS = WIKIANN_LABELS
+#: ``train`` draws on the training part of every template list and entity list; ``dev`` and
+#: ``test`` both draw on the held-out part (disjoint from train), with different random streams.
+SPLITS: tuple[str, ...] = ("train", "dev", "test")
 
-#: language -> task -> number of hand-written templates.  ``nli`` counts premises (each with
-#: two hypotheses per label); ``text`` counts all the templates its documents draw from.
+# Difficulty knobs (calibrated with polyticket train on e5-small; see the README).
+#: share of entity strings (given names, family names, organisations, extra cities, ambiguous
+#: names; city concepts as a whole) held out from training.
+HELD_OUT_SHARE = 0.3
+#: share of NER sentences without any entity.
+NER_EMPTY_SHARE = 0.1
+#: share of entity slots filled with a name that other sentences use with another type.
+NER_AMBIGUOUS_SHARE = 0.25
+#: share of (non-ambiguous) organisation slots filled from ORG_PATTERNS ("Bank of Kazan").
+NER_NESTED_SHARE = 0.3
+#: share of NLI pairs from NLI_HARD (swaps, negation, quantifiers, numbers).
+NLI_HARD_SHARE = 0.6
+
+#: language -> task -> number of hand-written templates (train and held-out parts together;
+#: ``split_counts`` gives each part).  ``ner`` counts sentence templates with entities and
+#: without; ``nli`` counts items (a premise with hypotheses for every label); ``text`` counts
+#: all the templates its documents draw from.
 TEMPLATE_COUNTS: dict[str, dict[str, int]] = {
     lang: {
-        "ner": len(T.NER_TEMPLATES[lang]),
-        "nli": len(T.NLI_TEMPLATES[lang]),
+        "ner": len(T.NER_TEMPLATES[lang]) + len(T.NER_EMPTY[lang]),
+        "nli": len(T.NLI_TEMPLATES[lang]) + len(T.NLI_HARD[lang]),
         "parallel": sum(1 for t in T.PARALLEL_TEMPLATES if lang in t),
         "text": len(T.NER_TEMPLATES[lang])
+        + len(T.NER_EMPTY[lang])
         + len(T.NLI_TEMPLATES[lang])
+        + len(T.NLI_HARD[lang])
         + sum(1 for t in T.PARALLEL_TEMPLATES if lang in t),
     }
     for lang in SYNTH_LANGUAGES
@@ -137,6 +168,10 @@ _SLOT_TYPES: dict[str, str | None] = {
     "ORG2": "ORG",
     "YEAR": None,
     "YEAR2": None,
+    "NUM": None,
+    "NUMLO": None,
+    "NUMHI": None,
+    "SUR": None,
 }
 _TOKEN_RE = re.compile(r"\{([A-Z]+2?)(?::([a-z]+))?\}|\[([^|\]]*)\|([^\]]*)\]")
 _APOSTROPHES = "'’"
@@ -322,63 +357,142 @@ def _faker_instance(locale: str):  # faker is an optional dependency
 
 @dataclass(frozen=True)
 class _Pools:
-    persons: tuple[tuple[str, str], ...]  # (name, gender "m"/"f")
+    """The entity strings of one part (train or held-out) of a language."""
+
+    first: tuple[tuple[str, ...], tuple[str, ...]]  # given names: male, female
+    last: tuple[tuple[str, ...], tuple[str, ...]]  # family names: male, female forms
     orgs: tuple[str, ...]
-    faker_orgs: tuple[str, ...]
     cities: tuple[tuple[str, ...], ...]  # case forms
-    faker_cities: tuple[tuple[str, ...], ...]
+    ambiguous: tuple[tuple[str, ...], ...]  # case forms, as cities
+
+    def strings(self) -> set[str]:
+        return {
+            *self.first[0],
+            *self.first[1],
+            *self.last[0],
+            *self.last[1],
+            *self.orgs,
+            *(form for city in self.cities for form in city),
+            *(form for name in self.ambiguous for form in name),
+        }
 
 
 def _dedupe(values: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(values))
 
 
-@functools.lru_cache(maxsize=64)
-def _pools(lang: str, seed: int) -> _Pools:
-    cities = tuple(city[lang] for city in T.CITIES) + tuple(
-        tuple(cell.split("|")) for cell in T.EXTRA_CITIES[lang]
-    )
-    rng = _rng(seed, lang, "pools")
-    persons: list[tuple[str, str]] = []
-    faker_orgs: list[str] = []
-    faker_cities: list[str] = []
+def _part(split: str) -> str:
+    if split not in SPLITS:
+        raise UserError(
+            f"synthetic data: unsupported split {split!r}; supported: {', '.join(SPLITS)}"
+        )
+    return "train" if split == "train" else "eval"
+
+
+def _held_out_index(i: int) -> bool:
+    """Templates (and real sentences, city concepts) at positions 1, 4, 7, ... are held out."""
+    return i % 3 == 1
+
+
+def _held_out_string(text: str) -> bool:
+    """About HELD_OUT_SHARE of entity strings are held out, by a hash of the string alone."""
+    return _stable_seed("held-out", text) % 1000 < HELD_OUT_SHARE * 1000
+
+
+def _in_part(items: Sequence, part: str, held_out: Callable[[int], bool] = _held_out_index):
+    return tuple(x for i, x in enumerate(items) if held_out(i) == (part == "eval"))
+
+
+def _strings_in_part(values: Sequence[str], part: str) -> tuple[str, ...]:
+    return tuple(v for v in _dedupe(values) if _held_out_string(v) == (part == "eval"))
+
+
+def _city_in_part(i: int, part: str) -> bool:
+    return _held_out_string("city:" + T.CITIES[i]["en"][0]) == (part == "eval")
+
+
+def _raw_names(lang: str, seed: int) -> tuple[list[str], list[str], list[str], list[str]]:
+    """Given names (male, female) and family names (male, female forms) before the split."""
     if lang == "ur":
-        for i in range(300):
-            gender = "m" if i % 2 == 0 else "f"
-            first = rng.choice(T.URDU_NAMES["male" if gender == "m" else "female"])
-            name = first if rng.random() < 0.15 else f"{first} {rng.choice(T.URDU_NAMES['family'])}"
-            persons.append((name, gender))
+        family = list(T.URDU_NAMES["family"])
+        return list(T.URDU_NAMES["male"]), list(T.URDU_NAMES["female"]), family, family
+    fake = _faker_instance(_FAKER_LOCALES[lang])
+    fake.seed_instance(_stable_seed(seed, lang, "faker"))
+    n = 400
+    first_m = [fake.first_name_male() for _ in range(n)]
+    first_f = [fake.first_name_female() for _ in range(n)]
+    if lang == "ru":
+        last_m = [fake.last_name_male() for _ in range(n)]
+        last_f = [fake.last_name_female() for _ in range(n)]
     else:
+        last_m = [fake.last_name() for _ in range(n)]
+        last_f = last_m
+
+    def clean(values: list[str]) -> list[str]:
+        values = [_normalize(v, lang) for v in values]
+        return [v for v in values if _clean_name(v.replace("-", "").replace("’", ""), lang)]
+
+    return clean(first_m), clean(first_f), clean(last_m), clean(last_f)
+
+
+@functools.lru_cache(maxsize=128)
+def _pools(lang: str, seed: int, part: str = "train") -> _Pools:
+    """Entity pools of ``part``; the two parts of a language share no string (a string that a
+    hash would put in both, e.g. a family name that is also a training city, stays in train)."""
+    first_m, first_f, last_m, last_f = _raw_names(lang, seed)
+    orgs = list(T.ORGANISATIONS[lang])
+    extra_cities = list(T.EXTRA_CITIES[lang])
+    if lang in _FAKER_ORG_LANGS or lang in _FAKER_CITY_LANGS:
         fake = _faker_instance(_FAKER_LOCALES[lang])
-        fake.seed_instance(_stable_seed(seed, lang, "faker"))
-        for i in range(300):
-            gender = "m" if i % 2 == 0 else "f"
-            first = fake.first_name_male() if gender == "m" else fake.first_name_female()
-            if lang == "ru":
-                last = fake.last_name_male() if gender == "m" else fake.last_name_female()
-            else:
-                last = fake.last_name()
-            first, last = _normalize(first, lang), _normalize(last, lang)
-            if lang == "zh":
-                name = last + first
-            elif rng.random() < 0.15:
-                name = first
-            else:
-                name = f"{first} {last}"
-            if _clean_name(name.replace("-", "").replace("’", ""), lang):
-                persons.append((name, gender))
+        fake.seed_instance(_stable_seed(seed, lang, "faker-places"))
         if lang in _FAKER_ORG_LANGS:
-            faker_orgs = [_normalize(fake.company(), lang) for _ in range(80)]
-            faker_orgs = [o for o in faker_orgs if _clean_name(o.replace("-", ""), lang)]
+            values = [_normalize(fake.company(), lang) for _ in range(80)]
+            orgs += [o for o in values if _clean_name(o.replace("-", ""), lang)]
         if lang in _FAKER_CITY_LANGS:
-            faker_cities = [_normalize(fake.city(), lang) for _ in range(60)]
-            faker_cities = [c for c in faker_cities if _clean_name(c.replace("-", ""), lang)]
+            values = [_normalize(fake.city(), lang) for _ in range(60)]
+            extra_cities += [c for c in values if _clean_name(c.replace("-", ""), lang)]
+
+    def concepts(which: str) -> tuple[tuple[str, ...], ...]:
+        return tuple(city[lang] for i, city in enumerate(T.CITIES) if _city_in_part(i, which))
+
+    def build(which: str) -> _Pools:
+        # a string that is also a city concept of the other part never enters this part
+        other = {form for city in concepts("train" if which == "eval" else "eval") for form in city}
+
+        def pick(values: Sequence[str]) -> tuple[str, ...]:
+            return tuple(v for v in _strings_in_part(values, which) if v not in other)
+
+        def cells(values: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+            return tuple(
+                tuple(cell.split("|"))
+                for cell in _dedupe(values)
+                if _held_out_string(cell.split("|")[0]) == (which == "eval")
+                and not set(cell.split("|")) & other
+            )
+
+        return _Pools(
+            first=(pick(first_m), pick(first_f)),
+            last=(pick(last_m), pick(last_f)),
+            orgs=pick(orgs),
+            cities=concepts(which) + cells(extra_cities),
+            ambiguous=cells(T.AMBIGUOUS.get(lang, ())),
+        )
+
+    train = build("train")
+    if part == "train":
+        return train
+    taken = train.strings()
+    held = build("eval")
+
+    def keep(values: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(v for v in values if v not in taken)
+
     return _Pools(
-        persons=tuple(dict.fromkeys(persons)),
-        orgs=T.ORGANISATIONS[lang],
-        faker_orgs=_dedupe(faker_orgs),
-        cities=cities,
-        faker_cities=tuple((c,) for c in _dedupe(faker_cities)),
+        first=(keep(held.first[0]), keep(held.first[1])),
+        last=(keep(held.last[0]), keep(held.last[1])),
+        orgs=keep(held.orgs),
+        cities=tuple(c for c in held.cities if not set(c) & taken),
+        ambiguous=tuple(a for a in held.ambiguous if not set(a) & taken),
     )
 
 
@@ -465,119 +579,239 @@ def _segments_bio(segs: Segments, lang: str) -> tuple[list[str], list[str]]:
 
 
 class _Sampler:
-    def __init__(self, lang: str, seed: int, task: str) -> None:
+    def __init__(self, lang: str, seed: int, task: str, split: str = "train") -> None:
         self.lang = lang
-        self.rng = _rng(seed, lang, task)
-        self.pools = _pools(lang, seed)
+        self.part = _part(split)
+        self.rng = _rng(seed, lang, task, split)
+        self.pools = _pools(lang, seed, self.part)
+        # composed names ("Bank of Cairo") must not be strings of the other part either
+        self.forbidden = _pools(lang, seed, "eval" if self.part == "train" else "train").strings()
+        self.ner_templates = _in_part(T.NER_TEMPLATES[lang], self.part)
+        self.ner_empty = _in_part(T.NER_EMPTY[lang], self.part)
+        self.org_patterns = _in_part(T.ORG_PATTERNS[lang], self.part)
+        self.nli_items = _nli_items(lang, self.part)
+        self.nli_hard = _in_part(list(enumerate(T.NLI_HARD[lang])), self.part, _held_out_pair)
+        self.parallel = _in_part(T.PARALLEL_TEMPLATES, self.part)
 
-    def _two(self, pool: Sequence, extra: Sequence = (), extra_share: float = 0.0) -> list:
-        picks: list = []
-        while len(picks) < 2:
-            source = extra if extra and self.rng.random() < extra_share else pool
-            value = self.rng.choice(source)
-            if not picks or value != picks[0]:
-                picks.append(value)
-        return picks
+    # -- entities ---------------------------------------------------------------------------
+    def _family(self, gender: str) -> str:
+        if self.lang == "zh":  # a Chinese "family name" slot takes a full name (王芳基金会)
+            return self._person(gender)
+        return self.rng.choice(self.pools.last[gender == "f"])
+
+    def _person(self, gender: str) -> str:
+        first = self.rng.choice(self.pools.first[gender == "f"])
+        if self.lang == "zh":
+            return self.rng.choice(self.pools.last[0]) + first
+        r = self.rng.random()
+        if r < 0.15:
+            return first
+        parts = [first]
+        if r > 0.85:  # two given names (three tokens), sometimes two family names (four)
+            parts.append(self.rng.choice(self.pools.first[gender == "f"]))
+        parts.append(self.rng.choice(self.pools.last[gender == "f"]))
+        if r > 0.95:
+            parts.append(self.rng.choice(self.pools.last[gender == "f"]))
+        return " ".join(dict.fromkeys(parts))
+
+    def _city(self) -> tuple[str, ...]:
+        return self.rng.choice(self.pools.cities)
+
+    def _ambiguous(self, kind: str, gender: str) -> tuple[str, ...] | None:
+        """A name of another type (or of every type) in this slot: the label comes from the
+        context only.  None where the language's grammar or script does not allow it."""
+        options: list[Callable[[], tuple[str, ...]]] = []
+        names = self.pools.ambiguous
+        if names and (kind == "LOC" or self.lang != "ru" or gender == "m"):
+            options.append(lambda: self.rng.choice(names)[: 4 if kind == "LOC" else 1])
+        if kind == "PER" and self.lang != "zh":
+            options.append(lambda: (self._family(gender),))
+            if self.lang != "ru":
+                options.append(lambda: self._city()[:1])
+        elif kind == "LOC" and self.lang not in ("ru", "zh"):
+            options.append(lambda: (self._family("m"),))
+        elif kind == "ORG":
+            options += [lambda: self._city()[:1], lambda: (self._family("m"),)]
+        if not options:
+            return None
+        return self.rng.choice(options)()
+
+    def _nested_org(self) -> str:
+        pattern = self.rng.choice(self.org_patterns)
+        slots = _Slots(values={"LOC": self._city(), "SUR": (self._family("m"),)}, gender="m")
+        return _segments_text(_render(pattern, slots, self.lang))
+
+    def _entity(self, kind: str, gender: str) -> tuple[str, ...]:
+        while True:
+            value = self._entity_once(kind, gender)
+            if not set(value) & self.forbidden:
+                return value
+
+    def _entity_once(self, kind: str, gender: str) -> tuple[str, ...]:
+        if self.rng.random() < NER_AMBIGUOUS_SHARE and (value := self._ambiguous(kind, gender)):
+            return value
+        if kind == "PER":
+            return (self._person(gender),)
+        if kind == "LOC":
+            return self._city()
+        if self.rng.random() < NER_NESTED_SHARE:
+            return (self._nested_org(),)
+        return (self.rng.choice(self.pools.orgs),)
 
     def slots(self) -> _Slots:
-        p = self.pools
-        (per, gender), (per2, _) = self._two(p.persons)
-        org, org2 = self._two(p.orgs, p.faker_orgs, 0.4)
-        loc, loc2 = self._two(p.cities, p.faker_cities, 0.25)
+        values: dict[str, tuple[str, ...]] = {}
+        gender = "m" if self.rng.random() < 0.5 else "f"
+        used: set[str] = set()  # no string twice in one sentence, whatever its type
+        for slot in ("PER", "PER2", "LOC", "LOC2", "ORG", "ORG2"):
+            value = self._entity(slot[:3], gender)
+            while set(value) & used:
+                value = self._entity(slot[:3], "m" if self.rng.random() < 0.5 else "f")
+            values[slot] = value
+            used.update(value)
         year = self.rng.randint(1950, 2023)
         year2 = self.rng.randint(1940, 2022)
         year2 += year2 >= year  # uniform over 1940..2023 minus {year}
-        return _Slots(
-            values={
-                "PER": (per,),
-                "PER2": (per2,),
-                "ORG": (org,),
-                "ORG2": (org2,),
-                "LOC": loc,
-                "LOC2": loc2,
-                "YEAR": (str(year),),
-                "YEAR2": (str(year2),),
-            },
-            gender=gender,
+        num = 5 * self.rng.randint(6, 16)
+        delta = 5 * self.rng.randint(1, 3)
+        values.update(
+            YEAR=(str(year),),
+            YEAR2=(str(year2),),
+            NUM=(str(num),),
+            NUMLO=(str(num - delta),),
+            NUMHI=(str(num + delta),),
         )
+        return _Slots(values=values, gender=gender)
 
+    # -- sentences --------------------------------------------------------------------------
     def ner(self) -> Segments:
-        template = self.rng.choice(T.NER_TEMPLATES[self.lang])
+        if self.rng.random() < NER_EMPTY_SHARE:
+            template = self.rng.choice(self.ner_empty)
+        else:
+            template = self.rng.choice(self.ner_templates)
         return _render(template, self.slots(), self.lang)
 
-    def nli(self, label: str) -> tuple[str, str, str]:
-        item = self.rng.choice(T.NLI_TEMPLATES[self.lang])
+    def nli(self, label: str) -> tuple[str, str, str, str]:
+        """(premise, hypothesis, label, kind): kind is ``plain`` or one of NLI_HARD_KINDS."""
         slots = self.slots()
-        premise = _segments_text(_render(item["premise"][0], slots, self.lang))
-        hypothesis = _segments_text(_render(self.rng.choice(item[label]), slots, self.lang))
-        return premise, hypothesis, label
+        if self.rng.random() < NLI_HARD_SHARE:
+            index, item = self.rng.choice(self.nli_hard)
+            premise, hypothesis = item[0], item[1 + NLI_LABELS.index(label)]
+            kind = T.NLI_HARD_KINDS[index]
+        else:
+            plain = self.rng.choice(self.nli_items)
+            premise, hypothesis = plain["premise"][0], self.rng.choice(plain[label])
+            kind = "plain"
+        return (
+            _segments_text(_render(premise, slots, self.lang)),
+            _segments_text(_render(hypothesis, slots, self.lang)),
+            label,
+            kind,
+        )
 
     def parallel_text(self) -> str:
-        template = self.rng.choice(T.PARALLEL_TEMPLATES)[self.lang]
-        return _segments_text(_render(template, _parallel_slots(self.rng, self.lang), self.lang))
+        template = self.rng.choice(self.parallel)[self.lang]
+        i, j = self.rng.sample(_parallel_cities(self.part), 2)
+        year = str(self.rng.randint(1950, 2023))
+        return _parallel_sentence(template, i, j, year, self.lang)
 
 
-def _parallel_slots(rng: random.Random, lang: str) -> _Slots:
-    i, j = rng.sample(range(len(T.CITIES)), 2)
-    year = str(rng.randint(1950, 2023))
-    return _Slots(
-        values={"LOC": T.CITIES[i][lang], "LOC2": T.CITIES[j][lang], "YEAR": (year,)},
-        gender="m",
+@functools.cache
+def _nli_items(lang: str, part: str) -> tuple[dict[str, tuple[str, ...]], ...]:
+    """NLI_TEMPLATES items of ``part``; held-out items lose the hypotheses that a training
+    item (or training NLI_HARD item) also uses, so that no sentence frame is shared."""
+    items = _in_part(T.NLI_TEMPLATES[lang], part)
+    if part == "train":
+        return items
+    seen = {
+        t for item in _in_part(T.NLI_TEMPLATES[lang], "train") for ts in item.values() for t in ts
+    }
+    seen |= {t for item in _in_part(T.NLI_HARD[lang], "train", _held_out_pair) for t in item}
+    kept = tuple(
+        {key: tuple(t for t in ts if t not in seen) for key, ts in item.items()} for item in items
     )
+    return tuple(item for item in kept if all(item.values()))
+
+
+def _held_out_pair(i: int) -> bool:
+    """NLI_HARD items come in pairs of one phenomenon: the second of each pair is held out."""
+    return i % 2 == 1
+
+
+@functools.cache
+def _parallel_cities(part: str) -> list[int]:
+    return [i for i in range(len(T.CITIES)) if _city_in_part(i, part)]
+
+
+def _parallel_sentence(template: str, i: int, j: int, year: str, lang: str) -> str:
+    slots = _Slots(
+        values={"LOC": T.CITIES[i][lang], "LOC2": T.CITIES[j][lang], "YEAR": (year,)}, gender="m"
+    )
+    return _segments_text(_render(template, slots, lang))
 
 
 # ---------------------------------------------------------------------------------------------
 # Public generators
 # ---------------------------------------------------------------------------------------------
-def synth_ner(language: str, size: int, seed: int) -> list[tuple[list[str], list[str]]]:
-    """``size`` NER sentences as (tokens, BIO tags); every sentence has at least one entity."""
+def synth_ner(
+    language: str, size: int, seed: int, split: str = "train"
+) -> list[tuple[list[str], list[str]]]:
+    """``size`` NER sentences as (tokens, IOB2 tags) from the templates and names of ``split``;
+    about NER_EMPTY_SHARE of them have no entity."""
     _check_language(language)
-    sampler = _Sampler(language, seed, "ner")
+    sampler = _Sampler(language, seed, "ner", split)
     return [_segments_bio(sampler.ner(), language) for _ in range(_check_size(size))]
 
 
-def synth_nli(language: str, size: int, seed: int) -> list[tuple[str, str, str]]:
-    """``size`` (premise, hypothesis, label) triples, labels cycled then shuffled."""
+def _nli_rows(language: str, size: int, seed: int, split: str) -> list[tuple[str, str, str, str]]:
     _check_language(language)
-    sampler = _Sampler(language, seed, "nli")
+    sampler = _Sampler(language, seed, "nli", split)
     rows = [sampler.nli(NLI_LABELS[i % 3]) for i in range(_check_size(size))]
     sampler.rng.shuffle(rows)
     return rows
 
 
-def synth_parallel(languages: Sequence[str], size: int, seed: int) -> dict[str, list[str]]:
+def synth_nli(
+    language: str, size: int, seed: int, split: str = "train"
+) -> list[tuple[str, str, str]]:
+    """``size`` (premise, hypothesis, label) triples, labels cycled then shuffled; about
+    NLI_HARD_SHARE of them from NLI_HARD (hypotheses that reuse the premise's words)."""
+    return [(p, h, label) for p, h, label, _ in _nli_rows(language, size, seed, split)]
+
+
+def synth_parallel(
+    languages: Sequence[str], size: int, seed: int, split: str = "train"
+) -> dict[str, list[str]]:
     """The same ``size`` sentences in every language of ``languages``, aligned by index.
 
-    Template and slot choices depend only on ``seed`` and the index, never on the language,
-    so separate calls for different languages stay aligned."""
+    Template and slot choices depend only on ``seed``, ``split`` and the index, never on the
+    language, so separate calls for different languages stay aligned."""
     if isinstance(languages, str):
         languages = [languages]
     for lang in languages:
         _check_language(lang)
     _check_size(size)
+    part = _part(split)
+    templates = _in_part(T.PARALLEL_TEMPLATES, part)
+    cities = _parallel_cities(part)
     out: dict[str, list[str]] = {lang: [] for lang in languages}
-    rng = _rng(seed, "parallel")
+    rng = _rng(seed, "parallel", split)
     for _ in range(size):
-        k = rng.randrange(len(T.PARALLEL_TEMPLATES))
-        i, j = rng.sample(range(len(T.CITIES)), 2)
+        template = rng.choice(templates)
+        i, j = rng.sample(cities, 2)
         year = str(rng.randint(1950, 2023))
         for lang in out:
-            slots = _Slots(
-                values={"LOC": T.CITIES[i][lang], "LOC2": T.CITIES[j][lang], "YEAR": (year,)},
-                gender="m",
-            )
-            out[lang].append(_segments_text(_render(T.PARALLEL_TEMPLATES[k][lang], slots, lang)))
+            out[lang].append(_parallel_sentence(template[lang], i, j, year, lang))
     return out
 
 
-def synth_text(language: str, size: int, seed: int) -> list[str]:
+def synth_text(language: str, size: int, seed: int, split: str = "train") -> list[str]:
     """``size`` raw-text documents of 3 to 6 sentences for masked language modelling: NER- and
     NLI-template sentences, parallel-template sentences and, when ``tokenizerbench`` is
-    installed, its real sentences for the language."""
+    installed, its real sentences for the language (all from ``split``'s part)."""
     _check_language(language)
-    sampler = _Sampler(language, seed, "text")
+    sampler = _Sampler(language, seed, "text", split)
     rng = sampler.rng
-    real = tokenizerbench_sentences(language)
+    real = _in_part(tokenizerbench_sentences(language), sampler.part)
     joiner = "" if language == "zh" else " "
     docs: list[str] = []
     for _ in range(_check_size(size)):
@@ -589,12 +823,36 @@ def synth_text(language: str, size: int, seed: int) -> list[str]:
             elif r < 0.55:
                 sentences.append(_segments_text(sampler.ner()))
             elif r < 0.85:
-                premise, hypothesis, _ = sampler.nli(rng.choice(NLI_LABELS))
+                premise, hypothesis, _, _ = sampler.nli(rng.choice(NLI_LABELS))
                 sentences.append(premise if rng.random() < 0.5 else hypothesis)
             else:
                 sentences.append(sampler.parallel_text())
         docs.append(joiner.join(sentences))
     return docs
+
+
+def split_counts(language: str, seed: int = 1) -> dict[str, dict[str, int]]:
+    """Per part (``train``, ``eval``): how many templates and entity strings it draws from."""
+    _check_language(language)
+    out: dict[str, dict[str, int]] = {}
+    for part in ("train", "eval"):
+        sampler = _Sampler(language, seed, "counts", "train" if part == "train" else "dev")
+        pools = sampler.pools
+        out[part] = {
+            "ner": len(sampler.ner_templates),
+            "ner_empty": len(sampler.ner_empty),
+            "org_patterns": len(sampler.org_patterns),
+            "nli": len(sampler.nli_items),
+            "nli_hard": len(sampler.nli_hard),
+            "parallel": len(sampler.parallel),
+            "real_sentences": len(_in_part(tokenizerbench_sentences(language), part)),
+            "given_names": len(pools.first[0]) + len(pools.first[1]),
+            "family_names": len(set(pools.last[0]) | set(pools.last[1])),
+            "organisations": len(pools.orgs),
+            "cities": len(pools.cities),
+            "ambiguous": len(pools.ambiguous),
+        }
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -608,9 +866,9 @@ def _json_line(obj: dict) -> str:
     return json.dumps(obj, ensure_ascii=False)
 
 
-def _lines(task: str, language: str, size: int, seed: int, ext: str) -> list[str]:
+def _lines(task: str, language: str, size: int, seed: int, ext: str, split: str) -> list[str]:
     if task == "ner":
-        data = synth_ner(language, size, seed)
+        data = synth_ner(language, size, seed, split)
         if ext == ".jsonl":
             return [_json_line({"tokens": toks, "ner_tags": tags}) for toks, tags in data]
         lines: list[str] = []
@@ -619,36 +877,34 @@ def _lines(task: str, language: str, size: int, seed: int, ext: str) -> list[str
             lines.append("")
         return lines
     if task == "nli":
-        rows = synth_nli(language, size, seed)
+        rows = synth_nli(language, size, seed, split)
         if ext == ".jsonl":
             return [_json_line({"premise": p, "hypothesis": h, "label": lab}) for p, h, lab in rows]
         header = "premise\thypothesis\tlabel"
         return [header] + [f"{_one_line(p)}\t{_one_line(h)}\t{lab}" for p, h, lab in rows]
     texts = (
-        synth_parallel([language], size, seed)[language]
+        synth_parallel([language], size, seed, split)[language]
         if task == "parallel"
-        else synth_text(language, size, seed)
+        else synth_text(language, size, seed, split)
     )
     if ext == ".jsonl":
         return [_json_line({"text": t}) for t in texts]
     return [_one_line(t) for t in texts]
 
 
-def _atomic_write(out: Path, content: str) -> None:
-    # polyticket.io: a unique temporary name, renamed into place, with the user's umask
-    # (mkstemp alone left the data 0600, unreadable to colleagues sharing a study).
-    write_text(out, content)
-
-
-def write_synth(task: str, language: str, size: int, seed: int, out: Path) -> Path:
-    """Write ``size`` synthetic examples of ``task`` in ``language`` to ``out`` (atomically);
-    the format follows the extension of ``out`` (see the module docstring).  Returns ``out``."""
+def write_synth(
+    task: str, language: str, size: int, seed: int, out: Path, split: str = "train"
+) -> Path:
+    """Write ``size`` synthetic examples of ``task`` in ``language`` from the templates and
+    names of ``split`` (train, dev, test) to ``out`` (atomically); the format follows the
+    extension of ``out`` (see the module docstring).  Returns ``out``."""
     if task not in SYNTH_TASKS:
         raise UserError(
             f"synthetic data: unsupported task {task!r}; supported: {', '.join(SYNTH_TASKS)}"
         )
     _check_language(language)
     _check_size(size)
+    _part(split)
     out = Path(out)
     ext = out.suffix.lower()
     if ext not in SYNTH_EXTENSIONS[task]:
@@ -656,8 +912,8 @@ def write_synth(task: str, language: str, size: int, seed: int, out: Path) -> Pa
             f"synthetic data: cannot write task {task!r} to {out.name!r}; "
             f"supported extensions for {task}: {', '.join(SYNTH_EXTENSIONS[task])}"
         )
-    lines = _lines(task, language, size, seed, ext)
-    _atomic_write(out, "".join(line + "\n" for line in lines))
+    lines = _lines(task, language, size, seed, ext, split)
+    write_text(out, "".join(line + "\n" for line in lines))  # atomically, with the umask
     return out
 
 

@@ -309,4 +309,6 @@ def synthesize(study: Study) -> None:
         for lang in languages:
             target = study.layout.data / name.replace("{lang}", lang)
             if not target.exists():
-                write_synth(spec["task"], lang, int(spec["size"]), int(spec.get("seed", 0)), target)
+                seed = int(spec.get("seed", 0))
+                split = str(spec.get("split", "train"))
+                write_synth(spec["task"], lang, int(spec["size"]), seed, target, split)
