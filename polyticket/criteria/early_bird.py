@@ -2,21 +2,25 @@
 
 During the level's training the magnitude mask that the level would hand on (the live |W|
 pruned to ``next_sparsity`` within the level's mask, groups and scope) is taken every
-``ceil(planned steps / CHECKS_PER_LEVEL)`` steps, and at step 0 (θ0). When two consecutive
+``ceil(planned steps / CHECKS_PER_LEVEL)`` steps, and at step 0 (θ0). When consecutive
 ones differ in less than ``early_bird_threshold`` of the prunable weights (normalised
-Hamming distance, as in the paper), the mask has converged and training stops at the next
-evaluation, so that the level's score comes from an evaluation like every other level's
+Hamming distance, as in the paper) at ``PATIENCE`` checks in a row, the mask has converged
+and training stops at the next evaluation, so that the level's score comes from an evaluation like every other level's
 (the steps saved are therefore a multiple of ``eval_steps``). The scores are |W| at the stop,
 i.e. magnitude pruning of the weights reached so far.
 
-- The last level hands on no mask (nothing left to prune at its sparsity): it never stops
-  early, so the ticket's own sparsity is scored after full training.
+- Level 0 (dense) never stops early: its score is the reference of the ticket rule
+  (``tickets.EPSILON``), which a partly trained dense model would bias towards sparser
+  levels. The last level hands on no mask (nothing left to prune at its sparsity): it never
+  stops early either, so the ticket's own sparsity is scored after full training. Steps are
+  saved in the levels between.
 - The threshold: You et al. stop at 0.1 over a queue of five channel masks; here weights are
   single entries and the goal is a Jaccard of 0.95 to the fully trained mask, which at 50%
   sparsity allows a Hamming distance of only (1 − 0.95) / (1 + 0.95) ≈ 0.026 in all; the
   default (``config.PruneArgs.early_bird_threshold``) is well below that.
-- Learning-rate warm-up moves the weights little, so very early checks can look converged;
-  stopping waits for an evaluation, which bounds how early that can be.
+- Learning-rate warm-up moves the weights little, so a single early check can look
+  converged (seen on e5-small: 0.0011 at step 3 of 50, during warm-up); ``PATIENCE``
+  checks in a row, and stopping only at an evaluation, guard against it.
 - The metrics of each level report ``planned_steps``, ``steps_saved``, ``converged_at`` and
   every check's ``distances`` (``[step, distance]``).
 """
@@ -37,6 +41,7 @@ from polyticket.pruning import magnitude_prune
 from polyticket.training import Callback
 
 CHECKS_PER_LEVEL = 20
+PATIENCE = 3  # consecutive checks below the threshold that count as converged
 
 
 def hamming(a: Mask, b: Mask) -> float:
@@ -57,6 +62,7 @@ class EarlyBirdStop(Callback):
         self.previous: Mask | None = None
         self.decides = True  # False in the last level: it hands on no mask
         self.converged_at: int | None = None
+        self.calm = 0  # consecutive checks below the threshold
         self.distances: list[list[float]] = []
 
     def next_mask(self) -> Mask:
@@ -68,7 +74,8 @@ class EarlyBirdStop(Callback):
         self.planned = total_steps
         self.every = max(1, math.ceil(total_steps / CHECKS_PER_LEVEL))
         self.previous = self.next_mask()  # θ0's (the weights are masked by now)
-        self.decides = self.previous.kept() < self.level.mask.kept()
+        dense = self.level.mask.kept() == self.level.mask.numel()
+        self.decides = not dense and self.previous.kept() < self.level.mask.kept()
         self.report()
 
     def after_step(self, step: int) -> None:
@@ -78,7 +85,8 @@ class EarlyBirdStop(Callback):
         current = self.next_mask()
         distance = hamming(self.previous, current)
         self.distances.append([step, distance])
-        if self.converged_at is None and distance < self.threshold:
+        self.calm = self.calm + 1 if distance < self.threshold else 0
+        if self.converged_at is None and self.calm >= PATIENCE:
             self.converged_at = step
         self.previous = current
         self.report()
