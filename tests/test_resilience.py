@@ -125,7 +125,8 @@ def test_find_killed_at_random_moments_resumes_to_identical_masks(tmp_path, bert
 
 @pytest.mark.slow
 def test_study_killed_at_random_moments_resumes_to_identical_tables(tmp_path, bert_dir):
-    extra = {"run": {"random": False, "transfer": True}, "seeds": [1]}
+    # two languages: tickets and the transfers between them (a cell that reads another's masks)
+    extra = {"run": {"random": False, "transfer": True}, "seeds": [1], "languages": ["en", "fr"]}
     reference = write_study(tmp_path / "a", bert_dir, tmp_path / "a/run", **extra)
     killed = write_study(tmp_path / "b", bert_dir, tmp_path / "b/run", **extra)
     seconds = _timed(["study", str(reference)])
