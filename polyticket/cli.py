@@ -182,8 +182,12 @@ def _demo(args: argparse.Namespace) -> int:
 
     name = "demo-full.yaml" if args.full else "demo.yaml"
     study = load_study(Path(str(files("polyticket") / "studies" / name)), out=args.out)
+    from polyticket.analysis.report import write_report
+
     print(f"polyticket demo: {study.name} into {study.out} (a second run reuses what is done)")
-    return _run_study(study)
+    code = _run_study(study)
+    print(f"report: {write_report(study.out)}")
+    return code
 
 
 # --- compare (issue 11, overlap): handler and sub-parser ------------------------------------
