@@ -6,8 +6,8 @@ pruned to ``next_sparsity`` within the level's mask, groups and scope) is taken 
 ones differ in less than ``early_bird_threshold`` of the prunable weights (normalised
 Hamming distance, as in the paper) at ``PATIENCE`` checks in a row, the mask has converged
 and training stops at the next evaluation, so that the level's score comes from an
-evaluation like every other level's (the steps saved are a multiple of ``eval_steps``). The scores are |W| at the stop,
-i.e. magnitude pruning of the weights reached so far.
+evaluation like every other level's (the steps saved are a multiple of ``eval_steps``).
+The scores are |W| at the stop, i.e. magnitude pruning of the weights reached so far.
 
 - Level 0 (dense) never stops early: its score is the reference of the ticket rule
   (``tickets.EPSILON``), which a partly trained dense model would bias towards sparser
