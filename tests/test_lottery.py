@@ -196,3 +196,20 @@ def test_a_run_from_before_a_new_knob_continues_when_the_knob_has_its_default(
     assert lottery.find(config(bert_dir, conll_files), run)["level"] is not None
     with pytest.raises(lottery.UserError, match="prune.early_bird_threshold"):
         lottery.find(config(bert_dir, conll_files, early_bird_threshold=0.1), run)
+
+
+def test_a_run_whose_data_changed_is_not_continued(tmp_path, bert_dir, conll_files):
+    """Issue 16: a training file edited between a run's levels must not be mixed into it."""
+    import shutil
+
+    train, dev = tmp_path / "train.conll", tmp_path / "dev.conll"
+    shutil.copyfile(conll_files[0], train)
+    shutil.copyfile(conll_files[1], dev)
+    cfg = config(bert_dir, (train, dev), levels=1)
+    run = tmp_path / "run"
+    lottery.find(cfg, run)
+    recorded = read_json(run / "run.json")["inputs"]["data"]
+    assert {Path(i["file"]).name for i in recorded} == {"train.conll", "dev.conll"}
+    train.write_text("\n".join(train.read_text().splitlines()[:40]) + "\n")
+    with pytest.raises(lottery.UserError, match=r"train\.conll changed"):
+        lottery.find(cfg, run)
