@@ -118,12 +118,16 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def _run_study(
-    study, shard: tuple[int, int] | None = None, summary_only: bool = False, executor="serial"
+    study,
+    shard: tuple[int, int] | None = None,
+    summary_only: bool = False,
+    executor="serial",
+    **options,
 ) -> int:
     from polyticket.analysis.results import format_summary, write_results
     from polyticket.study import run_study
 
-    outcome = None if summary_only else run_study(study, shard, executor)
+    outcome = None if summary_only else run_study(study, shard, executor, **options)
     print(format_summary(write_results(study)))
     print(f"\nresults: {study.layout.results}")
     if outcome is not None and outcome.failed:
@@ -139,7 +143,8 @@ def _study(args: argparse.Namespace) -> int:
 
     study = load_study(args.file)
     if not args.plan:
-        return _run_study(study, args.shard, args.summary, args.executor)
+        options = {name: getattr(args, name) for name in EXECUTOR_OPTIONS}
+        return _run_study(study, args.shard, args.summary, args.executor, **options)
     rows = plan(study, args.shard)
     for row in rows:
         print(f"{row['state']:<8} {row['cell']}")
@@ -232,6 +237,36 @@ def _add_compare(commands: argparse._SubParsersAction) -> None:
 # --- end compare --------------------------------------------------------------------------
 
 
+# ``polyticket study`` flags passed on to the executor (each refuses the ones it lacks)
+EXECUTOR_OPTIONS = ("address", "cpus_per_cell", "gpus_per_cell", "retries")
+
+
+def _add_executor_options(study: argparse.ArgumentParser) -> None:
+    group = study.add_argument_group("executor options (--executor ray)")
+    group.add_argument(
+        "--address",
+        default=None,
+        help="the Ray cluster's address (HOST:PORT or 'auto'); default: start a local one",
+    )
+    group.add_argument(
+        "--cpus-per-cell", type=float, default=None, metavar="N", help="CPUs per cell (default 1)"
+    )
+    group.add_argument(
+        "--gpus-per-cell",
+        type=float,
+        default=None,
+        metavar="N",
+        help="GPUs per cell, fractions allowed: 0.25 runs four cells per GPU (default 0: CPU)",
+    )
+    group.add_argument(
+        "--retries",
+        type=int,
+        default=None,
+        metavar="N",
+        help="tries again a cell that failed or lost its worker, up to N times (default 1)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="polyticket",
@@ -307,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument(
         "--summary", action="store_true", help="only (re)write results/ and print the main tables"
     )
+    _add_executor_options(study)
     study.set_defaults(handler=_study)
 
     demo = commands.add_parser(
