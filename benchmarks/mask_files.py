@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import torch
+from overlap import bert_shapes
 from train_step import SHAPES
 
 from polyticket.masks import Mask
@@ -25,15 +26,7 @@ from polyticket.pruning import random_prune
 
 def prunable_shapes(shape: str) -> dict[str, tuple[int, int]]:
     _, hidden, layers, _, ffn = SHAPES[shape]
-    shapes = {}
-    for i in range(layers):
-        p = f"encoder.layer.{i}."
-        for name in ("attention.self.query", "attention.self.key", "attention.self.value"):
-            shapes[f"{p}{name}.weight"] = (hidden, hidden)
-        shapes[f"{p}attention.output.dense.weight"] = (hidden, hidden)
-        shapes[f"{p}intermediate.dense.weight"] = (ffn, hidden)
-        shapes[f"{p}output.dense.weight"] = (hidden, ffn)
-    return shapes
+    return bert_shapes(hidden, ffn, layers)
 
 
 def timed(fn) -> float:
