@@ -246,7 +246,8 @@ def _add_executor_options(study: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--address",
         default=None,
-        help="the Ray cluster's address (HOST:PORT or 'auto'); default: start a local one",
+        help="the Ray cluster's address (HOST:PORT); default: $RAY_ADDRESS, else the cluster "
+        "'ray start' started on this machine, else a local one for this run",
     )
     group.add_argument(
         "--cpus-per-cell", type=float, default=None, metavar="N", help="CPUs per cell (default 1)"

@@ -48,7 +48,7 @@ def run_cell(study: Study, cell: Cell) -> dict[str, Any]:
 @dataclass
 class _Try:
     cell: Cell
-    attempt: int  # 1 for the first try
+    number: int  # 1 for the first try
 
 
 @dataclass
@@ -77,7 +77,8 @@ class Ray(Executor):
         ray = _import_ray()
         ours = not ray.is_initialized()
         if ours:
-            # address None starts a local cluster for this run; "auto" finds a running one
+            # address None: $RAY_ADDRESS, else the cluster `ray start` started on this
+            # machine, else a local one for this run (Ray's own rule)
             ray.init(
                 address=self.options.get("address"),
                 runtime_env={"env_vars": _forwarded_env()},
@@ -175,22 +176,22 @@ class _Schedule:
         except self.ray.exceptions.RayError as exc:  # the worker or its node died
             answer = {"error": f"{type(exc).__name__}: {_first_line(exc)}", "seconds": None}
         error = answer["error"]
-        if error is not None and attempt.attempt <= self.retries:
+        if error is not None and attempt.number <= self.retries:
             print(
-                f"{cell.name}: try {attempt.attempt} failed ({error}); trying again",
+                f"{cell.name}: try {attempt.number} failed ({error}); trying again",
                 file=sys.stderr,
                 flush=True,
             )
-            self._submit(_Try(cell, attempt.attempt + 1))
+            self._submit(_Try(cell, attempt.number + 1))
             return
         self.outcome.record(cell, error)
         if error is None:
             self.succeeded.add(cell.name)
-            what = "done" if answer.get("again") is False else "done by an earlier try"
+            what = "done by an earlier try" if answer.get("again") else "done"
             if answer.get("seconds"):
                 what += f" in {answer['seconds']:.0f} s on {answer['node']}"
         else:
-            what = f"FAILED after {attempt.attempt} tries: {error}"
+            what = f"FAILED after {attempt.number} tries: {error}"
         self.progress.line(cell, what)
 
 
