@@ -8,7 +8,8 @@ bool masks), ``fused`` (``MaskEnforcer`` with one ``torch._foreach_mul_``, 0/1 m
 weights' dtype) and ``hooks`` (``torch.nn.utils.prune``, the original code's way). Times:
 the variants alternate step by step, so machine noise hits all alike; the ratios to dense
 are the figures. Peak memory: each variant in a fresh process (CPU: peak resident memory
-above what the process held before building the model; CUDA: peak allocated). Shapes:
+of two steps, the peak reset after building the model, above what the process held
+before; CUDA: peak allocated). Shapes:
 BERT-base, batch 8×128 on the CPU; with a CUDA device also mBERT, batch 32×128, in fp32
 and bf16 (autocast over fp32 weights, as accelerate's mixed precision).
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -26,6 +26,13 @@ import time
 from pathlib import Path
 
 import torch
+from torch.nn.utils import prune as torch_prune
+from transformers import BertConfig, BertForTokenClassification
+
+from polyticket.masks import Mask
+from polyticket.models.families import find_prunable
+from polyticket.pruning import random_prune
+from polyticket.training import MaskEnforcer
 
 VARIANTS = ("dense", "masked", "fused", "hooks")
 SHAPES = {  # name: (vocab, hidden, layers, heads, ffn)
@@ -37,14 +44,6 @@ SHAPES = {  # name: (vocab, hidden, layers, heads, ffn)
 
 def build(shape: str, variant: str, device: str):
     """A model of ``shape`` with its optimizer and a step function for ``variant``."""
-    from torch.nn.utils import prune as torch_prune
-    from transformers import BertConfig, BertForTokenClassification
-
-    from polyticket.masks import Mask
-    from polyticket.models.families import find_prunable
-    from polyticket.pruning import random_prune
-    from polyticket.training import MaskEnforcer
-
     vocab, hidden, layers, heads, ffn = SHAPES[shape]
     config = BertConfig(
         vocab_size=vocab,
@@ -123,27 +122,30 @@ def times(shape, size, length, device, dtype, steps: int, variants=VARIANTS) -> 
 
 
 def peak_memory(shape, size, length, device, dtype, variant) -> int:
-    """Peak bytes of two steps of one variant, measured in this process (start it fresh)."""
-    before = _current() if device == "cpu" else 0
+    """Peak bytes of two steps of one variant above what the process held before building
+    the model (masks, hooks' copies and optimizer state included), measured in this process
+    (start it fresh)."""
+    before = _resident("VmRSS") if device == "cpu" else 0
     model, optimizer, enforcer = build(shape, variant, device)
     inputs = batch(shape, size, length, device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    else:
+        # the peak so far is the model's construction (transient copies), not training's
+        Path("/proc/self/clear_refs").write_text("5")
     for _ in range(2):
         step(model, optimizer, enforcer, inputs, dtype)
     sync(device)
     return torch.cuda.max_memory_allocated() if device == "cuda" else _resident() - before
 
 
-def _current() -> int:
-    """Resident memory of this process now, in bytes."""
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * resource.getpagesize()
-
-
-def _resident() -> int:
-    """Peak resident memory of this process so far, in bytes (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def _resident(field: str = "VmHWM") -> int:
+    """Resident memory of this process in bytes: now (VmRSS) or at its peak since the last
+    reset (VmHWM)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def memory_in_fresh_process(*setting) -> int:
