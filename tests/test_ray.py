@@ -4,6 +4,7 @@ retries of a failing cell, a worker node killed mid-study, tables identical to a
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,7 +41,7 @@ def cluster():
     """A head without CPUs (nothing runs on it) and one worker node with one CPU. Ray's
     files go to a short private folder (its sockets' paths must stay short)."""
     saved = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rpt", dir="/tmp")
+    folder = os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rpt", dir="/tmp")
     cluster = ray_cluster_utils.Cluster(
         initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": STORE}
     )
@@ -49,6 +50,7 @@ def cluster():
         yield cluster
     finally:
         cluster.shutdown()
+        shutil.rmtree(folder, ignore_errors=True)
         if saved is None:
             os.environ.pop("RAY_TMPDIR", None)
         else:
