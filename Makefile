@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint demo clean
+.PHONY: setup test lint demo bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -15,14 +15,26 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,offline]'
 	touch $(STAMP)
 
+# the optional extras the suite also covers (the Ray executor on a local cluster)
+RAY_STAMP := $(VENV)/.installed-ray
+$(RAY_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,offline,ray]'
+	touch $(RAY_STAMP)
+
 setup: $(STAMP)
 
-test: $(STAMP)
+test: $(RAY_STAMP)
 	$(BIN)/python -m pytest -q
 
 # The main job: a small study on the offline default (e5-small, synthetic data), end to end.
 demo: $(STAMP)
 	$(BIN)/polyticket demo
+
+# Side-by-side ratios (masked/dense step, overlap, mask files, padding, study throughput),
+# printed as a table and written as JSON; BENCH_ARGS=--smoke for a seconds-long run.
+BENCH_OUT ?= benchmarks/results/bench.json
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py --out $(BENCH_OUT) $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check polyticket tests benchmarks

@@ -130,12 +130,13 @@ def _run_study(
     summary_only: bool = False,
     executor="serial",
     rerun_changed: bool = False,
+    **options,
 ) -> int:
     from polyticket.analysis.results import format_summary, write_results
     from polyticket.study import run_study
 
     prepare_output_dir(study.out)
-    outcome = None if summary_only else run_study(study, shard, executor, rerun_changed)
+    outcome = None if summary_only else run_study(study, shard, executor, rerun_changed, **options)
     print(format_summary(write_results(study)))
     print(f"\nresults: {study.layout.results}")
     if outcome is not None and outcome.failed:
@@ -151,7 +152,10 @@ def _study(args: argparse.Namespace) -> int:
 
     study = load_study(args.file)
     if not args.plan:
-        return _run_study(study, args.shard, args.summary, args.executor, args.rerun_changed)
+        options = {name: getattr(args, name) for name in EXECUTOR_OPTIONS}
+        return _run_study(
+            study, args.shard, args.summary, args.executor, args.rerun_changed, **options
+        )
     rows = plan(study, args.shard)
     for row in rows:
         changes = "; ".join(row.get("changes", []))
@@ -439,6 +443,37 @@ def _add_report(commands: argparse._SubParsersAction) -> None:
 # --- end report ---------------------------------------------------------------------------
 
 
+# ``polyticket study`` flags passed on to the executor (each refuses the ones it lacks)
+EXECUTOR_OPTIONS = ("address", "cpus_per_cell", "gpus_per_cell", "retries")
+
+
+def _add_executor_options(study: argparse.ArgumentParser) -> None:
+    group = study.add_argument_group("executor options (--executor ray)")
+    group.add_argument(
+        "--address",
+        default=None,
+        help="the Ray cluster's address (HOST:PORT); default: $RAY_ADDRESS, else the cluster "
+        "'ray start' started on this machine, else a local one for this run",
+    )
+    group.add_argument(
+        "--cpus-per-cell", type=float, default=None, metavar="N", help="CPUs per cell (default 1)"
+    )
+    group.add_argument(
+        "--gpus-per-cell",
+        type=float,
+        default=None,
+        metavar="N",
+        help="GPUs per cell, fractions allowed: 0.25 runs four cells per GPU (default 0: CPU)",
+    )
+    group.add_argument(
+        "--retries",
+        type=int,
+        default=None,
+        metavar="N",
+        help="tries again a cell that failed or lost its worker, up to N times (default 1)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="polyticket",
@@ -521,6 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="rerun the cells made with other settings than the study file's now (and the "
         "cells that depend on them); without it such a study is refused",
     )
+    _add_executor_options(study)
     study.set_defaults(handler=_study)
 
     demo = commands.add_parser(

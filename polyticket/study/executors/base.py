@@ -3,14 +3,23 @@
 
 from __future__ import annotations
 
+from polyticket.errors import UserError
 from polyticket.study.grid import Cell
 from polyticket.study.runner import Outcome
 from polyticket.study.spec import Study
 
 
 class Executor:
+    # the options (``polyticket study`` flags, as keyword names) this executor understands
+    accepts: tuple[str, ...] = ()
+
     def __init__(self, **options: object):
-        self.options = options
+        given = {k: v for k, v in options.items() if v is not None}
+        unknown = sorted(set(given) - set(self.accepts))
+        if unknown:
+            flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
+            raise UserError(f"{flags}: not an option of the {type(self).__name__} executor")
+        self.options = given
 
     def run(self, study: Study, pending: list[Cell], outcome: Outcome) -> None:
         """Run ``pending`` (dependencies first in the list; none of them done), recording

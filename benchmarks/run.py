@@ -1,0 +1,74 @@
+"""Every benchmark in one run: a table of ratios measured side by side, and a JSON file.
+
+    python benchmarks/run.py [--out benchmarks/results/bench.json] [--smoke] [--only NAME]
+
+Each benchmark module has ``rows(smoke)``: dictionaries with ``benchmark``, ``row`` and the
+figures (``time``/``memory``/``ratio``/``value``; absolute seconds only beside a ratio).
+``--smoke`` runs tiny shapes in seconds: every row, no figure worth quoting (the tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))  # the benchmarks import each other by module name
+
+BENCHMARKS = ("train_step", "overlap", "mask_files", "padding", "study_throughput")
+FIGURES = ("time", "memory", "ratio", "value")
+
+
+def run(names=BENCHMARKS, smoke: bool = False) -> dict:
+    import importlib
+
+    rows = [row for name in names for row in importlib.import_module(name).rows(smoke)]
+    return {
+        "machine": machine(),
+        "torch": torch.__version__,
+        "smoke": smoke,
+        "rows": rows,
+    }
+
+
+def machine() -> str:
+    where = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    if torch.cuda.is_available():
+        where += f", {torch.cuda.get_device_name()}"
+    return where
+
+
+def table(rows: list[dict]) -> str:
+    lines = [f"{'benchmark':17} {'row':64} " + " ".join(f"{f:>8}" for f in FIGURES)]
+    for row in rows:
+        cells = [_figure(row.get(f)) for f in FIGURES]
+        lines.append(f"{row['benchmark']:17} {row['row'][:64]:64} " + " ".join(cells))
+    return "\n".join(lines)
+
+
+def _figure(value) -> str:
+    return f"{value:8.3f}" if isinstance(value, (int, float)) else f"{'-':>8}"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "bench.json")
+    parser.add_argument("--smoke", action="store_true", help="tiny shapes, every row, seconds")
+    parser.add_argument("--only", choices=BENCHMARKS, action="append", help="one benchmark")
+    args = parser.parse_args(argv)
+    report = run(args.only or BENCHMARKS, args.smoke)
+    print(f"\n{report['machine']}; torch {report['torch']}")
+    print(table(report["rows"]))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwritten: {args.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

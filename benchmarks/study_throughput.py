@@ -1,0 +1,67 @@
+"""Study throughput on one GPU: cells per hour with the Ray executor at 1, 2, 4 and 8 cells
+sharing the GPU, relative to one at a time.
+
+    python benchmarks/study_throughput.py [--study studies/demo.yaml] [--smoke]
+
+Each packing runs the whole study afresh (its own output folder, a local Ray cluster) with
+``--gpus-per-cell 1/k``. Without a CUDA device there is nothing to share: the rows say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+PACKINGS = (1, 2, 4, 8)
+DEFAULT_STUDY = Path(__file__).parents[1] / "studies" / "demo.yaml"
+
+
+def cells_per_hour(study_file: Path, per_gpu: int) -> float:
+    from polyticket.study import load_study, run_study
+
+    study = load_study(study_file, out=Path(tempfile.mkdtemp()) / "run")
+    started = time.monotonic()
+    outcome = run_study(study, executor="ray", gpus_per_cell=1 / per_gpu, retries=0)
+    if outcome.failed:
+        raise RuntimeError(f"cells failed: {outcome.failed}")
+    return len(outcome.ran) / (time.monotonic() - started) * 3600
+
+
+def rows(smoke: bool = False, study_file: Path = DEFAULT_STUDY) -> list[dict]:
+    if smoke or not torch.cuda.is_available():
+        # a whole study per packing takes minutes: the smoke run only lists the rows
+        note = "smoke run: not measured" if smoke else "no CUDA device"
+        return [
+            {"benchmark": "study_throughput", "row": f"{k} cells per GPU / 1", "note": note}
+            for k in PACKINGS
+        ]
+    speed = {k: cells_per_hour(study_file, k) for k in PACKINGS}
+    card = torch.cuda.get_device_name()
+    return [
+        {
+            "benchmark": "study_throughput",
+            "row": f"{k} cells per GPU / 1, {study_file.name} ({card})",
+            "ratio": speed[k] / speed[1],
+            "cells_per_hour": speed[k],
+        }
+        for k in PACKINGS
+    ]
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--study", type=Path, default=DEFAULT_STUDY)
+    parser.add_argument("--smoke", action="store_true", help="the rows only, not measured")
+    args = parser.parse_args(argv)
+    found = rows(args.smoke, args.study)
+    for row in found:
+        print(row)
+    return found
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""The Ray executor: every cell a Ray task on a cluster, each started as soon as the cells
+it depends on are done (no barrier between waves), with its own CPU and GPU share.
+
+    polyticket study paper.yaml --executor ray [--address HOST:6379] \\
+        [--cpus-per-cell 1] [--gpus-per-cell 0.25] [--retries 2]
+
+The cells run ``runner.execute`` on the workers and write into the study directory, which
+every node must share (same path); the driver only schedules and, after the run, writes
+``results/``. Ray's own task retries are off: a try that failed (an error in the cell, or
+its worker or node gone) is resubmitted by the driver up to ``retries`` times, and a try
+begins by checking the cell's result file, so no cell runs twice to completion.
+Ray is an optional extra: ``pip install 'polyticket[ray]'``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from polyticket.errors import UserError
+from polyticket.study.executors import EXECUTORS
+from polyticket.study.executors.base import Executor
+from polyticket.study.grid import Cell, cells
+from polyticket.study.runner import Outcome, execute, failed_elsewhere
+from polyticket.study.spec import Study
+
+# How often the driver looks again at a dependency that another shard runs.
+POLL_SECONDS = 5.0
+# Settings the workers need as the driver has them (model cache, offline mode).
+FORWARDED_ENV = ("POLYTICKET_", "HF_", "TRANSFORMERS_", "TOKENIZERS_")
+
+
+def run_cell(study: Study, cell: Cell) -> dict[str, Any]:
+    """One try of a cell, on a worker. A cell that is already done (an earlier try completed
+    it, then its worker died before answering) is not run again."""
+    if cell.done(study):
+        return {"error": None, "seconds": 0.0, "node": socket.gethostname(), "again": True}
+    started = time.monotonic()
+    error = execute(study, cell)
+    seconds = time.monotonic() - started
+    return {"error": error, "seconds": seconds, "node": socket.gethostname(), "again": False}
+
+
+@dataclass
+class _Try:
+    cell: Cell
+    number: int  # 1 for the first try
+
+
+@dataclass
+class _Progress:
+    total: int
+    finished: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def line(self, cell: Cell, what: str) -> None:
+        self.finished += 1
+        elapsed = time.monotonic() - self.started
+        print(
+            f"[{self.finished}/{self.total}] {cell.name}: {what} ({elapsed:.0f} s into the run)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+@EXECUTORS.register("ray")
+class Ray(Executor):
+    accepts = ("address", "cpus_per_cell", "gpus_per_cell", "retries")
+
+    def run(self, study: Study, pending: list[Cell], outcome: Outcome) -> None:
+        if not pending:
+            return
+        ray = _import_ray()
+        ours = not ray.is_initialized()
+        if ours:
+            # address None: $RAY_ADDRESS, else the cluster `ray start` started on this
+            # machine, else a local one for this run (Ray's own rule)
+            ray.init(
+                address=self.options.get("address"),
+                runtime_env={"env_vars": _forwarded_env()},
+                log_to_driver=False,  # the cells' own output stays in the workers' logs
+            )
+        try:
+            _Schedule(ray, study, pending, outcome, self.options).run()
+        finally:
+            if ours:
+                ray.shutdown()
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--executor ray needs Ray: pip install 'polyticket[ray]'") from None
+    return ray
+
+
+def _forwarded_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
+
+
+class _Schedule:
+    """The driver's loop: submit the cells whose dependencies are done, wait for any try to
+    end, record it or try again, until every cell is done, failed or blocked."""
+
+    def __init__(self, ray, study: Study, pending: list[Cell], outcome: Outcome, options):
+        self.ray, self.study, self.outcome = ray, study, outcome
+        self.retries = int(options.get("retries", 1))
+        resources = {
+            "num_cpus": float(options.get("cpus_per_cell") or 1.0),
+            "num_gpus": float(options.get("gpus_per_cell") or 0.0),
+        }
+        # max_retries=0: the driver decides about retries (it knows what a try left on disk)
+        self.task = ray.remote(run_cell).options(max_retries=0, **resources)
+        self.waiting = list(pending)  # dependencies first
+        self.mine = {c.name for c in pending}
+        self.every = {c.name: c for c in cells(study)}
+        self.succeeded: set[str] = set()
+        self.running: dict[Any, _Try] = {}
+        self.progress = _Progress(len(pending))
+        self.study_ref = ray.put(study)  # shipped once, not once per cell
+
+    def run(self) -> None:
+        while self.waiting or self.running:
+            self._submit_ready()
+            if not self.running:
+                if not self.waiting:
+                    break
+                time.sleep(POLL_SECONDS)  # only cells waiting for another shard are left
+                continue
+            # with cells waiting for another shard, look at them again now and then
+            timeout = POLL_SECONDS if self.waiting else None
+            ended, _ = self.ray.wait(list(self.running), num_returns=1, timeout=timeout)
+            for ref in ended:
+                self._finish(self.running.pop(ref), ref)
+
+    def _submit_ready(self) -> None:
+        still = []
+        for cell in self.waiting:
+            blocker = self._failed_dependency(cell)
+            if blocker is not None:
+                self.outcome.failed[cell.name] = f"needs {blocker}, which failed"
+                self.progress.line(cell, f"not run: needs {blocker}, which failed")
+            elif self._dependencies_done(cell):
+                self._submit(_Try(cell, 1))
+            else:
+                still.append(cell)
+        self.waiting = still
+
+    def _submit(self, attempt: _Try) -> None:
+        self.running[self.task.remote(self.study_ref, attempt.cell)] = attempt
+
+    def _failed_dependency(self, cell: Cell) -> str | None:
+        for dep in cell.deps:
+            if dep in self.outcome.failed:
+                return dep
+            if dep not in self.mine and failed_elsewhere(self.study, dep):
+                return dep
+        return None
+
+    def _dependencies_done(self, cell: Cell) -> bool:
+        return all(dep in self.succeeded or self._done_on_disk(dep) for dep in cell.deps)
+
+    def _done_on_disk(self, name: str) -> bool:
+        """A dependency outside this run (done before, or by another shard)."""
+        return name not in self.mine and self.every[name].done(self.study)
+
+    def _finish(self, attempt: _Try, ref) -> None:
+        cell = attempt.cell
+        try:
+            answer = self.ray.get(ref)
+        except self.ray.exceptions.RayError as exc:  # the worker or its node died
+            answer = {"error": f"{type(exc).__name__}: {_first_line(exc)}", "seconds": None}
+        error = answer["error"]
+        if error is not None and attempt.number <= self.retries:
+            print(
+                f"{cell.name}: try {attempt.number} failed ({error}); trying again",
+                file=sys.stderr,
+                flush=True,
+            )
+            self._submit(_Try(cell, attempt.number + 1))
+            return
+        self.outcome.record(cell, error)
+        if error is None:
+            self.succeeded.add(cell.name)
+            what = "done by an earlier try" if answer.get("again") else "done"
+            if answer.get("seconds"):
+                what += f" in {answer['seconds']:.0f} s on {answer['node']}"
+        else:
+            what = f"FAILED after {attempt.number} tries: {error}"
+        self.progress.line(cell, what)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""

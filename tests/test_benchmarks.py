@@ -1,0 +1,33 @@
+"""Every benchmark runs in its smoke mode and gives every row (no time is asserted: the
+figures are measured by ``make bench``, not tested)."""
+
+from __future__ import annotations
+
+import json
+import runpy
+from pathlib import Path
+
+BENCH = runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "run.py"))
+
+
+def test_make_bench_smoke_gives_every_row(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    report = BENCH["main"](["--smoke", "--out", str(out)])
+    assert json.loads(out.read_text()) == report
+    rows = {(r["benchmark"], r["row"].split(",")[0]) for r in report["rows"]}
+    assert rows >= {
+        ("train_step", "masked / dense"),
+        ("train_step", "fused / dense"),
+        ("train_step", "hooks / dense"),
+        ("overlap", "one pair"),
+        ("mask_files", "bits per weight"),
+        ("mask_files", "save time"),
+        ("mask_files", "load time"),
+        ("padding", "tokens/s dynamic / padded to 128"),
+        ("study_throughput", "1 cells per GPU / 1"),
+        ("study_throughput", "8 cells per GPU / 1"),
+    }
+    for row in report["rows"]:
+        figures = [row.get(k) for k in ("time", "memory", "ratio", "value")]
+        assert any(isinstance(f, float) and f > 0 for f in figures) or row.get("note"), row
+    assert "train_step" in capsys.readouterr().out

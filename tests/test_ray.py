@@ -1,0 +1,141 @@
+"""The Ray executor on a real local Ray cluster (a head and worker nodes as processes):
+retries of a failing cell, a worker node killed mid-study, tables identical to a serial run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from test_study import events, write_study
+
+from polyticket.cli import main
+from polyticket.errors import UserError
+from polyticket.study import cells, load_study, run_study
+
+ray_cluster_utils = pytest.importorskip("ray.cluster_utils")
+
+STORE = 80 * 2**20  # object store per node: only the study and small answers go through it
+# A small study: two languages, one seed, two steps per run (8 cells).
+TINY = {
+    "languages": ["en", "fr"],
+    "seeds": [1],
+    "settings": {
+        "max_steps": 2,
+        "batch_size": 16,
+        "learning_rate": 0.002,
+        "rate": 0.5,
+        "eval_steps": 2,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head without CPUs (nothing runs on it) and one worker node with one CPU. Ray's
+    files go to a short private folder (its sockets' paths must stay short)."""
+    saved = os.environ.get("RAY_TMPDIR")
+    folder = os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rpt", dir="/tmp")
+    cluster = ray_cluster_utils.Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": STORE}
+    )
+    try:
+        cluster.add_node(num_cpus=1, object_store_memory=STORE)
+        yield cluster
+    finally:
+        cluster.shutdown()
+        shutil.rmtree(folder, ignore_errors=True)
+        if saved is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = saved
+
+
+def tables(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "results").glob("*.csv"))}
+
+
+def test_a_failing_cell_is_tried_again_then_recorded_and_the_rest_go_on(
+    cluster, tmp_path, bert_dir, capsys
+):
+    path = write_study(tmp_path, bert_dir, tmp_path / "run", **TINY)
+    (tmp_path / "data" / "fr-dev.conll").unlink()
+    study = load_study(path)
+    outcome = run_study(study, executor="ray", address=cluster.address, retries=1)
+    assert set(outcome.failed) == {
+        "ner/fr/seed1/imp",  # its own error, twice
+        "ner/fr/seed1/random-at-ticket",  # needs the ticket
+        "ner/en/seed1/transfer-from-fr-s50",
+        "ner/fr/seed1/transfer-from-en-s50",
+        "ner/fr/seed1/random-s50",  # trains on French: no dev file either
+    }
+    assert "fr-dev.conll" in outcome.failed["ner/fr/seed1/imp"]
+    assert "needs ner/fr/seed1/imp" in outcome.failed["ner/fr/seed1/random-at-ticket"]
+    assert sorted(outcome.ran) == sorted(c.name for c in cells(study) if c.done(study))
+    assert len(outcome.ran) == 3
+    starts = Counter(e["cell"] for e in events(study.out) if e["event"] == "start")
+    assert starts["ner/fr/seed1/imp"] == 2  # one retry
+    assert "ner/fr/seed1/random-at-ticket" not in starts  # never started
+    err = capsys.readouterr().err
+    assert "ner/fr/seed1/imp: try 1 failed" in err and "FAILED after 2 tries" in err
+    assert "[8/8]" in err  # a progress line for every cell
+
+
+def test_killing_a_worker_node_mid_study_changes_nothing(cluster, tmp_path, bert_dir):
+    """Two worker nodes run the two tickets side by side; one node is killed while both
+    run. The lost cell is tried again on the other node; every cell completes once and the
+    tables are byte for byte those of a serial run."""
+    serial = load_study(
+        write_study(tmp_path / "serial", bert_dir, tmp_path / "serial" / "run", **TINY)
+    )
+    assert not run_study(serial).failed
+
+    path = write_study(tmp_path / "ray", bert_dir, tmp_path / "ray" / "run", **TINY)
+    doomed = cluster.add_node(num_cpus=1, object_store_memory=STORE)
+    out = tmp_path / "ray" / "run"
+    command = [sys.executable, "-m", "polyticket.cli", "study", str(path), "--executor", "ray"]
+    command += ["--address", cluster.address, "--retries", "2"]
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(lambda: _running(out) >= 2, driver, "two cells running at once")
+        cluster.remove_node(doomed, allow_graceful=False)
+        output, _ = driver.communicate(timeout=900)
+    finally:
+        driver.kill()
+    assert driver.returncode == 0, output
+    assert "trying again" in output  # the killed node's cell
+
+    study = load_study(path)
+    assert all(c.done(study) for c in cells(study))
+    done = Counter(e["cell"] for e in events(out) if e["event"] == "done")
+    assert set(done) == {c.name for c in cells(study)} and set(done.values()) == {1}
+    assert not list(out.rglob("*.partial")) and not list(out.rglob("*.failed.json"))
+    assert main(["study", str(serial.path), "--summary"]) == 0
+    assert tables(out) and tables(out) == tables(serial.out)
+
+
+def test_options_of_another_executor_are_refused(tmp_path, bert_dir):
+    study = load_study(write_study(tmp_path, bert_dir, tmp_path / "run", **TINY))
+    with pytest.raises(UserError, match="--gpus-per-cell: not an option of the Serial executor"):
+        run_study(study, gpus_per_cell=0.5)
+
+
+def _running(out: Path) -> int:
+    ended = Counter(e["cell"] for e in events(out) if e["event"] in ("done", "failed"))
+    started = Counter(e["cell"] for e in events(out) if e["event"] == "start")
+    return sum((started - ended).values())
+
+
+def _wait_for(condition, process: subprocess.Popen, what: str, seconds: float = 600) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if process.poll() is not None or time.monotonic() > deadline:
+            output = process.stdout.read() if process.poll() is not None else ""
+            raise AssertionError(f"never saw {what}:\n{output}")
+        time.sleep(0.1)
