@@ -69,6 +69,34 @@ def _absolute(value: Any) -> Any:
     return os.path.abspath(value) if isinstance(value, str) else value
 
 
+class LevelKind(CellKind):
+    """Cells that train an IMP ticket's level at a target sparsity on their own task and
+    language (transfers across languages or tasks); ``whose`` names the ticket."""
+
+    @staticmethod
+    def whose(task: str, language: str, source: str) -> tuple[str, str]:
+        """(task, language) of the IMP cell whose level a cell trains."""
+        raise NotImplementedError
+
+    def cell(self, task: str, language: str, seed: int, source: str, sparsity) -> Cell:
+        from polyticket.study.kinds.imp import imp_cell
+
+        ticket = imp_cell(*self.whose(task, language, source), seed)
+        text = label(self.name, source, sparsity)
+        return Cell(self.name, task, language, seed, text, source, sparsity, (ticket.name,))
+
+    def validate(self, study: Study) -> None:
+        needs_tickets(self, study)
+
+    def run(self, study: Study, cell: Cell) -> None:
+        from polyticket.study.outputs import level_run
+
+        task, source = self.whose(cell.task, cell.language, cell.source)
+        train_cell(
+            study, cell, mask=str(level_run(study, task, source, cell.seed, cell.sparsity).mask)
+        )
+
+
 def needs_tickets(kind: CellKind, study: Study) -> None:
     if kind.enabled(study) and not study.run["tickets"]:
         raise UserError(f"{study.path}: {kind.name} cells need run.tickets: true")

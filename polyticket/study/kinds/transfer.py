@@ -5,39 +5,26 @@ from __future__ import annotations
 
 from polyticket.study.grid import Cell
 from polyticket.study.kinds import CELL_KINDS
-from polyticket.study.kinds.base import CellKind, label, needs_tickets, train_cell
-from polyticket.study.kinds.imp import imp_cell
+from polyticket.study.kinds.base import LevelKind
 from polyticket.study.spec import Study
 
 KIND = "transfer"
 
 
-def transfer_cell(task: str, target: str, seed: int, source: str, sparsity) -> Cell:
-    return Cell(
-        KIND,
-        task,
-        target,
-        seed,
-        label(KIND, source, sparsity),
-        source=source,
-        sparsity=sparsity,
-        deps=(imp_cell(task, source, seed).name,),
-    )
-
-
 @CELL_KINDS.register(KIND)
-class Transfer(CellKind):
+class Transfer(LevelKind):
     name = KIND
     options = {"transfer": True}
 
-    def validate(self, study: Study) -> None:
-        needs_tickets(self, study)
+    @staticmethod
+    def whose(task: str, language: str, source: str) -> tuple[str, str]:
+        return task, source  # the same task's ticket of the source language
 
     def expand(self, study: Study) -> list[Cell]:
         if not self.enabled(study):
             return []
         return [
-            transfer_cell(task, target, seed, source, sparsity)
+            self.cell(task, target, seed, source, sparsity)
             for task, spec in study.tasks.items()
             for source in study.sources(task)
             for target in spec.languages
@@ -46,8 +33,6 @@ class Transfer(CellKind):
             for sparsity in study.sparsities
         ]
 
-    def run(self, study: Study, cell: Cell) -> None:
-        from polyticket.study.outputs import level_run
 
-        run = level_run(study, cell.task, cell.source, cell.seed, cell.sparsity)
-        train_cell(study, cell, mask=str(run.mask))
+def transfer_cell(task: str, target: str, seed: int, source: str, sparsity) -> Cell:
+    return Transfer().cell(task, target, seed, source, sparsity)
