@@ -84,7 +84,7 @@ def _check_same_inputs(run: RunLayout, previous: dict[str, Any], inputs: dict) -
     before = previous.get("inputs")
     if before is None or before == inputs:
         return
-    old = {_input_key(i): i for i in before["data"] + before["model"]}
+    old = {_input_key(i): i for i in before["data"] + before.get("model", [])}
     new = {_input_key(i): i for i in inputs["data"] + inputs["model"]}
     differs = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     raise UserError(
@@ -153,7 +153,7 @@ def _run_info(config: FindConfig | TrainConfig, model: nn.Module, task, data) ->
         "config": to_dict(config),
         "model": config.model.model,
         "revision": model_revision(model) or config.model.revision,
-        "inputs": {"data": data.inputs, "model": model_fingerprint(config.model)},
+        "inputs": {"data": data.inputs},
         "versions": _versions(),
         "metric": task.metric,
         "greater_is_better": task.greater_is_better,
@@ -198,6 +198,8 @@ def find(config: FindConfig, out: Path) -> dict[str, Any]:
     previous = _check_same_settings(run, to_dict(config)) if run.run_json.exists() else {}
     task, accelerator, data, model = _prepare(config)
     info = _run_info(config, model, task, data)
+    # Only a resumable run needs the model's files hashed (a train run is never continued).
+    info["inputs"]["model"] = model_fingerprint(config.model)
     _check_same_inputs(run, previous, info["inputs"])
     schedule = fit_budget(schedule, config, len(data.train), accelerator.num_processes)
     main = accelerator.is_main_process

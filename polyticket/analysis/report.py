@@ -654,8 +654,8 @@ def retrieval_section(files: StudyFiles) -> Section:
             )
         )
     return section.done(
-        "No data: no results/retrieval.csv; run the retrieval analysis (`polyticket "
-        "retrieve`) on this study."
+        "No data: no results/retrieval.csv; run the study with "
+        "run: {representations: {parallel: FILES}} (or polyticket retrieve on its masks)."
     )
 
 
@@ -696,8 +696,8 @@ def similarity_section(files: StudyFiles) -> Section:
             )
         )
     return section.done(
-        "No data: no results/similarity.csv; run the representation-similarity analysis "
-        "(SVCCA/PWCCA) on this study."
+        "No data: no results/similarity.csv; run the study with "
+        "run: {representations: {parallel: FILES}} (or polyticket similarity on its masks)."
     )
 
 
