@@ -244,14 +244,11 @@ def _mask_sets(files: list[Path], baseline: Path | None):
 
 
 def _compare_masks(masks, baseline, args: argparse.Namespace) -> dict:
-    from polyticket.analysis.cluster import cluster, language_similarity
+    from polyticket.analysis.cluster import add_clusters
     from polyticket.analysis.overlap import compare, heads_for
 
     result = compare(masks, baseline, heads_for(masks, args.heads, args.model_config))
-    languages, similarity = language_similarity(result, args.cluster_by)
-    if len(languages) >= 3:
-        result["clusters"] = cluster(languages, similarity, args.cluster_by)
-    return result
+    return add_clusters(result, args.cluster_by)
 
 
 def _add_compare(commands: argparse._SubParsersAction) -> None:

@@ -120,6 +120,15 @@ def cluster(
     }
 
 
+def add_clusters(result: dict[str, Any], measure: str = "jaccard") -> dict[str, Any]:
+    """``result`` (``overlap.compare``'s) with its languages clustered by ``measure``, where
+    there are three or more."""
+    languages, similarity = language_similarity(result, measure)
+    if len(languages) >= 3:
+        result["clusters"] = cluster(languages, similarity, measure)
+    return result
+
+
 def compare_with_groups(
     languages: Sequence[str], tree: np.ndarray, grouping: str
 ) -> dict[str, Any] | None:

@@ -22,7 +22,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from polyticket.analysis.cluster import cluster, language_similarity
+from polyticket.analysis.cluster import add_clusters
 from polyticket.analysis.core import core_sizes
 from polyticket.analysis.overlap import compare, heads_for, overlap_rows, pair_measures
 from polyticket.analysis.packed import PackedMask, intersection_counts
@@ -236,9 +236,7 @@ class StudyResults:
         if len(masks) < 2:
             return {**head, "pairs": [], "summary": {}, "missing": "fewer than two tickets"}
         result = compare(masks, self.oneshot_mask(task, sparsity), heads_for(masks))
-        languages, similarity = language_similarity(result, "jaccard")
-        if len(languages) >= 3:
-            result["clusters"] = cluster(languages, similarity, "jaccard")
+        add_clusters(result, "jaccard")
         return {**head, **result}
 
     def core(self, task: str, sparsity: Fraction) -> dict[str, Any]:
