@@ -20,7 +20,7 @@ import torch
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))  # the benchmarks import each other by module name
 
-BENCHMARKS = ("train_step", "overlap", "mask_files", "padding", "study_throughput")
+BENCHMARKS = ("train_step", "precision", "overlap", "mask_files", "padding", "study_throughput")
 FIGURES = ("time", "memory", "ratio", "value")
 
 

@@ -29,10 +29,11 @@ import torch
 from torch.nn.utils import prune as torch_prune
 from transformers import BertConfig, BertForTokenClassification
 
+from polyticket.config import TrainArgs
 from polyticket.masks import Mask
 from polyticket.models.families import find_prunable
 from polyticket.pruning import random_prune
-from polyticket.training import MaskEnforcer
+from polyticket.training import MaskEnforcer, make_optimizer
 
 VARIANTS = ("dense", "masked", "fused", "hooks")
 SHAPES = {  # name: (vocab, hidden, layers, heads, ffn)
@@ -42,8 +43,9 @@ SHAPES = {  # name: (vocab, hidden, layers, heads, ffn)
 }
 
 
-def build(shape: str, variant: str, device: str):
-    """A model of ``shape`` with its optimizer and a step function for ``variant``."""
+def build(shape: str, variant: str, device: str, fused_adamw: bool | None = None):
+    """A model of ``shape`` with its optimizer (``polyticket.training``'s: fused on CUDA
+    unless ``fused_adamw`` says otherwise) and its mask enforcer for ``variant``."""
     vocab, hidden, layers, heads, ffn = SHAPES[shape]
     config = BertConfig(
         vocab_size=vocab,
@@ -54,7 +56,8 @@ def build(shape: str, variant: str, device: str):
         num_labels=7,
     )
     torch.manual_seed(0)
-    model = BertForTokenClassification(config).to(device)
+    with torch.device(device):  # initialised where it trains: seconds less on a GPU
+        model = BertForTokenClassification(config)
     prunable = find_prunable(model)
     mask = random_prune(Mask.ones(prunable.shapes), 0.5, seed=0)
     enforcer = None
@@ -66,7 +69,7 @@ def build(shape: str, variant: str, device: str):
         for name in mask:
             module = modules[name.removesuffix(".weight")]
             torch_prune.custom_from_mask(module, "weight", mask[name].to(device))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    optimizer = make_optimizer(model, TrainArgs(learning_rate=1e-5), fused=fused_adamw)
     return model, optimizer, enforcer
 
 
@@ -174,11 +177,13 @@ def settings(smoke: bool) -> list[tuple[str, int, int, str, str]]:
     return found
 
 
-def rows(smoke: bool = False, steps: int = 3) -> list[dict]:
-    """One row per setting and variant: time and peak memory as ratios to dense."""
+def rows(smoke: bool = False, steps: int = 3, device: str | None = None) -> list[dict]:
+    """One row per setting (those of ``device`` only, if given) and variant: time and peak
+    memory as ratios to dense."""
     torch.set_num_threads(2)
     out = []
-    for shape, size, length, device, dtype in settings(smoke):
+    chosen = [s for s in settings(smoke) if device in (None, s[3])]
+    for shape, size, length, device, dtype in chosen:
         measured = times(shape, size, length, device, dtype, 1 if smoke else steps)
         # a fresh process per variant (seconds each): not in the smoke run, which gives no figure
         memory = {
@@ -211,8 +216,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, seconds")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="only this device's rows")
     args = parser.parse_args(argv)
-    found = rows(args.smoke, args.steps)
+    found = rows(args.smoke, args.steps, args.device)
     for row in found:
         print(f"{row['row']:55} time {row['time']:.3f}x  memory {ratio(row['memory'])}")
     return found

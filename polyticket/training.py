@@ -31,6 +31,8 @@ from polyticket.tasks.base import Task, TaskData
 
 
 def make_accelerator(args: TrainArgs) -> Accelerator:
+    # process-wide, as accelerate's own settings: a run has one precision
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
     return Accelerator(
         cpu=args.cpu,
         mixed_precision=args.mixed_precision,
@@ -215,6 +217,32 @@ def run_steps(args: TrainArgs, batches: int) -> int:
     return args.max_steps or max(1, math.ceil(args.epochs * epoch_steps(args, batches)))
 
 
+def make_optimizer(
+    model: nn.Module, args: TrainArgs, fused: bool | None = None
+) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not biases and norms).
+
+    ``fused=None`` picks by the parameters' device: on CUDA the fused kernel, one launch per
+    parameter group instead of a multi-tensor loop of several kernels per step, which
+    matters because a fine-tuning step on short sentences is bound by kernel launches, not
+    arithmetic (see ``benchmarks/precision.py``); on the CPU the default implementation.
+    """
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+    if fused is None:
+        fused = all(param.device.type == "cuda" for param in model.parameters())
+    return torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": args.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=args.learning_rate,
+        eps=args.adam_epsilon,
+        fused=fused,
+    )
+
+
 def train(
     model: nn.Module,
     task: Task,
@@ -233,17 +261,8 @@ def train(
     set_seed(args.seed)
     loader = train_loader(data.train, data.collator, args.batch_size, args.seed)
     evaluation = eval_loader(data.eval, data.eval_collator or data.collator, args.eval_batch_size)
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": args.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=args.learning_rate,
-        eps=args.adam_epsilon,
-    )
+    model.to(accelerator.device)  # before the optimizer, which picks its kernel by device
+    optimizer = make_optimizer(model, args)
     model, optimizer, loader, evaluation = accelerator.prepare(model, optimizer, loader, evaluation)
     steps_per_epoch = epoch_steps(args, len(loader))
     total = run_steps(args, len(loader))

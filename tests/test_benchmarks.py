@@ -19,6 +19,8 @@ def test_make_bench_smoke_gives_every_row(tmp_path, capsys):
         ("train_step", "masked / dense"),
         ("train_step", "fused / dense"),
         ("train_step", "hooks / dense"),
+        ("precision", "bf16 / fp32"),
+        ("precision", "tf32 + AdamW fused / fp32 + foreach"),
         ("overlap", "one pair"),
         ("mask_files", "bits per weight"),
         ("mask_files", "save time"),

@@ -158,3 +158,15 @@ def test_gradient_accumulation_counts_optimizer_steps(setup):
     assert result.steps == 5 and len(result.losses) == 5
     assert [h["step"] for h in result.history] == [5]
     assert all((p.cpu()[~mask[n]] == 0).all() for n, p in prunable.params.items())
+
+
+def test_tf32_is_a_setting_of_the_run():
+    """``--tf32`` sets torch's process-wide switch for fp32 matrix products (on NVIDIA GPUs;
+    a no-op elsewhere), and the default leaves them exact."""
+    try:
+        make_accelerator(replace(ARGS, tf32=True))
+        assert torch.backends.cuda.matmul.allow_tf32
+        make_accelerator(ARGS)
+        assert not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = False
