@@ -3,9 +3,10 @@
     python benchmarks/train_step.py [--steps 3] [--smoke]
 
 Token classification, forward + backward + clipping + AdamW, half the prunable weights
-pruned at random. Variants: ``dense`` (no mask), ``masked`` (``MaskEnforcer`` per matrix,
-bool masks), ``fused`` (``MaskEnforcer`` with one ``torch._foreach_mul_``, 0/1 masks of the
-weights' dtype) and ``hooks`` (``torch.nn.utils.prune``, the original code's way). Times:
+pruned at random. Variants: ``dense`` (no mask), ``bool-masks`` and ``float-masks``
+(``MaskEnforcer``: one ``torch._foreach_mul_`` per zeroing with bool masks, the CPU's
+default, or 0/1 masks of the weights' dtype, CUDA's) and ``hooks``
+(``torch.nn.utils.prune``, the original code's way). Times:
 the variants alternate step by step, so machine noise hits all alike; the ratios to dense
 are the figures. Peak memory: each variant in a fresh process (CPU: peak resident memory
 of two steps, the peak reset after building the model, above what the process held
@@ -35,7 +36,7 @@ from polyticket.models.families import find_prunable
 from polyticket.pruning import random_prune
 from polyticket.training import MaskEnforcer, make_optimizer
 
-VARIANTS = ("dense", "masked", "fused", "hooks")
+VARIANTS = ("dense", "bool-masks", "float-masks", "hooks")
 SHAPES = {  # name: (vocab, hidden, layers, heads, ffn)
     "bert-base": (30522, 768, 12, 12, 3072),
     "mbert": (119547, 768, 12, 12, 3072),
@@ -44,7 +45,7 @@ SHAPES = {  # name: (vocab, hidden, layers, heads, ffn)
 
 
 def build(shape: str, variant: str, device: str, fused_adamw: bool | None = None):
-    """A model of ``shape`` with its optimizer (``polyticket.training``'s: fused on CUDA
+    """A model of ``shape`` with its optimizer (``polyticket.training``'s: fused AdamW
     unless ``fused_adamw`` says otherwise) and its mask enforcer for ``variant``."""
     vocab, hidden, layers, heads, ffn = SHAPES[shape]
     config = BertConfig(
@@ -61,8 +62,8 @@ def build(shape: str, variant: str, device: str, fused_adamw: bool | None = None
     prunable = find_prunable(model)
     mask = random_prune(Mask.ones(prunable.shapes), 0.5, seed=0)
     enforcer = None
-    if variant in ("masked", "fused"):
-        enforcer = MaskEnforcer(prunable.params, mask, fused=variant == "fused")
+    if variant in ("bool-masks", "float-masks"):
+        enforcer = MaskEnforcer(prunable.params, mask, float_masks=variant == "float-masks")
         enforcer.on_train_start(model, 0)
     elif variant == "hooks":
         modules = dict(model.base_model.named_modules())

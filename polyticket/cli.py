@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import sys
+import time
 import typing
 from collections.abc import Sequence
 from pathlib import Path
@@ -131,7 +132,9 @@ def _run_study(
     executor="serial",
     rerun_changed: bool = False,
     **options,
-) -> int:
+):
+    """Run the study (unless ``summary_only``) and write its results: the exit code and
+    the run's ``Outcome`` (None when nothing ran)."""
     from polyticket.analysis.results import format_summary, write_results
     from polyticket.study import run_study
 
@@ -143,8 +146,8 @@ def _run_study(
         print(f"\n{len(outcome.failed)} cell(s) failed:", file=sys.stderr)
         for name, error in outcome.failed.items():
             print(f"  {name}: {error}", file=sys.stderr)
-        return 1
-    return 0
+        return 1, outcome
+    return 0, outcome
 
 
 def _study(args: argparse.Namespace) -> int:
@@ -153,9 +156,10 @@ def _study(args: argparse.Namespace) -> int:
     study = load_study(args.file)
     if not args.plan:
         options = {name: getattr(args, name) for name in EXECUTOR_OPTIONS}
-        return _run_study(
+        code, _ = _run_study(
             study, args.shard, args.summary, args.executor, args.rerun_changed, **options
         )
+        return code
     rows = plan(study, args.shard)
     for row in rows:
         changes = "; ".join(row.get("changes", []))
@@ -189,9 +193,25 @@ def _demo(args: argparse.Namespace) -> int:
     from polyticket.analysis.report import write_report
 
     print(f"polyticket demo: {study.name} into {study.out} (a second run reuses what is done)")
-    code = _run_study(study)
+    started = time.monotonic()
+    code, outcome = _run_study(study)
     print(f"report: {write_report(study.out)}")
+    print(time_breakdown(study, outcome, time.monotonic() - started))
     return code
+
+
+def time_breakdown(study, outcome, total: float) -> str:
+    """Where a study run's time went: data, model, each kind of cell, and the rest
+    (results, report)."""
+    from polyticket.study.runner import seconds_by_kind
+    from polyticket.training import format_duration
+
+    parts = [(name, seconds) for name, seconds in outcome.phases.items()]
+    for kind, (count, seconds) in sorted(seconds_by_kind(study, outcome.ran).items()):
+        parts.append((f"{kind} ({count} cells)", seconds))
+    parts.append(("results and report", max(0.0, total - sum(s for _, s in parts))))
+    shown = ", ".join(f"{name} {format_duration(seconds)}" for name, seconds in parts)
+    return f"time: {format_duration(total)} in all: {shown}"
 
 
 # --- compare (issue 11, overlap): handler and sub-parser ------------------------------------

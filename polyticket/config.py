@@ -126,7 +126,11 @@ class TrainArgs:
         57, "random seed of the head, data order and dropout", minimum=0, below=2**32
     )
     cpu: bool = knob(False, "run on the CPU even where an accelerator is present")
-    mixed_precision: Literal["no", "fp16", "bf16"] = knob("no", "mixed precision on accelerators")
+    mixed_precision: Literal["no", "fp16", "bf16", "auto"] = knob(
+        "no",
+        "mixed precision (autocast over fp32 weights); auto: bf16 on a CPU that computes it "
+        "natively (AVX512-BF16 or AMX), else none (README: Speed)",
+    )
     tf32: bool = knob(
         False,
         "fp32 matrix products in TF32 on NVIDIA GPUs (Ampere and newer): the fastest setting "
@@ -424,7 +428,7 @@ def check_config(config: Any, source: str = "config") -> Any:
 def check_mixed_precision(precision: str, cpu: bool, source: str) -> None:
     """fp16 needs a CUDA device; bf16 a CUDA device that has it, or the CPU (accelerate runs
     bf16 autocast on CPUs), so that a run fails here rather than after loading the model."""
-    if precision == "no":
+    if precision in ("no", "auto"):
         return
     import torch
 

@@ -34,7 +34,14 @@ from polyticket.models.families import PruneScope, find_prunable
 from polyticket.pruning import magnitude_prune, random_like, random_prune, select, sparsity_schedule
 from polyticket.tasks.base import get_task
 from polyticket.tickets import epsilon_ticket
-from polyticket.training import RunLog, epoch_steps, make_accelerator, run_steps, train
+from polyticket.training import (
+    RunLog,
+    epoch_steps,
+    make_accelerator,
+    resolve_precision,
+    run_steps,
+    train,
+)
 
 log = logging.getLogger("polyticket")
 
@@ -155,6 +162,7 @@ def _run_info(config: FindConfig | TrainConfig, model: nn.Module, task, data) ->
         "revision": model_revision(model) or config.model.revision,
         "inputs": {"data": data.inputs},
         "versions": _versions(),
+        "mixed_precision": resolve_precision(config.train),  # auto decided on this machine
         "metric": task.metric,
         "greater_is_better": task.greater_is_better,
     }

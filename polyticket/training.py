@@ -35,9 +35,33 @@ def make_accelerator(args: TrainArgs) -> Accelerator:
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     return Accelerator(
         cpu=args.cpu,
-        mixed_precision=args.mixed_precision,
+        mixed_precision=resolve_precision(args),
         gradient_accumulation_steps=args.gradient_accumulation_steps,
     )
+
+
+def resolve_precision(args: TrainArgs, cpu_flags: set[str] | None = None) -> str:
+    """``mixed_precision`` with ``auto`` decided: bf16 where the run trains on a CPU with
+    native bf16 arithmetic (measured on a Zen 4 core: an e5-small step 2.1x faster than fp32,
+    the same F1), else ``no`` (on CUDA too: for sentence-length inputs a step is bound by
+    kernel launches and fp32 is as fast or faster, ``benchmarks/precision.py``)."""
+    if args.mixed_precision != "auto":
+        return args.mixed_precision
+    on_cpu = args.cpu or not torch.cuda.is_available()
+    flags = cpu_flags if cpu_flags is not None else _cpu_flags()
+    return "bf16" if on_cpu and flags & {"avx512_bf16", "amx_bf16"} else "no"
+
+
+def _cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux; empty elsewhere, where auto means no)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 def train_loader(
@@ -79,31 +103,28 @@ class Callback:
 class MaskEnforcer(Callback):
     """Keeps pruned weights at zero: ``params`` are the live parameters the mask names.
 
-    Two ways, the same zeros: per matrix, ``masked_fill_`` with a bool mask (1 byte per
-    weight; the CPU's way, where ``_foreach`` ops are a loop anyway), or ``fused``: one
-    ``torch._foreach_mul_`` over all matrices with 0/1 masks of the parameters' dtype (a few
-    kernel launches per step instead of two per matrix, the accelerator's way, for 3 more
-    bytes per weight). ``fused=None`` picks by the parameters' device.
+    Each zeroing is one ``torch._foreach_mul_`` over all matrices with 0/1 masks.
+    ``float_masks`` picks their dtype: bool (1 byte per weight) or the parameters' dtype
+    (4 bytes in fp32), which keeps a multi-tensor kernel from leaving its fast path on
+    accelerators. ``None``, the default, picks float masks on CUDA and bool elsewhere.
+    Measured on the CPU (e5-small's 21M prunable weights, one thread): ``masked_fill_`` per
+    matrix 125 ms per zeroing, bool multiply 19 ms, float multiply 7 ms.
     """
 
-    def __init__(self, params: Mapping[str, nn.Parameter], mask: Mask, fused: bool | None = None):
+    def __init__(
+        self, params: Mapping[str, nn.Parameter], mask: Mask, float_masks: bool | None = None
+    ):
         self.params = [params[name] for name in mask]
-        self.fused = fused
+        self.float_masks = float_masks
         self._mask = mask  # turned into device tensors at the start, once placed
 
     def on_train_start(self, model: nn.Module, total_steps: int) -> None:
-        if self.fused is None:
-            self.fused = any(p.device.type == "cuda" for p in self.params)
-        if self.fused:
-            self.keep = [
-                self._mask[name].to(param.device, param.dtype)
-                for name, param in zip(self._mask, self.params, strict=True)
-            ]
-        else:
-            self.pruned = [
-                ~self._mask[name].to(param.device)
-                for name, param in zip(self._mask, self.params, strict=True)
-            ]
+        if self.float_masks is None:
+            self.float_masks = any(p.device.type == "cuda" for p in self.params)
+        self.keep = [
+            self._mask[name].to(param.device, param.dtype if self.float_masks else torch.bool)
+            for name, param in zip(self._mask, self.params, strict=True)
+        ]
         self._mask = None  # not held twice (measured: +3% of a BERT-base step's memory)
         self.zero_weights()
 
@@ -123,14 +144,10 @@ class MaskEnforcer(Callback):
         self._zero([self.params[i].grad for i in with_grad], with_grad)
 
     def _zero(self, tensors: list[torch.Tensor], which) -> None:
-        if self.fused:
-            # x * 0 is -0 for a negative x (equal to 0; and only the first zeroing of a level
-            # meets nonzero pruned weights). An inf gradient of a pruned weight would give
-            # NaN where masked_fill_ gives 0, but the kept weights' gradients are inf too.
-            torch._foreach_mul_(tensors, [self.keep[i] for i in which])
-        else:
-            for tensor, i in zip(tensors, which, strict=True):
-                tensor.masked_fill_(self.pruned[i], 0.0)
+        # x * 0 is -0 for a negative x (equal to 0; and only the first zeroing of a level
+        # meets nonzero pruned weights). An inf gradient of a pruned weight would give NaN
+        # where masked_fill_ gives 0, but then the kept weights' gradients are inf too.
+        torch._foreach_mul_(tensors, [self.keep[i] for i in which])
 
 
 class ProgressLines(Callback):
@@ -151,14 +168,14 @@ class ProgressLines(Callback):
         left = (self.total - step) / speed if speed > 0 else math.inf
         print(
             f"{self.desc}: step {step}/{self.total}, {self.metric} {scores[self.metric]:.4f}, "
-            f"{speed:.2f} steps/s, {_duration(left)} left",
+            f"{speed:.2f} steps/s, {format_duration(left)} left",
             file=self.stream,
             flush=True,
         )
         return False
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
     minutes, secs = divmod(round(seconds), 60)
@@ -222,16 +239,17 @@ def make_optimizer(
 ) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only (not biases and norms).
 
-    ``fused=None`` picks by the parameters' device: on CUDA the fused kernel, one launch per
-    parameter group instead of a multi-tensor loop of several kernels per step, which
-    matters because a fine-tuning step on short sentences is bound by kernel launches, not
-    arithmetic (see ``benchmarks/precision.py``); on the CPU the default implementation.
+    ``fused=None`` takes torch's fused kernel where the parameters live on the CPU or CUDA:
+    on CUDA one launch per parameter group instead of a multi-tensor loop of several kernels
+    (a fine-tuning step on short sentences is bound by kernel launches, not arithmetic: see
+    ``benchmarks/precision.py``), on the CPU one vectorised pass instead of a loop over
+    tensors (measured: 5.3x faster for e5-small's 24M parameters).
     """
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
     if fused is None:
-        fused = all(param.device.type == "cuda" for param in model.parameters())
+        fused = all(param.device.type in ("cpu", "cuda") for param in model.parameters())
     return torch.optim.AdamW(
         [
             {"params": decay, "weight_decay": args.weight_decay},

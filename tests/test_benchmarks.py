@@ -16,8 +16,8 @@ def test_make_bench_smoke_gives_every_row(tmp_path, capsys):
     assert json.loads(out.read_text()) == report
     rows = {(r["benchmark"], r["row"].split(",")[0]) for r in report["rows"]}
     assert rows >= {
-        ("train_step", "masked / dense"),
-        ("train_step", "fused / dense"),
+        ("train_step", "bool-masks / dense"),
+        ("train_step", "float-masks / dense"),
         ("train_step", "hooks / dense"),
         ("precision", "bf16 / fp32"),
         ("precision", "tf32 + AdamW fused / fp32 + foreach"),

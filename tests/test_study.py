@@ -17,11 +17,12 @@ from conftest import ner_sentences, unique_sentences, write_conll
 
 from polyticket.analysis.overlap import random_jaccard
 from polyticket.analysis.results import StudyResults, write_results
-from polyticket.cli import main
+from polyticket.cli import main, time_breakdown
 from polyticket.errors import UserError
 from polyticket.io import read_json
 from polyticket.masks import Mask
 from polyticket.study import cells, load_study, run_study
+from polyticket.study.runner import Outcome, prepare_models, seconds_by_kind
 
 LANGS = ["en", "fr", "de"]
 
@@ -74,6 +75,36 @@ def test_every_cell_is_done_once(finished):
     assert all(c.done(finished) for c in cells(finished))
     starts = Counter(e["cell"] for e in events(finished.out) if e["event"] == "start")
     assert set(starts) == set(names) and set(starts.values()) == {1}
+
+
+def test_done_events_carry_seconds_that_add_up_by_kind(finished):
+    done = [e for e in events(finished.out) if e["event"] == "done"]
+    assert all(e["seconds"] >= 0 for e in done)
+    # (a random-at-ticket cell whose ticket sits at the target sparsity takes the random
+    # cell's run: no training of its own)
+    trained = [e for e in done if e["cell"].endswith("/imp") or "transfer-from" in e["cell"]]
+    assert len(trained) == 18 and all(e["seconds"] > 0 for e in trained)
+    by_kind = seconds_by_kind(finished, [e["cell"] for e in done])
+    assert {k: n for k, (n, _) in by_kind.items()} == Counter(c.kind for c in cells(finished))
+    assert sum(s for _, s in by_kind.values()) == pytest.approx(sum(e["seconds"] for e in done))
+    outcome = Outcome(ran=[e["cell"] for e in done], phases={"data": 1.0, "model": 2.0})
+    total = 3.0 + sum(e["seconds"] for e in done) + 10.0
+    text = time_breakdown(finished, outcome, total)
+    assert text.startswith("time: ") and "data 0m01s, model 0m02s" in text
+    assert "imp (6 cells)" in text and "transfer (12 cells)" in text
+    assert text.endswith("results and report 0m10s")
+
+
+def test_the_model_is_prepared_once_before_the_cells_only_when_some_run(finished, monkeypatch):
+    calls = []
+    monkeypatch.setattr(
+        "polyticket.models.resolve", lambda name, vocab_from=None: calls.append(name) or name
+    )
+    prepare_models(finished)
+    assert calls == [finished.tasks["ner"].config.model.model]
+    calls.clear()
+    outcome = run_study(finished)  # everything is done: nothing to prepare
+    assert calls == [] and not outcome.ran and "model" not in outcome.phases
 
 
 def test_tables_follow_from_the_cell_results(finished):

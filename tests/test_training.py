@@ -15,7 +15,14 @@ from polyticket.models import load_tokenizer
 from polyticket.models.families import find_prunable
 from polyticket.pruning import random_prune
 from polyticket.tasks.ner import NerTask
-from polyticket.training import MaskEnforcer, make_accelerator, train, train_loader
+from polyticket.training import (
+    MaskEnforcer,
+    make_accelerator,
+    make_optimizer,
+    resolve_precision,
+    train,
+    train_loader,
+)
 
 # Bit-exact comparisons with a reference computed on the CPU: train on the CPU too, also on
 # a machine with a GPU (where the model would otherwise move to it).
@@ -79,6 +86,7 @@ def test_masked_training_matches_torch_prune_custom_from_mask(setup):
         ],
         lr=ARGS.learning_rate,
         eps=ARGS.adam_epsilon,
+        fused=True,  # as training's on the CPU
     )
     scheduler = get_linear_schedule_with_warmup(optimizer, 2, 20)
     torch.manual_seed(ARGS.seed)
@@ -112,24 +120,27 @@ def test_masked_training_matches_torch_prune_custom_from_mask(setup):
         )
 
 
-def test_fused_enforcement_trains_exactly_as_the_per_matrix_one(setup):
-    """``torch._foreach_mul_`` with 0/1 masks (the accelerators' way) against ``masked_fill_``
-    per matrix: the same losses and weights, bit for bit (a pruned -0.0 equals 0)."""
+def test_bool_and_float_masks_train_exactly_alike(setup):
+    """One ``torch._foreach_mul_`` with bool masks (the CPU's way) or 0/1 masks of the
+    weights' dtype (the accelerators' way): the same losses and weights, bit for bit (a
+    pruned -0.0 equals 0), and the same zeros as ``masked_fill_``."""
     task, _, data = setup
     args = replace(ARGS, max_steps=6, eval_steps=6)
     runs = []
-    for fused in (False, True):
+    for float_masks in (False, True):
         model, prunable, mask = fresh(setup)
-        enforcer = MaskEnforcer(prunable.params, mask, fused=fused)
+        enforcer = MaskEnforcer(prunable.params, mask, float_masks=float_masks)
         accelerator = make_accelerator(args)
         result = train(model, task, data, args, accelerator, prunable.params, callbacks=[enforcer])
-        assert enforcer.fused is fused
+        assert enforcer.float_masks is float_masks
+        assert {k.dtype for k in enforcer.keep} == {torch.float32 if float_masks else torch.bool}
         runs.append((result.losses, {n: p.detach().clone() for n, p in prunable.params.items()}))
-    (losses, weights), (fused_losses, fused_weights) = runs
-    assert losses == fused_losses
+    (losses, weights), (float_losses, float_weights) = runs
+    assert losses == float_losses
     for name, weight in weights.items():
-        assert torch.equal(weight, fused_weights[name])
-        assert (fused_weights[name][~mask[name]] == 0).all()
+        assert torch.equal(weight, float_weights[name])
+        assert torch.equal(weight, weight.masked_fill(~mask[name], 0.0))
+        assert (weight[~mask[name]] == 0).all()
 
 
 def test_rewind_restores_every_weight_bit_for_bit_on_cpu(setup):
@@ -170,3 +181,20 @@ def test_tf32_is_a_setting_of_the_run():
         assert not torch.backends.cuda.matmul.allow_tf32
     finally:
         torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def test_the_optimizer_is_fused_where_torch_has_the_kernel():
+    """Fused AdamW on the CPU (and CUDA: tests/test_cuda.py); elsewhere torch's default."""
+    assert make_optimizer(torch.nn.Linear(4, 4), ARGS).defaults["fused"]
+    assert not make_optimizer(torch.nn.Linear(4, 4, device="meta"), ARGS).defaults["fused"]
+    assert make_optimizer(torch.nn.Linear(4, 4), ARGS, fused=False).defaults["fused"] is False
+
+
+def test_auto_precision_is_bf16_on_a_cpu_with_native_bf16_only():
+    auto = replace(ARGS, mixed_precision="auto")
+    assert resolve_precision(auto, {"avx2", "avx512f", "avx512_bf16"}) == "bf16"
+    assert resolve_precision(auto, {"amx_bf16"}) == "bf16"
+    assert resolve_precision(auto, {"avx2", "avx512f"}) == "no"
+    assert resolve_precision(auto, set()) == "no"
+    assert resolve_precision(replace(ARGS, mixed_precision="no"), {"avx512_bf16"}) == "no"
+    assert resolve_precision(replace(ARGS, mixed_precision="bf16"), set()) == "bf16"

@@ -8,7 +8,9 @@ and records a failure in ``NAME.failed.json`` instead of raising, so the rest go
 from __future__ import annotations
 
 import json
+import time
 import traceback
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 from polyticket.errors import UserError
@@ -24,6 +26,8 @@ class Outcome:
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    # seconds of the steps before the cells: writing the data, preparing the model
+    phases: dict[str, float] = field(default_factory=dict)
 
     def record(self, cell: Cell, error: str | None) -> None:
         if error is None:
@@ -44,6 +48,7 @@ def execute(study: Study, cell: Cell) -> str | None:
     """Run one cell; None when it succeeded, else the error (also written to disk)."""
     failure = study.layout.cell_failure(cell.name)
     event(study, cell, "start")
+    started = time.monotonic()
     try:
         CELL_KINDS[cell.kind]().run(study, cell)
     except KeyboardInterrupt:
@@ -56,7 +61,7 @@ def execute(study: Study, cell: Cell) -> str | None:
         event(study, cell, "failed", error=message)
         return message
     failure.unlink(missing_ok=True)
-    event(study, cell, "done")
+    event(study, cell, "done", seconds=round(time.monotonic() - started, 2))
     return None
 
 
@@ -87,15 +92,52 @@ def run_study(
             raise refuse(study, changed, len(stale - set(changed)))
         print(f"rerunning {len(stale)} cell(s) made with other settings", file=sys.stderr)
         forget(study, stale)
-    synthesize(study)
     outcome = Outcome()
+    started = time.monotonic()
+    synthesize(study)
+    outcome.phases["data"] = time.monotonic() - started
     pending = []
     for cell in todo:
         (outcome.skipped.append(cell.name) if cell.done(study) else pending.append(cell))
+    if pending:
+        started = time.monotonic()
+        prepare_models(study)
+        outcome.phases["model"] = time.monotonic() - started
     EXECUTORS[executor](**options).run(study, pending, outcome)
     if outcome.skipped:
         print(f"{len(outcome.skipped)} cell(s) were already done", file=sys.stderr)
     return outcome
+
+
+def prepare_models(study: Study) -> None:
+    """Convert and trim the offline model once, before the cells, rather than inside the
+    first cell that loads it (hub models are left to their cache)."""
+    from polyticket.models import resolve
+
+    seen = set()
+    for spec in study.tasks.values():
+        model = spec.config.model
+        key = (model.model, tuple(map(str, model.vocab_from)))
+        if key not in seen:
+            seen.add(key)
+            resolve(model.model, model.vocab_from)
+
+
+def seconds_by_kind(study: Study, names: list[str]) -> dict[str, tuple[int, float]]:
+    """Cells and seconds per cell kind, of the cells ``names`` as last run (from the study
+    log, so it holds for any executor)."""
+    kinds = {cell.name: cell.kind for cell in cells(study)}
+    wanted = set(names)
+    last: dict[str, float] = {}
+    if study.layout.log.is_file():
+        for line in study.layout.log.read_text(encoding="utf-8").splitlines():
+            entry = json.loads(line)
+            if entry.get("event") == "done" and entry["cell"] in wanted and "seconds" in entry:
+                last[entry["cell"]] = entry["seconds"]
+    totals: dict[str, list[float]] = defaultdict(list)
+    for name, seconds in last.items():
+        totals[kinds.get(name, "?")].append(seconds)
+    return {kind: (len(times), sum(times)) for kind, times in totals.items()}
 
 
 def plan(study: Study, shard: tuple[int, int] | None = None) -> list[dict[str, object]]:
