@@ -96,6 +96,15 @@ def test_mean_pooling_leaves_padding_out(tiny):
     torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-5)
 
 
+def test_batches_by_length_give_the_states_in_the_sentences_order(tiny):
+    """Sentences are batched by length to save padding; the states come back in order."""
+    short, long = unique_sentences(3), [" ".join(unique_sentences(4)) for _ in range(3)]
+    sentences = [long[0], short[0], long[1], short[1], short[2], long[2]]
+    by_length = encode(*tiny, sentences, batch_size=2)
+    alone = torch.cat([encode(*tiny, [s]) for s in sentences], dim=1)
+    torch.testing.assert_close(by_length, alone, atol=1e-5, rtol=1e-5)
+
+
 def test_a_mask_is_applied_to_theta0_and_undone(tiny, half_mask):
     model, tokenizer = tiny
     mask = Mask.load(half_mask)

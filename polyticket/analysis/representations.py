@@ -207,22 +207,23 @@ def encode(
     """Pooled states, shape (layers, sentences, hidden): the embedding output, then each block.
 
     ``mean`` averages the real tokens (the attention mask leaves padding out); ``cls`` takes
-    the first token. An encoder-decoder model is read through its encoder.
+    the first token. An encoder-decoder model is read through its encoder. Sentences are
+    batched by length (and the states put back in their order), so that batches carry
+    little padding: the states do not depend on the batching.
     """
     if pooling not in ("mean", "cls"):
         raise UserError(f"unknown pooling {pooling!r}: use mean or cls")
     model.eval()
     encoder = model.get_encoder() if model.config.is_encoder_decoder else model
     device = next(model.parameters()).device
-    batches = []
-    for start in range(0, len(sentences), batch_size):
-        batch = tokenizer(
-            list(sentences[start : start + batch_size]),
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-            return_tensors="pt",
-        ).to(device)
+    tokens = tokenizer(list(sentences), truncation=True, max_length=max_length)["input_ids"]
+    order = sorted(range(len(tokens)), key=lambda i: len(tokens[i]))
+    pooled: list[torch.Tensor | None] = [None] * len(tokens)
+    for start in range(0, len(order), batch_size):
+        chosen = order[start : start + batch_size]
+        batch = tokenizer.pad({"input_ids": [tokens[i] for i in chosen]}, return_tensors="pt").to(
+            device
+        )
         hidden = encoder(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
@@ -230,11 +231,13 @@ def encode(
         ).hidden_states
         states = torch.stack(hidden).float()  # (layers, batch, tokens, hidden)
         if pooling == "cls":
-            batches.append(states[:, :, 0])
+            states = states[:, :, 0]
         else:
             weights = batch["attention_mask"].to(states.dtype)[None, :, :, None]
-            batches.append((states * weights).sum(2) / weights.sum(2))
-    return torch.cat(batches, dim=1).cpu()
+            states = (states * weights).sum(2) / weights.sum(2)
+        for column, index in enumerate(chosen):
+            pooled[index] = states[:, column]
+    return torch.stack(pooled, dim=1).cpu()
 
 
 def mask_states(
