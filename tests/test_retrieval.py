@@ -105,6 +105,13 @@ def test_batches_by_length_give_the_states_in_the_sentences_order(tiny):
     torch.testing.assert_close(by_length, alone, atol=1e-5, rtol=1e-5)
 
 
+def test_bf16_states_come_back_in_fp32_close_to_fp32_ones(tiny):
+    sentences = unique_sentences(8)
+    exact, autocast = encode(*tiny, sentences), encode(*tiny, sentences, bf16=True)
+    assert autocast.dtype == torch.float32 and not torch.equal(autocast, exact)
+    torch.testing.assert_close(autocast, exact, atol=5e-2, rtol=5e-2)
+
+
 def test_a_mask_is_applied_to_theta0_and_undone(tiny, half_mask):
     model, tokenizer = tiny
     mask = Mask.load(half_mask)

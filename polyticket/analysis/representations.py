@@ -140,9 +140,11 @@ class Inputs:
     tokenizer: Any
 
     def states(
-        self, pooling: Pooling = "mean", batch_size: int = 32
+        self, pooling: Pooling = "mean", batch_size: int = 32, bf16: bool = False
     ) -> Iterator[tuple[str, dict[str, torch.Tensor]]]:
-        return mask_states(self.model, self.tokenizer, self.masks, self.texts, pooling, batch_size)
+        return mask_states(
+            self.model, self.tokenizer, self.masks, self.texts, pooling, batch_size, bf16
+        )
 
     def describe(self) -> dict[str, Any]:
         """For the JSON output: which masks and how much text."""
@@ -203,13 +205,15 @@ def encode(
     pooling: Pooling = "mean",
     batch_size: int = 32,
     max_length: int = 128,
+    bf16: bool = False,
 ) -> torch.Tensor:
     """Pooled states, shape (layers, sentences, hidden): the embedding output, then each block.
 
     ``mean`` averages the real tokens (the attention mask leaves padding out); ``cls`` takes
     the first token. An encoder-decoder model is read through its encoder. Sentences are
     batched by length (and the states put back in their order), so that batches carry
-    little padding: the states do not depend on the batching.
+    little padding: the states do not depend on the batching. ``bf16``: under bf16 autocast
+    (a study's ``mixed_precision``), states returned in fp32.
     """
     if pooling not in ("mean", "cls"):
         raise UserError(f"unknown pooling {pooling!r}: use mean or cls")
@@ -224,11 +228,12 @@ def encode(
         batch = tokenizer.pad({"input_ids": [tokens[i] for i in chosen]}, return_tensors="pt").to(
             device
         )
-        hidden = encoder(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            output_hidden_states=True,
-        ).hidden_states
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            hidden = encoder(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                output_hidden_states=True,
+            ).hidden_states
         states = torch.stack(hidden).float()  # (layers, batch, tokens, hidden)
         if pooling == "cls":
             states = states[:, :, 0]
@@ -247,6 +252,7 @@ def mask_states(
     texts: Mapping[str, Sequence[str]],
     pooling: Pooling = "mean",
     batch_size: int = 32,
+    bf16: bool = False,
 ) -> Iterator[tuple[str, dict[str, torch.Tensor]]]:
     """(label, {language: states}) for the dense model, then each mask.
 
@@ -256,7 +262,10 @@ def mask_states(
     """
 
     def encode_all() -> dict[str, torch.Tensor]:
-        return {lang: encode(model, tokenizer, s, pooling, batch_size) for lang, s in texts.items()}
+        return {
+            lang: encode(model, tokenizer, s, pooling, batch_size, bf16=bf16)
+            for lang, s in texts.items()
+        }
 
     yield DENSE, encode_all()
     for label, path in masks.items():

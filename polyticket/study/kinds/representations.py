@@ -73,14 +73,17 @@ class Representations(CellKind):
         from polyticket.analysis.representations import read_inputs
         from polyticket.analysis.retrieval import retrieval_rows
         from polyticket.analysis.similarity import similarity_rows
+        from polyticket.training import resolve_precision
 
         option = study.run["representations"]
         template = str(study.resolve(option["parallel"]))
         languages = study.tasks[cell.task].languages
         parallel = {lang: Path(template.replace("{lang}", lang)) for lang in languages}
         inputs = read_inputs(study.tasks[cell.task].model, masks(study, cell.task), parallel)
+        # the study's precision (mixed_precision: auto is bf16 on CPUs that have it)
+        bf16 = resolve_precision(study.tasks[cell.task].config.train) == "bf16"
         retrieval, similarity, dense = [], [], None
-        for label, states in inputs.states(option.get("pooling", "mean")):
+        for label, states in inputs.states(option.get("pooling", "mean"), bf16=bf16):
             retrieval += retrieval_rows(label, states)
             similarity += similarity_rows(label, states, dense)
             dense = dense or states
