@@ -167,9 +167,9 @@ class PruneArgs:
         above=0,
     )
     early_bird_threshold: float = knob(
-        0.005,
-        "--method early-bird: stop a level once its next magnitude mask changes by less than "
-        "this fraction of the weights between two checks",
+        0.1,
+        "--method early-bird: stop a level once less than this share of its next magnitude "
+        "mask's departures from step 0's mask changed between two checks",
         minimum=0,
         below=1,
     )

@@ -21,8 +21,8 @@ from polyticket.config import (
     build_config,
 )
 from polyticket.criteria import CRITERIA
-from polyticket.criteria.base import Criterion
-from polyticket.criteria.early_bird import hamming
+from polyticket.criteria.base import Criterion, Level
+from polyticket.criteria.early_bird import EarlyBirdStop, hamming
 from polyticket.criteria.movement import MovementScores
 from polyticket.criteria.wanda import input_norms, wanda_scores
 from polyticket.errors import UserError
@@ -142,13 +142,16 @@ def test_wanda_chooses_its_masks_without_training(runs):
 
 def test_early_bird_stops_levels_that_choose_a_mask_and_reports_the_steps(runs):
     levels = [read_json(runs["early-bird", 1] / f"level_{k:02d}/metrics.json") for k in range(3)]
-    # checks every ceil(8 / 20) = 1 step; any change is below 1.0, so the mask has settled
-    # after PATIENCE (3) checks; training stops at the next evaluation (step 4)
+    # checks every ceil(8 / 20) = 1 step. The first check's distance is 1 (all departures
+    # from step 0 are new), later ones are below the threshold 1.0, so the mask has settled
+    # after PATIENCE (3) more checks, at step 4, an evaluation: training stops there
     middle = levels[1]
     assert middle["steps"] == 4 and middle["steps_saved"] == 4 and middle["planned_steps"] == 8
-    assert middle["converged_at"] == 3 and [d[0] for d in middle["distances"]] == [1, 2, 3, 4]
-    # the dense level is the ticket rule's reference; the last hands on no mask
-    assert levels[0]["steps"] == 8 and levels[0]["converged_at"] == 3
+    assert middle["converged_at"] == 4 and [d[0] for d in middle["distances"]] == [1, 2, 3, 4]
+    assert middle["distances"][0][1] == 1.0 and all(d < 1 for _, d, _ in middle["distances"][1:])
+    # the dense level stops as early (You et al. draw tickets from early dense training);
+    # the last level hands on no mask and trains fully
+    assert levels[0]["steps"] == 4 and levels[0]["converged_at"] == 4
     assert levels[2]["steps"] == 8 and levels[2]["steps_saved"] == 0
 
 
@@ -157,7 +160,26 @@ def test_early_bird_that_never_stops_is_magnitude_pruning(runs):
     assert level_masks(never) == level_masks(runs["magnitude", "never-stops"])
     level = read_json(never / "level_01/metrics.json")
     assert level["steps"] == 8 and level["converged_at"] is None
-    assert len(level["distances"]) == 8 and all(0 <= d < 0.5 for _, d in level["distances"])
+    assert len(level["distances"]) == 8
+    assert all(d >= 0 and 0 <= departed < 0.5 for _, d, departed in level["distances"])
+
+
+def test_early_bird_distance_is_the_share_of_departures_that_changed():
+    """Four weights, half to prune: the step-0 mask keeps the two largest; each check's
+    distance is Hamming(previous, current) / Hamming(step 0, current)."""
+    weight = nn.Parameter(torch.tensor([4.0, 3.0, 2.0, 1.0]))
+    level = Level({"w": weight}, Mask.ones({"w": (4,)}), Fraction(1, 2), {}, "global", 0)
+    stop = EarlyBirdStop(level, threshold=0.6)
+    stop.on_train_start(None, total_steps=20)  # a check every step
+    with torch.no_grad():
+        stop.after_step(1)  # nothing moved: nothing departed, distance 1
+        weight.copy_(torch.tensor([4.0, 1.0, 2.0, 3.0]))
+        stop.after_step(2)  # keeps 0 and 3: departed 2 of 4 weights, all of them new
+        stop.after_step(3)  # the same: none of the departures changed
+        weight.copy_(torch.tensor([4.0, 1.0, 3.5, 3.0]))
+        stop.after_step(4)  # keeps 0 and 2: departed 2 of 4, 2 of 4 changed since step 3
+    assert stop.distances == [[1, 1.0, 0.0], [2, 1.0, 0.5], [3, 0.0, 0.5], [4, 1.0, 0.5]]
+    assert stop.converged_at is None  # never PATIENCE quiet checks in a row
 
 
 def test_hamming_distance_is_the_fraction_of_weights_that_differ():
