@@ -142,7 +142,8 @@ _FAKER_LOCALES: dict[str, str] = {
 # Locales whose faker companies / cities come out clean and in native script (checked by hand;
 # every value is still filtered by _clean_name).
 _FAKER_ORG_LANGS = ("en", "fr", "de", "zh", "fa")
-_FAKER_CITY_LANGS = ("de", "es", "zh", "hi")
+# (not zh_CN: its cities are given names plus 市/县, "丽丽市", "超市"; hand lists instead)
+_FAKER_CITY_LANGS = ("de", "es", "hi")
 
 _TOKENIZERBENCH_NAMES: dict[str, str] = {
     "en": "english",
