@@ -894,6 +894,9 @@ NER_TEMPLATES: dict[str, tuple[str, ...]] = {
         "{PER} studied economics before joining {ORG}.",
         "Last summer {PER} spent two weeks in {LOC}.",
         "{ORG} and {ORG2} signed an agreement in {LOC}.",
+        "Last month {PER} visited {ORG} in {LOC}.",
+        "After the meeting, {PER} returned to {LOC}.",
+        "In {YEAR}, {PER} and {PER2} founded {ORG}.",
     ),
     "fr": (
         "{PER} habite à {LOC}.",
@@ -908,6 +911,9 @@ NER_TEMPLATES: dict[str, tuple[str, ...]] = {
         "Avant de rejoindre {ORG}, {PER} a étudié l'économie.",
         "L'été dernier, {PER} a passé deux semaines à {LOC}.",
         "{ORG} et {ORG2} ont signé un accord à {LOC}.",
+        "Le mois dernier, {PER} a visité {ORG} à {LOC}.",
+        "Après la réunion, {PER} est [rentré|rentrée] à {LOC}.",
+        "En {YEAR}, {PER} et {PER2} ont fondé {ORG}.",
     ),
     "de": (
         "{PER} wohnt in {LOC}.",
@@ -922,6 +928,9 @@ NER_TEMPLATES: dict[str, tuple[str, ...]] = {
         "{PER} studierte Wirtschaft, bevor [er|sie] zu {ORG} wechselte.",
         "Im letzten Sommer verbrachte {PER} zwei Wochen in {LOC}.",
         "{ORG} und {ORG2} haben in {LOC} einen Vertrag unterzeichnet.",
+        "Letzten Monat war {PER} bei {ORG} in {LOC} zu Gast.",
+        "Nach der Sitzung kehrte {PER} nach {LOC} zurück.",
+        "Im Jahr {YEAR} gründeten {PER} und {PER2} gemeinsam {ORG}.",
     ),
     "es": (
         "{PER} vive en {LOC}.",
@@ -936,6 +945,9 @@ NER_TEMPLATES: dict[str, tuple[str, ...]] = {
         "Antes de incorporarse a {ORG}, {PER} estudió economía.",
         "El verano pasado, {PER} pasó dos semanas en {LOC}.",
         "{ORG} firmó un acuerdo con {ORG2} en {LOC}.",
+        "El mes pasado, {PER} visitó {ORG} en {LOC}.",
+        "Después de la reunión, {PER} volvió a {LOC}.",
+        "En {YEAR}, {PER} y {PER2} fundaron {ORG}.",
     ),
     "ru": (
         "{PER} живёт в {LOC:loc}.",
@@ -950,6 +962,9 @@ NER_TEMPLATES: dict[str, tuple[str, ...]] = {
         "До прихода в компанию «{ORG}» {PER} [изучал|изучала] экономику.",
         "Прошлым летом {PER} [провёл|провела] две недели в {LOC:loc}.",
         "Компании «{ORG}» и «{ORG2}» подписали соглашение в {LOC:loc}.",
+        "В прошлом месяце {PER} [посетил|посетила] компанию «{ORG}» в {LOC:loc}.",
+        "После совещания {PER} [вернулся|вернулась] в {LOC:acc}.",
+        "В {YEAR} году {PER} и {PER2} основали компанию «{ORG}».",
     ),
     "zh": (
         "{PER}住在{LOC}。",
@@ -964,6 +979,9 @@ NER_TEMPLATES: dict[str, tuple[str, ...]] = {
         "加入{ORG}之前，{PER}学过经济学。",
         "去年夏天，{PER}在{LOC}待了两个星期。",
         "{ORG}与{ORG2}在{LOC}签署了合作协议。",
+        "上个月，{PER}参观了{LOC}的{ORG}。",
+        "会议结束后，{PER}回到了{LOC}。",
+        "{YEAR}年，{PER}和{PER2}一起创办了{ORG}。",
     ),
     "ar": (
         "[يعيش|تعيش] {PER} في {LOC}.",
@@ -978,6 +996,9 @@ NER_TEMPLATES: dict[str, tuple[str, ...]] = {
         "[درس|درست] {PER} الاقتصاد قبل أن [ينضم|تنضم] إلى {ORG}.",
         "[قضى|قضت] {PER} أسبوعين في {LOC} الصيف الماضي.",
         "وقعت {ORG} اتفاقية مع {ORG2} في {LOC}.",
+        "في الشهر الماضي [زار|زارت] {PER} مقر {ORG} في {LOC}.",
+        "بعد الاجتماع [عاد|عادت] {PER} إلى {LOC}.",
+        "في عام {YEAR} [شارك|شاركت] {PER} في تأسيس {ORG} مع {PER2}.",
     ),
     "hi": (
         "{PER} {LOC} में [रहता|रहती] है।",
@@ -992,6 +1013,9 @@ NER_TEMPLATES: dict[str, tuple[str, ...]] = {
         "{ORG} में शामिल होने से पहले {PER} ने अर्थशास्त्र की पढ़ाई की थी।",
         "पिछली गर्मियों में {PER} ने {LOC} में दो हफ़्ते बिताए।",
         "{ORG} और {ORG2} ने {LOC} में एक समझौते पर हस्ताक्षर किए।",
+        "पिछले महीने {PER} ने {LOC} में {ORG} का दौरा किया।",
+        "बैठक के बाद {PER} वापस {LOC} [गया|गई]।",
+        "{YEAR} में {PER} और {PER2} ने मिलकर {ORG} की स्थापना की।",
     ),
     "fa": (
         "{PER} در {LOC} زندگی می‌کند.",
@@ -1006,6 +1030,9 @@ NER_TEMPLATES: dict[str, tuple[str, ...]] = {
         "{PER} پیش از پیوستن به {ORG} اقتصاد خوانده بود.",
         "{PER} تابستان گذشته دو هفته را در {LOC} گذراند.",
         "{ORG} و {ORG2} در {LOC} قراردادی امضا کردند.",
+        "{PER} ماه گذشته از {ORG} در {LOC} بازدید کرد.",
+        "{PER} پس از جلسه به {LOC} بازگشت.",
+        "{PER} و {PER2} در سال {YEAR} {ORG} را تأسیس کردند.",
     ),
     "ur": (
         "{PER} {LOC} میں [رہتا|رہتی] ہے۔",
@@ -1020,6 +1047,9 @@ NER_TEMPLATES: dict[str, tuple[str, ...]] = {
         "{ORG} میں شامل ہونے سے پہلے {PER} نے معاشیات کی تعلیم حاصل کی تھی۔",
         "پچھلی گرمیوں میں {PER} نے {LOC} میں دو ہفتے گزارے۔",
         "{ORG} اور {ORG2} نے {LOC} میں ایک معاہدے پر دستخط کیے۔",
+        "پچھلے مہینے {PER} نے {LOC} میں {ORG} کا دورہ کیا۔",
+        "اجلاس کے بعد {PER} واپس {LOC} [چلا گیا|چلی گئی]۔",
+        "{YEAR} میں {PER} اور {PER2} نے مل کر {ORG} کی بنیاد رکھی۔",
     ),
 }
 
