@@ -11,10 +11,10 @@ Every template list and every entity list is split into a training part and a he
 that share no template and no string (``split="train"`` draws on the first; ``"dev"`` and
 ``"test"`` on the second, with different random streams), so that evaluation sentences use
 templates and names never seen in training.  NER slots often take names that other sentences
-use with another type (a city as a person or a club, a family name as a firm), organisations
-contain places and family names, some sentences have no entity; about a third of the NLI
-pairs reuse the premise's words (swapped arguments, negation, quantifiers, numbers).  The
-knobs are the ``*_SHARE`` constants below.
+use with another type (a city as a person or a club, a family name as a firm; NLI slots
+never do), organisations contain places and family names, some sentences have no entity;
+about a third of the NLI pairs reuse the premise's words (swapped arguments, negation,
+quantifiers, numbers).  The knobs are the ``*_SHARE`` constants below.
 
 What it can show:
 
@@ -642,14 +642,18 @@ class _Sampler:
         slots = _Slots(values={"LOC": self._city(), "SUR": (self._family("m"),)}, gender="m")
         return _segments_text(_render(pattern, slots, self.lang))
 
-    def _entity(self, kind: str, gender: str) -> tuple[str, ...]:
+    def _entity(self, kind: str, gender: str, ambiguous: bool = True) -> tuple[str, ...]:
         while True:
-            value = self._entity_once(kind, gender)
+            value = self._entity_once(kind, gender, ambiguous)
             if not set(value) & self.forbidden:
                 return value
 
-    def _entity_once(self, kind: str, gender: str) -> tuple[str, ...]:
-        if self.rng.random() < NER_AMBIGUOUS_SHARE and (value := self._ambiguous(kind, gender)):
+    def _entity_once(self, kind: str, gender: str, ambiguous: bool = True) -> tuple[str, ...]:
+        if (
+            ambiguous
+            and self.rng.random() < NER_AMBIGUOUS_SHARE
+            and (value := self._ambiguous(kind, gender))
+        ):
             return value
         if kind == "PER":
             return (self._person(gender),)
@@ -659,14 +663,16 @@ class _Sampler:
             return (self._nested_org(),)
         return (self.rng.choice(self.pools.orgs),)
 
-    def slots(self) -> _Slots:
+    def slots(self, ambiguous: bool = True) -> _Slots:
+        """Values for every slot; ``ambiguous=False`` keeps names of another type out (NLI:
+        a city as a person would only blur who did what, not test context)."""
         values: dict[str, tuple[str, ...]] = {}
         gender = "m" if self.rng.random() < 0.5 else "f"
         used: set[str] = set()  # no string twice in one sentence, whatever its type
         for slot in ("PER", "PER2", "LOC", "LOC2", "ORG", "ORG2"):
-            value = self._entity(slot[:3], gender)
+            value = self._entity(slot[:3], gender, ambiguous)
             while set(value) & used:
-                value = self._entity(slot[:3], "m" if self.rng.random() < 0.5 else "f")
+                value = self._entity(slot[:3], "m" if self.rng.random() < 0.5 else "f", ambiguous)
             values[slot] = value
             used.update(value)
         year = self.rng.randint(1950, 2023)
@@ -693,7 +699,7 @@ class _Sampler:
 
     def nli(self, label: str) -> tuple[str, str, str, str]:
         """(premise, hypothesis, label, kind): kind is ``plain`` or one of NLI_HARD_KINDS."""
-        slots = self.slots()
+        slots = self.slots(ambiguous=False)
         if self.rng.random() < NLI_HARD_SHARE:
             index, item = self.rng.choice(self.nli_hard)
             premise, hypothesis = item[0], item[1 + NLI_LABELS.index(label)]
