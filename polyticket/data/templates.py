@@ -549,6 +549,46 @@ EXTRA_CITIES: dict[str, tuple[str, ...]] = {
         "苏州",
         "青岛",
         "厦门",
+        "长沙",
+        "郑州",
+        "济南",
+        "合肥",
+        "福州",
+        "昆明",
+        "贵阳",
+        "南宁",
+        "南昌",
+        "太原",
+        "石家庄",
+        "沈阳",
+        "大连",
+        "哈尔滨",
+        "长春",
+        "兰州",
+        "西宁",
+        "银川",
+        "乌鲁木齐",
+        "拉萨",
+        "呼和浩特",
+        "海口",
+        "三亚",
+        "宁波",
+        "温州",
+        "无锡",
+        "常州",
+        "徐州",
+        "珠海",
+        "佛山",
+        "东莞",
+        "汕头",
+        "桂林",
+        "洛阳",
+        "扬州",
+        "绍兴",
+        "烟台",
+        "唐山",
+        "保定",
+        "泉州",
     ),
     "ar": (
         "القاهرة",
@@ -854,6 +894,9 @@ NER_TEMPLATES: dict[str, tuple[str, ...]] = {
         "{PER} studied economics before joining {ORG}.",
         "Last summer {PER} spent two weeks in {LOC}.",
         "{ORG} and {ORG2} signed an agreement in {LOC}.",
+        "Last month {PER} visited {ORG} in {LOC}.",
+        "After the meeting, {PER} returned to {LOC}.",
+        "In {YEAR}, {PER} and {PER2} founded {ORG}.",
     ),
     "fr": (
         "{PER} habite à {LOC}.",
@@ -868,6 +911,9 @@ NER_TEMPLATES: dict[str, tuple[str, ...]] = {
         "Avant de rejoindre {ORG}, {PER} a étudié l'économie.",
         "L'été dernier, {PER} a passé deux semaines à {LOC}.",
         "{ORG} et {ORG2} ont signé un accord à {LOC}.",
+        "Le mois dernier, {PER} a visité {ORG} à {LOC}.",
+        "Après la réunion, {PER} est [rentré|rentrée] à {LOC}.",
+        "En {YEAR}, {PER} et {PER2} ont fondé {ORG}.",
     ),
     "de": (
         "{PER} wohnt in {LOC}.",
@@ -882,6 +928,9 @@ NER_TEMPLATES: dict[str, tuple[str, ...]] = {
         "{PER} studierte Wirtschaft, bevor [er|sie] zu {ORG} wechselte.",
         "Im letzten Sommer verbrachte {PER} zwei Wochen in {LOC}.",
         "{ORG} und {ORG2} haben in {LOC} einen Vertrag unterzeichnet.",
+        "Letzten Monat war {PER} bei {ORG} in {LOC} zu Gast.",
+        "Nach der Sitzung kehrte {PER} nach {LOC} zurück.",
+        "Im Jahr {YEAR} gründeten {PER} und {PER2} gemeinsam {ORG}.",
     ),
     "es": (
         "{PER} vive en {LOC}.",
@@ -896,6 +945,9 @@ NER_TEMPLATES: dict[str, tuple[str, ...]] = {
         "Antes de incorporarse a {ORG}, {PER} estudió economía.",
         "El verano pasado, {PER} pasó dos semanas en {LOC}.",
         "{ORG} firmó un acuerdo con {ORG2} en {LOC}.",
+        "El mes pasado, {PER} visitó {ORG} en {LOC}.",
+        "Después de la reunión, {PER} volvió a {LOC}.",
+        "En {YEAR}, {PER} y {PER2} fundaron {ORG}.",
     ),
     "ru": (
         "{PER} живёт в {LOC:loc}.",
@@ -910,6 +962,9 @@ NER_TEMPLATES: dict[str, tuple[str, ...]] = {
         "До прихода в компанию «{ORG}» {PER} [изучал|изучала] экономику.",
         "Прошлым летом {PER} [провёл|провела] две недели в {LOC:loc}.",
         "Компании «{ORG}» и «{ORG2}» подписали соглашение в {LOC:loc}.",
+        "В прошлом месяце {PER} [посетил|посетила] компанию «{ORG}» в {LOC:loc}.",
+        "После совещания {PER} [вернулся|вернулась] в {LOC:acc}.",
+        "В {YEAR} году {PER} и {PER2} основали компанию «{ORG}».",
     ),
     "zh": (
         "{PER}住在{LOC}。",
@@ -924,6 +979,9 @@ NER_TEMPLATES: dict[str, tuple[str, ...]] = {
         "加入{ORG}之前，{PER}学过经济学。",
         "去年夏天，{PER}在{LOC}待了两个星期。",
         "{ORG}与{ORG2}在{LOC}签署了合作协议。",
+        "上个月，{PER}参观了{LOC}的{ORG}。",
+        "会议结束后，{PER}回到了{LOC}。",
+        "{YEAR}年，{PER}和{PER2}一起创办了{ORG}。",
     ),
     "ar": (
         "[يعيش|تعيش] {PER} في {LOC}.",
@@ -933,11 +991,14 @@ NER_TEMPLATES: dict[str, tuple[str, ...]] = {
         "في عام {YEAR} [انتقل|انتقلت] {PER} من {LOC} إلى {LOC2}.",
         "[التقى|التقت] {PER} مع {PER2} في مؤتمر في {LOC}.",
         "يقع مقر {ORG} في {LOC}.",
-        "[يدير|تدير] {PER} {ORG} منذ عام {YEAR}.",
+        "[يشغل|تشغل] {PER} منصب [مدير|مديرة] {ORG} منذ عام {YEAR}.",
         "بحسب {ORG}، سيفتتح الجسر الجديد في {LOC} قريبًا.",
         "[درس|درست] {PER} الاقتصاد قبل أن [ينضم|تنضم] إلى {ORG}.",
         "[قضى|قضت] {PER} أسبوعين في {LOC} الصيف الماضي.",
         "وقعت {ORG} اتفاقية مع {ORG2} في {LOC}.",
+        "في الشهر الماضي [زار|زارت] {PER} مقر {ORG} في {LOC}.",
+        "بعد الاجتماع [عاد|عادت] {PER} إلى {LOC}.",
+        "في عام {YEAR} [شارك|شاركت] {PER} في تأسيس {ORG} مع {PER2}.",
     ),
     "hi": (
         "{PER} {LOC} में [रहता|रहती] है।",
@@ -952,6 +1013,9 @@ NER_TEMPLATES: dict[str, tuple[str, ...]] = {
         "{ORG} में शामिल होने से पहले {PER} ने अर्थशास्त्र की पढ़ाई की थी।",
         "पिछली गर्मियों में {PER} ने {LOC} में दो हफ़्ते बिताए।",
         "{ORG} और {ORG2} ने {LOC} में एक समझौते पर हस्ताक्षर किए।",
+        "पिछले महीने {PER} ने {LOC} में {ORG} का दौरा किया।",
+        "बैठक के बाद {PER} वापस {LOC} [गया|गई]।",
+        "{YEAR} में {PER} और {PER2} ने मिलकर {ORG} की स्थापना की।",
     ),
     "fa": (
         "{PER} در {LOC} زندگی می‌کند.",
@@ -966,6 +1030,9 @@ NER_TEMPLATES: dict[str, tuple[str, ...]] = {
         "{PER} پیش از پیوستن به {ORG} اقتصاد خوانده بود.",
         "{PER} تابستان گذشته دو هفته را در {LOC} گذراند.",
         "{ORG} و {ORG2} در {LOC} قراردادی امضا کردند.",
+        "{PER} ماه گذشته از {ORG} در {LOC} بازدید کرد.",
+        "{PER} پس از جلسه به {LOC} بازگشت.",
+        "{PER} و {PER2} در سال {YEAR} {ORG} را تأسیس کردند.",
     ),
     "ur": (
         "{PER} {LOC} میں [رہتا|رہتی] ہے۔",
@@ -980,6 +1047,9 @@ NER_TEMPLATES: dict[str, tuple[str, ...]] = {
         "{ORG} میں شامل ہونے سے پہلے {PER} نے معاشیات کی تعلیم حاصل کی تھی۔",
         "پچھلی گرمیوں میں {PER} نے {LOC} میں دو ہفتے گزارے۔",
         "{ORG} اور {ORG2} نے {LOC} میں ایک معاہدے پر دستخط کیے۔",
+        "پچھلے مہینے {PER} نے {LOC} میں {ORG} کا دورہ کیا۔",
+        "اجلاس کے بعد {PER} واپس {LOC} [چلا گیا|چلی گئی]۔",
+        "{YEAR} میں {PER} اور {PER2} نے مل کر {ORG} کی بنیاد رکھی۔",
     ),
 }
 
@@ -989,9 +1059,9 @@ NER_TEMPLATES: dict[str, tuple[str, ...]] = {
 # ---------------------------------------------------------------------------------------------
 def _item(
     premise: str,
-    entailment: tuple[str, str],
-    neutral: tuple[str, str],
-    contradiction: tuple[str, str],
+    entailment: tuple[str, ...],
+    neutral: tuple[str, ...],
+    contradiction: tuple[str, ...],
 ) -> dict[str, tuple[str, ...]]:
     return {
         "premise": (premise,),
@@ -1006,7 +1076,7 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
         _item(
             "{PER} lives in {LOC} and works for {ORG}.",
             ("{PER} lives in {LOC}.", "{PER} works for {ORG}."),
-            ("{PER} has two children.", "{PER} was born in {LOC2}."),
+            ("{PER} has two children.", "{PER} was born in {LOC2}.", "{PER} owns a flat in {LOC}."),
             ("{PER} has never lived in {LOC}.", "{PER} does not work for {ORG}."),
         ),
         _item(
@@ -1018,14 +1088,30 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
         _item(
             "In {YEAR}, {ORG} opened an office in {LOC}.",
             ("{ORG} opened an office in {LOC}.", "{ORG} opened an office in {YEAR}."),
-            ("{ORG} employs more than a thousand people.", "{ORG} also has an office in {LOC2}."),
-            ("{ORG} has never had an office in {LOC}.", "{ORG} opened no offices in {YEAR}."),
+            (
+                "{ORG} employs more than a thousand people.",
+                "{ORG} also has an office in {LOC2}.",
+                "{ORG} opened a large office in {LOC}.",
+            ),
+            (
+                "{ORG} has never had an office in {LOC}.",
+                "{ORG} opened no offices in {YEAR}.",
+                "{ORG} opened an office in {LOC} in {YEAR2}.",
+            ),
         ),
         _item(
             "In {YEAR}, {PER} moved from {LOC} to {LOC2}.",
             ("{PER} used to live in {LOC}.", "{PER} moved to {LOC2}."),
-            ("{PER} enjoys living in {LOC2}.", "{PER} moved for a new job at {ORG}."),
-            ("{PER} has never lived in {LOC}.", "{PER} has never been to {LOC2}."),
+            (
+                "{PER} enjoys living in {LOC2}.",
+                "{PER} moved for a new job at {ORG}.",
+                "{PER} moved to {LOC2} alone.",
+            ),
+            (
+                "{PER} has never lived in {LOC}.",
+                "{PER} has never been to {LOC2}.",
+                "{PER} moved to {LOC2} in {YEAR2}.",
+            ),
         ),
         _item(
             "{PER} has been the director of {ORG} since {YEAR}.",
@@ -1036,13 +1122,21 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
         _item(
             "{PER} and {PER2} visited {LOC} last summer.",
             ("{PER} has been to {LOC}.", "{PER} and {PER2} travelled to {LOC}."),
-            ("{PER} and {PER2} are relatives.", "{PER} will visit {LOC} again next year."),
+            (
+                "{PER} and {PER2} are relatives.",
+                "{PER} will visit {LOC} again next year.",
+                "{PER} and {PER2} visited {LOC} by train.",
+            ),
             ("{PER} has never been to {LOC}.", "{PER} and {PER2} have never been to {LOC}."),
         ),
         _item(
             "The headquarters of {ORG} are in {LOC}.",
             ("{ORG} has offices in {LOC}.", "{ORG} is based in {LOC}."),
-            ("{ORG} has existed since {YEAR}.", "{ORG} employs many people in {LOC2}."),
+            (
+                "{ORG} has existed since {YEAR}.",
+                "{ORG} employs many people in {LOC2}.",
+                "{ORG} was founded in {LOC}.",
+            ),
             ("{ORG} has no office in {LOC}.", "The headquarters of {ORG} are in {LOC2}."),
         ),
         _item(
@@ -1056,7 +1150,11 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
         _item(
             "{PER} habite à {LOC} et travaille chez {ORG}.",
             ("{PER} habite à {LOC}.", "{PER} travaille chez {ORG}."),
-            ("{PER} a deux enfants.", "{PER} est [né|née] à {LOC2}."),
+            (
+                "{PER} a deux enfants.",
+                "{PER} est [né|née] à {LOC2}.",
+                "{PER} possède un appartement à {LOC}.",
+            ),
             ("{PER} n'a jamais habité à {LOC}.", "{PER} ne travaille pas chez {ORG}."),
         ),
         _item(
@@ -1068,14 +1166,30 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
         _item(
             "En {YEAR}, {ORG} a ouvert un bureau à {LOC}.",
             ("{ORG} a ouvert un bureau à {LOC}.", "{ORG} a ouvert un bureau en {YEAR}."),
-            ("{ORG} emploie plus de mille personnes.", "{ORG} a aussi un bureau à {LOC2}."),
-            ("{ORG} n'a jamais eu de bureau à {LOC}.", "{ORG} n'a ouvert aucun bureau en {YEAR}."),
+            (
+                "{ORG} emploie plus de mille personnes.",
+                "{ORG} a aussi un bureau à {LOC2}.",
+                "{ORG} a ouvert un grand bureau à {LOC}.",
+            ),
+            (
+                "{ORG} n'a jamais eu de bureau à {LOC}.",
+                "{ORG} n'a ouvert aucun bureau en {YEAR}.",
+                "{ORG} a ouvert un bureau à {LOC} en {YEAR2}.",
+            ),
         ),
         _item(
             "En {YEAR}, {PER} a quitté {LOC} pour s'installer à {LOC2}.",
             ("{PER} a habité à {LOC}.", "{PER} s'est [installé|installée] à {LOC2}."),
-            ("{PER} aime vivre à {LOC2}.", "{PER} a déménagé pour un nouveau poste chez {ORG}."),
-            ("{PER} n'a jamais habité à {LOC}.", "{PER} n'est jamais [allé|allée] à {LOC2}."),
+            (
+                "{PER} aime vivre à {LOC2}.",
+                "{PER} a déménagé pour un nouveau poste chez {ORG}.",
+                "{PER} s'est [installé|installée] [seul|seule] à {LOC2}.",
+            ),
+            (
+                "{PER} n'a jamais habité à {LOC}.",
+                "{PER} n'est jamais [allé|allée] à {LOC2}.",
+                "{PER} s'est [installé|installée] à {LOC2} en {YEAR2}.",
+            ),
         ),
         _item(
             "{PER} dirige {ORG} depuis {YEAR}.",
@@ -1089,6 +1203,7 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
             (
                 "{PER} et {PER2} sont de la même famille.",
                 "{PER} retournera à {LOC} l'année prochaine.",
+                "L'été dernier, {PER} et {PER2} ont visité {LOC} en train.",
             ),
             (
                 "{PER} n'est jamais [allé|allée] à {LOC}.",
@@ -1098,7 +1213,11 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
         _item(
             "Le siège de {ORG} se trouve à {LOC}.",
             ("{ORG} a des bureaux à {LOC}.", "{ORG} a son siège à {LOC}."),
-            ("{ORG} existe depuis {YEAR}.", "{ORG} emploie beaucoup de gens à {LOC2}."),
+            (
+                "{ORG} existe depuis {YEAR}.",
+                "{ORG} emploie beaucoup de gens à {LOC2}.",
+                "La fondation de {ORG} a eu lieu à {LOC}.",
+            ),
             ("{ORG} n'a aucun bureau à {LOC}.", "Le siège de {ORG} se trouve à {LOC2}."),
         ),
         _item(
@@ -1112,7 +1231,11 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
         _item(
             "{PER} wohnt in {LOC} und arbeitet bei {ORG}.",
             ("{PER} wohnt in {LOC}.", "{PER} arbeitet bei {ORG}."),
-            ("{PER} hat zwei Kinder.", "{PER} wurde in {LOC2} geboren."),
+            (
+                "{PER} hat zwei Kinder.",
+                "{PER} wurde in {LOC2} geboren.",
+                "{PER} besitzt eine Wohnung in {LOC}.",
+            ),
             ("{PER} hat nie in {LOC} gewohnt.", "{PER} arbeitet nicht bei {ORG}."),
         ),
         _item(
@@ -1124,8 +1247,16 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
         _item(
             "Im Jahr {YEAR} eröffnete {ORG} ein Büro in {LOC}.",
             ("{ORG} hat ein Büro in {LOC} eröffnet.", "{ORG} hat {YEAR} ein Büro eröffnet."),
-            ("{ORG} beschäftigt mehr als tausend Menschen.", "{ORG} hat auch ein Büro in {LOC2}."),
-            ("{ORG} hatte nie ein Büro in {LOC}.", "{ORG} hat {YEAR} kein Büro eröffnet."),
+            (
+                "{ORG} beschäftigt mehr als tausend Menschen.",
+                "{ORG} hat auch ein Büro in {LOC2}.",
+                "{ORG} eröffnete ein großes Büro in {LOC}.",
+            ),
+            (
+                "{ORG} hatte nie ein Büro in {LOC}.",
+                "{ORG} hat {YEAR} kein Büro eröffnet.",
+                "{ORG} eröffnete im Jahr {YEAR2} ein Büro in {LOC}.",
+            ),
         ),
         _item(
             "Im Jahr {YEAR} zog {PER} von {LOC} nach {LOC2}.",
@@ -1133,8 +1264,13 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
             (
                 "{PER} lebt gern in {LOC2}.",
                 "{PER} ist wegen einer neuen Stelle bei {ORG} umgezogen.",
+                "{PER} zog allein nach {LOC2}.",
             ),
-            ("{PER} hat nie in {LOC} gewohnt.", "{PER} war noch nie in {LOC2}."),
+            (
+                "{PER} hat nie in {LOC} gewohnt.",
+                "{PER} war noch nie in {LOC2}.",
+                "{PER} zog im Jahr {YEAR2} nach {LOC2}.",
+            ),
         ),
         _item(
             "{PER} leitet {ORG} seit {YEAR}.",
@@ -1145,13 +1281,21 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
         _item(
             "{PER} und {PER2} haben letzten Sommer {LOC} besucht.",
             ("{PER} war schon einmal in {LOC}.", "{PER} und {PER2} sind nach {LOC} gereist."),
-            ("{PER} und {PER2} sind verwandt.", "{PER} wird {LOC} nächstes Jahr wieder besuchen."),
+            (
+                "{PER} und {PER2} sind verwandt.",
+                "{PER} wird {LOC} nächstes Jahr wieder besuchen.",
+                "{PER} und {PER2} haben {LOC} mit dem Zug besucht.",
+            ),
             ("{PER} war noch nie in {LOC}.", "{PER} und {PER2} waren noch nie in {LOC}."),
         ),
         _item(
             "Der Hauptsitz von {ORG} befindet sich in {LOC}.",
             ("{ORG} hat Büros in {LOC}.", "Der Hauptsitz von {ORG} liegt in {LOC}."),
-            ("{ORG} existiert seit {YEAR}.", "{ORG} beschäftigt viele Menschen in {LOC2}."),
+            (
+                "{ORG} existiert seit {YEAR}.",
+                "{ORG} beschäftigt viele Menschen in {LOC2}.",
+                "{ORG} wurde in {LOC} gegründet.",
+            ),
             ("{ORG} hat kein Büro in {LOC}.", "Der Hauptsitz von {ORG} befindet sich in {LOC2}."),
         ),
         _item(
@@ -1165,7 +1309,11 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
         _item(
             "{PER} vive en {LOC} y trabaja en {ORG}.",
             ("{PER} vive en {LOC}.", "{PER} trabaja en {ORG}."),
-            ("{PER} tiene dos hijos.", "{PER} nació en {LOC2}."),
+            (
+                "{PER} tiene dos hijos.",
+                "{PER} nació en {LOC2}.",
+                "{PER} tiene un piso en {LOC}.",
+            ),
             ("{PER} nunca ha vivido en {LOC}.", "{PER} no trabaja en {ORG}."),
         ),
         _item(
@@ -1177,17 +1325,30 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
         _item(
             "En {YEAR}, {ORG} abrió una oficina en {LOC}.",
             ("{ORG} abrió una oficina en {LOC}.", "{ORG} abrió una oficina en {YEAR}."),
-            ("{ORG} tiene más de mil empleados.", "{ORG} también tiene una oficina en {LOC2}."),
+            (
+                "{ORG} tiene más de mil empleados.",
+                "{ORG} también tiene una oficina en {LOC2}.",
+                "{ORG} abrió una gran oficina en {LOC}.",
+            ),
             (
                 "{ORG} nunca ha tenido una oficina en {LOC}.",
                 "{ORG} no abrió ninguna oficina en {YEAR}.",
+                "{ORG} abrió una oficina en {LOC} en {YEAR2}.",
             ),
         ),
         _item(
             "En {YEAR}, {PER} se mudó de {LOC} a {LOC2}.",
             ("{PER} vivía antes en {LOC}.", "{PER} se mudó a {LOC2}."),
-            ("A {PER} le gusta vivir en {LOC2}.", "{PER} se mudó por un nuevo trabajo en {ORG}."),
-            ("{PER} nunca ha vivido en {LOC}.", "{PER} nunca ha estado en {LOC2}."),
+            (
+                "A {PER} le gusta vivir en {LOC2}.",
+                "{PER} se mudó por un nuevo trabajo en {ORG}.",
+                "{PER} se mudó [solo|sola] a {LOC2}.",
+            ),
+            (
+                "{PER} nunca ha vivido en {LOC}.",
+                "{PER} nunca ha estado en {LOC2}.",
+                "{PER} se mudó a {LOC2} en {YEAR2}.",
+            ),
         ),
         _item(
             "{PER} dirige {ORG} desde {YEAR}.",
@@ -1198,13 +1359,21 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
         _item(
             "{PER} visitó {LOC} con {PER2} el verano pasado.",
             ("{PER} ha estado en {LOC}.", "{PER} viajó a {LOC} con {PER2}."),
-            ("{PER} y {PER2} son parientes.", "{PER} volverá a {LOC} el año que viene."),
+            (
+                "{PER} y {PER2} son parientes.",
+                "{PER} volverá a {LOC} el año que viene.",
+                "{PER} visitó {LOC} en tren con {PER2}.",
+            ),
             ("{PER} nunca ha estado en {LOC}.", "{PER} nunca ha viajado con {PER2}."),
         ),
         _item(
             "La sede de {ORG} está en {LOC}.",
             ("{ORG} tiene oficinas en {LOC}.", "{ORG} tiene su sede en {LOC}."),
-            ("{ORG} existe desde {YEAR}.", "{ORG} tiene muchos empleados en {LOC2}."),
+            (
+                "{ORG} existe desde {YEAR}.",
+                "{ORG} tiene muchos empleados en {LOC2}.",
+                "{ORG} se fundó en {LOC}.",
+            ),
             ("{ORG} no tiene ninguna oficina en {LOC}.", "La sede de {ORG} está en {LOC2}."),
         ),
         _item(
@@ -1218,7 +1387,11 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
         _item(
             "{PER} живёт в {LOC:loc} и работает в компании «{ORG}».",
             ("{PER} живёт в {LOC:loc}.", "{PER} работает в компании «{ORG}»."),
-            ("{PER} любит играть в шахматы.", "{PER} [родился|родилась] в {LOC2:loc}."),
+            (
+                "{PER} любит играть в шахматы.",
+                "{PER} [родился|родилась] в {LOC2:loc}.",
+                "{PER} [купил|купила] квартиру в {LOC:loc}.",
+            ),
             ("{PER} никогда не [жил|жила] в {LOC:loc}.", "{PER} не работает в компании «{ORG}»."),
         ),
         _item(
@@ -1236,10 +1409,12 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
             (
                 "В компании «{ORG}» работает более тысячи человек.",
                 "У компании «{ORG}» есть офис и в {LOC2:loc}.",
+                "Компания «{ORG}» открыла большой офис в {LOC:loc}.",
             ),
             (
                 "У компании «{ORG}» никогда не было офиса в {LOC:loc}.",
                 "В {YEAR} году компания «{ORG}» не открывала офисов.",
+                "Компания «{ORG}» открыла офис в {LOC:loc} в {YEAR2} году.",
             ),
         ),
         _item(
@@ -1248,10 +1423,12 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
             (
                 "{PER} [доволен|довольна] жизнью в {LOC2:loc}.",
                 "{PER} [переехал|переехала] ради новой работы в компании «{ORG}».",
+                "{PER} [переехал|переехала] в {LOC2:acc} [один|одна].",
             ),
             (
                 "{PER} никогда не [жил|жила] в {LOC:loc}.",
                 "{PER} никогда не [был|была] в {LOC2:loc}.",
+                "{PER} [переехал|переехала] в {LOC2:acc} в {YEAR2} году.",
             ),
         ),
         _item(
@@ -1263,7 +1440,11 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
         _item(
             "Прошлым летом {PER} и {PER2} побывали в {LOC:loc}.",
             ("{PER} [бывал|бывала] в {LOC:loc}.", "{PER} и {PER2} ездили в {LOC:acc}."),
-            ("{PER} и {PER2} — родственники.", "{PER} снова поедет в {LOC:acc} в следующем году."),
+            (
+                "{PER} и {PER2} — родственники.",
+                "{PER} снова поедет в {LOC:acc} в следующем году.",
+                "Прошлым летом {PER} и {PER2} ездили в {LOC:acc} на поезде.",
+            ),
             (
                 "{PER} никогда не [был|была] в {LOC:loc}.",
                 "{PER} и {PER2} никогда не были в {LOC:loc}.",
@@ -1278,6 +1459,7 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
             (
                 "Компания «{ORG}» существует с {YEAR} года.",
                 "В {LOC2:loc} у компании «{ORG}» много сотрудников.",
+                "Компания «{ORG}» была основана в {LOC:loc}.",
             ),
             (
                 "У компании «{ORG}» нет офиса в {LOC:loc}.",
@@ -1302,7 +1484,11 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
         _item(
             "{PER}住在{LOC}，在{ORG}工作。",
             ("{PER}住在{LOC}。", "{PER}在{ORG}工作。"),
-            ("{PER}有两个孩子。", "{PER}出生在{LOC2}。"),
+            (
+                "{PER}有两个孩子。",
+                "{PER}出生在{LOC2}。",
+                "{PER}在{LOC}买了一套房子。",
+            ),
             ("{PER}从来没有在{LOC}住过。", "{PER}不在{ORG}工作。"),
         ),
         _item(
@@ -1314,14 +1500,30 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
         _item(
             "{YEAR}年，{ORG}在{LOC}开设了一个办事处。",
             ("{ORG}在{LOC}开设了办事处。", "{ORG}在{YEAR}年开设了一个办事处。"),
-            ("{ORG}有一千多名员工。", "{ORG}在{LOC2}也有办事处。"),
-            ("{ORG}从未在{LOC}设立过办事处。", "{ORG}在{YEAR}年没有开设任何办事处。"),
+            (
+                "{ORG}有一千多名员工。",
+                "{ORG}在{LOC2}也有办事处。",
+                "{ORG}在{LOC}开设了一个很大的办事处。",
+            ),
+            (
+                "{ORG}从未在{LOC}设立过办事处。",
+                "{ORG}在{YEAR}年没有开设任何办事处。",
+                "{YEAR2}年，{ORG}在{LOC}开设了一个办事处。",
+            ),
         ),
         _item(
             "{YEAR}年，{PER}从{LOC}搬到了{LOC2}。",
             ("{PER}以前住在{LOC}。", "{PER}搬到了{LOC2}。"),
-            ("{PER}很喜欢在{LOC2}生活。", "{PER}是因为在{ORG}找到了新工作才搬家的。"),
-            ("{PER}从来没有在{LOC}住过。", "{PER}从来没有去过{LOC2}。"),
+            (
+                "{PER}很喜欢在{LOC2}生活。",
+                "{PER}是因为在{ORG}找到了新工作才搬家的。",
+                "{PER}一个人搬到了{LOC2}。",
+            ),
+            (
+                "{PER}从来没有在{LOC}住过。",
+                "{PER}从来没有去过{LOC2}。",
+                "{YEAR2}年，{PER}搬到了{LOC2}。",
+            ),
         ),
         _item(
             "自{YEAR}年以来，{PER}一直担任{ORG}的负责人。",
@@ -1332,13 +1534,21 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
         _item(
             "去年夏天，{PER}和{PER2}去了{LOC}。",
             ("{PER}去过{LOC}。", "{PER}和{PER2}一起去过{LOC}。"),
-            ("{PER}和{PER2}是亲戚。", "{PER}明年还会再去{LOC}。"),
+            (
+                "{PER}和{PER2}是亲戚。",
+                "{PER}明年还会再去{LOC}。",
+                "去年夏天，{PER}和{PER2}坐火车去了{LOC}。",
+            ),
             ("{PER}从来没有去过{LOC}。", "{PER}和{PER2}从来没有去过{LOC}。"),
         ),
         _item(
             "{ORG}的总部设在{LOC}。",
             ("{ORG}在{LOC}设有办公室。", "{ORG}的总部位于{LOC}。"),
-            ("{ORG}成立于{YEAR}年。", "{ORG}在{LOC2}有很多员工。"),
+            (
+                "{ORG}成立于{YEAR}年。",
+                "{ORG}在{LOC2}有很多员工。",
+                "{ORG}是在{LOC}成立的。",
+            ),
             ("{ORG}在{LOC}没有任何办公室。", "{ORG}的总部设在{LOC2}。"),
         ),
         _item(
@@ -1352,7 +1562,11 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
         _item(
             "[يعيش|تعيش] {PER} في {LOC} [ويعمل|وتعمل] في {ORG}.",
             ("[يعيش|تعيش] {PER} في {LOC}.", "[يعمل|تعمل] {PER} في {ORG}."),
-            ("لدى {PER} طفلان.", "[ولد|ولدت] {PER} في {LOC2}."),
+            (
+                "لدى {PER} طفلان.",
+                "[ولد|ولدت] {PER} في {LOC2}.",
+                "[يملك|تملك] {PER} شقة في {LOC}.",
+            ),
             ("لم [يعش|تعش] {PER} في {LOC} أبدًا.", "لا [يعمل|تعمل] {PER} في {ORG}."),
         ),
         _item(
@@ -1364,8 +1578,16 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
         _item(
             "في عام {YEAR} افتتحت {ORG} مكتبًا في {LOC}.",
             ("افتتحت {ORG} مكتبًا في {LOC}.", "افتتحت {ORG} مكتبًا عام {YEAR}."),
-            ("يعمل في {ORG} أكثر من ألف شخص.", "لدى {ORG} مكتب في {LOC2} أيضًا."),
-            ("لم يكن لدى {ORG} أي مكتب في {LOC}.", "لم تفتتح {ORG} أي مكتب عام {YEAR}."),
+            (
+                "يعمل في {ORG} أكثر من ألف شخص.",
+                "لدى {ORG} مكتب في {LOC2} أيضًا.",
+                "افتتحت {ORG} مكتبًا كبيرًا في {LOC}.",
+            ),
+            (
+                "لم يكن لدى {ORG} أي مكتب في {LOC}.",
+                "لم تفتتح {ORG} أي مكتب عام {YEAR}.",
+                "في عام {YEAR2} افتتحت {ORG} مكتبًا في {LOC}.",
+            ),
         ),
         _item(
             "في عام {YEAR} [انتقل|انتقلت] {PER} من {LOC} إلى {LOC2}.",
@@ -1373,8 +1595,13 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
             (
                 "[يحب|تحب] {PER} الحياة في {LOC2}.",
                 "[انتقل|انتقلت] {PER} من أجل وظيفة جديدة في {ORG}.",
+                "[انتقل|انتقلت] {PER} إلى {LOC2} [وحده|وحدها].",
             ),
-            ("لم [يعش|تعش] {PER} في {LOC} أبدًا.", "لم [يزر|تزر] {PER} {LOC2} قط."),
+            (
+                "لم [يعش|تعش] {PER} في {LOC} أبدًا.",
+                "لم [يزر|تزر] {PER} {LOC2} قط.",
+                "في عام {YEAR2} [انتقل|انتقلت] {PER} إلى {LOC2}.",
+            ),
         ),
         _item(
             "[يدير|تدير] {PER} {ORG} منذ عام {YEAR}.",
@@ -1385,13 +1612,21 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
         _item(
             "[زار|زارت] {PER} {LOC} مع {PER2} في الصيف الماضي.",
             ("سبق أن [زار|زارت] {PER} {LOC}.", "[سافر|سافرت] {PER} إلى {LOC} مع {PER2}."),
-            ("{PER} من أقارب {PER2}.", "[سيزور|ستزور] {PER} {LOC} مرة أخرى في العام المقبل."),
+            (
+                "{PER} من أقارب {PER2}.",
+                "[سيزور|ستزور] {PER} {LOC} مرة أخرى في العام المقبل.",
+                "[زار|زارت] {PER} {LOC} مع {PER2} بالقطار.",
+            ),
             ("لم [يزر|تزر] {PER} {LOC} قط.", "لم [يسافر|تسافر] {PER} مع {PER2} أبدًا."),
         ),
         _item(
             "يقع مقر {ORG} في {LOC}.",
             ("لدى {ORG} مكاتب في {LOC}.", "يوجد مقر {ORG} في {LOC}."),
-            ("تأسست {ORG} عام {YEAR}.", "لدى {ORG} موظفون كثيرون في {LOC2}."),
+            (
+                "تأسست {ORG} عام {YEAR}.",
+                "لدى {ORG} موظفون كثيرون في {LOC2}.",
+                "تأسست {ORG} في {LOC}.",
+            ),
             ("ليس لدى {ORG} أي مكتب في {LOC}.", "يقع مقر {ORG} في {LOC2}."),
         ),
         _item(
@@ -1405,7 +1640,11 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
         _item(
             "{PER} {LOC} में [रहता|रहती] है और {ORG} में काम [करता|करती] है।",
             ("{PER} {LOC} में [रहता|रहती] है।", "{PER} {ORG} में काम [करता|करती] है।"),
-            ("{PER} के दो बच्चे हैं।", "{PER} का जन्म {LOC2} में हुआ था।"),
+            (
+                "{PER} के दो बच्चे हैं।",
+                "{PER} का जन्म {LOC2} में हुआ था।",
+                "{PER} का {LOC} में एक घर है।",
+            ),
             ("{PER} कभी {LOC} में नहीं [रहा|रही]।", "{PER} {ORG} में काम नहीं [करता|करती]।"),
         ),
         _item(
@@ -1417,14 +1656,30 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
         _item(
             "{YEAR} में {ORG} ने {LOC} में एक कार्यालय खोला।",
             ("{ORG} ने {LOC} में एक कार्यालय खोला।", "{ORG} ने {YEAR} में एक कार्यालय खोला।"),
-            ("{ORG} में एक हज़ार से अधिक लोग काम करते हैं।", "{ORG} का {LOC2} में भी एक कार्यालय है।"),
-            ("{ORG} का {LOC} में कभी कोई कार्यालय नहीं रहा।", "{ORG} ने {YEAR} में कोई कार्यालय नहीं खोला।"),
+            (
+                "{ORG} में एक हज़ार से अधिक लोग काम करते हैं।",
+                "{ORG} का {LOC2} में भी एक कार्यालय है।",
+                "{ORG} ने {LOC} में एक बड़ा कार्यालय खोला।",
+            ),
+            (
+                "{ORG} का {LOC} में कभी कोई कार्यालय नहीं रहा।",
+                "{ORG} ने {YEAR} में कोई कार्यालय नहीं खोला।",
+                "{YEAR2} में {ORG} ने {LOC} में एक कार्यालय खोला।",
+            ),
         ),
         _item(
             "{YEAR} में {PER} {LOC} से {LOC2} [चला गया|चली गई]।",
             ("{PER} पहले {LOC} में [रहता था|रहती थी]।", "{PER} {LOC2} [चला गया|चली गई]।"),
-            ("{PER} को {LOC2} में रहना पसंद है।", "{PER} को {ORG} में नई नौकरी मिली है।"),
-            ("{PER} कभी {LOC} में नहीं [रहा|रही]।", "{PER} कभी {LOC2} नहीं [गया|गई]।"),
+            (
+                "{PER} को {LOC2} में रहना पसंद है।",
+                "{PER} को {ORG} में नई नौकरी मिली है।",
+                "{PER} [अकेला|अकेली] {LOC2} [चला गया|चली गई]।",
+            ),
+            (
+                "{PER} कभी {LOC} में नहीं [रहा|रही]।",
+                "{PER} कभी {LOC2} नहीं [गया|गई]।",
+                "{YEAR2} में {PER} {LOC2} [चला गया|चली गई]।",
+            ),
         ),
         _item(
             "{PER} {YEAR} से {ORG} [के निदेशक|की निदेशक] हैं।",
@@ -1435,13 +1690,21 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
         _item(
             "पिछली गर्मियों में {PER} और {PER2} {LOC} गए थे।",
             ("{PER} {LOC} जा [चुका|चुकी] है।", "{PER} और {PER2} ने {LOC} की यात्रा की।"),
-            ("{PER} और {PER2} रिश्तेदार हैं।", "{PER} अगले साल फिर {LOC} [जाएगा|जाएगी]।"),
+            (
+                "{PER} और {PER2} रिश्तेदार हैं।",
+                "{PER} अगले साल फिर {LOC} [जाएगा|जाएगी]।",
+                "पिछली गर्मियों में {PER} और {PER2} ट्रेन से {LOC} गए थे।",
+            ),
             ("{PER} कभी {LOC} नहीं [गया|गई]।", "{PER} और {PER2} कभी {LOC} नहीं गए।"),
         ),
         _item(
             "{ORG} का मुख्यालय {LOC} में है।",
             ("{ORG} का {LOC} में कार्यालय है।", "{ORG} का मुख्य कार्यालय {LOC} में स्थित है।"),
-            ("{ORG} की स्थापना {YEAR} में हुई थी।", "{LOC2} में {ORG} के कई कर्मचारी हैं।"),
+            (
+                "{ORG} की स्थापना {YEAR} में हुई थी।",
+                "{LOC2} में {ORG} के कई कर्मचारी हैं।",
+                "{ORG} की स्थापना {LOC} में हुई थी।",
+            ),
             ("{ORG} का {LOC} में कोई कार्यालय नहीं है।", "{ORG} का मुख्यालय {LOC2} में है।"),
         ),
         _item(
@@ -1455,7 +1718,11 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
         _item(
             "{PER} در {LOC} زندگی می‌کند و در {ORG} کار می‌کند.",
             ("{PER} در {LOC} زندگی می‌کند.", "{PER} در {ORG} کار می‌کند."),
-            ("{PER} دو فرزند دارد.", "{PER} در {LOC2} به دنیا آمده است."),
+            (
+                "{PER} دو فرزند دارد.",
+                "{PER} در {LOC2} به دنیا آمده است.",
+                "{PER} در {LOC} یک آپارتمان دارد.",
+            ),
             ("{PER} هرگز در {LOC} زندگی نکرده است.", "{PER} در {ORG} کار نمی‌کند."),
         ),
         _item(
@@ -1467,8 +1734,16 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
         _item(
             "{ORG} در سال {YEAR} دفتری در {LOC} افتتاح کرد.",
             ("{ORG} در {LOC} دفتری افتتاح کرد.", "{ORG} در سال {YEAR} دفتری افتتاح کرد."),
-            ("{ORG} بیش از هزار کارمند دارد.", "{ORG} در {LOC2} هم دفتر دارد."),
-            ("{ORG} هرگز در {LOC} دفتری نداشته است.", "{ORG} در سال {YEAR} هیچ دفتری افتتاح نکرد."),
+            (
+                "{ORG} بیش از هزار کارمند دارد.",
+                "{ORG} در {LOC2} هم دفتر دارد.",
+                "{ORG} دفتر بزرگی در {LOC} افتتاح کرد.",
+            ),
+            (
+                "{ORG} هرگز در {LOC} دفتری نداشته است.",
+                "{ORG} در سال {YEAR} هیچ دفتری افتتاح نکرد.",
+                "{ORG} در سال {YEAR2} دفتری در {LOC} افتتاح کرد.",
+            ),
         ),
         _item(
             "{PER} در سال {YEAR} از {LOC} به {LOC2} نقل مکان کرد.",
@@ -1476,8 +1751,13 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
             (
                 "{PER} از زندگی در {LOC2} راضی است.",
                 "{PER} به خاطر شغل جدیدی در {ORG} نقل مکان کرد.",
+                "{PER} به تنهایی به {LOC2} نقل مکان کرد.",
             ),
-            ("{PER} هرگز در {LOC} زندگی نکرده است.", "{PER} هرگز به {LOC2} نرفته است."),
+            (
+                "{PER} هرگز در {LOC} زندگی نکرده است.",
+                "{PER} هرگز به {LOC2} نرفته است.",
+                "{PER} در سال {YEAR2} به {LOC2} نقل مکان کرد.",
+            ),
         ),
         _item(
             "{PER} از سال {YEAR} مدیر {ORG} است.",
@@ -1488,13 +1768,21 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
         _item(
             "{PER} و {PER2} تابستان گذشته از {LOC} دیدن کردند.",
             ("{PER} به {LOC} سفر کرده است.", "{PER} و {PER2} به {LOC} سفر کردند."),
-            ("{PER} و {PER2} با هم خویشاوندند.", "{PER} سال آینده دوباره به {LOC} خواهد رفت."),
+            (
+                "{PER} و {PER2} با هم خویشاوندند.",
+                "{PER} سال آینده دوباره به {LOC} خواهد رفت.",
+                "{PER} و {PER2} تابستان گذشته با قطار از {LOC} دیدن کردند.",
+            ),
             ("{PER} هرگز به {LOC} نرفته است.", "{PER} و {PER2} هرگز به {LOC} نرفته‌اند."),
         ),
         _item(
             "دفتر مرکزی {ORG} در {LOC} قرار دارد.",
             ("{ORG} در {LOC} دفتر دارد.", "مقر {ORG} در {LOC} است."),
-            ("{ORG} در سال {YEAR} تأسیس شد.", "{ORG} در {LOC2} کارمندان زیادی دارد."),
+            (
+                "{ORG} در سال {YEAR} تأسیس شد.",
+                "{ORG} در {LOC2} کارمندان زیادی دارد.",
+                "{ORG} در {LOC} تأسیس شد.",
+            ),
             ("{ORG} هیچ دفتری در {LOC} ندارد.", "دفتر مرکزی {ORG} در {LOC2} قرار دارد."),
         ),
         _item(
@@ -1508,7 +1796,11 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
         _item(
             "{PER} {LOC} میں [رہتا|رہتی] ہے اور {ORG} میں کام [کرتا|کرتی] ہے۔",
             ("{PER} {LOC} میں [رہتا|رہتی] ہے۔", "{PER} {ORG} میں کام [کرتا|کرتی] ہے۔"),
-            ("{PER} کے دو بچے ہیں۔", "{PER} {LOC2} میں [پیدا ہوا تھا|پیدا ہوئی تھی]۔"),
+            (
+                "{PER} کے دو بچے ہیں۔",
+                "{PER} {LOC2} میں [پیدا ہوا تھا|پیدا ہوئی تھی]۔",
+                "{PER} کا {LOC} میں ایک گھر ہے۔",
+            ),
             ("{PER} کبھی {LOC} میں نہیں [رہا|رہی]۔", "{PER} {ORG} میں کام نہیں [کرتا|کرتی]۔"),
         ),
         _item(
@@ -1523,10 +1815,12 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
             (
                 "{ORG} میں ایک ہزار سے زیادہ لوگ کام کرتے ہیں۔",
                 "{ORG} کا {LOC2} میں بھی ایک دفتر ہے۔",
+                "{ORG} نے {LOC} میں ایک بڑا دفتر کھولا۔",
             ),
             (
                 "{ORG} کا {LOC} میں کبھی کوئی دفتر نہیں رہا۔",
                 "{ORG} نے {YEAR} میں کوئی دفتر نہیں کھولا۔",
+                "{YEAR2} میں {ORG} نے {LOC} میں ایک دفتر کھولا۔",
             ),
         ),
         _item(
@@ -1535,8 +1829,16 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
                 "{PER} پہلے {LOC} میں [رہتا تھا|رہتی تھی]۔",
                 "{PER} {LOC2} [منتقل ہو گیا|منتقل ہو گئی]۔",
             ),
-            ("{PER} کو {LOC2} میں رہنا پسند ہے۔", "{PER} کو {ORG} میں نئی نوکری ملی ہے۔"),
-            ("{PER} کبھی {LOC} میں نہیں [رہا|رہی]۔", "{PER} کبھی {LOC2} نہیں [گیا|گئی]۔"),
+            (
+                "{PER} کو {LOC2} میں رہنا پسند ہے۔",
+                "{PER} کو {ORG} میں نئی نوکری ملی ہے۔",
+                "{PER} [اکیلا|اکیلی] {LOC2} [منتقل ہو گیا|منتقل ہو گئی]۔",
+            ),
+            (
+                "{PER} کبھی {LOC} میں نہیں [رہا|رہی]۔",
+                "{PER} کبھی {LOC2} نہیں [گیا|گئی]۔",
+                "{YEAR2} میں {PER} {LOC2} [منتقل ہو گیا|منتقل ہو گئی]۔",
+            ),
         ),
         _item(
             "{PER} {YEAR} سے {ORG} [کے ڈائریکٹر|کی ڈائریکٹر] ہیں۔",
@@ -1547,13 +1849,21 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
         _item(
             "پچھلی گرمیوں میں {PER} اور {PER2} {LOC} گئے تھے۔",
             ("{PER} {LOC} جا [چکا|چکی] ہے۔", "{PER} اور {PER2} نے {LOC} کا سفر کیا۔"),
-            ("{PER} اور {PER2} رشتہ دار ہیں۔", "{PER} اگلے سال پھر {LOC} [جائے گا|جائے گی]۔"),
+            (
+                "{PER} اور {PER2} رشتہ دار ہیں۔",
+                "{PER} اگلے سال پھر {LOC} [جائے گا|جائے گی]۔",
+                "پچھلی گرمیوں میں {PER} اور {PER2} ٹرین سے {LOC} گئے تھے۔",
+            ),
             ("{PER} کبھی {LOC} نہیں [گیا|گئی]۔", "{PER} اور {PER2} کبھی {LOC} نہیں گئے۔"),
         ),
         _item(
             "{ORG} کا صدر دفتر {LOC} میں ہے۔",
             ("{ORG} کا {LOC} میں دفتر ہے۔", "{ORG} کا مرکزی دفتر {LOC} میں واقع ہے۔"),
-            ("{ORG} کی بنیاد {YEAR} میں رکھی گئی تھی۔", "{LOC2} میں {ORG} کے بہت سے ملازمین ہیں۔"),
+            (
+                "{ORG} کی بنیاد {YEAR} میں رکھی گئی تھی۔",
+                "{LOC2} میں {ORG} کے بہت سے ملازمین ہیں۔",
+                "{ORG} کی بنیاد {LOC} میں رکھی گئی تھی۔",
+            ),
             ("{ORG} کا {LOC} میں کوئی دفتر نہیں ہے۔", "{ORG} کا صدر دفتر {LOC2} میں ہے۔"),
         ),
         _item(
@@ -1942,17 +2252,23 @@ AMBIGUOUS: dict[str, tuple[str, ...]] = {
 }
 
 #: NLI items that defeat word overlap: the hypotheses reuse the premise's words.  Each item is
-#: (premise, entailment, neutral, contradiction); in every language the items come in pairs of
-#: one phenomenon (NLI_HARD_KINDS), the first of a pair for training, the second held out.
+#: (premise, entailment, neutral, contradiction); in every language the items come in triples of
+#: one phenomenon (NLI_HARD_KINDS): the second of a triple is held out, the first and third are
+#: for training, the third written so that training sees the construction the held-out item
+#: turns on (a passive, "no longer ... / still ...", "none ... / some ...", "more / less than").
 #: {NUM} is a multiple of 5 from 30 to 95, {NUMLO} = {NUM} - d and {NUMHI} = {NUM} + d with d
 #: in 5, 10, 15 (so nouns after them take one plural form in ru and ar).
 NLI_HARD_KINDS: tuple[str, ...] = (
     "swap",
     "swap",
+    "swap",
+    "negation",
     "negation",
     "negation",
     "quantifier",
     "quantifier",
+    "quantifier",
+    "number",
     "number",
     "number",
 )
@@ -1971,6 +2287,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "{ORG2} bought {ORG} in {YEAR}.",
         ),
         (
+            "{ORG} sued {ORG2} in {YEAR}.",
+            "{ORG2} was sued by {ORG}.",
+            "{ORG} sued {ORG2} over a patent in {YEAR}.",
+            "{ORG2} sued {ORG} in {YEAR}.",
+        ),
+        (
             "{PER} has never been to {LOC}.",
             "{PER} has not visited {LOC}.",
             "{PER} has never been to {LOC2}.",
@@ -1981,6 +2303,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "{PER} does not work for {ORG} now.",
             "{PER} now works for {ORG2}.",
             "{PER} still works for {ORG}.",
+        ),
+        (
+            "{PER} no longer teaches at {ORG}.",
+            "{PER} does not teach at {ORG} now.",
+            "{PER} now teaches at {ORG2}.",
+            "{PER} still teaches at {ORG}.",
         ),
         (
             "All the employees of {ORG} work in {LOC}.",
@@ -1995,6 +2323,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "Some employees of {ORG} live in {LOC}.",
         ),
         (
+            "None of the founders of {ORG} were born in {LOC}.",
+            "No founder of {ORG} was born in {LOC}.",
+            "Some founders of {ORG} were born in {LOC2}.",
+            "Some founders of {ORG} were born in {LOC}.",
+        ),
+        (
             "{ORG} has {NUM} employees in {LOC}.",
             "{ORG} has more than {NUMLO} employees in {LOC}.",
             "{ORG} has more employees in {LOC2} than in {LOC}.",
@@ -2005,6 +2339,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "{PER} is older than {NUMLO}.",
             "{PER} is older than {PER2}.",
             "{PER} is younger than {NUMLO}.",
+        ),
+        (
+            "The bridge in {LOC} is {NUM} metres long.",
+            "The bridge in {LOC} is longer than {NUMLO} metres.",
+            "The bridge in {LOC} is longer than the bridge in {LOC2}.",
+            "The bridge in {LOC} is shorter than {NUMLO} metres.",
         ),
     ),
     "fr": (
@@ -2021,6 +2361,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "{ORG2} a racheté {ORG} en {YEAR}.",
         ),
         (
+            "{ORG} a poursuivi {ORG2} en justice en {YEAR}.",
+            "{ORG2} a été poursuivi en justice par {ORG}.",
+            "{ORG} a poursuivi {ORG2} en justice pour un brevet en {YEAR}.",
+            "{ORG2} a poursuivi {ORG} en justice en {YEAR}.",
+        ),
+        (
             "{PER} n'est jamais [allé|allée] à {LOC}.",
             "{PER} n'a pas visité {LOC}.",
             "{PER} n'est jamais [allé|allée] à {LOC2}.",
@@ -2031,6 +2377,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "{PER} n'est plus [employé|employée] par {ORG}.",
             "{PER} travaille maintenant pour {ORG2}.",
             "{PER} travaille toujours pour {ORG}.",
+        ),
+        (
+            "{PER} n'enseigne plus à {ORG}.",
+            "{PER} n'est plus [professeur|professeure] à {ORG}.",
+            "{PER} enseigne maintenant à {ORG2}.",
+            "{PER} enseigne toujours à {ORG}.",
         ),
         (
             "Tous les employés de {ORG} travaillent à {LOC}.",
@@ -2045,6 +2397,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "Certains employés de {ORG} habitent à {LOC}.",
         ),
         (
+            "Aucun des fondateurs de {ORG} n'est né à {LOC}.",
+            "Pas un seul fondateur de {ORG} n'est né à {LOC}.",
+            "Certains fondateurs de {ORG} sont nés à {LOC2}.",
+            "Certains fondateurs de {ORG} sont nés à {LOC}.",
+        ),
+        (
             "{ORG} compte {NUM} employés à {LOC}.",
             "{ORG} compte plus de {NUMLO} employés à {LOC}.",
             "{ORG} compte plus d'employés à {LOC2} qu'à {LOC}.",
@@ -2055,6 +2413,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "{PER} a plus de {NUMLO} ans.",
             "{PER} est plus [âgé|âgée] que {PER2}.",
             "{PER} a moins de {NUMLO} ans.",
+        ),
+        (
+            "Le pont de {LOC} mesure {NUM} mètres.",
+            "Le pont de {LOC} mesure plus de {NUMLO} mètres.",
+            "Le pont de {LOC} est plus long que celui de {LOC2}.",
+            "Le pont de {LOC} mesure moins de {NUMLO} mètres.",
         ),
     ),
     "de": (
@@ -2071,6 +2435,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "{ORG2} hat {YEAR} {ORG} übernommen.",
         ),
         (
+            "{ORG} hat {YEAR} {ORG2} verklagt.",
+            "{ORG2} wurde von {ORG} verklagt.",
+            "{ORG} hat {ORG2} {YEAR} wegen eines Patents verklagt.",
+            "{ORG2} hat {YEAR} {ORG} verklagt.",
+        ),
+        (
             "{PER} war noch nie in {LOC}.",
             "{PER} hat {LOC} nicht besucht.",
             "{PER} war noch nie in {LOC2}.",
@@ -2081,6 +2451,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "{PER} ist nicht mehr bei {ORG} angestellt.",
             "{PER} arbeitet jetzt für {ORG2}.",
             "{PER} arbeitet immer noch für {ORG}.",
+        ),
+        (
+            "{PER} unterrichtet nicht mehr bei {ORG}.",
+            "{PER} unterrichtet jetzt nicht bei {ORG}.",
+            "{PER} unterrichtet jetzt bei {ORG2}.",
+            "{PER} unterrichtet immer noch bei {ORG}.",
         ),
         (
             "Alle Mitarbeiter von {ORG} arbeiten in {LOC}.",
@@ -2095,6 +2471,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "Einige Mitarbeiter von {ORG} wohnen in {LOC}.",
         ),
         (
+            "Keiner der Gründer von {ORG} wurde in {LOC} geboren.",
+            "Kein einziger Gründer von {ORG} wurde in {LOC} geboren.",
+            "Einige Gründer von {ORG} wurden in {LOC2} geboren.",
+            "Einige Gründer von {ORG} wurden in {LOC} geboren.",
+        ),
+        (
             "{ORG} hat {NUM} Mitarbeiter in {LOC}.",
             "{ORG} hat mehr als {NUMLO} Mitarbeiter in {LOC}.",
             "{ORG} hat in {LOC2} mehr Mitarbeiter als in {LOC}.",
@@ -2105,6 +2487,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "{PER} ist älter als {NUMLO}.",
             "{PER} ist älter als {PER2}.",
             "{PER} ist jünger als {NUMLO}.",
+        ),
+        (
+            "Die Brücke in {LOC} ist {NUM} Meter lang.",
+            "Die Brücke in {LOC} ist länger als {NUMLO} Meter.",
+            "Die Brücke in {LOC} ist länger als die Brücke in {LOC2}.",
+            "Die Brücke in {LOC} ist kürzer als {NUMLO} Meter.",
         ),
     ),
     "es": (
@@ -2121,6 +2509,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "{ORG2} compró {ORG} en {YEAR}.",
         ),
         (
+            "{ORG} demandó a {ORG2} en {YEAR}.",
+            "{ORG2} fue demandada por {ORG}.",
+            "{ORG} demandó a {ORG2} por una patente en {YEAR}.",
+            "{ORG2} demandó a {ORG} en {YEAR}.",
+        ),
+        (
             "{PER} nunca ha estado en {LOC}.",
             "{PER} no ha visitado {LOC}.",
             "{PER} nunca ha estado en {LOC2}.",
@@ -2131,6 +2525,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "{PER} no trabaja para {ORG} ahora.",
             "{PER} ahora trabaja para {ORG2}.",
             "{PER} sigue trabajando para {ORG}.",
+        ),
+        (
+            "{PER} ya no da clases en {ORG}.",
+            "{PER} no da clases en {ORG} ahora.",
+            "{PER} ahora da clases en {ORG2}.",
+            "{PER} sigue dando clases en {ORG}.",
         ),
         (
             "Todos los empleados de {ORG} trabajan en {LOC}.",
@@ -2145,6 +2545,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "Algunos empleados de {ORG} viven en {LOC}.",
         ),
         (
+            "Ninguno de los fundadores de {ORG} nació en {LOC}.",
+            "Ni un solo fundador de {ORG} nació en {LOC}.",
+            "Algunos fundadores de {ORG} nacieron en {LOC2}.",
+            "Algunos fundadores de {ORG} nacieron en {LOC}.",
+        ),
+        (
             "{ORG} tiene {NUM} empleados en {LOC}.",
             "{ORG} tiene más de {NUMLO} empleados en {LOC}.",
             "{ORG} tiene más empleados en {LOC2} que en {LOC}.",
@@ -2153,8 +2559,14 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
         (
             "{PER} tiene {NUM} años.",
             "{PER} tiene más de {NUMLO} años.",
-            "{PER} es mayor que {PER2}.",
+            "{PER} tiene más años que {PER2}.",
             "{PER} tiene menos de {NUMLO} años.",
+        ),
+        (
+            "El puente de {LOC} mide {NUM} metros.",
+            "El puente de {LOC} mide más de {NUMLO} metros.",
+            "El puente de {LOC} es más largo que el de {LOC2}.",
+            "El puente de {LOC} mide menos de {NUMLO} metros.",
         ),
     ),
     "ru": (
@@ -2171,6 +2583,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "В {YEAR} году компания «{ORG2}» купила компанию «{ORG}».",
         ),
         (
+            "В {YEAR} году компания «{ORG}» подала в суд на компанию «{ORG2}».",
+            "На компанию «{ORG2}» подала в суд компания «{ORG}».",
+            "Компания «{ORG}» подала в суд на компанию «{ORG2}» из-за патента.",
+            "В {YEAR} году компания «{ORG2}» подала в суд на компанию «{ORG}».",
+        ),
+        (
             "{PER} никогда не [был|была] в {LOC:loc}.",
             "{PER} не [посещал|посещала] {LOC:acc}.",
             "{PER} никогда не [был|была] в {LOC2:loc}.",
@@ -2181,6 +2599,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "{PER} сейчас не работает в компании «{ORG}».",
             "{PER} теперь работает в компании «{ORG2}».",
             "{PER} всё ещё работает в компании «{ORG}».",
+        ),
+        (
+            "{PER} больше не живёт в {LOC:loc}.",
+            "{PER} сейчас не живёт в {LOC:loc}.",
+            "{PER} теперь живёт в {LOC2:loc}.",
+            "{PER} всё ещё живёт в {LOC:loc}.",
         ),
         (
             "Все сотрудники компании «{ORG}» работают в {LOC:loc}.",
@@ -2195,6 +2619,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "Некоторые сотрудники компании «{ORG}» живут в {LOC:loc}.",
         ),
         (
+            "Ни один из основателей компании «{ORG}» не родился в {LOC:loc}.",
+            "Никто из основателей компании «{ORG}» не родился в {LOC:loc}.",
+            "Некоторые основатели компании «{ORG}» родились в {LOC2:loc}.",
+            "Некоторые основатели компании «{ORG}» родились в {LOC:loc}.",
+        ),
+        (
             "У компании «{ORG}» в {LOC:loc} {NUM} сотрудников.",
             "У компании «{ORG}» в {LOC:loc} больше {NUMLO} сотрудников.",
             "У компании «{ORG}» в {LOC2:loc} больше сотрудников, чем в {LOC:loc}.",
@@ -2205,6 +2635,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "{PER} старше {NUMLO} лет.",
             "{PER} старше, чем {PER2}.",
             "{PER} моложе {NUMLO} лет.",
+        ),
+        (
+            "Длина моста в {LOC:loc} — {NUM} метров.",
+            "Мост в {LOC:loc} длиннее {NUMLO} метров.",
+            "Мост в {LOC:loc} длиннее, чем мост в {LOC2:loc}.",
+            "Мост в {LOC:loc} короче {NUMLO} метров.",
         ),
     ),
     "zh": (
@@ -2221,6 +2657,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "{ORG2}于{YEAR}年收购了{ORG}。",
         ),
         (
+            "{ORG}于{YEAR}年起诉了{ORG2}。",
+            "{ORG2}被{ORG}起诉了。",
+            "{ORG}因专利纠纷起诉了{ORG2}。",
+            "{ORG2}于{YEAR}年起诉了{ORG}。",
+        ),
+        (
             "{PER}从来没有去过{LOC}。",
             "{PER}没有去过{LOC}。",
             "{PER}从来没有去过{LOC2}。",
@@ -2231,6 +2673,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "{PER}现在不在{ORG}工作。",
             "{PER}现在在{ORG2}工作。",
             "{PER}仍然在{ORG}工作。",
+        ),
+        (
+            "{PER}已经不住在{LOC}了。",
+            "{PER}现在不住在{LOC}。",
+            "{PER}现在住在{LOC2}。",
+            "{PER}仍然住在{LOC}。",
         ),
         (
             "{ORG}的所有员工都在{LOC}工作。",
@@ -2245,6 +2693,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "{ORG}的一些员工住在{LOC}。",
         ),
         (
+            "{ORG}没有一个创始人出生在{LOC}。",
+            "{ORG}的创始人都不是在{LOC}出生的。",
+            "{ORG}的一些创始人出生在{LOC2}。",
+            "{ORG}的一些创始人出生在{LOC}。",
+        ),
+        (
             "{ORG}在{LOC}有{NUM}名员工。",
             "{ORG}在{LOC}有超过{NUMLO}名员工。",
             "{ORG}在{LOC2}的员工比在{LOC}多。",
@@ -2255,6 +2709,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "{PER}超过{NUMLO}岁了。",
             "{PER}比{PER2}年纪大。",
             "{PER}还不到{NUMLO}岁。",
+        ),
+        (
+            "{LOC}的大桥长{NUM}米。",
+            "{LOC}的大桥长度超过{NUMLO}米。",
+            "{LOC}的大桥比{LOC2}的大桥长。",
+            "{LOC}的大桥还不到{NUMLO}米长。",
         ),
     ),
     "ar": (
@@ -2267,8 +2727,14 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
         (
             "اشترت {ORG} {ORG2} عام {YEAR}.",
             "أصبحت {ORG2} مملوكة من قبل {ORG}.",
-            "دفعت {ORG} أكثر من مليار دولار لشراء {ORG2}.",
+            "اشترت {ORG} {ORG2} مقابل أكثر من مليار دولار.",
             "اشترت {ORG2} {ORG} عام {YEAR}.",
+        ),
+        (
+            "رفعت {ORG} دعوى قضائية ضد {ORG2} عام {YEAR}.",
+            "رُفعت دعوى قضائية ضد {ORG2} من قبل {ORG}.",
+            "رفعت {ORG} دعوى قضائية ضد {ORG2} بسبب براءة اختراع.",
+            "رفعت {ORG2} دعوى قضائية ضد {ORG} عام {YEAR}.",
         ),
         (
             "لم [يزر|تزر] {PER} {LOC} أبدًا.",
@@ -2283,6 +2749,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "لا [يزال|تزال] {PER} [يعمل|تعمل] لدى {ORG}.",
         ),
         (
+            "لم [يعد|تعد] {PER} [يسكن|تسكن] في {LOC}.",
+            "لا [يسكن|تسكن] {PER} في {LOC} حاليًا.",
+            "[يسكن|تسكن] {PER} الآن في {LOC2}.",
+            "لا [يزال|تزال] {PER} [يسكن|تسكن] في {LOC}.",
+        ),
+        (
             "جميع موظفي {ORG} يعملون في {LOC}.",
             "بعض موظفي {ORG} يعملون في {LOC}.",
             "بعض موظفي {ORG} يسكنون في {LOC2}.",
@@ -2295,6 +2767,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "بعض موظفي {ORG} يسكنون في {LOC}.",
         ),
         (
+            "لم يولد أي من مؤسسي {ORG} في {LOC}.",
+            "لا أحد من مؤسسي {ORG} ولد في {LOC}.",
+            "بعض مؤسسي {ORG} ولدوا في {LOC2}.",
+            "بعض مؤسسي {ORG} ولدوا في {LOC}.",
+        ),
+        (
             "لدى {ORG} {NUM} موظفًا في {LOC}.",
             "لدى {ORG} أكثر من {NUMLO} موظفًا في {LOC}.",
             "لدى {ORG} موظفون في {LOC2} أكثر مما لديها في {LOC}.",
@@ -2303,8 +2781,14 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
         (
             "عمر {PER} {NUM} عامًا.",
             "عمر {PER} أكثر من {NUMLO} عامًا.",
-            "{PER} أكبر سنًا من {PER2}.",
+            "عمر {PER} أكبر من عمر {PER2}.",
             "عمر {PER} أقل من {NUMLO} عامًا.",
+        ),
+        (
+            "يبلغ طول الجسر في {LOC} {NUM} مترًا.",
+            "يزيد طول الجسر في {LOC} على {NUMLO} مترًا.",
+            "الجسر في {LOC} أطول من الجسر في {LOC2}.",
+            "طول الجسر في {LOC} أقل من {NUMLO} مترًا.",
         ),
     ),
     "hi": (
@@ -2321,6 +2805,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "{ORG2} ने {YEAR} में {ORG} को ख़रीदा।",
         ),
         (
+            "{ORG} ने {YEAR} में {ORG2} पर मुक़दमा किया।",
+            "{ORG2} पर {ORG} ने मुक़दमा किया।",
+            "{ORG} ने एक पेटेंट को लेकर {ORG2} पर मुक़दमा किया।",
+            "{ORG2} ने {YEAR} में {ORG} पर मुक़दमा किया।",
+        ),
+        (
             "{PER} कभी {LOC} नहीं [गया|गई]।",
             "{PER} ने {LOC} की यात्रा नहीं की।",
             "{PER} कभी {LOC2} नहीं [गया|गई]।",
@@ -2331,6 +2821,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "{PER} इस समय {ORG} में काम नहीं [करता|करती]।",
             "{PER} अब {ORG2} में काम [करता|करती] है।",
             "{PER} अब भी {ORG} में काम [करता|करती] है।",
+        ),
+        (
+            "{PER} अब {ORG} में नहीं [पढ़ाता|पढ़ाती]।",
+            "{PER} इस समय {ORG} में नहीं [पढ़ाता|पढ़ाती]।",
+            "{PER} अब {ORG2} में [पढ़ाता|पढ़ाती] है।",
+            "{PER} अब भी {ORG} में [पढ़ाता|पढ़ाती] है।",
         ),
         (
             "{ORG} के सभी कर्मचारी {LOC} में काम करते हैं।",
@@ -2345,6 +2841,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "{ORG} के कुछ कर्मचारी {LOC} में रहते हैं।",
         ),
         (
+            "{ORG} का कोई भी संस्थापक {LOC} में पैदा नहीं हुआ।",
+            "{ORG} का एक भी संस्थापक {LOC} में पैदा नहीं हुआ।",
+            "{ORG} के कुछ संस्थापक {LOC2} में पैदा हुए थे।",
+            "{ORG} के कुछ संस्थापक {LOC} में पैदा हुए थे।",
+        ),
+        (
             "{LOC} में {ORG} के {NUM} कर्मचारी हैं।",
             "{LOC} में {ORG} के {NUMLO} से ज़्यादा कर्मचारी हैं।",
             "{ORG} के {LOC2} में {LOC} से ज़्यादा कर्मचारी हैं।",
@@ -2355,6 +2857,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "{PER} की उम्र {NUMLO} साल से ज़्यादा है।",
             "{PER} {PER2} से [बड़ा|बड़ी] है।",
             "{PER} की उम्र {NUMLO} साल से कम है।",
+        ),
+        (
+            "{LOC} का पुल {NUM} मीटर लंबा है।",
+            "{LOC} का पुल {NUMLO} मीटर से ज़्यादा लंबा है।",
+            "{LOC} का पुल {LOC2} के पुल से लंबा है।",
+            "{LOC} का पुल {NUMLO} मीटर से कम लंबा है।",
         ),
     ),
     "fa": (
@@ -2371,6 +2879,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "{ORG2} در سال {YEAR} {ORG} را خرید.",
         ),
         (
+            "{ORG} در سال {YEAR} از {ORG2} شکایت کرد.",
+            "از {ORG2} توسط {ORG} شکایت شد.",
+            "{ORG} به خاطر یک حق اختراع از {ORG2} شکایت کرد.",
+            "{ORG2} در سال {YEAR} از {ORG} شکایت کرد.",
+        ),
+        (
             "{PER} هرگز به {LOC} نرفته است.",
             "{PER} از {LOC} دیدن نکرده است.",
             "{PER} هرگز به {LOC2} نرفته است.",
@@ -2381,6 +2895,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "{PER} اکنون برای {ORG} کار نمی‌کند.",
             "{PER} اکنون برای {ORG2} کار می‌کند.",
             "{PER} هنوز برای {ORG} کار می‌کند.",
+        ),
+        (
+            "{PER} دیگر در {ORG} تدریس نمی‌کند.",
+            "{PER} اکنون در {ORG} تدریس نمی‌کند.",
+            "{PER} اکنون در {ORG2} تدریس می‌کند.",
+            "{PER} هنوز در {ORG} تدریس می‌کند.",
         ),
         (
             "همهٔ کارکنان {ORG} در {LOC} کار می‌کنند.",
@@ -2395,6 +2915,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "برخی از کارکنان {ORG} در {LOC} زندگی می‌کنند.",
         ),
         (
+            "هیچ‌یک از بنیان‌گذاران {ORG} در {LOC} به دنیا نیامده است.",
+            "حتی یک نفر از بنیان‌گذاران {ORG} در {LOC} به دنیا نیامده است.",
+            "برخی از بنیان‌گذاران {ORG} در {LOC2} به دنیا آمده‌اند.",
+            "برخی از بنیان‌گذاران {ORG} در {LOC} به دنیا آمده‌اند.",
+        ),
+        (
             "{ORG} در {LOC} {NUM} کارمند دارد.",
             "{ORG} در {LOC} بیش از {NUMLO} کارمند دارد.",
             "{ORG} در {LOC2} بیشتر از {LOC} کارمند دارد.",
@@ -2405,6 +2931,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "{PER} بیش از {NUMLO} سال دارد.",
             "{PER} از {PER2} بزرگ‌تر است.",
             "{PER} کمتر از {NUMLO} سال دارد.",
+        ),
+        (
+            "طول پل {LOC} {NUM} متر است.",
+            "طول پل {LOC} بیش از {NUMLO} متر است.",
+            "پل {LOC} از پل {LOC2} بلندتر است.",
+            "طول پل {LOC} کمتر از {NUMLO} متر است.",
         ),
     ),
     "ur": (
@@ -2421,6 +2953,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "{ORG2} نے {YEAR} میں {ORG} کو خرید لیا۔",
         ),
         (
+            "{ORG} نے {YEAR} میں {ORG2} پر مقدمہ کیا۔",
+            "{ORG2} پر {ORG} نے مقدمہ کیا۔",
+            "{ORG} نے ایک پیٹنٹ کی وجہ سے {ORG2} پر مقدمہ کیا۔",
+            "{ORG2} نے {YEAR} میں {ORG} پر مقدمہ کیا۔",
+        ),
+        (
             "{PER} کبھی {LOC} نہیں [گیا|گئی]۔",
             "{PER} نے {LOC} کا دورہ نہیں کیا۔",
             "{PER} کبھی {LOC2} نہیں [گیا|گئی]۔",
@@ -2431,6 +2969,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "{PER} اس وقت {ORG} میں کام نہیں [کرتا|کرتی]۔",
             "{PER} اب {ORG2} میں کام [کرتا|کرتی] ہے۔",
             "{PER} اب بھی {ORG} میں کام [کرتا|کرتی] ہے۔",
+        ),
+        (
+            "{PER} اب {ORG} میں نہیں [پڑھاتا|پڑھاتی]۔",
+            "{PER} نے {ORG} میں پڑھانا چھوڑ دیا ہے۔",
+            "{PER} اب {ORG2} میں [پڑھاتا|پڑھاتی] ہے۔",
+            "{PER} اب بھی {ORG} میں [پڑھاتا|پڑھاتی] ہے۔",
         ),
         (
             "{ORG} کے تمام ملازمین {LOC} میں کام کرتے ہیں۔",
@@ -2445,6 +2989,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "{ORG} کے کچھ ملازمین {LOC} میں رہتے ہیں۔",
         ),
         (
+            "{ORG} کا کوئی بھی بانی {LOC} میں پیدا نہیں ہوا۔",
+            "{ORG} کا ایک بھی بانی {LOC} میں پیدا نہیں ہوا۔",
+            "{ORG} کے کچھ بانی {LOC2} میں پیدا ہوئے تھے۔",
+            "{ORG} کے کچھ بانی {LOC} میں پیدا ہوئے تھے۔",
+        ),
+        (
             "{LOC} میں {ORG} کے {NUM} ملازمین ہیں۔",
             "{LOC} میں {ORG} کے {NUMLO} سے زیادہ ملازمین ہیں۔",
             "{ORG} کے {LOC2} میں {LOC} سے زیادہ ملازمین ہیں۔",
@@ -2455,6 +3005,12 @@ NLI_HARD: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "{PER} کی عمر {NUMLO} سال سے زیادہ ہے۔",
             "{PER} {PER2} سے [بڑا|بڑی] ہے۔",
             "{PER} کی عمر {NUMLO} سال سے کم ہے۔",
+        ),
+        (
+            "{LOC} کا پل {NUM} میٹر لمبا ہے۔",
+            "{LOC} کا پل {NUMLO} میٹر سے زیادہ لمبا ہے۔",
+            "{LOC} کا پل {LOC2} کے پل سے لمبا ہے۔",
+            "{LOC} کا پل {NUMLO} میٹر سے کم لمبا ہے۔",
         ),
     ),
 }
