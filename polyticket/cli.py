@@ -208,7 +208,7 @@ def time_breakdown(study, outcome, total: float) -> str:
 
     parts = [(name, seconds) for name, seconds in outcome.phases.items()]
     for kind, (count, seconds) in sorted(seconds_by_kind(study, outcome.ran).items()):
-        parts.append((f"{kind} ({count} cells)", seconds))
+        parts.append((f"{kind} ({count} cell{'s' if count != 1 else ''})", seconds))
     parts.append(("results and report", max(0.0, total - sum(s for _, s in parts))))
     shown = ", ".join(f"{name} {format_duration(seconds)}" for name, seconds in parts)
     return f"time: {format_duration(total)} in all: {shown}"
