@@ -195,7 +195,8 @@ def test_a_run_from_before_a_new_knob_continues_when_the_knob_has_its_default(
     (run / "run.json").write_text(json.dumps(info))
     assert lottery.find(config(bert_dir, conll_files), run)["level"] is not None
     with pytest.raises(lottery.UserError, match="prune.early_bird_threshold"):
-        lottery.find(config(bert_dir, conll_files, early_bird_threshold=0.1), run)
+        # 0.2: not the default
+        lottery.find(config(bert_dir, conll_files, early_bird_threshold=0.2), run)
 
 
 def test_a_run_whose_data_changed_is_not_continued(tmp_path, bert_dir, conll_files):
