@@ -206,7 +206,7 @@ def time_breakdown(study, outcome, total: float) -> str:
     from polyticket.study.runner import seconds_by_kind
     from polyticket.training import format_duration
 
-    parts = [(name, seconds) for name, seconds in outcome.phases.items()]
+    parts = list(outcome.phases.items())
     for kind, (count, seconds) in sorted(seconds_by_kind(study, outcome.ran).items()):
         parts.append((f"{kind} ({count} cell{'s' if count != 1 else ''})", seconds))
     parts.append(("results and report", max(0.0, total - sum(s for _, s in parts))))

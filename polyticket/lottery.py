@@ -38,7 +38,6 @@ from polyticket.training import (
     RunLog,
     epoch_steps,
     make_accelerator,
-    resolve_precision,
     run_steps,
     train,
 )
@@ -155,14 +154,16 @@ def control_mask(config: TrainConfig, model: nn.Module) -> Mask | None:
     return Mask(mask, {"method": choice, "seed": str(seed)})
 
 
-def _run_info(config: FindConfig | TrainConfig, model: nn.Module, task, data) -> dict[str, Any]:
+def _run_info(
+    config: FindConfig | TrainConfig, model: nn.Module, task, data, accelerator
+) -> dict[str, Any]:
     return {
         "config": to_dict(config),
         "model": config.model.model,
         "revision": model_revision(model) or config.model.revision,
         "inputs": {"data": data.inputs},
         "versions": _versions(),
-        "mixed_precision": resolve_precision(config.train),  # auto decided on this machine
+        "mixed_precision": accelerator.mixed_precision,  # what "auto" became here
         "metric": task.metric,
         "greater_is_better": task.greater_is_better,
     }
@@ -205,7 +206,7 @@ def find(config: FindConfig, out: Path) -> dict[str, Any]:
     criterion = CRITERIA[config.prune.method]()
     previous = _check_same_settings(run, to_dict(config)) if run.run_json.exists() else {}
     task, accelerator, data, model = _prepare(config)
-    info = _run_info(config, model, task, data)
+    info = _run_info(config, model, task, data, accelerator)
     # Only a resumable run needs the model's files hashed (a train run is never continued).
     info["inputs"]["model"] = model_fingerprint(config.model)
     _check_same_inputs(run, previous, info["inputs"])
@@ -304,7 +305,11 @@ def finetune(config: TrainConfig, out: Path) -> dict[str, Any]:
         if mask is not None
         else None
     )
-    info = {**_run_info(config, model, task, data), "started": now(), "mask": described}
+    info = {
+        **_run_info(config, model, task, data, accelerator),
+        "started": now(),
+        "mask": described,
+    }
     if accelerator.is_main_process:
         write_json(run.run_json, info)
         if mask is not None:

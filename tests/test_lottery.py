@@ -48,7 +48,7 @@ def test_run_directory_layout_and_sparsities(full_run):
     assert metrics["best_score"] == max(h["f1"] for h in metrics["history"])
     info = read_json(run / "run.json")
     assert info["config"]["prune"]["target_sparsity"] == 0.5 and "ended" in info
-    assert info["prunable"]["matrices"] == 12
+    assert info["prunable"]["matrices"] == 12 and info["mixed_precision"] == "no"
     assert (run / "log.jsonl").read_text().count('"kind": "eval"') == 8
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     chosen = read_json(run / "ticket.json")
