@@ -982,6 +982,27 @@ NER_TEMPLATES: dict[str, tuple[str, ...]] = {
         "上个月，{PER}参观了{LOC}的{ORG}。",
         "会议结束后，{PER}回到了{LOC}。",
         "{YEAR}年，{PER}和{PER2}一起创办了{ORG}。",
+        # Chinese has more frames than the other languages (calibration, see the README):
+        # its tokens are characters, so where an entity ends must be learned from the
+        # characters around it, and 15 frames taught positions rather than entities.
+        "{PER}上周飞往{LOC}。",
+        "{ORG}在{LOC}有三千名员工。",
+        "{YEAR}年，{PER}离开{LOC}，去了{LOC2}。",
+        "{PER}是{ORG}的工程师。",
+        "{PER}刚从{LOC}回来。",
+        "{PER}在{ORG}工作了十年，后来搬到了{LOC}。",
+        "{LOC}的{ORG}宣布了新计划。",
+        "{PER}的父亲在{ORG}当司机。",
+        "{PER}和家人前往{LOC}。",
+        "{LOC}有两个国际机场。",
+        "{PER}当过{ORG}的经理。",
+        "{PER}刚在{LOC}买了一套房子。",
+        "{ORG}当年只有五名员工。",
+        "{PER}去{LOC}出差了三天。",
+        "{PER}每年都回{LOC}过春节。",
+        "{YEAR}年，{PER}开始担任{ORG}的顾问。",
+        "{PER}的妻子在{LOC}开了一家餐馆。",
+        "自{YEAR}年起，{ORG}一直在{LOC}招聘工程师。",
     ),
     "ar": (
         "[يعيش|تعيش] {PER} في {LOC}.",
@@ -1557,6 +1578,21 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
             ("{PER}学的是医学。", "{PER}出生在{LOC2}。"),
             ("{PER}从未在{LOC}上过大学。", "{PER}从未在{ORG}工作过。"),
         ),
+        # Two more training items (zh and ar only: calibration): a year contradicted at the
+        # end of the sentence, "still" as neutral, "heads" entailing "manages" and not
+        # "founded", constructions that the held-out items turn on, in other words.
+        _item(
+            "{PER}{YEAR}年毕业于{LOC}的一所大学。",
+            ("{PER}在{LOC}读过大学。", "{PER}毕业于{YEAR}年。"),
+            ("{PER}现在仍然在{LOC}工作。", "{PER}的父母住在{LOC}。"),
+            ("{PER}毕业于{YEAR2}年。", "{PER}从来没有上过大学。"),
+        ),
+        _item(
+            "{PER}是{ORG}的总经理。",
+            ("{PER}管理着{ORG}。", "{PER}在{ORG}上班。"),
+            ("{PER}是{ORG}的创始人。", "{PER}在{ORG}工作了二十年。"),
+            ("{PER}从来没有为{ORG}工作过。", "{PER}现在没有任何工作。"),
+        ),
     ),
     "ar": (
         _item(
@@ -1634,6 +1670,19 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
             ("[درس|درست] {PER} في {LOC}.", "[انضم|انضمت] {PER} إلى {ORG}."),
             ("[درس|درست] {PER} الطب.", "[ولد|ولدت] {PER} في {LOC2}."),
             ("لم [يدرس|تدرس] {PER} في {LOC} أبدًا.", "لم [يعمل|تعمل] {PER} في {ORG} قط."),
+        ),
+        # Two more training items, as in Chinese (calibration).
+        _item(
+            "[تخرج|تخرجت] {PER} في جامعة في {LOC} عام {YEAR}.",
+            ("[درس|درست] {PER} في جامعة في {LOC}.", "[تخرج|تخرجت] {PER} عام {YEAR}."),
+            ("لا [يزال|تزال] {PER} [يعمل|تعمل] في {LOC}.", "[يعيش|تعيش] والدا {PER} في {LOC}."),
+            ("[تخرج|تخرجت] {PER} عام {YEAR2}.", "لم [يدخل|تدخل] {PER} الجامعة قط."),
+        ),
+        _item(
+            "[يشغل|تشغل] {PER} منصب المدير العام في {ORG}.",
+            ("[يقود|تقود] {PER} {ORG}.", "[يعمل|تعمل] {PER} في {ORG}."),
+            ("{PER} من مؤسسي {ORG}.", "[عمل|عملت] {PER} في {ORG} عشرين عامًا."),
+            ("لم [يعمل|تعمل] {PER} لدى {ORG} أبدًا.", "لا [يعمل|تعمل] {PER} حاليًا في أي مكان."),
         ),
     ),
     "hi": (
