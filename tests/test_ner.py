@@ -62,6 +62,28 @@ def test_only_the_first_sub_word_carries_the_label(bert_dir, tmp_path):
     assert data.info["labels"] == list(WIKIANN_LABELS)
 
 
+def test_the_tag_goes_on_the_first_piece_that_shows_the_word(tmp_path):
+    """Sentencepiece (XLM-R, e5) writes a Chinese character as a bare "▁" and the
+    character: the tag goes on the character, not on the blank piece all words share."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    pieces = ["<unk>", "<pad>", "▁", "北", "京", "▁Paris", "▁Par", "is"]
+    spm = Tokenizer(models.Unigram([(p, -1.0) for p in pieces], unk_id=0))
+    spm.pre_tokenizer = pre_tokenizers.Metaspace()
+    spm.decoder = decoders.Metaspace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=spm, unk_token="<unk>", pad_token="<pad>")
+    path = tmp_path / "d.conll"
+    path.write_text("北京\tB-LOC\nParis\tB-LOC\n京\tO\n", encoding="utf-8")
+    data = NerTask().prepare(DataArgs(train_file=path, eval_file=path), tokenizer, 0)
+    feature = data.train[0]
+    assert tokenizer.convert_ids_to_tokens(feature["input_ids"]) == [
+        "▁", "北", "京", "▁Paris", "▁", "京"
+    ]
+    loc, o = WIKIANN_LABELS.index("B-LOC"), WIKIANN_LABELS.index("O")
+    assert feature["labels"] == [-100, loc, -100, loc, -100, o]
+
+
 def test_other_tag_sets_and_unknown_eval_tags(bert_dir, tmp_path):
     tokenizer = load_tokenizer(ModelArgs(model=str(bert_dir)))
     train = tmp_path / "t.conll"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Sequence
@@ -144,6 +145,11 @@ class NerTask(Task):
     ) -> list[dict[str, Any]]:
         features = []
         batch = 1000
+
+        @functools.cache
+        def blank(piece: int) -> bool:
+            return not tokenizer.decode([piece]).strip()
+
         for start in range(0, len(sentences), batch):
             chunk = sentences[start : start + batch]
             encoded = tokenizer(
@@ -153,14 +159,17 @@ class NerTask(Task):
                 max_length=max_length,
             )
             for i, (_, tags) in enumerate(chunk):
-                previous = None
-                labels = []
-                # Only the first sub-word of a word carries its tag; the rest are ignored (-100).
-                for word in encoded.word_ids(i):
-                    labels.append(
-                        -100 if word is None or word == previous else label_ids[tags[word]]
-                    )
-                    previous = word
+                # One piece per word carries its tag, the rest are ignored (-100): the first
+                # piece that shows some of the word. (Sentencepiece splits a Chinese character
+                # into a bare "▁" and the character; the tag belongs on the character.)
+                pieces = encoded["input_ids"][i]
+                carrier: dict[int, int] = {}  # word -> position of the piece with its tag
+                for position, word in enumerate(encoded.word_ids(i)):
+                    if word is not None and (word not in carrier or blank(pieces[carrier[word]])):
+                        carrier[word] = position
+                labels = [-100] * len(pieces)
+                for word, position in carrier.items():
+                    labels[position] = label_ids[tags[word]]
                 features.append({k: v[i] for k, v in encoded.items()} | {"labels": labels})
         return features
 
