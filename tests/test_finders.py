@@ -288,6 +288,64 @@ def test_methods_cells_and_their_table(tmp_path, bert_dir):
         and by["wanda", "fr"]["jaccard_s50"] >= 0.95
     )
     assert "goal_s50" not in by["imp", "fr"]
+    with open(study.layout.table("methods_ner_mean"), encoding="utf-8") as f:
+        means = list(csv.DictReader(f))
+    assert [(r["method"], r["language"], r["seeds"]) for r in means] == [
+        (m, lang, "1") for lang in ("en", "fr") for m in ("imp", *NEW)
+    ]
+    mean = {(r["method"], r["language"]): r for r in everything["methods_mean"]}
+    wanda = mean["wanda", "fr"]
+    assert wanda["diff_s50"] == by["wanda", "fr"]["score_s50"] - by["imp", "fr"]["score_s50"]
+    assert wanda["goal_s50"] == by["wanda", "fr"]["goal_s50"]  # one seed: its own goal
     text = format_summary(everything)
     assert "ticket finders against IMP" in text
     assert "ner fr seed 1 wanda: s50: " in text and "as good for half the steps: " in text
+    assert "ner fr wanda, mean of 1 seed(s): s50: " in text
+
+
+def finder_row(method, seed, score, jaccard=1.0, steps=100, language="en"):
+    return {
+        "task": "ner",
+        "method": method,
+        "language": language,
+        "seed": seed,
+        "score_s50": score,
+        "jaccard_s50": jaccard,
+        "steps_s50": steps,
+        "steps_run": steps + 50,
+    }
+
+
+def test_the_goal_over_seeds_is_judged_on_the_means():
+    """Seed 2 alone misses the goal by noise (0.10 below IMP), seeds 1 and 3 meet it: the
+    mean over seeds is within epsilon. A seed where IMP did not run is left out."""
+    from polyticket.analysis.results import finder_means, goal
+
+    imp = [finder_row("imp", s, score) for s, score in ((1, 0.70), (2, 0.60), (3, 0.50))]
+    bird = [
+        finder_row("early-bird", 1, 0.75, 0.99, 50),
+        finder_row("early-bird", 2, 0.50, 0.98, 40),
+        finder_row("early-bird", 3, 0.52, 0.97, 50),
+        finder_row("early-bird", 4, 0.10, 0.90, 90),
+    ]
+    assert not goal(bird[1], imp[1], 0.02, True)["goal_s50"]
+    means = finder_means(imp + bird, 0.02, True)
+    assert [(m["method"], m["seeds"]) for m in means] == [("imp", 3), ("early-bird", 3)]
+    imp_mean, mean = means
+    assert imp_mean["score_s50"] == pytest.approx(0.60)
+    assert imp_mean["score_s50_std"] == pytest.approx(0.10)
+    assert "goal_s50" not in imp_mean and "diff_s50" not in imp_mean
+    assert mean["score_s50"] == pytest.approx(0.59)
+    assert mean["jaccard_s50"] == pytest.approx(0.98)
+    assert mean["steps_s50"] == pytest.approx(140 / 3)
+    diffs = torch.tensor([0.05, -0.10, 0.02])  # early-bird - IMP, seed by seed
+    assert mean["diff_s50"] == pytest.approx(float(diffs.mean()))
+    assert mean["diff_s50_se"] == pytest.approx(float(diffs.std()) / 3**0.5)
+    assert mean["goal_s50"]
+    # the same means with half a step too many, or a score 0.02 further down, miss it
+    slower = [dict(row, steps_s50=row["steps_s50"] + 4) for row in bird]
+    assert not finder_means(imp + slower, 0.02, True)[1]["goal_s50"]
+    worse = [dict(row, score_s50=row["score_s50"] - 0.02) for row in bird]
+    assert not finder_means(imp + worse, 0.02, True)[1]["goal_s50"]
+    # a lower-is-better metric (perplexity): within epsilon above IMP's mean
+    assert finder_means(imp + bird, 0.02, False)[1]["goal_s50"]
