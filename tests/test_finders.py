@@ -22,7 +22,7 @@ from polyticket.config import (
 )
 from polyticket.criteria import CRITERIA
 from polyticket.criteria.base import Criterion, Level
-from polyticket.criteria.early_bird import EarlyBirdStop, hamming
+from polyticket.criteria.early_bird import EarlyBird, EarlyBirdStop, hamming
 from polyticket.criteria.movement import MovementScores
 from polyticket.criteria.wanda import input_norms, wanda_scores
 from polyticket.errors import UserError
@@ -30,6 +30,7 @@ from polyticket.io import read_json
 from polyticket.masks import Mask
 from polyticket.pruning import pruned_count
 from polyticket.study import cells, load_study, run_study
+from polyticket.training import lr_multipliers
 
 NEW = ["movement", "wanda", "early-bird"]
 FILES = {"train_file": "data/{lang}-train.conll", "eval_file": "data/{lang}-dev.conll"}
@@ -164,12 +165,19 @@ def test_early_bird_that_never_stops_is_magnitude_pruning(runs):
     assert all(d >= 0 and 0 <= departed < 0.5 for _, d, departed in level["distances"])
 
 
+class Unprojected(EarlyBirdStop):
+    """Checks the live weights themselves (a projection of 1 at every step)."""
+
+    def projection(self) -> float:
+        return 1.0
+
+
 def test_early_bird_distance_is_the_share_of_departures_that_changed():
     """Four weights, half to prune: the step-0 mask keeps the two largest; each check's
     distance is Hamming(previous, current) / Hamming(step 0, current)."""
     weight = nn.Parameter(torch.tensor([4.0, 3.0, 2.0, 1.0]))
     level = Level({"w": weight}, Mask.ones({"w": (4,)}), Fraction(1, 2), {}, "global", 0)
-    stop = EarlyBirdStop(level, threshold=0.6)
+    stop = Unprojected(level, threshold=0.6)
     stop.on_train_start(None, total_steps=20)  # a check every step
     with torch.no_grad():
         stop.after_step(1)  # nothing moved: nothing departed, distance 1
@@ -180,6 +188,37 @@ def test_early_bird_distance_is_the_share_of_departures_that_changed():
         stop.after_step(4)  # keeps 0 and 2: departed 2 of 4, 2 of 4 changed since step 3
     assert stop.distances == [[1, 1.0, 0.0], [2, 1.0, 0.5], [3, 0.0, 0.5], [4, 1.0, 0.5]]
     assert stop.converged_at is None  # never PATIENCE quiet checks in a row
+
+
+def test_early_bird_scores_the_weights_projected_to_the_end_of_the_schedule():
+    """10 planned steps, 2 of warm-up: the learning rate's factors are 0, 0.5, 1, 7/8, ...,
+    1/8; after 4 steps the weights have gone 2.375 of the 5 the schedule sums to, so they
+    are scored at θ0 + (W - θ0) × 5 / 2.375. Weight 1 grew from 1 to 2 and overtakes
+    weight 0 (3, unchanged) only in the projection: the mask and the scores follow it."""
+    weight = nn.Parameter(torch.tensor([3.0, 1.0, 0.5, 0.25]))
+    train = TrainArgs(warmup_ratio=0.2)
+    assert lr_multipliers(train, 10) == pytest.approx(
+        [0, 0.5, 1, *(k / 8 for k in range(7, 0, -1))]
+    )
+    level = Level(
+        {"w": weight}, Mask.ones({"w": (4,)}), Fraction(3, 4), {}, "global", 0, train=train
+    )
+    criterion = EarlyBird()
+    (stop,) = criterion.callbacks(level)
+    stop.on_train_start(None, total_steps=10)
+    with torch.no_grad():
+        weight.copy_(torch.tensor([3.0, 2.0, 0.5, 0.25]))
+    stop.after_step(4)
+    factor = 5 / 2.375
+    assert stop.projection() == pytest.approx(factor)
+    projected = torch.tensor([3.0, 1 + factor, 0.5, 0.25])
+    assert torch.allclose(criterion.scores(level)["w"], projected)
+    assert stop.next_mask()["w"].tolist() == [False, True, False, False]
+    assert stop.distances == [[4, 1.0, 0.5]]  # weight 0 left, weight 1 came: both new
+    # a level that trained fully is scored on its weights themselves (magnitude pruning)
+    stop.after_step(10)
+    assert stop.projection() == 1.0
+    assert torch.equal(criterion.scores(level)["w"], weight.detach())
 
 
 def test_hamming_distance_is_the_fraction_of_weights_that_differ():
