@@ -38,8 +38,8 @@ weight.
   left to prune at its sparsity): it never stops early, so the ticket's own sparsity is
   scored after full training.
 - The threshold (``config.PruneArgs.early_bird_threshold``, 0.1 as You et al.'s): at most
-  a tenth of the departures changed between two checks. The measurements below use 0.3,
-  which stops the demo's levels at step 20 (0.1: at 30-40, more than half IMP's steps).
+  a tenth of the departures changed between two checks. On the demo's data it stops the
+  levels at step 30-40, more than half IMP's steps; 0.3 at step 20 (below).
 - ``PATIENCE`` checks in a row, and stopping only at an evaluation, guard against a single
   quiet check.
 - The metrics of each level report ``planned_steps``, ``steps_saved``, ``converged_at``,
@@ -54,19 +54,23 @@ Measured on the demo's data (``studies/demo.yaml``: en, ru, zh, ar; 50 steps a l
 standard error; J: Jaccard to IMP's 50% mask; steps that chose the mask, IMP's 100):
 
 =========================  ===========  ===========  ===========  ===========
-threshold 0.3              en           ru           zh           ar
+threshold                  en           ru           zh           ar
 =========================  ===========  ===========  ===========  ===========
 IMP F1                     0.805±0.029  0.722±0.095  0.414±0.086  0.617±0.019
-unprojected F1             0.440±0.078  0.553±0.200  0.310±0.029  0.545±0.008
+0.3 unprojected F1         0.440±0.078  0.553±0.200  0.310±0.029  0.545±0.008
   diff, J, steps           −0.37±0.04,  −0.17±0.06,  −0.10±0.04,  −0.07±0.02,
                            0.990, 40    0.990, 40    0.989, 47    0.989, 40
-projected F1               0.662±0.057  0.608±0.142  0.307±0.007  0.611±0.016
+0.3 projected F1           0.662±0.057  0.608±0.142  0.307±0.007  0.611±0.016
   diff, J, steps           −0.14±0.03,  −0.12±0.03,  −0.11±0.05,  −0.006±0.004,
                            0.984, 40    0.984, 40    0.984, 40    0.984, 43
+0.1 projected F1           0.797±0.027  0.651±0.139  0.400±0.094  0.613±0.020
+  diff, J, steps           −0.008±0.002, −0.07±0.03, −0.014±0.010, −0.004±0.003,
+                           0.996, 77    0.995, 77    0.997, 80    0.996, 80
 =========================  ===========  ===========  ===========  ===========
 
 The goal of issue 9.8 (within ε = 0.02 of IMP's F1, Jaccard ≥ 0.95, at most half IMP's
-steps) holds on the means in Arabic only. Where the steps go matters more than how many:
+steps) holds on the means in Arabic only, at 0.3. At 0.1 the score is within ε in three
+languages (not Russian), but the mask takes 77-80 steps. Where the steps go matters:
 with the dense level stopped at 0.3 and the 25% level (the one that chooses the 50% mask)
 at 0.2, projected, the levels stopped at 20 + 30 steps, 50 in all, and the goal held in
 English (F1 0.807±0.024, diff +0.002±0.026) and Arabic (0.631±0.007, +0.014±0.015), not
