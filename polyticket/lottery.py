@@ -256,6 +256,7 @@ def find(config: FindConfig, out: Path) -> dict[str, Any]:
             data=data,
             accelerator=accelerator,
             prune=config.prune,  # criteria's knobs (issue 9.8)
+            train=config.train,
         )
         result = train(
             model,

@@ -234,6 +234,27 @@ def run_steps(args: TrainArgs, batches: int) -> int:
     return args.max_steps or max(1, math.ceil(args.epochs * epoch_steps(args, batches)))
 
 
+def linear_schedule(
+    optimizer: torch.optim.Optimizer, args: TrainArgs, total: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning rate of ``train``: a linear warm-up over ``warmup_ratio`` of the
+    ``total`` steps, then a linear decay to 0 at the last one."""
+    return get_linear_schedule_with_warmup(optimizer, round(args.warmup_ratio * total), total)
+
+
+def lr_multipliers(args: TrainArgs, total: int) -> list[float]:
+    """The factor on ``learning_rate`` of each of ``total`` optimizer steps under
+    ``linear_schedule`` (read from the schedule itself, so the two cannot disagree)."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    schedule = linear_schedule(optimizer, args, total)
+    factors = []
+    for _ in range(total):
+        factors.append(schedule.get_last_lr()[0])
+        optimizer.step()
+        schedule.step()
+    return factors
+
+
 def make_optimizer(
     model: nn.Module, args: TrainArgs, fused: bool | None = None
 ) -> torch.optim.AdamW:
@@ -286,7 +307,7 @@ def train(
     total = run_steps(args, len(loader))
     # The scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step
     # it once per process, for a schedule computed on a per-process loader.
-    scheduler = get_linear_schedule_with_warmup(optimizer, round(args.warmup_ratio * total), total)
+    scheduler = linear_schedule(optimizer, args, total)
     eval_every = args.eval_steps or steps_per_epoch
     desc = context.get("desc", "training")
     hooks = [MaskEnforcer(params, mask)] if mask is not None else []

@@ -29,6 +29,7 @@ class Level:
     data: Any = None  # tasks.base.TaskData
     accelerator: Any = None
     prune: Any = None  # config.PruneArgs: the knobs of criteria (early_bird_threshold)
+    train: Any = None  # config.TrainArgs: the learning-rate schedule (early-bird projects on it)
     stats: dict[str, Any] = field(default_factory=dict)  # what the criterion reports
 
 
