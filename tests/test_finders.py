@@ -2,6 +2,7 @@
 plug into, and the study table that compares them with IMP (issue 9.8)."""
 
 import csv
+import json
 from fractions import Fraction
 
 import pytest
@@ -30,6 +31,7 @@ from polyticket.io import read_json
 from polyticket.masks import Mask
 from polyticket.pruning import pruned_count
 from polyticket.study import cells, load_study, run_study
+from polyticket.study.changes import changes as study_changes
 from polyticket.training import lr_multipliers
 
 NEW = ["movement", "wanda", "early-bird"]
@@ -340,6 +342,19 @@ def test_methods_cells_and_their_table(tmp_path, bert_dir):
     assert "ticket finders against IMP" in text
     assert "ner fr seed 1 wanda: s50: " in text and "as good for half the steps: " in text
     assert "ner fr wanda, mean of 1 seed(s): s50: " in text
+
+    # a criterion's own knob concerns only the cells that prune by it
+    study_json = json.loads(path.read_text())
+    study_json["settings"]["early_bird_threshold"] = 0.3
+    path.write_text(json.dumps(study_json))
+    changed = study_changes(load_study(path), cells(load_study(path)))
+    assert changed == {
+        f"ner/{lang}/seed1/imp-early-bird": ["early_bird_threshold 0.1 -> 0.3"]
+        for lang in ("en", "fr")
+    }
+    study_json["settings"]["max_steps"] = 6  # every cell's
+    path.write_text(json.dumps(study_json))
+    assert len(study_changes(load_study(path), cells(load_study(path)))) == len(names)
 
 
 def finder_row(method, seed, score, jaccard=1.0, steps=100, language="en"):

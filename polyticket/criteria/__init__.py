@@ -11,3 +11,9 @@ study's ``method`` pick it. A new criterion is one new file::
 from polyticket.registry import Registry
 
 CRITERIA = Registry("pruning criterion", __name__)
+
+
+def knobs_unread_by(method: str | None) -> set[str]:
+    """The criteria's own knobs (``Criterion.knobs``) that pruning by ``method`` never reads."""
+    own = {name: set(CRITERIA[name].knobs) for name in CRITERIA}
+    return set().union(*own.values()) - own.get(method, set())

@@ -37,6 +37,10 @@ class Criterion:
     """Scores the kept weights of a level; the lowest-scoring go (``pruning.select``)."""
 
     name: str = ""
+    #: the PruneArgs knobs that only this criterion reads (``early_bird_threshold``): a study
+    #: cell pruned by another criterion does not depend on them, so changing one does not
+    #: make that cell "made with other settings" (``study.changes``)
+    knobs: tuple[str, ...] = ()
 
     def callbacks(self, level: Level) -> list[Any]:
         """Training hooks (``training.Callback``) the criterion needs during the level, e.g.

@@ -206,6 +206,7 @@ class EarlyBird(Magnitude):
     """The projected |W| where training stopped, with training stopped early."""
 
     name = "early-bird"
+    knobs = ("early_bird_threshold",)
 
     def __init__(self) -> None:
         self.stops: dict[int, EarlyBirdStop] = {}  # id(level) -> its callback

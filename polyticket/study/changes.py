@@ -13,6 +13,7 @@ import json
 import shutil
 from typing import Any
 
+from polyticket.criteria import knobs_unread_by
 from polyticket.errors import UserError
 from polyticket.io import read_json
 from polyticket.study.grid import Cell
@@ -23,10 +24,13 @@ NAMED = 3
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The knobs that differ, but for the knobs of pruning criteria the cell does not use
+    (a magnitude IMP cell or a random mask does not depend on ``early_bird_threshold``)."""
+    unread = knobs_unread_by(new.get("method"))
     return [
         f"{key} {json.dumps(old.get(key))} -> {json.dumps(new.get(key))}"
         for key in sorted(old.keys() | new.keys())
-        if old.get(key) != new.get(key)
+        if old.get(key) != new.get(key) and key not in unread
     ]
 
 
