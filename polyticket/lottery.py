@@ -34,13 +34,7 @@ from polyticket.models.families import PruneScope, find_prunable
 from polyticket.pruning import magnitude_prune, random_like, random_prune, select, sparsity_schedule
 from polyticket.tasks.base import get_task
 from polyticket.tickets import epsilon_ticket
-from polyticket.training import (
-    RunLog,
-    epoch_steps,
-    make_accelerator,
-    run_steps,
-    train,
-)
+from polyticket.training import RunLog, epoch_steps, make_accelerator, run_steps, train
 
 log = logging.getLogger("polyticket")
 

@@ -209,16 +209,14 @@ class EarlyBird(Magnitude):
     knobs = ("early_bird_threshold",)
 
     def __init__(self) -> None:
-        self.stops: dict[int, EarlyBirdStop] = {}  # id(level) -> its callback
+        self.stop: EarlyBirdStop | None = None  # the callback of the level in training
 
     def callbacks(self, level: Level) -> list[Callback]:
         knobs = level.prune if level.prune is not None else PruneArgs()
-        stop = EarlyBirdStop(level, knobs.early_bird_threshold)
-        self.stops = {id(level): stop}  # one level at a time: the previous one is scored
-        return [stop]
+        self.stop = EarlyBirdStop(level, knobs.early_bird_threshold)
+        return [self.stop]
 
     def scores(self, level: Level) -> dict[str, torch.Tensor]:
-        stop = self.stops.get(id(level))
-        if stop is None or stop.level is not level:  # trained without the callback
+        if self.stop is None or self.stop.level is not level:  # trained without the callback
             return super().scores(level)
-        return {name: w.abs() for name, w in stop.weights().items()}
+        return {name: w.abs() for name, w in self.stop.weights().items()}
