@@ -67,7 +67,8 @@ def profile(model, optimizer, enforcer, inputs, precision: str) -> dict:
     return {
         "kernels": len(kernels),
         "busy_seconds": sum(busy.values()) / 1e6,
-        "top_kernels": [(name, round(us / 1e3, 3)) for name, us in busy.most_common(6)],
+        # [name, ms] lists, not tuples: the row is the same after a JSON round trip
+        "top_kernels": [[name, round(us / 1e3, 3)] for name, us in busy.most_common(6)],
     }
 
 

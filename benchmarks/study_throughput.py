@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -31,25 +32,25 @@ def cells_per_hour(study_file: Path, per_gpu: int) -> float:
     return len(outcome.ran) / (time.monotonic() - started) * 3600
 
 
-def rows(smoke: bool = False, study_file: Path = DEFAULT_STUDY) -> list[dict]:
+def rows(smoke: bool = False, study_file: Path = DEFAULT_STUDY) -> Iterator[dict]:
+    """One row per packing, yielded as each is measured (a whole study each: minutes)."""
     if smoke or not torch.cuda.is_available():
         # a whole study per packing takes minutes: the smoke run only lists the rows
         note = "smoke run: not measured" if smoke else "no CUDA device"
-        return [
-            {"benchmark": "study_throughput", "row": f"{k} cells per GPU / 1", "note": note}
-            for k in PACKINGS
-        ]
-    speed = {k: cells_per_hour(study_file, k) for k in PACKINGS}
+        for k in PACKINGS:
+            yield {"benchmark": "study_throughput", "row": f"{k} cells per GPU / 1", "note": note}
+        return
     card = torch.cuda.get_device_name()
-    return [
-        {
+    alone = None
+    for k in PACKINGS:
+        speed = cells_per_hour(study_file, k)
+        alone = alone or speed
+        yield {
             "benchmark": "study_throughput",
             "row": f"{k} cells per GPU / 1, {study_file.name} ({card})",
-            "ratio": speed[k] / speed[1],
-            "cells_per_hour": speed[k],
+            "ratio": speed / alone,
+            "cells_per_hour": speed,
         }
-        for k in PACKINGS
-    ]
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -57,9 +58,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--study", type=Path, default=DEFAULT_STUDY)
     parser.add_argument("--smoke", action="store_true", help="the rows only, not measured")
     args = parser.parse_args(argv)
-    found = rows(args.smoke, args.study)
-    for row in found:
-        print(row)
+    found = []
+    for row in rows(args.smoke, args.study):
+        print(row, flush=True)
+        found.append(row)
     return found
 
 

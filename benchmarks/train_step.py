@@ -4,8 +4,8 @@
 
 Token classification, forward + backward + clipping + AdamW, half the prunable weights
 pruned at random. Variants: ``dense`` (no mask), ``bool-masks`` and ``float-masks``
-(``MaskEnforcer``: one ``torch._foreach_mul_`` per zeroing with bool masks, the CPU's
-default, or 0/1 masks of the weights' dtype, CUDA's) and ``hooks``
+(``MaskEnforcer``: one ``torch._foreach_mul_`` per zeroing with bool masks, the default,
+or 0/1 masks of the weights' dtype) and ``hooks``
 (``torch.nn.utils.prune``, the original code's way). Times:
 the variants alternate step by step, so machine noise hits all alike; the ratios to dense
 are the figures. Peak memory: each variant in a fresh process (CPU: peak resident memory
@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -182,11 +183,10 @@ def settings(smoke: bool) -> list[tuple[str, int, int, str, str]]:
     return found
 
 
-def rows(smoke: bool = False, steps: int = 3, device: str | None = None) -> list[dict]:
+def rows(smoke: bool = False, steps: int = 3, device: str | None = None) -> Iterator[dict]:
     """One row per setting (those of ``device`` only, if given) and variant: time and peak
-    memory as ratios to dense."""
+    memory as ratios to dense, yielded as each setting is measured."""
     torch.set_num_threads(2)
-    out = []
     chosen = [s for s in settings(smoke) if device in (None, s[3])]
     for shape, size, length, device, dtype in chosen:
         measured = times(shape, size, length, device, dtype, 1 if smoke else steps)
@@ -199,18 +199,15 @@ def rows(smoke: bool = False, steps: int = 3, device: str | None = None) -> list
         if device == "cuda":
             where += f" ({torch.cuda.get_device_name()})"
         for variant in VARIANTS[1:]:
-            out.append(
-                {
-                    "benchmark": "train_step",
-                    "row": f"{variant} / dense, {where}",
-                    "time": measured[variant] / measured["dense"],
-                    "memory": memory[variant] / memory["dense"] if memory["dense"] else None,
-                    "goal": "time <= 1.05, memory <= 1.02" if variant != "hooks" else "reference",
-                    "dense_seconds": measured["dense"],
-                    "dense_bytes": memory["dense"],
-                }
-            )
-    return out
+            yield {
+                "benchmark": "train_step",
+                "row": f"{variant} / dense, {where}",
+                "time": measured[variant] / measured["dense"],
+                "memory": memory[variant] / memory["dense"] if memory["dense"] else None,
+                "goal": "time <= 1.05, memory <= 1.02" if variant != "hooks" else "reference",
+                "dense_seconds": measured["dense"],
+                "dense_bytes": memory["dense"],
+            }
 
 
 def ratio(value: float | None) -> str:
@@ -223,9 +220,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, seconds")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="only this device's rows")
     args = parser.parse_args(argv)
-    found = rows(args.smoke, args.steps, args.device)
-    for row in found:
-        print(f"{row['row']:55} time {row['time']:.3f}x  memory {ratio(row['memory'])}")
+    found = []
+    for row in rows(args.smoke, args.steps, args.device):  # printed as they come: minutes apart
+        print(f"{row['row']:55} time {row['time']:.3f}x  memory {ratio(row['memory'])}", flush=True)
+        found.append(row)
     return found
 
 

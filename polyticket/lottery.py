@@ -34,7 +34,14 @@ from polyticket.models.families import PruneScope, find_prunable
 from polyticket.pruning import magnitude_prune, random_like, random_prune, select, sparsity_schedule
 from polyticket.tasks.base import get_task
 from polyticket.tickets import epsilon_ticket
-from polyticket.training import RunLog, epoch_steps, make_accelerator, run_steps, train
+from polyticket.training import (
+    RunLog,
+    epoch_steps,
+    make_accelerator,
+    run_steps,
+    train,
+    wait_for_everyone,
+)
 
 log = logging.getLogger("polyticket")
 
@@ -275,7 +282,7 @@ def find(config: FindConfig, out: Path) -> dict[str, Any]:
                 )
                 following.save(run.partial(k + 1).mask, **meta, level=k + 1)
             staging.root.replace(run.level(k).root)
-        accelerator.wait_for_everyone()
+        wait_for_everyone(accelerator)
     log.close()
 
     levels = [read_json(run.level(k).metrics) for k in range(len(schedule))]

@@ -11,6 +11,15 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# the environment of a child polyticket process: this checkout first, then whatever the
+# caller's PYTHONPATH holds (packages installed there, as on a machine without a venv)
+CHILD_ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(
+        p for p in (str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH")) if p
+    ),
+}
+
 FIRST = ["John", "Marie", "Hans", "Olga", "Ahmed", "Li", "Sofia", "Pierre"]
 LAST = ["Smith", "Curie", "Müller", "Petrova", "Haddad", "Wei", "García", "Dubois"]
 CITIES = ["Paris", "Berlin", "Madrid", "Moscow", "Cairo", "Beijing", "New York", "São Paulo"]

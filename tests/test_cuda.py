@@ -1,8 +1,8 @@
-"""On a CUDA device (skipped without one): training takes the accelerator's paths (masks of
-the weights' dtype, fused AdamW) and stays exact: pruned weights are zero after
+"""On a CUDA device (skipped without one): training takes the accelerator's paths (bool
+masks in one multi-tensor multiply, fused AdamW) and stays exact: pruned weights are zero after
 training in fp32 and in bf16, and fp32 losses follow the CPU's.
 
-Each run is its own process: accelerate keeps one device and precision per process."""
+Each run is its own process: a fresh CUDA state per run."""
 
 import json
 import subprocess
@@ -13,7 +13,7 @@ import torch
 from conftest import tiny_bert
 
 from polyticket.config import TrainArgs
-from polyticket.training import make_optimizer, resolve_precision
+from polyticket.training import make_accelerator, make_optimizer, resolve_precision
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -73,7 +73,7 @@ def test_cuda_training_uses_fused_paths_and_keeps_pruned_weights_zero(model_dir,
     bf16 = run(model_dir, conll_files, "bf16", "cuda")
     assert cpu["device"] == "cpu" and not cpu["float_masks"]
     for found in (fp32, bf16):
-        assert found["device"] == "cuda" and found["float_masks"]
+        assert found["device"] == "cuda" and not found["float_masks"]
         assert found["pruned_nonzero"] == 0
         assert len(found["losses"]) == 12
     assert fp32["losses"] == pytest.approx(cpu["losses"], rel=2e-3, abs=2e-4)
@@ -88,3 +88,10 @@ def test_auto_precision_stays_fp32_on_cuda():
     """Sentence-length steps are launch-bound on a GPU: bf16 is no faster there."""
     args = TrainArgs(mixed_precision="auto")
     assert resolve_precision(args, {"avx512_bf16"}) == "no"
+
+
+def test_one_process_trains_on_the_gpu_then_the_cpu_then_the_gpu():
+    """accelerate keeps one device per process: asked for the CPU after the GPU it refuses,
+    asked for the GPU after the CPU it stays on the CPU. Each run gets the device it asks for."""
+    devices = [make_accelerator(TrainArgs(cpu=cpu)).device.type for cpu in (False, True, False)]
+    assert devices == ["cuda", "cpu", "cuda"]

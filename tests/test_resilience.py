@@ -17,20 +17,20 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import CHILD_ENV
 from test_study import write_study
 
 from polyticket.cli import main
 from polyticket.io import read_json
 
 KILLS = int(os.environ.get("POLYTICKET_KILLS", "5"))
-ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
 TICKETS_ONLY = {"run": {"random": False, "transfer": False}, "seeds": [1]}
 
 
 def _cli(*args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "polyticket.cli", *args],
-        env=ENV,
+        env=CHILD_ENV,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

@@ -3,7 +3,6 @@
 import itertools
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from conftest import ner_sentences, unique_sentences, write_conll
+from conftest import CHILD_ENV, ner_sentences, unique_sentences, write_conll
 
 from polyticket.analysis.overlap import random_jaccard
 from polyticket.analysis.results import StudyResults, write_results
@@ -215,10 +214,9 @@ def test_plan_lists_states_and_runs_nothing(finished, tmp_path, bert_dir, capsys
 
 def test_interrupted_study_finishes_without_rerunning_done_cells(tmp_path, bert_dir):
     path = write_study(tmp_path, bert_dir, tmp_path / "run")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
     process = subprocess.Popen(
         [sys.executable, "-m", "polyticket.cli", "study", str(path)],
-        env=env,
+        env=CHILD_ENV,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -477,10 +475,9 @@ def test_concurrent_shards_wait_for_a_ticket_another_shard_makes(tmp_path, bert_
             "eval_steps": 2,
         },
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
     command = [sys.executable, "-m", "polyticket.cli", "study", str(path), "--shard"]
     shards = [
-        subprocess.Popen(command + [f"{i}/5"], env=env, stdout=subprocess.DEVNULL)
+        subprocess.Popen(command + [f"{i}/5"], env=CHILD_ENV, stdout=subprocess.DEVNULL)
         for i in range(1, 6)
     ]
     assert [p.wait(timeout=600) for p in shards] == [0] * 5

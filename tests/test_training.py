@@ -198,3 +198,11 @@ def test_auto_precision_is_bf16_on_a_cpu_with_native_bf16_only():
     assert resolve_precision(auto, set()) == "no"
     assert resolve_precision(replace(ARGS, mixed_precision="no"), {"avx512_bf16"}) == "no"
     assert resolve_precision(replace(ARGS, mixed_precision="bf16"), set()) == "bf16"
+
+
+def test_a_process_trains_again_with_another_precision():
+    """accelerate's state is process-wide and refuses another precision (or the CPU after a
+    GPU, tested in test_cuda.py): each run gets what it asks for."""
+    for precision in ("bf16", "no"):
+        args = replace(ARGS, cpu=True, mixed_precision=precision)
+        assert make_accelerator(args).mixed_precision == precision
