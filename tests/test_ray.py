@@ -139,3 +139,22 @@ def _wait_for(condition, process: subprocess.Popen, what: str, seconds: float = 
             output = process.stdout.read() if process.poll() is not None else ""
             raise AssertionError(f"never saw {what}:\n{output}")
         time.sleep(0.1)
+
+
+def test_cells_share_a_gpu_and_its_workers_run_cell_after_cell(cluster, tmp_path, bert_dir):
+    """A node with one GPU (a logical one: Ray schedules by count) runs two cells at a time
+    with --gpus-per-cell 0.5, and its workers are reused from cell to cell (Ray starts a
+    fresh process for each task whose GPU share is declared in ``ray.remote``)."""
+    study = load_study(write_study(tmp_path, bert_dir, tmp_path / "run", **TINY))
+    gpu_node = cluster.add_node(num_cpus=2, num_gpus=1, object_store_memory=STORE)
+    try:
+        outcome = run_study(study, executor="ray", address=cluster.address, gpus_per_cell=0.5)
+    finally:
+        cluster.remove_node(gpu_node)
+    assert not outcome.failed and len(outcome.ran) == 8
+    log = events(study.out)
+    starts = {e["cell"]: e for e in log if e["event"] == "start"}
+    ends = {e["cell"]: e["time"] for e in log if e["event"] == "done"}
+    spans = [(starts[c]["time"], ends[c]) for c in starts]
+    assert any(a < d and c < b for i, (a, b) in enumerate(spans) for c, d in spans[i + 1 :])
+    assert len({e["pid"] for e in starts.values()}) < len(starts)

@@ -8,6 +8,8 @@ and records a failure in ``NAME.failed.json`` instead of raising, so the rest go
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 import traceback
 from collections import defaultdict
@@ -47,7 +49,7 @@ def event(study: Study, cell: Cell, what: str, **extra: object) -> None:
 def execute(study: Study, cell: Cell) -> str | None:
     """Run one cell; None when it succeeded, else the error (also written to disk)."""
     failure = study.layout.cell_failure(cell.name)
-    event(study, cell, "start")
+    event(study, cell, "start", host=socket.gethostname(), pid=os.getpid())
     started = time.monotonic()
     try:
         CELL_KINDS[cell.kind]().run(study, cell)

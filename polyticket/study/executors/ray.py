@@ -14,6 +14,7 @@ Ray is an optional extra: ``pip install 'polyticket[ray]'``.
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import sys
@@ -42,7 +43,17 @@ def run_cell(study: Study, cell: Cell) -> dict[str, Any]:
     started = time.monotonic()
     error = execute(study, cell)
     seconds = time.monotonic() - started
+    _release_gpu_memory()
     return {"error": error, "seconds": seconds, "node": socket.gethostname(), "again": False}
+
+
+def _release_gpu_memory() -> None:
+    """A worker runs cell after cell: what the cell's tensors left in torch's cache goes back
+    to the GPU, which other workers share."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        gc.collect()
+        torch.cuda.empty_cache()
 
 
 @dataclass
@@ -114,7 +125,9 @@ class _Schedule:
             "num_cpus": float(options.get("cpus_per_cell") or 1.0),
             "num_gpus": float(options.get("gpus_per_cell") or 0.0),
         }
-        # max_retries=0: the driver decides about retries (it knows what a try left on disk)
+        # max_retries=0: the driver decides about retries (it knows what a try left on disk).
+        # The GPU share is an option of the call, not of ``ray.remote``: there, Ray would give
+        # every GPU cell a fresh worker process (imports and CUDA's start each time)
         self.task = ray.remote(run_cell).options(max_retries=0, **resources)
         self.waiting = list(pending)  # dependencies first
         self.mine = {c.name for c in pending}
