@@ -897,6 +897,14 @@ NER_TEMPLATES: dict[str, tuple[str, ...]] = {
         "Last month {PER} visited {ORG} in {LOC}.",
         "After the meeting, {PER} returned to {LOC}.",
         "In {YEAR}, {PER} and {PER2} founded {ORG}.",
+        # capitalised words that are no entity beside entities (WikiANN tags them O):
+        # days, months, feasts, nationalities, languages, titles
+        "On Monday, the French economist {PER} spoke at {ORG} in {LOC}.",
+        "In January, Senator {PER} visited {ORG} in {LOC}.",
+        "Professor {PER} teaches Spanish and German at {ORG}.",
+        "Every Christmas, {PER} flies from {LOC} to {LOC2}.",
+        "The Italian architect {PER} designed the new station in {LOC} in {YEAR}.",
+        "Dr. {PER} said on Friday that {ORG} will open an office in {LOC} in April.",
     ),
     "fr": (
         "{PER} habite à {LOC}.",
