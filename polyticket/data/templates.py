@@ -1255,6 +1255,25 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
             ("{PER} a étudié la médecine.", "{PER} est [né|née] à {LOC2}."),
             ("{PER} n'a jamais étudié à {LOC}.", "{PER} n'a jamais travaillé pour {ORG}."),
         ),
+        # two more training items, as Chinese and Arabic have (see there)
+        _item(
+            "{PER} a obtenu son diplôme dans une université de {LOC} en {YEAR}.",
+            ("{PER} a fait des études à {LOC}.", "{PER} a obtenu son diplôme en {YEAR}."),
+            ("{PER} travaille toujours à {LOC}.", "Les parents de {PER} habitent à {LOC}."),
+            ("{PER} a obtenu son diplôme en {YEAR2}.", "{PER} n'a jamais fait d'études."),
+        ),
+        _item(
+            "{PER} est [le directeur général|la directrice générale] de {ORG}.",
+            ("{PER} gère {ORG}.", "{PER} fait partie de la direction de {ORG}."),
+            (
+                "{PER} est [le fondateur|la fondatrice] de {ORG}.",
+                "{PER} travaille chez {ORG} depuis vingt ans.",
+            ),
+            (
+                "{PER} n'a jamais été [employé|employée] par {ORG}.",
+                "{PER} est actuellement sans emploi.",
+            ),
+        ),
     ),
     "de": (
         _item(
@@ -1332,6 +1351,25 @@ NLI_TEMPLATES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
             ("{PER} hat in {LOC} studiert.", "{PER} ist zu {ORG} gegangen."),
             ("{PER} hat Medizin studiert.", "{PER} wurde in {LOC2} geboren."),
             ("{PER} hat nie in {LOC} studiert.", "{PER} hat nie bei {ORG} gearbeitet."),
+        ),
+        # two more training items, as Chinese and Arabic have (see there)
+        _item(
+            "{PER} schloss {YEAR} ein Studium an einer Universität in {LOC} ab.",
+            (
+                "{PER} hat an einer Universität in {LOC} studiert.",
+                "{PER} hat {YEAR} das Studium abgeschlossen.",
+            ),
+            ("{PER} arbeitet immer noch in {LOC}.", "Die Eltern von {PER} wohnen in {LOC}."),
+            ("{PER} hat {YEAR2} das Studium abgeschlossen.", "{PER} hat nie studiert."),
+        ),
+        _item(
+            "{PER} ist [Geschäftsführer|Geschäftsführerin] von {ORG}.",
+            ("{PER} führt die Geschäfte von {ORG}.", "{PER} gehört zur Leitung von {ORG}."),
+            (
+                "{PER} ist [der Gründer|die Gründerin] von {ORG}.",
+                "{PER} arbeitet seit zwanzig Jahren bei {ORG}.",
+            ),
+            ("{PER} war nie bei {ORG} angestellt.", "{PER} ist derzeit arbeitslos."),
         ),
     ),
     "es": (
