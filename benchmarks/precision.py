@@ -80,7 +80,7 @@ def rows(smoke: bool = False, steps: int = 20) -> list[dict]:
     device = "cuda" if cuda else "cpu"
     shape, size = ("smoke", 4) if smoke else ("mbert", 32)
     vocab = 500 if smoke else 119547
-    runs = {v: build(shape, "float-masks", device, fused_adamw=v[1] == "fused") for v in VARIANTS}
+    runs = {v: build(shape, "default-masks", device, fused_adamw=v[1] == "fused") for v in VARIANTS}
     inputs = batches(2 if smoke else steps + 1, size, vocab, device)
     seconds: dict[tuple[str, str], list[float]] = {v: [] for v in VARIANTS}
     for index, batch in enumerate(inputs):  # the first batch warms kernels and allocators up

@@ -3,9 +3,10 @@
     python benchmarks/train_step.py [--steps 3] [--smoke]
 
 Token classification, forward + backward + clipping + AdamW, half the prunable weights
-pruned at random. Variants: ``dense`` (no mask), ``bool-masks`` and ``float-masks``
-(``MaskEnforcer``: one ``torch._foreach_mul_`` per zeroing with bool masks, the default,
-or 0/1 masks of the weights' dtype) and ``hooks``
+pruned at random. Variants: ``dense`` (no mask), ``bool-masks``, ``bit-masks`` and
+``float-masks`` (``MaskEnforcer``'s storages: bool masks multiplied in one
+``torch._foreach_mul_`` per zeroing, the CPU's default; bit-packed masks unpacked a chunk
+at a time, the accelerators' default; 0/1 masks of the weights' dtype) and ``hooks``
 (``torch.nn.utils.prune``, the original code's way). Times:
 the variants alternate step by step, so machine noise hits all alike; the ratios to dense
 are the figures. Peak memory: each variant in a fresh process (CPU: peak resident memory
@@ -37,7 +38,8 @@ from polyticket.models.families import find_prunable
 from polyticket.pruning import random_prune
 from polyticket.training import MaskEnforcer, make_optimizer
 
-VARIANTS = ("dense", "bool-masks", "float-masks", "hooks")
+STORAGES = {"bool-masks": "bool", "bit-masks": "bits", "float-masks": "float"}
+VARIANTS = ("dense", *STORAGES, "hooks")
 SHAPES = {  # name: (vocab, hidden, layers, heads, ffn)
     "bert-base": (30522, 768, 12, 12, 3072),
     "mbert": (119547, 768, 12, 12, 3072),
@@ -63,8 +65,8 @@ def build(shape: str, variant: str, device: str, fused_adamw: bool | None = None
     prunable = find_prunable(model)
     mask = random_prune(Mask.ones(prunable.shapes), 0.5, seed=0)
     enforcer = None
-    if variant in ("bool-masks", "float-masks"):
-        enforcer = MaskEnforcer(prunable.params, mask, float_masks=variant == "float-masks")
+    if variant in STORAGES or variant == "default-masks":  # the latter: the device's default
+        enforcer = MaskEnforcer(prunable.params, mask, storage=STORAGES.get(variant))
         enforcer.on_train_start(model, 0)
     elif variant == "hooks":
         modules = dict(model.base_model.named_modules())

@@ -17,6 +17,7 @@ def test_make_bench_smoke_gives_every_row(tmp_path, capsys):
     rows = {(r["benchmark"], r["row"].split(",")[0]) for r in report["rows"]}
     assert rows >= {
         ("train_step", "bool-masks / dense"),
+        ("train_step", "bit-masks / dense"),
         ("train_step", "float-masks / dense"),
         ("train_step", "hooks / dense"),
         ("precision", "bf16 / fp32"),

@@ -45,7 +45,7 @@ result = train(model, task, data, args, make_accelerator(args), prunable.params,
 print(json.dumps({
     "losses": result.losses,
     "device": next(model.parameters()).device.type,
-    "float_masks": enforcer.float_masks,
+    "storage": enforcer.storage,
     "pruned_nonzero": sum(int((p.detach().cpu()[~mask[n]] != 0).sum())
                           for n, p in prunable.params.items()),
 }))
@@ -71,9 +71,9 @@ def test_cuda_training_uses_fused_paths_and_keeps_pruned_weights_zero(model_dir,
     cpu = run(model_dir, conll_files, "no", "cpu")
     fp32 = run(model_dir, conll_files, "no", "cuda")
     bf16 = run(model_dir, conll_files, "bf16", "cuda")
-    assert cpu["device"] == "cpu" and not cpu["float_masks"]
+    assert cpu["device"] == "cpu" and cpu["storage"] == "bool"
     for found in (fp32, bf16):
-        assert found["device"] == "cuda" and not found["float_masks"]
+        assert found["device"] == "cuda" and found["storage"] == "bits"
         assert found["pruned_nonzero"] == 0
         assert len(found["losses"]) == 12
     assert fp32["losses"] == pytest.approx(cpu["losses"], rel=2e-3, abs=2e-4)

@@ -1,5 +1,6 @@
 """The training loop enforces masks exactly, and rewinding restores θ0 bit for bit."""
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -16,7 +17,9 @@ from polyticket.models.families import find_prunable
 from polyticket.pruning import random_prune
 from polyticket.tasks.ner import NerTask
 from polyticket.training import (
+    BitMasks,
     MaskEnforcer,
+    consecutive_groups,
     make_accelerator,
     make_optimizer,
     resolve_precision,
@@ -120,27 +123,70 @@ def test_masked_training_matches_torch_prune_custom_from_mask(setup):
         )
 
 
-def test_bool_and_float_masks_train_exactly_alike(setup):
-    """One ``torch._foreach_mul_`` with bool masks (the CPU's way) or 0/1 masks of the
-    weights' dtype (the accelerators' way): the same losses and weights, bit for bit (a
-    pruned -0.0 equals 0), and the same zeros as ``masked_fill_``."""
+def test_every_mask_storage_trains_exactly_alike(setup):
+    """Bool masks (the CPU's default), bit-packed masks (the accelerators') and 0/1 masks of
+    the weights' dtype: the same losses and weights, bit for bit (a pruned -0.0 equals 0),
+    and the same zeros as ``masked_fill_``."""
     task, _, data = setup
     args = replace(ARGS, max_steps=6, eval_steps=6)
-    runs = []
-    for float_masks in (False, True):
+    runs = {}
+    for storage in MaskEnforcer.STORAGES:
         model, prunable, mask = fresh(setup)
-        enforcer = MaskEnforcer(prunable.params, mask, float_masks=float_masks)
+        enforcer = MaskEnforcer(prunable.params, mask, storage=storage)
         accelerator = make_accelerator(args)
         result = train(model, task, data, args, accelerator, prunable.params, callbacks=[enforcer])
-        assert enforcer.float_masks is float_masks
-        assert {k.dtype for k in enforcer.keep} == {torch.float32 if float_masks else torch.bool}
-        runs.append((result.losses, {n: p.detach().clone() for n, p in prunable.params.items()}))
-    (losses, weights), (float_losses, float_weights) = runs
-    assert losses == float_losses
+        runs[storage] = result.losses, {n: p.detach().clone() for n, p in prunable.params.items()}
+    assert isinstance(enforcer.keep, list) and {k.dtype for k in enforcer.keep} == {torch.float32}
+    losses, weights = runs["bool"]
+    for storage, (other_losses, other_weights) in runs.items():
+        assert other_losses == losses, storage
+        for name, weight in weights.items():
+            assert torch.equal(other_weights[name], weight), (storage, name)
     for name, weight in weights.items():
-        assert torch.equal(weight, float_weights[name])
         assert torch.equal(weight, weight.masked_fill(~mask[name], 0.0))
         assert (weight[~mask[name]] == 0).all()
+
+
+def test_mask_storage_defaults_by_device_and_rejects_unknown_names(setup):
+    _, prunable, mask = fresh(setup)
+    enforcer = MaskEnforcer(prunable.params, mask)
+    enforcer.on_train_start(None, 1)
+    assert enforcer.storage == "bool"
+    with pytest.raises(ValueError, match="mask storage 'bytes'"):
+        MaskEnforcer(prunable.params, mask, storage="bytes")
+
+
+@pytest.mark.parametrize("chunk_weights", [1, 40, 1 << 23])
+def test_bit_masks_unpack_to_the_mask_and_multiply_chunk_by_chunk(chunk_weights):
+    """Odd sizes (not whole bytes), chunks of one matrix, of several and of all."""
+    shapes = {"a": (3, 5), "b": (7,), "c": (4, 4), "d": (1, 1), "e": (2, 9)}
+    generator = torch.Generator().manual_seed(0)
+    mask = Mask({n: torch.rand(s, generator=generator) < 0.5 for n, s in shapes.items()})
+    bits = BitMasks(mask, torch.device("cpu"), chunk_weights=chunk_weights)
+    assert bits.nbytes() == sum((math.prod(s) + 7) // 8 for s in shapes.values())
+    unpacked = [keep for chunk in range(len(bits.chunks)) for keep in bits.unpack(chunk)]
+    assert [k.dtype for k in unpacked] == [torch.bool] * len(shapes)
+    assert all(torch.equal(k, mask[n]) for k, n in zip(unpacked, mask, strict=True))
+    tensors = [torch.randn(s, generator=generator) for s in shapes.values()]
+    tensors[1] = None  # a parameter without a gradient is left alone
+    expected = [None if t is None else t * mask[n] for t, n in zip(tensors, mask, strict=True)]
+    bits.multiply(tensors)
+    for got, want in zip(tensors, expected, strict=True):
+        assert (got is None and want is None) or torch.equal(got, want)
+    assert len(bits.chunks) == {1: 5, 40: 2, 1 << 23: 1}[chunk_weights]
+
+
+@pytest.mark.parametrize(
+    ("sizes", "limit", "groups"),
+    [
+        ([3, 3, 3], 6, [[0, 1], [2]]),
+        ([7, 1, 1], 6, [[0], [1, 2]]),
+        ([], 6, []),
+        ([2, 2, 2], 100, [[0, 1, 2]]),
+    ],
+)
+def test_consecutive_groups(sizes, limit, groups):
+    assert consecutive_groups(sizes, limit) == groups
 
 
 def test_rewind_restores_every_weight_bit_for_bit_on_cpu(setup):
