@@ -1,6 +1,7 @@
 """Every benchmark in one run: a table of ratios measured side by side, and a JSON file.
 
     python benchmarks/run.py [--out benchmarks/results/bench.json] [--smoke] [--only NAME]
+                             [--study STUDY.yaml]
 
 Each benchmark module has ``rows(smoke)``: dictionaries with ``benchmark``, ``row`` and the
 figures (``time``/``memory``/``ratio``/``value``; absolute seconds only beside a ratio).
@@ -24,10 +25,14 @@ BENCHMARKS = ("train_step", "precision", "overlap", "mask_files", "padding", "st
 FIGURES = ("time", "memory", "ratio", "value")
 
 
-def run(names=BENCHMARKS, smoke: bool = False) -> dict:
+def run(names=BENCHMARKS, smoke: bool = False, study: Path | None = None) -> dict:
+    """``study``: the study file ``study_throughput`` runs (default: the demo's)."""
     import importlib
 
-    rows = [row for name in names for row in importlib.import_module(name).rows(smoke)]
+    rows = []
+    for name in names:
+        options = {"study_file": study} if name == "study_throughput" and study else {}
+        rows += importlib.import_module(name).rows(smoke, **options)
     return {
         "machine": machine(),
         "torch": torch.__version__,
@@ -60,8 +65,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "bench.json")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, every row, seconds")
     parser.add_argument("--only", choices=BENCHMARKS, action="append", help="one benchmark")
+    parser.add_argument("--study", type=Path, help="the study the throughput rows run")
     args = parser.parse_args(argv)
-    report = run(args.only or BENCHMARKS, args.smoke)
+    report = run(args.only or BENCHMARKS, args.smoke, args.study)
     print(f"\n{report['machine']}; torch {report['torch']}")
     print(table(report["rows"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)

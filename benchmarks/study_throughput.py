@@ -38,7 +38,8 @@ def rows(smoke: bool = False, study_file: Path = DEFAULT_STUDY) -> Iterator[dict
         # a whole study per packing takes minutes: the smoke run only lists the rows
         note = "smoke run: not measured" if smoke else "no CUDA device"
         for k in PACKINGS:
-            yield {"benchmark": "study_throughput", "row": f"{k} cells per GPU / 1", "note": note}
+            row = f"{k} cells per GPU / 1, {study_file.name}"
+            yield {"benchmark": "study_throughput", "row": row, "note": note}
         return
     card = torch.cuda.get_device_name()
     alone = None

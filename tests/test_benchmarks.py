@@ -34,3 +34,21 @@ def test_make_bench_smoke_gives_every_row(tmp_path, capsys):
         figures = [row.get(k) for k in ("time", "memory", "ratio", "value")]
         assert any(isinstance(f, float) and f > 0 for f in figures) or row.get("note"), row
     assert "train_step" in capsys.readouterr().out
+
+
+def test_make_bench_runs_the_throughput_rows_on_the_study_it_is_given(tmp_path):
+    study = tmp_path / "packed.yaml"  # smoke rows name the study without running it
+    report = BENCH["main"](
+        [
+            "--smoke",
+            "--only",
+            "study_throughput",
+            "--study",
+            str(study),
+            "--out",
+            str(tmp_path / "b.json"),
+        ]
+    )
+    assert [r["row"] for r in report["rows"]] == [
+        f"{k} cells per GPU / 1, packed.yaml" for k in (1, 2, 4, 8)
+    ]
