@@ -1,6 +1,6 @@
 """Masked against dense training steps: time and peak memory, side by side in one run.
 
-    python benchmarks/train_step.py [--steps 3] [--smoke]
+    python benchmarks/train_step.py [--steps 3] [--smoke] [--device cuda] [--dtype bf16]
 
 Token classification, forward + backward + clipping + AdamW, half the prunable weights
 pruned at random. Variants: ``dense`` (no mask), ``bool-masks``, ``bit-masks`` and
@@ -185,11 +185,13 @@ def settings(smoke: bool) -> list[tuple[str, int, int, str, str]]:
     return found
 
 
-def rows(smoke: bool = False, steps: int = 3, device: str | None = None) -> Iterator[dict]:
-    """One row per setting (those of ``device`` only, if given) and variant: time and peak
-    memory as ratios to dense, yielded as each setting is measured."""
+def rows(
+    smoke: bool = False, steps: int = 3, device: str | None = None, dtype: str | None = None
+) -> Iterator[dict]:
+    """One row per setting (those of ``device`` and ``dtype`` only, if given) and variant:
+    time and peak memory as ratios to dense, yielded as each setting is measured."""
     torch.set_num_threads(2)
-    chosen = [s for s in settings(smoke) if device in (None, s[3])]
+    chosen = [s for s in settings(smoke) if device in (None, s[3]) and dtype in (None, s[4])]
     for shape, size, length, device, dtype in chosen:
         measured = times(shape, size, length, device, dtype, 1 if smoke else steps)
         # a fresh process per variant (seconds each): not in the smoke run, which gives no figure
@@ -221,9 +223,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, seconds")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="only this device's rows")
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), help="only this precision's rows")
     args = parser.parse_args(argv)
     found = []
-    for row in rows(args.smoke, args.steps, args.device):  # printed as they come: minutes apart
+    for row in rows(
+        args.smoke, args.steps, args.device, args.dtype
+    ):  # printed as they come: minutes apart
         print(f"{row['row']:55} time {row['time']:.3f}x  memory {ratio(row['memory'])}", flush=True)
         found.append(row)
     return found
