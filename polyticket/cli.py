@@ -662,6 +662,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("polyticket: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if "torch.distributed" in sys.modules:  # commands that import no torch are in no group
+            from polyticket.training import leave_process_group
+
+            leave_process_group()
     return code or 0
 
 

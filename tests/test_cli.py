@@ -110,6 +110,24 @@ def test_masks_info(found, capsys):
     assert info["metadata"]["task"] == "ner"
 
 
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_command_leaves_its_process_group_at_the_end(found, tmp_path, fails):
+    """Under torchrun a command ends by destroying its process group (gloo's threads left
+    to the interpreter's exit once aborted a finished rank), also when it fails."""
+    import torch.distributed as dist
+
+    dist.init_process_group(
+        "gloo", store=dist.HashStore(), rank=0, world_size=1
+    )  # what accelerate does under torchrun
+    try:
+        mask = tmp_path / "missing.safetensors" if fails else found / "ticket.safetensors"
+        assert main(["masks", "info", str(mask)]) == (2 if fails else 0)
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def digest(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
