@@ -208,7 +208,8 @@ class TensorMasks:
     def multiply(self, tensors: list[torch.Tensor | None]) -> None:
         """``tensors[i] *= mask i`` for every tensor that is not None."""
         which = [i for i, t in enumerate(tensors) if t is not None]
-        torch._foreach_mul_([tensors[i] for i in which], [self.tensors[i] for i in which])
+        if which:  # torch refuses an empty list
+            torch._foreach_mul_([tensors[i] for i in which], [self.tensors[i] for i in which])
 
 
 class BitMasks:

@@ -147,6 +147,22 @@ def test_every_mask_storage_trains_exactly_alike(setup):
         assert (weight[~mask[name]] == 0).all()
 
 
+@pytest.mark.parametrize("storage", MaskEnforcer.STORAGES)
+def test_every_mask_storage_leaves_tensors_without_gradients_alone(setup, storage):
+    """Before the first backward (or for frozen weights) there are no gradients to zero."""
+    _, prunable, mask = fresh(setup)
+    enforcer = MaskEnforcer(prunable.params, mask, storage=storage)
+    enforcer.on_train_start(None, 1)
+    assert all(p.grad is None for p in prunable.params.values())
+    enforcer.zero_grads()
+    for name, param in prunable.params.items():
+        assert (param[~mask[name]] == 0).all()
+    empty = MaskEnforcer({}, Mask({}), storage=storage)  # a mask of no weights
+    empty.on_train_start(None, 1)
+    empty.after_backward(1)
+    empty.after_step(1)
+
+
 def test_mask_storage_defaults_by_device_and_rejects_unknown_names(setup):
     _, prunable, mask = fresh(setup)
     enforcer = MaskEnforcer(prunable.params, mask)
