@@ -655,19 +655,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         transformers.utils.logging.disable_progress_bar()
         huggingface_hub.utils.logging.set_verbosity_error()
     try:
-        code = args.handler(args)
+        code = args.handler(args) or 0
     except UserError as exc:
         print(f"polyticket: error: {exc}", file=sys.stderr)
-        return 2
+        code = 2
     except KeyboardInterrupt:
         print("polyticket: interrupted", file=sys.stderr)
         return 130
-    finally:
-        if "torch.distributed" in sys.modules:  # commands that import no torch are in no group
-            from polyticket.training import leave_process_group
+    # After a normal end or a clean error only: a crash or an interrupt may leave a collective
+    # in flight, which destroying the group could wait on instead of exiting.
+    if "torch.distributed" in sys.modules:  # commands that import no torch are in no group
+        from polyticket.training import leave_process_group
 
-            leave_process_group()
-    return code or 0
+        leave_process_group()
+    return code
 
 
 if __name__ == "__main__":

@@ -67,8 +67,14 @@ def leave_process_group() -> None:
     rank 1 of a finished two-process ``find`` ("terminate called without an active
     exception"; seen once in the suite, not in 52 runs after); torch asks programs to destroy
     the group themselves."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    try:
         torch.distributed.destroy_process_group()
+    except Exception as exc:  # the command's work is done: say so, do not fail it here
+        print(f"polyticket: could not leave the process group: {exc}", file=sys.stderr)
+    # accelerate would otherwise still count the processes of a group that is gone
+    AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def resolve_precision(args: TrainArgs, cpu_flags: set[str] | None = None) -> str:
@@ -164,7 +170,7 @@ class MaskEnforcer(Callback):
         device = self.params[0].device if self.params else torch.device("cpu")
         self.storage = self.storage or ("bool" if device.type == "cpu" else "bits")
         if self.storage == "bits":
-            self.keep: TensorMasks | BitMasks = BitMasks(self._mask, device)
+            self.keep: TensorMasks | BitMasks = BitMasks(self._mask, self.params)
         else:
             dtype = None if self.storage == "float" else torch.bool
             self.keep = TensorMasks(self._mask, self.params, dtype)
@@ -213,27 +219,33 @@ class TensorMasks:
 
 
 class BitMasks:
-    """Masks at 1 bit per weight on a device, multiplied in chunks of matrices.
+    """Masks at 1 bit per weight beside their parameters, multiplied in chunks of matrices.
 
     The masks are packed (little bit order, each matrix padded to whole bytes) into one
-    uint8 buffer per chunk of about ``chunk_weights`` weights (a transformer layer of
-    mBERT is 7M). A multiply unpacks one chunk into a bool buffer (1 byte a weight, freed
-    before the next chunk), then multiplies that chunk's matrices with one
-    ``torch._foreach_mul_``: the masks held between zeroings are an eighth of bool masks.
+    uint8 buffer per chunk of consecutive matrices on one device, of about ``chunk_weights``
+    weights (a transformer layer of mBERT is 7M). A multiply unpacks one chunk into a bool
+    buffer (1 byte a weight, freed before the next chunk), then multiplies that chunk's
+    matrices with one ``torch._foreach_mul_``: the masks held between zeroings are an eighth
+    of bool masks.
     """
 
-    def __init__(self, mask: Mask, device: torch.device, chunk_weights: int = 1 << 23):
+    def __init__(self, mask: Mask, params: Sequence[nn.Parameter], chunk_weights: int = 1 << 23):
         names = list(mask)
         self.shapes = [tuple(mask[name].shape) for name in names]
+        devices = [param.device for param in params]
         self.chunks: list[tuple[list[int], list[int], torch.Tensor]] = []  # which, offsets, bits
-        for which in consecutive_groups([mask[name].numel() for name in names], chunk_weights):
+        sizes = [mask[name].numel() for name in names]
+        for which in consecutive_groups(sizes, chunk_weights, devices):
             packed = [
                 np.packbits(mask[names[i]].numpy().reshape(-1), bitorder="little") for i in which
             ]
             offsets = [0, *itertools.accumulate(8 * bits.size for bits in packed)][:-1]
-            bits = torch.from_numpy(np.concatenate(packed)).to(device)
+            bits = torch.from_numpy(np.concatenate(packed)).to(devices[which[0]])
             self.chunks.append((which, offsets, bits))
-        self._powers = torch.tensor([1 << i for i in range(8)], dtype=torch.uint8, device=device)
+        self._powers = {
+            device: torch.tensor([1 << i for i in range(8)], dtype=torch.uint8, device=device)
+            for device in set(devices)
+        }
 
     def nbytes(self) -> int:
         return sum(bits.numel() for _, _, bits in self.chunks)
@@ -242,7 +254,8 @@ class BitMasks:
         """One chunk's masks as bool tensors, views of one fresh buffer."""
         which, offsets, bits = self.chunks[chunk]
         # bit i of byte j is weight 8j + i; 0/1 bytes are valid bools, so no second buffer
-        flat = torch.bitwise_and(bits.unsqueeze(1), self._powers).ne_(0).view(torch.bool).view(-1)
+        powers = self._powers[bits.device]
+        flat = torch.bitwise_and(bits.unsqueeze(1), powers).ne_(0).view(torch.bool).view(-1)
         return [
             flat[offset : offset + math.prod(self.shapes[i])].view(self.shapes[i])
             for i, offset in zip(which, offsets, strict=True)
@@ -259,13 +272,16 @@ class BitMasks:
                 )
 
 
-def consecutive_groups(sizes: Sequence[int], limit: int) -> list[list[int]]:
+def consecutive_groups(
+    sizes: Sequence[int], limit: int, keys: Sequence[object] | None = None
+) -> list[list[int]]:
     """The indices of ``sizes`` in consecutive groups whose sizes sum to at most ``limit``
-    (an item larger than ``limit`` alone)."""
+    (an item larger than ``limit`` alone) and, with ``keys``, whose items share one key."""
     groups: list[list[int]] = []
     total = 0
     for i, size in enumerate(sizes):
-        if groups and total + size <= limit:
+        same_key = keys is None or not groups or keys[groups[-1][0]] == keys[i]
+        if groups and same_key and total + size <= limit:
             groups[-1].append(i)
             total += size
         else:

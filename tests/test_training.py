@@ -178,7 +178,8 @@ def test_bit_masks_unpack_to_the_mask_and_multiply_chunk_by_chunk(chunk_weights)
     shapes = {"a": (3, 5), "b": (7,), "c": (4, 4), "d": (1, 1), "e": (2, 9)}
     generator = torch.Generator().manual_seed(0)
     mask = Mask({n: torch.rand(s, generator=generator) < 0.5 for n, s in shapes.items()})
-    bits = BitMasks(mask, torch.device("cpu"), chunk_weights=chunk_weights)
+    params = [torch.nn.Parameter(torch.zeros(s)) for s in shapes.values()]
+    bits = BitMasks(mask, params, chunk_weights=chunk_weights)
     assert bits.nbytes() == sum((math.prod(s) + 7) // 8 for s in shapes.values())
     unpacked = [keep for chunk in range(len(bits.chunks)) for keep in bits.unpack(chunk)]
     assert [k.dtype for k in unpacked] == [torch.bool] * len(shapes)
@@ -203,6 +204,12 @@ def test_bit_masks_unpack_to_the_mask_and_multiply_chunk_by_chunk(chunk_weights)
 )
 def test_consecutive_groups(sizes, limit, groups):
     assert consecutive_groups(sizes, limit) == groups
+
+
+def test_consecutive_groups_never_mix_keys():
+    """Masks of a model spread over devices: a chunk holds the matrices of one device."""
+    keys = ["cuda:0", "cuda:0", "cuda:1", "cuda:1", "cuda:0"]
+    assert consecutive_groups([1] * 5, 100, keys) == [[0, 1], [2, 3], [4]]
 
 
 def test_rewind_restores_every_weight_bit_for_bit_on_cpu(setup):
