@@ -41,7 +41,7 @@ from polyticket.training import MaskEnforcer, make_optimizer
 STORAGES = {"bool-masks": "bool", "bit-masks": "bits", "float-masks": "float"}
 VARIANTS = ("dense", *STORAGES, "hooks")
 # Timed steps per variant: a BERT-base step takes seconds on the CPU; an mBERT step tens of
-# milliseconds on a GPU, where 5 steps left bf16 ratios 10-15% apart from one run to the next.
+# milliseconds on a GPU, where with 5 steps two runs gave bf16 ratios up to 14% apart.
 STEPS = {"cpu": 3, "cuda": 20}
 SHAPES = {  # name: (vocab, hidden, layers, heads, ffn)
     "bert-base": (30522, 768, 12, 12, 3072),
