@@ -233,9 +233,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--dtype", choices=("fp32", "bf16"), help="only this precision's rows")
     args = parser.parse_args(argv)
     found = []
-    for row in rows(
-        args.smoke, args.steps, args.device, args.dtype
-    ):  # printed as they come: minutes apart
+    # printed as they come: minutes apart
+    for row in rows(args.smoke, args.steps, args.device, args.dtype):
         print(f"{row['row']:55} time {row['time']:.3f}x  memory {ratio(row['memory'])}", flush=True)
         found.append(row)
     return found

@@ -176,10 +176,7 @@ class Mask(Mapping[str, torch.Tensor]):
             shapes=json.dumps(self.shapes, separators=(",", ":")),
             sparsity=repr(self.sparsity()),
         )
-        packed = {
-            name: np.packbits(t.numpy().reshape(-1), bitorder="little")
-            for name, t in self._tensors.items()
-        }
+        packed = {name: pack_bits(t) for name, t in self._tensors.items()}
         with atomic_path(path) as tmp:
             tmp.write_bytes(_safetensors_bytes(packed, meta))
         return path
@@ -188,14 +185,21 @@ class Mask(Mapping[str, torch.Tensor]):
     def load(cls, path: str | Path) -> Mask:
         packed, shapes, metadata = read_packed(path)
         tensors = {
-            name: torch.from_numpy(
-                np.unpackbits(packed[name], count=math.prod(shape), bitorder="little")
-                .reshape(shape)
-                .astype(bool)
-            )
+            name: torch.from_numpy(unpack_bits(packed[name], math.prod(shape)).reshape(shape))
             for name, shape in shapes.items()
         }
         return cls(tensors, metadata)
+
+
+def pack_bits(keep: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A bool tensor's bits, flattened and packed as the mask file holds them: bit ``i`` of
+    byte ``j`` is weight ``8j + i`` (little bit order), the last byte padded with zeros."""
+    return np.packbits(np.asarray(keep).reshape(-1), bitorder="little")
+
+
+def unpack_bits(packed: np.ndarray, count: int) -> np.ndarray:
+    """The first ``count`` weights of ``pack_bits``'s bytes, as a flat bool array."""
+    return np.unpackbits(packed, count=count, bitorder="little").view(bool)
 
 
 def shape_difference(

@@ -29,7 +29,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from polyticket.config import TrainArgs
 from polyticket.layout import RunLayout
-from polyticket.masks import Mask
+from polyticket.masks import Mask, pack_bits
 from polyticket.tasks.base import Task, TaskData
 
 
@@ -236,9 +236,7 @@ class BitMasks:
         self.chunks: list[tuple[list[int], list[int], torch.Tensor]] = []  # which, offsets, bits
         sizes = [mask[name].numel() for name in names]
         for which in consecutive_groups(sizes, chunk_weights, devices):
-            packed = [
-                np.packbits(mask[names[i]].numpy().reshape(-1), bitorder="little") for i in which
-            ]
+            packed = [pack_bits(mask[names[i]]) for i in which]
             offsets = [0, *itertools.accumulate(8 * bits.size for bits in packed)][:-1]
             bits = torch.from_numpy(np.concatenate(packed)).to(devices[which[0]])
             self.chunks.append((which, offsets, bits))

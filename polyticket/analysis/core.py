@@ -30,6 +30,7 @@ import numpy as np
 from polyticket.analysis.overlap import Grouping
 from polyticket.analysis.packed import PackedMask, check_same_shapes, to_words, unpack
 from polyticket.errors import UserError
+from polyticket.masks import pack_bits
 
 
 def votes(masks: Sequence[PackedMask]) -> Iterator[tuple[str, np.ndarray]]:
@@ -49,10 +50,7 @@ def votes(masks: Sequence[PackedMask]) -> Iterator[tuple[str, np.ndarray]]:
 
 def _select(masks: Sequence[PackedMask], keep, label: str, **metadata: object) -> PackedMask:
     """The mask of the weights where ``keep(votes, name)`` is true, with its metadata."""
-    words = {
-        name: to_words(np.packbits(keep(count, name), bitorder="little"))
-        for name, count in votes(masks)
-    }
+    words = {name: to_words(pack_bits(keep(count, name))) for name, count in votes(masks)}
     meta = {
         "method": label,
         "languages": ",".join(m.label for m in masks),

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from polyticket.errors import UserError
-from polyticket.masks import Mask, read_packed, shape_difference
+from polyticket.masks import Mask, pack_bits, read_packed, shape_difference, unpack_bits
 
 WORD_BITS = 64
 _WORD = np.dtype("<u8")  # little-endian words, so bit i of the file is bit i % 64 of a word
@@ -61,7 +61,7 @@ def to_words(packed: np.ndarray) -> np.ndarray:
 
 def unpack(words: np.ndarray, count: int) -> np.ndarray:
     """The first ``count`` bits as a bool array: for one matrix at a time, never a model."""
-    return np.unpackbits(words.view(np.uint8), count=count, bitorder="little").view(bool)
+    return unpack_bits(words.view(np.uint8), count)
 
 
 def prefix_counts(words: np.ndarray, offsets: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -102,10 +102,7 @@ class PackedMask:
 
     @classmethod
     def from_mask(cls, mask: Mask, label: str = "") -> PackedMask:
-        words = {
-            name: to_words(np.packbits(t.numpy().reshape(-1), bitorder="little"))
-            for name, t in mask.items()
-        }
+        words = {name: to_words(pack_bits(t)) for name, t in mask.items()}
         return cls(words, mask.shapes, dict(mask.metadata), label)
 
     def to_mask(self, **metadata: str) -> Mask:
