@@ -22,7 +22,7 @@ SEED_STD = "seed-std"
 
 RULES = {
     EPSILON: "sparsest level whose best score is within epsilon of the run's dense score",
-    SEED_STD: "sparsest level within one std (over seeds) of the mean dense score",
+    SEED_STD: "sparsest level within one std over seeds (one seed: epsilon) of the dense mean",
 }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -18,7 +19,8 @@ import pytest
 from matplotlib.image import imread
 from test_study import LANGS, write_study
 
-from polyticket.analysis.report import SECTIONS, write_report
+from polyticket.analysis.report import SECTIONS, build, write_report
+from polyticket.analysis.results import headline_text
 from polyticket.cli import main
 
 SECTION_IDS = [
@@ -34,7 +36,8 @@ SECTION_IDS = [
     "dendrogram",
     "core",
 ]
-# One task at one sparsity: a figure of each kind, three of similarity (svcca, pwcca, cka).
+# One task at one sparsity: a figure of each kind (overlap per layer and per component in
+# both measures), three of similarity (svcca, pwcca, cka).
 FIGURES = sorted(
     [
         "score-ner",
@@ -42,6 +45,8 @@ FIGURES = sorted(
         "overlap-component-ner-s50",
         "overlap-head-ner-s50",
         "beyond-theta0-ner-s50",
+        "beyond-theta0-layer-ner-s50",
+        "beyond-theta0-component-ner-s50",
         "transfer-ner-s50",
         "transfer-drop-ner",
         "retrieval",
@@ -111,7 +116,8 @@ def chromium() -> str:
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory, bert_dir) -> Path:
     """One seed, three languages, every kind of cell of two steps (27 cells); retrieval and
-    similarity tables as the representation analyses write them (their numbers made up)."""
+    similarity tables as the representation analyses write them (their numbers made up, their
+    masks named as a study exports them, without the task column of a study's tables)."""
     root = tmp_path_factory.mktemp("report")
     settings = {"max_steps": 2, "batch_size": 16, "learning_rate": 0.002, "rate": 0.5}
     path = write_study(
@@ -127,14 +133,13 @@ def study_dir(tmp_path_factory, bert_dir) -> Path:
     rng = np.random.default_rng(0)
     retrieval = ["mask,src,tgt,layer,accuracy"] + [
         f"{mask},en,{tgt},{layer},{rng.uniform(0.2, 0.9):.3f}"
-        for mask in ("dense", "ner/en/seed1/study-ticket", "ner/fr/seed1/study-ticket")
+        for mask in ("dense", "en/seed1/s50", "fr/seed1/s50", "random/seed1/s50")
         for tgt in LANGS[1:]
         for layer in range(3)
     ]
     (results / "retrieval.csv").write_text("\n".join(retrieval) + "\n")
     similarity = ["mask,comparison,languages,layer,measure,value"] + [
-        f"ner/{lang}/seed1/study-ticket,{comparison},{languages},{layer},{measure},"
-        f"{rng.uniform(0.3, 1.0):.3f}"
+        f"{lang}/seed1/s50,{comparison},{languages},{layer},{measure},{rng.uniform(0.3, 1.0):.3f}"
         for lang in LANGS
         for comparison, languages in (("dense", lang), ("cross-lingual", f'"{lang},en"'))
         for layer in range(3)
@@ -250,3 +255,92 @@ def test_a_section_without_data_says_so(tmp_path):
         assert section and 'class="missing">No data' in section.group(1), key
     assert "<img" not in page
     assert main(["report", str(tmp_path / "absent")]) == 2
+
+
+def _legend_colours(figure) -> dict[str, tuple]:
+    """Each legend entry's line colour, over every axes of a figure."""
+    from matplotlib.colors import to_rgba
+
+    colours = {}
+    for ax in figure.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            line = handle.lines[0] if hasattr(handle, "lines") else handle
+            colours[label] = to_rgba(line.get_color())
+    return colours
+
+
+def test_the_figures_draw_what_tells_languages_apart(study_dir):
+    """Beyond θ0 per block, component and head (the plain Jaccard of tickets is mostly
+    θ0's); languages clustered by it; a language has one colour in every figure; the
+    references are grey; the component colours span the language pairs, not the random row."""
+    results = json.loads((study_dir / "results" / "results.json").read_text())
+    assert results["overlap"][0]["clusters"]["measure"] == "beyond_theta0"
+    parts = {
+        part.name: part
+        for section in build(study_dir)
+        for part in section.parts
+        if hasattr(part, "figure")
+    }
+    head = parts["overlap-head-ner-s50"].figure
+    assert "beyond θ0" in head.axes[0].get_title()
+    score = _legend_colours(parts["score-ner"].figure)
+    retrieval = _legend_colours(parts["retrieval"].figure)
+    similarity = _legend_colours(parts["similarity-svcca"].figure)
+    for language in ("en", "fr"):
+        assert score[language] == retrieval[f"{language} ticket, 50%"]
+        assert score[language] == similarity[f"{language} ticket, 50%"]
+    assert score["en"] != score["fr"]
+    for label in ("dense", "random mask, 50%"):
+        red, green, blue, _ = retrieval[label]
+        assert red == green == blue, label  # grey or black
+    component = parts["beyond-theta0-component-ner-s50"].figure.axes[0]
+    pairs = np.array(component.images[0].get_array())[:3]  # en–fr, en–de, fr–de
+    norm = component.images[0].norm
+    assert (norm.vmin, norm.vmax) == (pytest.approx(pairs.min()), pytest.approx(pairs.max()))
+    assert [t.get_text() for t in component.get_yticklabels()][:3] == ["en–fr", "en–de", "fr–de"]
+
+
+def test_representation_figures_keep_tasks_apart(tmp_path):
+    """A study's representation tables have a task column: a figure per task, never the
+    two tasks' masks of the same name averaged together."""
+    results = tmp_path / "results"
+    results.mkdir()
+    rows = ["task,mask,src,tgt,layer,accuracy"] + [
+        f"{task},{mask},en,fr,{layer},{value}"
+        for task, value in (("ner", 0.2), ("nli", 0.8))
+        for mask in ("dense", "en/seed1/s50")
+        for layer in range(3)
+    ]
+    (results / "retrieval.csv").write_text("\n".join(rows) + "\n")
+    section = next(s for s in build(tmp_path) if s.key == "retrieval")
+    plotted = {part.name: part.figure for part in section.parts}
+    assert sorted(plotted) == ["retrieval-ner", "retrieval-nli"]
+    for name, value in (("retrieval-ner", 0.2), ("retrieval-nli", 0.8)):
+        ax = plotted[name].axes[0]
+        for handle in ax.get_legend_handles_labels()[0]:
+            assert list(handle.lines[0].get_ydata()) == [value] * 3, name
+
+
+def test_headline_leads_with_the_overlap_beyond_theta0():
+    line = {
+        "task": "ner",
+        "sparsity": 0.5,
+        "metric": "f1",
+        "greater_is_better": True,
+        "overlap_between_languages": 0.979,
+        "overlap_random": 0.333,
+        "overlap_same_language": math.nan,
+        "overlap_oneshot": 0.982,
+        "overlap_beyond_theta0": 0.274,
+        "overlap_beyond_theta0_random": 0.005,
+        "transfer_score": 0.6,
+        "random_score": 0.0,
+        "oneshot_score": 0.05,
+        "dense_score": 0.37,
+    }
+    text = headline_text(line).splitlines()
+    assert "Did training move different languages to the same weights" in text[1]
+    assert "Jaccard 0.274 vs 0.005 at random" in text[1]
+    assert "0.982 with the one-shot mask of θ0 (no more than θ0's magnitudes" in text[2]
+    higher = headline_text({**line, "overlap_between_languages": 0.99})
+    assert "no more than" not in higher

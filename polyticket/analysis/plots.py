@@ -36,25 +36,28 @@ class Series:
     y: Sequence[float]
     err: Sequence[float] | None = None
     reference: bool = False
+    style: int | None = None  # which data style (colour, marker): one per language, say
 
 
 def _new(width: float = WIDTH, height: float = HEIGHT) -> Figure:
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
-def _line_styles(count: int):
-    """Colour, marker and line style of each data series: any two differ in marker, and in
-    line style unless there are more series than styles, so grey prints keep them apart."""
+def _data_style(index: int) -> dict:
+    """Data style ``index``: colour, marker and line style, so that any two styles differ in
+    marker (and in line style unless there are more than four), and grey prints keep them
+    apart. A series' ``style`` picks its index: the same language looks the same in every
+    figure."""
     from matplotlib import colormaps
 
     colours = colormaps["tab10"].colors
-    return zip(
-        itertools.cycle(colours),
-        itertools.cycle(MARKERS),
-        itertools.cycle(LINESTYLES),
-        range(count),
-        strict=False,
-    )
+    return {
+        "color": colours[index % len(colours)],
+        "marker": MARKERS[index % len(MARKERS)],
+        "linestyle": LINESTYLES[index % len(LINESTYLES)],
+        "linewidth": 2,
+        "markersize": 7,
+    }
 
 
 # Reference lines: grey or black, thin, dotted or dashed, with thin markers: never mistaken
@@ -66,6 +69,30 @@ REFERENCE_STYLES = (
 )
 
 
+def _styles(panels: Sequence[Sequence[Series]]) -> dict[str, dict]:
+    """Each label's style, the same in every panel: a data series its ``style`` (else the
+    next free one), a reference the next reference style."""
+    every = list({s.label: s for series in panels for s in series}.values())
+    data = [s for s in every if not s.reference]
+    taken = {s.style for s in data}
+    free = (i for i in itertools.count() if i not in taken)
+    styles = {s.label: _data_style(next(free) if s.style is None else s.style) for s in data}
+    references = [s for s in every if s.reference]
+    for (c, m, ls), s in zip(itertools.cycle(REFERENCE_STYLES), references, strict=False):
+        styles[s.label] = {"color": c, "marker": m, "linestyle": ls, "linewidth": 1.3}
+        styles[s.label]["markersize"] = 8
+    return styles
+
+
+def _draw(ax, series: Sequence[Series], styles: dict[str, dict]) -> list:
+    """Data series first (for the legend), then the references; returns the handles."""
+    ordered = [s for s in series if not s.reference] + [s for s in series if s.reference]
+    return [
+        ax.errorbar(s.x, s.y, yerr=s.err, label=s.label, capsize=3, **styles[s.label])
+        for s in ordered
+    ]
+
+
 def lines(
     title: str,
     xlabel: str,
@@ -73,42 +100,100 @@ def lines(
     series: Sequence[Series],
     xticks: Sequence[str] | None = None,
     log: bool = False,
+    integer_x: bool = False,
+    zero_line: bool = False,
 ) -> Figure:
     """Series against x; with ``xticks`` the x values are positions 0..n-1 named by them.
-    Data series first in the legend, then the references. ``log``: a log y axis."""
-    below = len(series) > LEGEND_INSIDE  # many series would hide the lines: legend below
-    fig = _new(height=HEIGHT + (0.2 * math.ceil(len(series) / 2) if below else 0))
+    ``log``: a log y axis; ``integer_x``: ticks on whole x values only (layers);
+    ``zero_line``: a rule at y = 0 (a signed quantity)."""
+    return line_panels(title, xlabel, ylabel, [("", series)], xticks, log, integer_x, zero_line)
+
+
+def line_panels(
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    panels: Sequence[tuple[str, Sequence[Series]]],
+    xticks: Sequence[str] | None = None,
+    log: bool = False,
+    integer_x: bool = False,
+    zero_line: bool = False,
+) -> Figure:
+    """``lines`` in panels side by side (each titled, one y axis): comparisons that would
+    crowd one axes. Each panel has its own legend."""
+    most = max(len(series) for _, series in panels)
+    below = most > LEGEND_INSIDE  # many series would hide the lines: legends below
+    fig = _new(
+        width=WIDTH if len(panels) == 1 else WIDTH * 0.8 * len(panels),
+        height=HEIGHT + (0.2 * math.ceil(most / 2) + 0.3 if below else 0),
+    )
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    fig.suptitle(title, fontsize="medium")
+    styles = _styles([series for _, series in panels])
+    for ax, (subtitle, series) in zip(axes, panels, strict=True):
+        handles = _draw(ax, series, styles)
+        if xticks is not None:
+            ax.set_xticks(range(len(xticks)), xticks, rotation=45 if len(xticks) > 12 else 0)
+        elif integer_x:
+            from matplotlib.ticker import MaxNLocator
+
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if zero_line:
+            ax.axhline(0, color="black", linewidth=0.8)
+        if log:
+            from matplotlib.ticker import FuncFormatter, LogLocator
+
+            ax.set_yscale("log")
+            # 0.1, 0.2, 0.5, 1, 2, 5, ...: a value between decades can be read off
+            ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+        ax.set_title(subtitle, fontsize="medium")
+        ax.set_xlabel(xlabel)
+        ax.grid(True, alpha=0.3)
+        if below:
+            ax.legend(
+                handles=handles,
+                loc="upper center",
+                bbox_to_anchor=(0.5, -0.15),
+                ncols=2,
+                fontsize="small",
+            )
+        elif len(series) > 1:
+            ax.legend(handles=handles, fontsize="small")
+    axes[0].set_ylabel(ylabel)
+    return fig
+
+
+def bars(
+    title: str, xlabel: str, labels: Sequence[str], values: Sequence[float], references: set
+) -> Figure:
+    """Horizontal bars, largest on top, with a rule at 0; bars named in ``references`` grey."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    fig = _new(height=max(2.5, 1.0 + 0.4 * len(values)))
     ax = fig.add_subplot()
-    data = [s for s in series if not s.reference]
-    references = [s for s in series if s.reference]
-    styles = [
-        {"color": c, "marker": m, "linestyle": ls, "linewidth": 2, "markersize": 7}
-        for c, m, ls, _ in _line_styles(len(data))
-    ] + [
-        {"color": c, "marker": m, "linestyle": ls, "linewidth": 1.3, "markersize": 8}
-        for (c, m, ls), _ in zip(itertools.cycle(REFERENCE_STYLES), references, strict=False)
-    ]
-    handles = [
-        ax.errorbar(s.x, s.y, yerr=s.err, label=s.label, capsize=3, **style)
-        for s, style in zip([*data, *references], styles, strict=True)
-    ]
-    if xticks is not None:
-        ax.set_xticks(range(len(xticks)), xticks, rotation=45 if len(xticks) > 12 else 0)
-    elif all(float(x).is_integer() for s in series for x in s.x):  # layers: no 0.25 ticks
-        from matplotlib.ticker import MaxNLocator
-
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if log:
-        from matplotlib.ticker import ScalarFormatter
-
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(ScalarFormatter())  # 1, 10, 100 rather than 10^k
-    _label(ax, title, xlabel, ylabel)
-    ax.grid(True, alpha=0.3)
-    if below:
-        fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize="small")
-    elif len(series) > 1:
-        ax.legend(handles=handles, fontsize="small")
+    ax.barh(
+        range(len(order)),
+        [values[i] for i in order],
+        color=["lightgrey" if labels[i] in references else _data_style(0)["color"] for i in order],
+        edgecolor="black",
+        linewidth=0.6,
+    )
+    ax.set_yticks(range(len(order)), [labels[i] for i in order])
+    ax.axvline(0, color="black", linewidth=0.8)
+    for position, i in enumerate(order):
+        ax.annotate(
+            f"{values[i]:.1f}",
+            (values[i], position),
+            xytext=(3 if values[i] >= 0 else -3, 0),
+            textcoords="offset points",
+            ha="left" if values[i] >= 0 else "right",
+            va="center",
+            fontsize="small",
+        )
+    ax.margins(x=0.15)
+    _label(ax, title, xlabel, "")
+    ax.grid(True, axis="x", alpha=0.3)
     return fig
 
 
@@ -128,46 +213,47 @@ def heatmap(
     colorbar: str,
     text: Sequence[Sequence[str]] | None = None,
     separators: Sequence[int] = (),
+    scale_rows: int | None = None,
 ) -> Figure:
     """A matrix in cividis with a colour bar; each cell says its value (``text``, else the
     value to 3 decimals) when the cells are large enough to read. NaN cells are white.
     ``separators``: row indices above which a horizontal rule is drawn (e.g. between the
-    sources and the reference rows of a transfer matrix)."""
+    sources and the reference rows of a transfer matrix). ``scale_rows``: the colours span
+    the first this many rows only (the data, not the references below them, whose cells
+    take the end colours and still say their values)."""
     height = max(HEIGHT, 1.2 + 0.45 * len(rows))
     width = max(WIDTH, 2.5 + 0.7 * len(columns))
     fig = _new(width, height)
     ax = fig.add_subplot()
     data = np.ma.masked_invalid(np.asarray(values, dtype=float))
-    image = ax.imshow(data, cmap=CMAP, aspect="auto")
+    scaled = data[:scale_rows].compressed()
+    low, high = (float(scaled.min()), float(scaled.max())) if scaled.size else (None, None)
+    image = ax.imshow(data, cmap=CMAP, aspect="auto", vmin=low, vmax=high)
+    slanted = len(columns) > 4 and max(len(c) for c in columns) > 3  # long names would collide
     ax.set_xticks(
         range(len(columns)),
         columns,
-        rotation=30 if len(columns) > 4 else 0,
-        ha="right" if len(columns) > 4 else "center",
+        rotation=30 if slanted else 0,
+        ha="right" if slanted else "center",
     )
     ax.set_yticks(range(len(rows)), rows)
     fig.colorbar(image, ax=ax, label=colorbar)
     if len(rows) * len(columns) <= 150:
-        _annotate(ax, data, text)
+        _annotate(ax, data, text, image.norm)
     for row in separators:
         ax.axhline(row - 0.5, color="white", linewidth=3)
     _label(ax, title, xlabel, ylabel)
     return fig
 
 
-def _annotate(ax, data: np.ma.MaskedArray, text: Sequence[Sequence[str]] | None) -> None:
+def _annotate(ax, data: np.ma.MaskedArray, text: Sequence[Sequence[str]] | None, norm) -> None:
     """Each cell's text in black on light cells and white on dark ones (cividis is dark
-    at the low end)."""
-    finite = data.compressed()
-    if finite.size == 0:
-        return
-    low, high = float(finite.min()), float(finite.max())
-    middle = (low + high) / 2
+    at the low end of ``norm``, the colour scale)."""
     for (i, j), value in np.ndenumerate(data.filled(np.nan)):
         label = text[i][j] if text is not None else ("" if math.isnan(value) else f"{value:.3f}")
         if not label:
             continue
-        dark = not math.isnan(value) and (value < middle if high > low else True)
+        dark = not math.isnan(value) and (norm.vmax <= norm.vmin or norm(value) < 0.5)
         ax.text(
             j,
             i,

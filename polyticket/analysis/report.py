@@ -24,7 +24,7 @@ import io
 import math
 import re
 import statistics
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from polyticket.analysis import plots
-from polyticket.analysis.cluster import language_similarity
+from polyticket.analysis.cluster import GROUPINGS, language_similarity
 from polyticket.analysis.results import BASELINES, headline_text
 from polyticket.errors import UserError
 from polyticket.io import atomic_path, read_json, write_text
@@ -40,8 +40,19 @@ from polyticket.layout import StudyLayout
 from polyticket.study.kinds.imp import imp_cell
 
 SPARSITY = "sparsity (% of prunable weights pruned)"
-JACCARD = "Jaccard (kept ∩ / kept ∪, 0–1)"
+JACCARD = "Jaccard (weights both keep / weights either keeps, 0–1)"
+BEYOND = "Jaccard of departures from θ0 (0–1)"
+BLOCK = "transformer block"
+# Representations are numbered from the embeddings: hidden state k is block k − 1's output.
+HIDDEN_STATE = "layer (0: embeddings; k: output of block k − 1)"
 REFERENCE_ROWS = ("dense", *BASELINES)
+# The two overlap measures the figures draw, each with its random expectation and how its
+# axis is labelled: the plain Jaccard (the paper's) and the overlap beyond θ0 (the overlap
+# of what training changed, which the plain Jaccard hides under θ0's magnitudes).
+MEASURES = {
+    "jaccard": ("random", JACCARD, "overlap"),
+    "beyond_theta0": ("beyond_theta0_random", BEYOND, "overlap beyond θ0"),
+}
 
 
 # --- the report's parts --------------------------------------------------------------------
@@ -91,6 +102,19 @@ class StudyFiles:
     results: dict[str, Any]
     retrieval: list[dict[str, str]]
     similarity: list[dict[str, str]]
+
+    @property
+    def languages(self) -> list[str]:
+        """The study's languages (and language sets) in its own order, as its transfer
+        matrices and tickets list them."""
+        found = [t for m in self.results.get("transfer", []) for t in m["targets"]]
+        found += [row["language"] for row in self.results.get("tickets", [])]
+        return list(dict.fromkeys(found))
+
+    def style(self, language: str) -> int | None:
+        """A language's line style in every figure (None: not one of the study's)."""
+        languages = self.languages
+        return languages.index(language) if language in languages else None
 
     @classmethod
     def read(cls, root: Path) -> StudyFiles:
@@ -152,6 +176,11 @@ def _stem(kind: str, entry: dict[str, Any] | str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", f"{kind}-{entry}").strip("-").lower()
 
 
+def _shown(row: str) -> str:
+    """A transfer row as the page names it: ``oneshot`` -> ``one-shot θ0``."""
+    return "one-shot θ0" if row == "oneshot" else row
+
+
 def _layer_label(layer: str) -> str:
     """``encoder.layer.3`` -> ``3``, ``decoder.block.1`` -> ``dec 1``: short tick labels."""
     match = re.fullmatch(r"(?:(encoder|decoder)\.)?(?:layer|block|h|layers)\.(\d+)", layer)
@@ -177,6 +206,23 @@ def headline_section(files: StudyFiles) -> Section:
         "The paper's questions answered with this study's numbers, each beside its "
         "references (random masks, the same language's other seed, the one-shot mask of θ0).",
     )
+    tickets = files.results.get("tickets", [])
+    if tickets:
+        seeds = sorted({row["seed"] for row in tickets})
+        tasks = ", ".join(dict.fromkeys(row["task"] for row in tickets))
+        section.parts.append(
+            Text(
+                f"Tickets for {tasks} in {len(files.languages)} languages "
+                f"({', '.join(files.languages)}), seed{'s' if len(seeds) > 1 else ''} "
+                f"{', '.join(map(str, seeds))}."
+                + (
+                    " One seed: no spread over seeds (no ± and no error bars) and no "
+                    "same-language bound."
+                    if len(seeds) == 1
+                    else ""
+                )
+            )
+        )
     # headline_text wants NaN where results.json has null (a cell not done yet)
     lines = [
         {k: math.nan if v is None else v for k, v in line.items()}
@@ -258,15 +304,19 @@ def score_section(files: StudyFiles) -> Section:
     section = Section(
         "score-vs-sparsity",
         "Score against sparsity per language (Fig. 2)",
-        "Each IMP level's best evaluation score (mean over seeds, bars: standard deviation), "
-        "beside random masks of the target sparsities.",
+        "Each IMP level's best evaluation score (mean over seeds; bars: standard deviation, "
+        "with two or more seeds) beside random masks of the target sparsities; 0% is the "
+        "dense model.",
     )
     for task, languages in imp_runs(files).items():
         series, metric = [], "score"
-        for language, seeds in languages.items():
-            points, metric = level_scores(files, task, language, seeds)
+        order = files.languages
+        for language in sorted(languages, key=lambda x: order.index(x) if x in order else 99):
+            points, metric = level_scores(files, task, language, languages[language])
             x, y, err = zip(*points, strict=True)
-            series.append(plots.Series(language, [100 * v for v in x], y, err))
+            series.append(
+                plots.Series(language, [100 * v for v in x], y, err, style=files.style(language))
+            )
         random = [
             (100 * m["sparsity"], _mean(_nan(v) for v in m["mean"]["random"].values()))
             for m in files.results.get("transfer", [])
@@ -286,8 +336,10 @@ def score_section(files: StudyFiles) -> Section:
     if tickets:
         section.parts.append(
             Table(
-                "The study's tickets (rule seed-std) with their dense and random-mask scores",
-                ["task", "language", "seed", "level", "sparsity", "score", "dense", "random"],
+                "The study's tickets (rule seed-std: the sparsest level within ε of the mean "
+                "dense score, ε the standard deviation of the dense score over seeds, or with "
+                "one seed find's ε) with their dense and random-mask scores",
+                ["task", "language", "seed", "level", "sparsity", "score", "dense", "random", "ε"],
                 [
                     [
                         r["task"],
@@ -298,6 +350,7 @@ def score_section(files: StudyFiles) -> Section:
                         _number(r["score"]),
                         _number(r["dense_score"]),
                         _number(r["random_score"]),
+                        _number(r["epsilon"]),
                     ]
                     for r in tickets
                 ],
@@ -316,62 +369,77 @@ def _group_mean(entries: list[dict], scope: str, group: str, measure: str) -> fl
     return _mean(_nan(e[scope].get(group, {}).get(measure)) for e in entries)
 
 
+def _measures(overlap: dict[str, Any]) -> list[str]:
+    """The measures an overlap entry has: beyond θ0 only with θ0's one-shot mask."""
+    return [m for m in MEASURES if m in overlap["pairs"][0]["overall"]]
+
+
 def layer_overlap_section(files: StudyFiles) -> Section:
     section = Section(
         "overlap-by-layer",
         "Overlap per layer (Fig. 3)",
-        "Jaccard of tickets of different languages per layer, with the expectation for "
+        "Jaccard of tickets of different languages per block, with the expectation for "
         "random masks, the same language's other seed (the upper bound) and the one-shot "
-        "magnitude mask of θ0.",
+        "magnitude mask of θ0; beside it the overlap beyond θ0 per block: of the weights "
+        "training moved in or out of each ticket, how many two languages share.",
     )
     for overlap in _overlaps(files):
-        section.parts.append(_layer_plot(overlap))
+        section.parts += [_layer_plot(overlap, measure) for measure in _measures(overlap)]
     return section.done(
         "No data: fewer than two tickets at every target sparsity (run the study's IMP cells)."
     )
 
 
-def _layer_plot(overlap: dict[str, Any]) -> Plot:
+def _layer_plot(overlap: dict[str, Any], measure: str) -> Plot:
+    chance, axis, what = MEASURES[measure]
     pairs = overlap["pairs"]
     between = [p for p in pairs if not p["same_language"]]
     same = [p for p in pairs if p["same_language"]]
     curves = [  # (label, entries averaged, measure, is a reference)
-        ("between languages", between, "jaccard", False),
-        ("same language, other seed (bound)", same, "jaccard", True),
-        ("random expectation", between or same, "random", True),
-        ("ticket vs θ0 one-shot mask", overlap.get("with_baseline", []), "jaccard", True),
+        ("between languages", between, measure, False),
+        ("same language, other seed (bound)", same, measure, True),
+        ("random expectation", between or same, chance, True),
     ]
+    if measure == "jaccard":  # beyond θ0, θ0's own mask departs from itself nowhere
+        with_theta0 = overlap.get("with_baseline", [])
+        curves.append(("ticket vs θ0 one-shot mask", with_theta0, measure, True))
     layers = list(pairs[0]["by_layer"])
     series = [
         plots.Series(
             label,
             range(len(layers)),
-            [_group_mean(entries, "by_layer", layer, measure) for layer in layers],
+            [_group_mean(entries, "by_layer", layer, m) for layer in layers],
             reference=reference,
         )
-        for label, entries, measure, reference in curves
+        for label, entries, m, reference in curves
         if entries
     ]
     name = _set_name(overlap)
     return Plot(
-        _stem("overlap-layer", overlap),
-        f"{name}: overlap per layer (means over pairs of tickets; grey: references).",
+        _stem("overlap-layer" if measure == "jaccard" else "beyond-theta0-layer", overlap),
+        f"{name}: {what} per block (means over pairs of tickets; grey: references"
+        + ("; no bound: one seed" if not same else "")
+        + ").",
         plots.lines(
-            f"{name}: ticket overlap per layer",
-            "layer",
-            JACCARD,
+            f"{name}: ticket {what} per block",
+            BLOCK,
+            axis,
             series,
             [_layer_label(layer) for layer in layers],
         ),
     )
 
 
-def _language_pairs(pairs: list[dict]) -> dict[str, list[dict]]:
-    """Pairs of different languages grouped by language pair (over seeds): ``en–fr``."""
+def _language_pairs(pairs: list[dict], order: list[str]) -> dict[str, list[dict]]:
+    """Pairs of different languages grouped by language pair (over seeds), named in the
+    study's order of languages: ``en–fr``."""
     grouped: dict[str, list[dict]] = {}
     for pair in pairs:
         if not pair["same_language"]:
-            a, b = sorted(label.split("/")[0] for label in (pair["a"], pair["b"]))
+            a, b = sorted(
+                (label.split("/")[0] for label in (pair["a"], pair["b"])),
+                key=lambda x: (order.index(x) if x in order else len(order), x),
+            )
             grouped.setdefault(f"{a}–{b}", []).append(pair)
     return grouped
 
@@ -381,12 +449,14 @@ def component_section(files: StudyFiles) -> Section:
         "overlap-by-component",
         "Overlap per component and per head",
         "Jaccard per weight matrix kind (query, key, value, attention output, FFN in/out) "
-        "for each language pair, with the references; and per attention head, the mean over "
-        "pairs of different languages.",
+        "for each language pair, with the references, and the same for the overlap beyond "
+        "θ0; per attention head, the overlap beyond θ0 (else the Jaccard) averaged over pairs "
+        "of different languages.",
     )
     for overlap in _overlaps(files):
-        section.parts.append(_component_plot(overlap))
-        heads = _head_plot(overlap)
+        measures = _measures(overlap)
+        section.parts += [_component_plot(overlap, m, files.languages) for m in measures]
+        heads = _head_plot(overlap, measures[-1])
         if heads:
             section.parts.append(heads)
         else:
@@ -396,41 +466,45 @@ def component_section(files: StudyFiles) -> Section:
     return section.done("No data: fewer than two tickets at every target sparsity.")
 
 
-def _component_plot(overlap: dict[str, Any]) -> Plot:
+def _component_plot(overlap: dict[str, Any], measure: str, order: list[str]) -> Plot:
+    chance, axis, what = MEASURES[measure]
     pairs = overlap["pairs"]
     components = list(pairs[0]["by_component"])
-    rows = {name: (group, "jaccard") for name, group in _language_pairs(pairs).items()}
+    rows = {name: (group, measure) for name, group in _language_pairs(pairs, order).items()}
+    data_rows = len(rows)
     same = [p for p in pairs if p["same_language"]]
     if same:
-        rows["same language"] = (same, "jaccard")
-    if overlap.get("with_baseline"):
-        rows["vs θ0 one-shot"] = (overlap["with_baseline"], "jaccard")
-    rows["random expectation"] = (pairs, "random")
+        rows["same language"] = (same, measure)
+    if overlap.get("with_baseline") and measure == "jaccard":
+        rows["vs θ0 one-shot"] = (overlap["with_baseline"], measure)
+    rows["random expectation"] = (pairs, chance)
     values = np.array(
         [
-            [_group_mean(entries, "by_component", c, measure) for c in components]
-            for entries, measure in rows.values()
+            [_group_mean(entries, "by_component", c, m) for c in components]
+            for entries, m in rows.values()
         ]
     )
     name = _set_name(overlap)
-    references = len(rows) - sum(1 for r in rows if "–" in r)
     return Plot(
-        _stem("overlap-component", overlap),
-        f"{name}: overlap per component; the last rows are the references.",
+        _stem("overlap-component" if measure == "jaccard" else "beyond-theta0-component", overlap),
+        f"{name}: {what} per component; below the rule the references, in the end colours "
+        "of the language pairs' range.",
         plots.heatmap(
-            f"{name}: overlap per component",
+            f"{name}: {what} per component",
             values,
             list(rows),
             components,
             "component (weight matrix kind)",
             "language pair / reference",
-            JACCARD,
-            separators=[len(rows) - references],
+            axis,
+            separators=[data_rows],
+            scale_rows=data_rows,
         ),
     )
 
 
-def _head_plot(overlap: dict[str, Any]) -> Plot | None:
+def _head_plot(overlap: dict[str, Any], measure: str) -> Plot | None:
+    chance_key, axis, what = MEASURES[measure]
     between = [p for p in overlap["pairs"] if not p["same_language"] and p.get("by_head")]
     if not between:
         return None
@@ -441,22 +515,23 @@ def _head_plot(overlap: dict[str, Any]) -> Plot | None:
     values = np.full((len(layers), len(heads)), np.nan)
     for key, (layer, head) in zip(keys, split, strict=True):
         values[layers.index(layer), heads.index(head)] = _group_mean(
-            between, "by_head", key, "jaccard"
+            between, "by_head", key, measure
         )
-    chance = _mean(_group_mean(between, "by_head", key, "random") for key in keys)
+    chances = [_group_mean(between, "by_head", key, chance_key) for key in keys]
     name = _set_name(overlap)
     return Plot(
         _stem("overlap-head", overlap),
-        f"{name}: overlap per attention head between languages (random expectation "
-        f"{_number(chance)}).",
+        f"{name}: {what} per attention head between languages (random expectation "
+        f"{_number(min(chances))}–{_number(max(chances))} by head; the colours span the "
+        f"heads' range {_number(np.nanmin(values))}–{_number(np.nanmax(values))}).",
         plots.heatmap(
-            f"{name}: overlap per head (random ≈ {_number(chance)})",
+            f"{name}: {what} per head (random ≈ {_number(_mean(chances))})",
             values,
             [_layer_label(layer) for layer in layers],
             [h.replace("head", "") for h in heads],
             "head",
-            "layer",
-            JACCARD,
+            BLOCK,
+            axis,
         ),
     )
 
@@ -542,7 +617,7 @@ def transfer_section(files: StudyFiles) -> Section:
                 plots.heatmap(
                     f"{name}: transfer ({matrix['metric']})",
                     mean,
-                    rows,
+                    [_shown(r) for r in rows],
                     targets,
                     "target language (trained and evaluated on)",
                     "source of the mask",
@@ -557,7 +632,7 @@ def transfer_section(files: StudyFiles) -> Section:
                 f"{name}: transfer, {matrix['metric']} mean ± std over seeds",
                 ["source \\ target", *targets],
                 [
-                    [r, *(_mean_std(m, s, " ") or "–" for m, s in zip(mr, sr, strict=True))]
+                    [_shown(r), *(_mean_std(m, s, " ") or "–" for m, s in zip(mr, sr, strict=True))]
                     for r, mr, sr in zip(rows, mean, std, strict=True)
                 ],
             )
@@ -586,14 +661,30 @@ def drop_section(files: StudyFiles) -> Section:
 
 
 def _drop_plot(task: str, drops: list[dict[str, Any]]) -> Plot:
-    """Sparsities as evenly spaced categories: a study has a few (50%, 75%, 90%)."""
+    """One sparsity: a bar per source; several: a line per source over the sparsities as
+    evenly spaced categories (a study has a few: 50%, 75%, 90%)."""
     sparsities = sorted({d["sparsity"] for d in drops})
     by_source: dict[str, dict[float, float]] = {}
     for d in drops:
         by_source.setdefault(d["source"], {})[d["sparsity"]] = 100 * d["relative_drop"]
+    title = f"{task}: relative transfer drop"
+    axis = "(a(s,t) − a(t,t)) / a(t,t), mean over t ≠ s (%)"
+    caption = f"{task}: relative transfer drop per source (grey: reference rows)."
+    if len(sparsities) == 1:
+        return Plot(
+            _stem("transfer-drop", task),
+            caption,
+            plots.bars(
+                f"{title} at {_percent(sparsities[0])}",
+                axis,
+                [_shown(source) for source in by_source],
+                [values[sparsities[0]] for values in by_source.values()],
+                {_shown(r) for r in REFERENCE_ROWS},
+            ),
+        )
     series = [
         plots.Series(
-            source,
+            _shown(source),
             [sparsities.index(s) for s in values],
             list(values.values()),
             reference=source in REFERENCE_ROWS,
@@ -602,32 +693,57 @@ def _drop_plot(task: str, drops: list[dict[str, Any]]) -> Plot:
     ]
     return Plot(
         _stem("transfer-drop", task),
-        f"{task}: relative transfer drop per source (grey: reference rows).",
+        caption,
         plots.lines(
-            f"{task}: relative transfer drop",
-            SPARSITY,
-            "(a(s,t) − a(t,t)) / a(t,t), mean over t ≠ s (%)",
-            series,
-            [_percent(s) for s in sparsities],
+            title, SPARSITY, axis, series, [_percent(s) for s in sparsities], zero_line=True
         ),
     )
 
 
 # --- representations: retrieval and similarity ---------------------------------------------
-def _without_seed(mask: str) -> str:
-    """``ner/en/seed1/study-ticket`` -> ``ner/en/study-ticket``: curves average seeds."""
-    return re.sub(r"/seed\d+(?=/|$)", "", mask)
+MASK_LABEL = re.compile(r"(?P<set>[^/]+)(?:/seed\d+)?/s(?P<percent>[\d.]+)")
 
 
-def _layer_curves(rows: list[dict[str, str]], key: Callable[[dict], str], value: str):
-    """label -> (layers, mean value per layer), averaged over everything else."""
+def _mask_label(mask: str) -> tuple[str, str]:
+    """A representation table's mask as (the set it belongs to, a label): ``en/seed1/s50``
+    -> (``en``, ``en ticket, 50%``), ``oneshot/s50`` -> (``oneshot``, ``one-shot θ0 mask,
+    50%``). Seeds are dropped: curves average them. Other labels are kept as they are."""
+    match = MASK_LABEL.fullmatch(mask)
+    if not match:
+        return mask, re.sub(r"/seed\d+(?=/|$)", "", mask)
+    which, percent = match["set"], f"{float(match['percent']):g}%"
+    kind = {"random": "random mask", "oneshot": "one-shot θ0 mask"}.get(which, f"{which} ticket")
+    return which, f"{kind}, {percent}"
+
+
+def _layer_series(files: StudyFiles, rows: list[dict[str, str]], value: str) -> list:
+    """One series per mask (averaged over seeds and language pairs): the dense model and
+    the masks of no language (random, one-shot) are references, a language's ticket keeps
+    the language's style."""
     grouped: dict[str, dict[int, list[float]]] = {}
+    sets: dict[str, str] = {}
     for row in rows:
-        grouped.setdefault(key(row), {}).setdefault(int(row["layer"]), []).append(_nan(row[value]))
-    return {
-        label: (sorted(layers), [_mean(layers[k]) for k in sorted(layers)])
+        which, label = _mask_label(row["mask"])
+        sets[label] = which
+        grouped.setdefault(label, {}).setdefault(int(row["layer"]), []).append(_nan(row[value]))
+    return [
+        plots.Series(
+            label,
+            sorted(layers),
+            [_mean(layers[k]) for k in sorted(layers)],
+            reference=sets[label] in REFERENCE_ROWS,
+            style=files.style(sets[label]),
+        )
         for label, layers in grouped.items()
-    }
+    ]
+
+
+def _by_task(rows: list[dict[str, str]]) -> dict[str, list[dict[str, str]]]:
+    """Rows per task ("" where the table has no task column)."""
+    grouped: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        grouped.setdefault(row.get("task", ""), []).append(row)
+    return grouped
 
 
 def retrieval_section(files: StudyFiles) -> Section:
@@ -637,19 +753,19 @@ def retrieval_section(files: StudyFiles) -> Section:
         "Sentence retrieval accuracy across languages from each layer's representations, "
         "dense model against the tickets (mean over language pairs and seeds).",
     )
-    if files.retrieval:
-        curves = _layer_curves(files.retrieval, lambda r: _without_seed(r["mask"]), "accuracy")
-        unit = _unit(_nan(r["accuracy"]) for r in files.retrieval)
-        series = [
-            plots.Series(label, x, y, reference=label == "dense")
-            for label, (x, y) in curves.items()
-        ]
+    for task, rows in _by_task(files.retrieval).items():
+        unit = _unit(_nan(r["accuracy"]) for r in rows)
+        name = f"{task}: retrieval" if task else "Retrieval"
         section.parts.append(
             Plot(
-                "retrieval",
-                "Retrieval accuracy per layer (grey: dense model).",
+                _stem("retrieval", task) if task else "retrieval",
+                f"{name} accuracy per layer (grey: the dense model and the masks of no language).",
                 plots.lines(
-                    "Retrieval accuracy per layer", "layer", f"retrieval accuracy {unit}", series
+                    f"{name} accuracy per layer",
+                    HIDDEN_STATE,
+                    f"retrieval accuracy {unit}",
+                    _layer_series(files, rows, "accuracy"),
+                    integer_x=True,
                 ),
             )
         )
@@ -659,42 +775,49 @@ def retrieval_section(files: StudyFiles) -> Section:
     )
 
 
-def _comparison(name: str) -> str:
-    return "vs dense model" if name == "dense" else name
-
-
 def similarity_section(files: StudyFiles) -> Section:
     section = Section(
         "similarity",
         "Representation similarity per layer (App. F)",
-        "SVCCA, PWCCA (and CKA) per layer: each ticket against the dense model, and between "
-        "languages (mean over language sets and seeds).",
+        "SVCCA, PWCCA (and CKA) per layer: each mask's representations against the dense "
+        "model's of the same sentences, and between languages (a language's sentences against "
+        "their translations, through the same mask); mean over language sets and seeds.",
     )
-    by_measure: dict[str, list[dict[str, str]]] = {}
-    for row in files.similarity:
-        by_measure.setdefault(row["measure"], []).append(row)
-    for measure in sorted(
-        by_measure,
-        key=lambda m: ("svcca", "pwcca", "cka").index(m) if m in ("svcca", "pwcca", "cka") else 3,
-    ):
-        curves = _layer_curves(
-            by_measure[measure],
-            lambda r: f"{_without_seed(r['mask'])} ({_comparison(r['comparison'])})",
-            "value",
-        )
-        series = [plots.Series(label, x, y) for label, (x, y) in curves.items()]
-        section.parts.append(
-            Plot(
-                _stem("similarity", measure),
-                f"{measure.upper()} per layer.",
-                plots.lines(
-                    f"{measure.upper()} similarity per layer",
-                    "layer",
-                    f"{measure.upper()} similarity (0–1)",
-                    series,
-                ),
+    known = ("svcca", "pwcca", "cka")
+    for task, rows in _by_task(files.similarity).items():
+        by_measure: dict[str, list[dict[str, str]]] = {}
+        for row in rows:
+            by_measure.setdefault(row["measure"], []).append(row)
+        for measure in sorted(by_measure, key=lambda m: known.index(m) if m in known else 3):
+            panels = [
+                (title, _layer_series(files, chosen, "value"))
+                for title, chosen in (
+                    (
+                        "vs the dense model",
+                        [r for r in by_measure[measure] if r["comparison"] == "dense"],
+                    ),
+                    (
+                        "between languages",
+                        [r for r in by_measure[measure] if r["comparison"] != "dense"],
+                    ),
+                )
+                if chosen
+            ]
+            name = f"{task}: {measure.upper()}" if task else measure.upper()
+            section.parts.append(
+                Plot(
+                    _stem("similarity", f"{task}-{measure}" if task else measure),
+                    f"{name} per layer (grey: the dense model and the masks of no language; "
+                    "the y axis spans the values, not 0–1).",
+                    plots.line_panels(
+                        f"{name} similarity per layer",
+                        HIDDEN_STATE,
+                        f"{measure.upper()} similarity (0–1)",
+                        panels,
+                        integer_x=True,
+                    ),
+                )
             )
-        )
     return section.done(
         "No data: no results/similarity.csv; run the study with "
         "run: {representations: {parallel: FILES}} (or polyticket similarity on its masks)."
@@ -706,8 +829,9 @@ def dendrogram_section(files: StudyFiles) -> Section:
     section = Section(
         "dendrogram",
         "Languages clustered by ticket overlap",
-        "Average-linkage clustering of languages on 1 − overlap, compared with script, "
-        "family and genus groups (adjusted Rand index: 1 the same partition, 0 chance).",
+        "Average-linkage clustering of languages on 1 − overlap (beyond θ0 where the study "
+        "has θ0's one-shot masks), compared with script, family and genus groups (adjusted "
+        "Rand index: 1 the same partition, 0 chance).",
     )
     for overlap in _overlaps(files):
         clusters = overlap.get("clusters")
@@ -728,10 +852,21 @@ def dendrogram_section(files: StudyFiles) -> Section:
             )
         )
         groups = clusters.get("groups", {})
+        untested = [g for g in GROUPINGS if g not in groups]
+        if untested:
+            section.parts.append(
+                Text(
+                    f"{name}: {', '.join(untested)}: not testable on these "
+                    f"{len(clusters['languages'])} languages (every language alone in its "
+                    "group, or all in one)."
+                )
+            )
         if groups:
             section.parts.append(
                 Table(
-                    f"{name}: the tree cut into as many clusters as each grouping has groups",
+                    f"{name}: the tree cut into as many clusters as each grouping has groups "
+                    f"({len(clusters['languages'])} languages: few partitions are possible, "
+                    "so read the index with care)",
                     ["grouping", "adjusted Rand", "purity"],
                     [
                         [g, _number(v["adjusted_rand"]), _number(v["purity"])]
@@ -761,7 +896,7 @@ def core_section(files: StudyFiles) -> Section:
                     [
                         [
                             str(r["seed"]),
-                            r["set"],
+                            r["set"].replace("residue:", "residue of "),
                             f"{r['kept']:,}",
                             f"{r['weights']:,}",
                             f"{100 * r['fraction']:.2f}",
@@ -823,8 +958,8 @@ def _core_layers_plot(core: dict[str, Any]) -> Plot:
         _stem("core-layers", core),
         f"{name}: share of each layer's weights in the core and in each residue.",
         plots.lines(
-            f"{name}: core and residues per layer",
-            "layer",
+            f"{name}: core and residues per block",
+            BLOCK,
             "weights kept (% of the layer)",
             series,
             [_layer_label(layer) for layer in layers],
@@ -855,19 +990,27 @@ def build(root: Path) -> list[Section]:
 
 # --- writing -------------------------------------------------------------------------------
 STYLE = """
-body { font-family: sans-serif; margin: 1.5em auto; max-width: 1300px; color: #111; }
+body { font-family: sans-serif; margin: 1.5em auto; padding: 0 1em; max-width: 1300px;
+  color: #111; }
 section { border-top: 1px solid #bbb; margin-top: 1.5em; }
 .figures { display: flex; flex-wrap: wrap; gap: 12px; }
-figure { margin: 0; width: 620px; }
+figure { margin: 0; width: calc(50% - 6px); min-width: 480px; }
+figure.wide { width: 100%; }
 figure img { width: 100%; height: auto; border: 1px solid #ddd; }
 figcaption { font-size: 0.85em; color: #333; }
-table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
+table { border-collapse: collapse; margin: 0 0 0.8em; font-size: 0.9em; }
 th, td { border: 1px solid #999; padding: 2px 8px; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-caption { text-align: left; font-weight: bold; padding: 4px 0; }
+th:first-child, td:first-child, td.text { text-align: left; }
+p.caption { font-weight: bold; font-size: 0.9em; margin: 0.8em 0 0.3em; }
 pre { background: #f4f4f4; padding: 0.6em; white-space: pre-wrap; }
 .missing { font-style: italic; color: #555; }
 """
+
+
+# A table cell that is a number (right-aligned; anything else is text, left-aligned).
+NUMBER = re.compile(r"[-+−]?[\d,.]+%?( ?±[\d.]+)?|–")
+# A figure wider than this (pixels) gets the page's width rather than half of it.
+WIDE = 700
 
 
 def _png(figure) -> bytes:
@@ -878,10 +1021,15 @@ def _png(figure) -> bytes:
 
 def _html_table(table: Table) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in table.header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table.rows
-    )
-    return f"<table><caption>{html.escape(table.caption)}</caption><tr>{head}</tr>{body}</table>"
+    body = "".join("<tr>" + "".join(_html_cell(c) for c in row) + "</tr>" for row in table.rows)
+    # the caption above the table, not a <caption>: that would wrap at a narrow table's width
+    caption = f'<p class="caption">{html.escape(table.caption)}</p>'
+    return f"{caption}<table><tr>{head}</tr>{body}</table>"
+
+
+def _html_cell(text: str) -> str:
+    align = "" if NUMBER.fullmatch(text) else ' class="text"'
+    return f"<td{align}>{html.escape(text)}</td>"
 
 
 def _markdown_table(table: Table) -> str:
@@ -910,8 +1058,9 @@ def _html_section(section: Section, images: dict[str, bytes]) -> str:
     for part in section.parts:
         if isinstance(part, Plot):
             data = base64.b64encode(images[part.name]).decode("ascii")
+            wide = ' class="wide"' if part.figure.get_figwidth() * plots.DPI > WIDE else ""
             figures.append(
-                f'<figure id="fig-{part.name}"><img alt="{html.escape(part.caption)}" '
+                f'<figure id="fig-{part.name}"{wide}><img alt="{html.escape(part.caption)}" '
                 f'src="data:image/png;base64,{data}"><figcaption>{html.escape(part.caption)}'
                 "</figcaption></figure>"
             )
