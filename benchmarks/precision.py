@@ -3,19 +3,18 @@ optimizer's two CUDA kernels, and a profile that says where each step's time goe
 
     python benchmarks/precision.py [--steps 20] [--smoke]
 
-A fine-tuning step as ``find`` takes it (forward, backward, mask enforced with one fused
-multiply, clipping, AdamW) of an mBERT-shaped token classifier (178M parameters, half of the
-prunable weights pruned) on batches of 32 sentences of WikiANN-like lengths (``padding.py``'s
-distribution, dynamic padding). Variants: precision ``fp32``, ``tf32`` (fp32 weights, TF32
-matrix products) and ``bf16`` (autocast over fp32 weights: accelerate's mixed precision),
-each with AdamW ``foreach`` (torch's multi-tensor default) and ``fused`` (one kernel per
-group: polyticket's choice on CUDA). Steps alternate variant by variant, the same batches
-for all; ``time`` is each variant's median step over fp32 + foreach (polyticket 0.2). The
-profile of one step per variant counts the kernels launched and the time the GPU was busy:
-busy / wall near 1 means arithmetic or memory bound, far below 1 means launch bound (the
-GPU waits for Python to queue work). Without a CUDA device only ``--smoke`` gives rows (on
-the CPU, no figure worth quoting).
-"""
+A fine-tuning step as ``find`` takes it (forward, backward, mask enforced as on that device
+by default: bit masks on CUDA, clipping, AdamW) of an mBERT-shaped token classifier (178M
+parameters, half of the prunable weights pruned) on batches of 32 sentences of WikiANN-like
+lengths (``padding.py``'s distribution, dynamic padding). Variants: precision ``fp32``,
+``tf32`` (fp32 weights, TF32 matrix products) and ``bf16`` (autocast over fp32 weights:
+accelerate's mixed precision), each with AdamW ``foreach`` (torch's multi-tensor default)
+and ``fused`` (one kernel per group: polyticket's choice on CUDA). Steps alternate variant
+by variant, the same batches for all; ``time`` is each variant's median step over fp32 +
+foreach (polyticket 0.2). The profile of one step per variant counts the kernels launched
+and the time the GPU was busy: busy / wall near 1 means arithmetic or memory bound, far
+below 1 means launch bound (the GPU waits for Python to queue work). Without a CUDA device
+only ``--smoke`` gives rows (on the CPU, no figure worth quoting). """
 
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from polyticket.config import FindConfig, TrainConfig, add_flags, parse_config
 from polyticket.errors import UserError
 from polyticket.io import prepare_output_dir, prepare_output_file, write_csv
+from polyticket.layout import RunLayout
 from polyticket.study.executors import EXECUTORS
 
 
@@ -36,7 +37,7 @@ def _find(args: argparse.Namespace) -> None:
         f"ticket: level {ticket['level']}, {ticket['sparsity']:.1%} pruned, "
         f"score {ticket['score']:.4f} (dense {ticket['dense_score']:.4f})"
     )
-    print(f"written: {config.out / 'ticket.safetensors'}")
+    print(f"written: {RunLayout(config.out).ticket}")
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -50,7 +51,7 @@ def _train(args: argparse.Namespace) -> None:
         f"best {metrics['metric']} {metrics['best_score']:.4f} at step {metrics['best_step']} "
         f"of {metrics['steps']} ({metrics['sparsity']:.1%} pruned)"
     )
-    print(f"written: {config.out / 'metrics.json'}")
+    print(f"written: {RunLayout(config.out).metrics}")
 
 
 def _masks_info(args: argparse.Namespace) -> None:
@@ -195,7 +196,7 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"polyticket demo: {study.name} into {study.out} (a second run reuses what is done)")
     started = time.monotonic()
     code, outcome = _run_study(study)
-    print(f"report: {write_report(study.out)}")
+    print(f"report: {write_report(study.out).index}")
     print(time_breakdown(study, outcome, time.monotonic() - started))
     return code
 
@@ -438,8 +439,8 @@ class _Parser(argparse.ArgumentParser):
 def _report(args: argparse.Namespace) -> None:
     from polyticket.analysis.report import write_report
 
-    index = write_report(args.directory, args.out)
-    print(f"written: {index} (with its PNGs and {index.parent / 'summary.md'})")
+    report = write_report(args.directory, args.out)
+    print(f"written: {report.index} (with its PNGs and {report.summary})")
 
 
 def _add_report(commands: argparse._SubParsersAction) -> None:
@@ -562,7 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=EXECUTORS,
         default="serial",
         metavar="NAME",
-        help="where the cells run (default: serial, one after the other in this process)",
+        help="where the cells run (default: serial, one after the other in this process); "
+        "one of %(choices)s",
     )
     study.add_argument(
         "--summary", action="store_true", help="only (re)write results/ and print the main tables"
@@ -586,7 +588,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the longer study: NER and NLI, 6 languages, 2 seeds, 50%% and 75%%",
     )
-    demo.add_argument("--out", type=Path, default=None, help="study directory (default runs/demo)")
+    demo.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="study directory (default: the study file's out:, runs/demo or runs/demo-full)",
+    )
     demo.set_defaults(handler=_demo)
 
     models = commands.add_parser("models", help="prepare the offline default model")

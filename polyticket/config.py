@@ -129,7 +129,7 @@ class TrainArgs:
     mixed_precision: Literal["no", "fp16", "bf16", "auto"] = knob(
         "no",
         "mixed precision (autocast over fp32 weights); auto: bf16 on a CPU that computes it "
-        "natively (AVX512-BF16 or AMX), else none (README: Speed)",
+        "natively (AVX512-BF16 or AMX), else none (README: Benchmarks)",
     )
     tf32: bool = knob(
         False,
@@ -300,9 +300,13 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         kwargs: dict[str, Any] = dict(default=argparse.SUPPRESS, dest=f.name)
-        help_text = f"{f.metadata['help']} (default: {default})"
-        if "choices" in f.metadata:  # a registry: read only when the flag is used
+        help_text = f.metadata["help"]
+        if "default" not in help_text:  # some say what their default means themselves
+            help_text += f" (default: {default})"
+        if "choices" in f.metadata:
+            # a registry, read only when the flag is used or the help printed (%(choices)s)
             kwargs.update(choices=f.metadata["choices"], type=str, metavar=f.name.upper())
+            help_text += "; one of %(choices)s"
         elif typing.get_origin(base) is Literal:
             kwargs.update(choices=typing.get_args(base), type=str)
         elif base is bool:

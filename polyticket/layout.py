@@ -6,7 +6,9 @@ Two layouts:
 - ``RunLayout``: what ``find`` (levels of IMP, the selected ticket) and ``train`` (one
   training run) write into ``--out``;
 - ``StudyLayout``: a study directory: generated data, one run per cell, the tables, the
-  exported masks and the report.
+  exported masks and the report;
+- ``ReportLayout``: a report folder (a study's ``report/``, or wherever ``report --out``
+  says).
 
 A name that changes here changes the file contract: say so in the README's changelog.
 """
@@ -150,5 +152,26 @@ class StudyLayout:
         return sets
 
     @property
-    def report(self) -> Path:
-        return self.root / "report"
+    def report(self) -> ReportLayout:
+        return ReportLayout(self.root / "report")
+
+
+@dataclass(frozen=True)
+class ReportLayout:
+    """A report: the HTML page, its Markdown summary and one PNG per figure."""
+
+    root: Path
+
+    @property
+    def index(self) -> Path:
+        return self.root / "index.html"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.md"
+
+    def figure(self, name: str) -> Path:
+        return self.root / f"{name}.png"
+
+    def figures(self) -> list[Path]:
+        return sorted(self.root.glob("*.png"))

@@ -149,12 +149,11 @@ class MaskEnforcer(Callback):
       into a short-lived bool buffer (the default on accelerators, where memory is short);
     - ``float``: 0/1 in the parameters' dtype (4 bytes a weight in fp32).
 
-    Measured, masked / dense step: on the CPU (e5-small's 21M prunable weights, one thread)
-    ``masked_fill_`` per matrix 125 ms per zeroing, bool multiply 19 ms, float multiply
-    7 ms, and whole BERT-base steps alike within 1%. On an H100 (mBERT 32x128, fp32) bool
-    1.025x time / 1.018x memory, bits 1.042x / 1.002x, float 1.016x / 1.070x; in bf16 the
-    bool masks' 85 MB were 1.022x of the smaller peak, the bits' 11 MB 1.0025x. On the CPU
-    memory is plentiful and the unpacking would be a pass more over every weight per zeroing.
+    Why these defaults (the measured figures are in the README's Benchmarks, from
+    ``benchmarks/train_step.py``): on an H100 in bf16 bool masks alone cost 2% of the peak
+    memory and bits a quarter of a percent, for a few percent of step time in unpacking; on
+    the CPU memory is plentiful and the unpacking would be a pass more over every weight per
+    zeroing.
     """
 
     STORAGES = ("bool", "bits", "float")

@@ -248,7 +248,7 @@ def test_report_of_a_tiny_study_renders_in_chromium_with_every_section(
 
 def test_a_section_without_data_says_so(tmp_path):
     """An empty study directory: every section is there, saying what would fill it."""
-    index = write_report(tmp_path)
+    index = write_report(tmp_path).index
     page = index.read_text(encoding="utf-8")
     for key in SECTION_IDS:
         section = re.search(rf'<section id="{key}">(.*?)</section>', page, re.S)

@@ -1,6 +1,6 @@
 """A study's report: one self-contained HTML page, its PNGs and a Markdown summary.
 
-    write_report(Path("runs/demo"))   # -> runs/demo/report/index.html (+ *.png, summary.md)
+    write_report(Path("runs/demo"))   # -> runs/demo/report/: index.html, *.png, summary.md
 
 Built from the study directory alone (no study file): ``results/results.json`` (written by
 ``polyticket study``), the IMP cells' levels under ``cells/`` and, when another analysis has
@@ -36,7 +36,7 @@ from polyticket.analysis.cluster import GROUPINGS, language_similarity
 from polyticket.analysis.results import BASELINES, headline_text
 from polyticket.errors import UserError
 from polyticket.io import atomic_path, read_json, write_text
-from polyticket.layout import StudyLayout
+from polyticket.layout import ReportLayout, StudyLayout
 from polyticket.study.kinds.imp import imp_cell
 
 SPARSITY = "sparsity (% of prunable weights pruned)"
@@ -1085,7 +1085,7 @@ def _markdown_section(section: Section) -> str:
         out += [f"*{section.missing}*", ""]
     for part in section.parts:
         if isinstance(part, Plot):
-            out += [f"![{part.caption}]({part.name}.png)", ""]
+            out += [f"![{part.caption}]({ReportLayout(Path()).figure(part.name)})", ""]
         elif isinstance(part, Table):
             out += [_markdown_table(part), ""]
         else:
@@ -1115,22 +1115,23 @@ def render_markdown(title: str, sections: list[Section]) -> str:
     return "\n".join([f"# {title}", "", *(_markdown_section(s) for s in sections)])
 
 
-def write_report(root: str | Path, out: str | Path | None = None) -> Path:
-    """The report of the study in ``root`` under ``out`` (default ``root/report``):
-    ``index.html``, one PNG per figure and ``summary.md``; returns the HTML's path."""
+def write_report(root: str | Path, out: str | Path | None = None) -> ReportLayout:
+    """The report of the study in ``root`` under ``out`` (default ``root/report``): the
+    HTML page, one PNG per figure and the Markdown summary; returns where they are."""
     root = Path(root)
     sections = build(root)
-    out = Path(out) if out else StudyLayout(root).report
+    report = ReportLayout(Path(out)) if out else StudyLayout(root).report
     images = {}
     for part in (p for s in sections for p in s.parts if isinstance(p, Plot)):
         images[part.name] = _png(part.figure)
-        with atomic_path(out / f"{part.name}.png") as tmp:
+        with atomic_path(report.figure(part.name)) as tmp:
             tmp.write_bytes(images[part.name])
     # A figure that a previous report drew and this one does not (its data was removed)
     # would otherwise stay beside the new summary and mislead.
-    for stale in out.glob("*.png"):
+    for stale in report.figures():
         if stale.stem not in images:
             stale.unlink()
     title = f"polyticket report: {root.resolve().name}"
-    write_text(out / "summary.md", render_markdown(title, sections))
-    return write_text(out / "index.html", render_html(title, sections, images))
+    write_text(report.summary, render_markdown(title, sections))
+    write_text(report.index, render_html(title, sections, images))
+    return report

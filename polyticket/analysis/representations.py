@@ -24,6 +24,7 @@ import torch
 from transformers import PreTrainedModel
 
 from polyticket.errors import UserError
+from polyticket.layout import StudyLayout
 from polyticket.masks import FORMAT, Mask, read_metadata
 
 Pooling = Literal["mean", "cls"]
@@ -101,7 +102,7 @@ def find_masks(paths: Sequence[Path]) -> dict[str, Path]:
         if path.is_file():
             labelled = [(path.stem, path)]
         elif path.is_dir():
-            exported = path / "results" / "masks"
+            exported = StudyLayout(path).exported_masks
             root = exported if exported.is_dir() else path
             masks = [p for p in sorted(root.rglob("*.safetensors")) if _is_mask(p)]
             if not masks:
