@@ -14,7 +14,8 @@ by variant, the same batches for all; ``time`` is each variant's median step ove
 foreach (polyticket 0.2). The profile of one step per variant counts the kernels launched
 and the time the GPU was busy: busy / wall near 1 means arithmetic or memory bound, far
 below 1 means launch bound (the GPU waits for Python to queue work). Without a CUDA device
-only ``--smoke`` gives rows (on the CPU, no figure worth quoting). """
+only ``--smoke`` gives rows (on the CPU, no figure worth quoting).
+"""
 
 from __future__ import annotations
 
