@@ -271,16 +271,19 @@ def _legend_colours(figure) -> dict[str, tuple]:
 
 def test_the_figures_draw_what_tells_languages_apart(study_dir):
     """Beyond θ0 per block, component and head (the plain Jaccard of tickets is mostly
-    θ0's); languages clustered by it; a language has one colour in every figure; the
+    θ0's); languages clustered by it; the core per component; a language has one colour in every figure; the
     references are grey; the component colours span the language pairs, not the random row."""
     results = json.loads((study_dir / "results" / "results.json").read_text())
     assert results["overlap"][0]["clusters"]["measure"] == "beyond_theta0"
+    sections = {section.key: section for section in build(study_dir)}
     parts = {
         part.name: part
-        for section in build(study_dir)
+        for section in sections.values()
         for part in section.parts
         if hasattr(part, "figure")
     }
+    core_tables = [p.caption for p in sections["core"].parts if hasattr(p, "rows")]
+    assert any("weights kept per component" in caption for caption in core_tables)
     head = parts["overlap-head-ner-s50"].figure
     assert "beyond θ0" in head.axes[0].get_title()
     score = _legend_colours(parts["score-ner"].figure)

@@ -906,6 +906,7 @@ def core_section(files: StudyFiles) -> Section:
                 )
             )
             section.parts.append(_core_layers_plot(core))
+            section.parts.append(_core_components_table(core))
         scores = [r for r in core["scores"] if not math.isnan(_nan(r.get("core")))]
         if scores:
             keys = ["core", "core_residue", "random_core", "ticket", "dense", "recovered"]
@@ -932,6 +933,28 @@ def core_section(files: StudyFiles) -> Section:
     return section.done(
         "No data: the core needs tickets of two or more languages at a target sparsity; its "
         "scores need `run: {core: true}`."
+    )
+
+
+def _core_components_table(core: dict[str, Any]) -> Table:
+    """Kept share per component of the core and of each residue (mean over seeds)."""
+    rows = [r for r in core["sizes"] if r["scope"] == "component"]
+    components = list(dict.fromkeys(r["group"] for r in rows))
+    sets = list(dict.fromkeys(r["set"] for r in rows))
+
+    def kept(which: str, component: str) -> str:
+        share = _mean(
+            100 * r["fraction"] for r in rows if (r["set"], r["group"]) == (which, component)
+        )
+        return f"{share:.2f}"
+
+    return Table(
+        f"{_set_name(core)}: weights kept per component (% of the component, mean over seeds)",
+        ["set", *components],
+        [
+            [which.replace("residue:", "residue of "), *(kept(which, c) for c in components)]
+            for which in sets
+        ],
     )
 
 
