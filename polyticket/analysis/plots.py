@@ -79,8 +79,7 @@ def _styles(panels: Sequence[Sequence[Series]]) -> dict[str, dict]:
     styles = {s.label: _data_style(next(free) if s.style is None else s.style) for s in data}
     references = [s for s in every if s.reference]
     for (c, m, ls), s in zip(itertools.cycle(REFERENCE_STYLES), references, strict=False):
-        styles[s.label] = {"color": c, "marker": m, "linestyle": ls, "linewidth": 1.3}
-        styles[s.label]["markersize"] = 8
+        styles[s.label] = dict(color=c, marker=m, linestyle=ls, linewidth=1.3, markersize=8)
     return styles
 
 
