@@ -301,7 +301,8 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         kwargs: dict[str, Any] = dict(default=argparse.SUPPRESS, dest=f.name)
         help_text = f.metadata["help"]
-        if "default" not in help_text:  # some say what their default means themselves
+        # None is "not set": nothing to say; some texts say what their default means
+        if default is not None and "default" not in help_text:
             help_text += f" (default: {default})"
         if "choices" in f.metadata:
             # a registry, read only when the flag is used or the help printed (%(choices)s)

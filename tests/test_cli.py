@@ -1,5 +1,6 @@
 """The command line as a user runs it: find, train, masks info, and clear errors (exit 2)."""
 
+import argparse
 import hashlib
 import os
 import subprocess
@@ -10,7 +11,7 @@ import pytest
 import torch
 from original_configs import LT_NER, PRETRAIN_TRANS
 
-from polyticket.cli import main
+from polyticket.cli import build_parser, main
 from polyticket.masks import Mask
 
 FAST = ["--max-steps", "8", "--batch-size", "16", "--learning-rate", "1e-3", "--eval-steps", "4"]
@@ -259,6 +260,29 @@ def test_bad_flag_and_help():
     assert run_cli("find", "--no-such-flag").returncode == 2
     result = run_cli("find", "--help")
     assert result.returncode == 0 and "--target-sparsity" in result.stdout
+    help_text = " ".join(result.stdout.split())  # argparse wraps lines
+    from polyticket.criteria import CRITERIA
+    from polyticket.tasks import TASKS
+
+    for registry in (CRITERIA, TASKS):  # the names, read from the registry when printed
+        assert f"one of {', '.join(registry.names())}" in help_text
+    assert "(default: None)" not in help_text and help_text.count("(default:") > 10
+
+
+def test_every_command_and_action_has_help():
+    """Every help page formats (a help text with a stray % would not) and names itself."""
+
+    def pages(parser, path):
+        yield path, parser.format_help()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from pages(sub, [*path, name])
+
+    seen = dict((" ".join(path), text) for path, text in pages(build_parser(), []))
+    assert {"find", "train", "study", "report", "masks info", "data synth"} <= set(seen)
+    for path, text in seen.items():
+        assert text.startswith(f"usage: polyticket {path}".rstrip()), path
 
 
 def test_models_prepare_takes_folders_and_several_paths_per_flag(tmp_path, monkeypatch, capsys):

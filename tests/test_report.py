@@ -271,8 +271,9 @@ def _legend_colours(figure) -> dict[str, tuple]:
 
 def test_the_figures_draw_what_tells_languages_apart(study_dir):
     """Beyond θ0 per block, component and head (the plain Jaccard of tickets is mostly
-    θ0's); languages clustered by it; the core per component; a language has one colour in every figure; the
-    references are grey; the component colours span the language pairs, not the random row."""
+    θ0's); languages clustered by it; the core per component; a language has one colour in
+    every figure; the references are grey; the component colours span the language pairs,
+    not the random row."""
     results = json.loads((study_dir / "results" / "results.json").read_text())
     assert results["overlap"][0]["clusters"]["measure"] == "beyond_theta0"
     sections = {section.key: section for section in build(study_dir)}
