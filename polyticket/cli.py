@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import re
 import sys
 import time
@@ -83,7 +84,7 @@ def _masks_info(args: argparse.Namespace) -> None:
 def _masks_import(args: argparse.Namespace) -> None:
     from polyticket.compat import import_torch_mask
 
-    prepare_output_file(args.out)
+    prepare_output_file(args.out, [args.file])
     mask = import_torch_mask(args.file)
     mask.save(args.out)
     print(f"{args.file} -> {args.out}: {len(mask)} matrices, {mask.sparsity():.2%} pruned")
@@ -93,7 +94,7 @@ def _masks_export(args: argparse.Namespace) -> None:
     from polyticket.compat import export_torch_prune
     from polyticket.masks import Mask
 
-    prepare_output_file(args.out)
+    prepare_output_file(args.out, [args.file])
     mask = Mask.load(args.file)
     export_torch_prune(mask, args.out, prefix=args.prefix)
     print(f"{args.file} -> {args.out} ({args.format}, {len(mask)} weight_mask tensors)")
@@ -108,14 +109,28 @@ def _models_prepare(args: argparse.Namespace) -> None:
 
 
 def _data_synth(args: argparse.Namespace) -> None:
-    from polyticket.data.synth import write_synth
+    from polyticket.data.synth import check_language, write_synth
 
-    outs = {lang: Path(str(args.out).replace("{lang}", lang)) for lang in args.language.split(",")}
+    languages = [check_language(language) for language in args.language.split(",")]
+    if len(languages) > 1 and "{lang}" not in str(args.out):
+        raise UserError(f"--out {args.out}: several languages need {{lang}} in the file name")
+    outs = {lang: Path(str(args.out).replace("{lang}", lang)) for lang in languages}
     for out in outs.values():
         prepare_output_file(out)
     for language, out in outs.items():
         write_synth(args.task, language, args.size, args.seed, out, args.split)
         print(f"written: {out}")
+
+
+def _positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (batch sizes, head counts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -221,7 +236,8 @@ def _compare(args: argparse.Namespace) -> None:
     from polyticket.analysis.overlap import overlap_rows
 
     if args.csv:
-        prepare_output_file(args.csv)  # before any work: a bad path fails at once
+        # before any work: a bad path fails at once
+        prepare_output_file(args.csv, [*args.files, *([args.baseline] if args.baseline else [])])
     results = [
         {"set": name, **_compare_masks(masks, baseline, args)}
         for name, masks, baseline in _mask_sets(args.files, args.baseline)
@@ -295,7 +311,7 @@ def _add_compare(commands: argparse._SubParsersAction) -> None:
         help="one-shot magnitude mask of θ0 (a study's own is found in its directory)",
     )
     compare.add_argument(
-        "--heads", type=int, default=None, help="attention heads (else from the masks)"
+        "--heads", type=_positive, default=None, help="attention heads (else from the masks)"
     )
     compare.add_argument(
         "--model-config",
@@ -340,7 +356,7 @@ def _retrieve(args: argparse.Namespace) -> None:
     if args.k < 1:
         raise UserError(f"--k must be at least 1, got {args.k}")
     if args.out:
-        prepare_output_file(args.out)
+        prepare_output_file(args.out, args.masks)
     inputs = read_inputs(args.model, args.masks, parse_parallel(args.parallel))
     rows = retrieve(inputs, args.pooling, args.k, args.margin, args.batch_size)
     settings = {"model": args.model, "pooling": args.pooling, "k": args.k, "margin": args.margin}
@@ -355,10 +371,10 @@ def _similarity(args: argparse.Namespace) -> None:
     unknown = [m for m in measures if m not in MEASURES]
     if unknown:
         raise UserError(f"--measures: unknown {unknown[0]!r}; use {', '.join(MEASURES)}")
-    if args.epsilon < 0:
-        raise UserError(f"--epsilon must be at least 0, got {args.epsilon}")
+    if not args.epsilon >= 0 or math.isinf(args.epsilon):  # NaN fails the first test
+        raise UserError(f"--epsilon must be a number of at least 0, got {args.epsilon}")
     if args.out:
-        prepare_output_file(args.out)
+        prepare_output_file(args.out, args.masks)
     inputs = read_inputs(args.model, args.masks, parse_parallel(args.parallel))
     rows = similarity(inputs, args.pooling, measures, args.epsilon, args.batch_size)
     settings = {
@@ -389,7 +405,9 @@ def _add_representation_flags(parser: argparse.ArgumentParser) -> None:
         help="aligned text files, one sentence per line (polyticket data synth --task parallel)",
     )
     parser.add_argument("--pooling", choices=["mean", "cls"], default="mean")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--batch-size", type=_positive, default=32, help="sentences encoded at once (default 32)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="CSV file to write")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
 

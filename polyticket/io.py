@@ -127,7 +127,7 @@ def read_text(path: str | Path) -> str:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise UserError(
-            f"{path}:{line}: not UTF-8 text (byte {exc.start}: {data[exc.start:exc.end]!r})"
+            f"{path}:{line}: not UTF-8 text (byte {exc.start}: {data[exc.start : exc.end]!r})"
         ) from None
 
 
@@ -160,12 +160,15 @@ def prepare_output_dir(path: str | Path) -> Path:
     return path
 
 
-def prepare_output_file(path: str | Path) -> Path:
-    """As ``prepare_output_dir`` for one output file: its folder must be writable and the
-    file itself no folder."""
+def prepare_output_file(path: str | Path, inputs: Iterable[str | Path] = ()) -> Path:
+    """As ``prepare_output_dir`` for one output file: its folder must be writable, the file
+    itself no folder and none of the command's ``inputs`` (writing it would destroy one)."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"output {path} is a directory, not a file")
+    for given in map(Path, inputs):
+        if given.exists() and path.exists() and path.samefile(given):
+            raise UserError(f"output {path} is an input of the command too: write elsewhere")
     prepare_output_dir(path.parent)
     return path
 

@@ -29,7 +29,13 @@ from polyticket.errors import UserError
 from polyticket.io import copy_file, now, read_json, write_json
 from polyticket.layout import RunLayout
 from polyticket.masks import Mask
-from polyticket.models import load_config, load_tokenizer, model_fingerprint, model_revision
+from polyticket.models import (
+    load_config,
+    load_tokenizer,
+    model_fingerprint,
+    model_revision,
+    position_limit,
+)
 from polyticket.models.families import PruneScope, find_prunable
 from polyticket.pruning import magnitude_prune, random_like, random_prune, select, sparsity_schedule
 from polyticket.tasks.base import get_task
@@ -116,7 +122,20 @@ def _versions() -> dict[str, str]:
 
 def _prepare(config: FindConfig | TrainConfig):
     """Task, data, and the model with its head (θ0 drawn from the seed)."""
-    task = get_task(config.data.task, load_config(config.model))
+    model_config = load_config(config.model)
+    task = get_task(config.data.task, model_config)
+    # longer inputs would fail deep in the forward pass, after the data and model loaded
+    length, knob = (
+        (config.data.block_size, "block_size")
+        if task.name == "mlm"
+        else (config.data.max_seq_length, "max_seq_length")
+    )
+    limit = position_limit(model_config)
+    if limit and length > limit:
+        raise UserError(
+            f"{knob} {length} is longer than {config.model.model}'s {limit} positions: "
+            f"use at most {limit}"
+        )
     accelerator = make_accelerator(config.train)
     tokenizer = load_tokenizer(config.model)
     data = task.prepare(config.data, tokenizer, config.train.seed)
@@ -297,6 +316,11 @@ def find(config: FindConfig, out: Path) -> dict[str, Any]:
 def finetune(config: TrainConfig, out: Path) -> dict[str, Any]:
     """Train once, optionally with a mask (a ticket, a transferred or a control mask)."""
     run = RunLayout(Path(out))
+    if run.run_json.exists():  # a find run's levels or another training would be overwritten
+        raise UserError(
+            f"{run.root} holds a run already (a training run is not continued): use another "
+            "--out, or remove it to train again"
+        )
     task, accelerator, data, model = _prepare(config)
     params = dict(model.base_model.named_parameters())
     mask = control_mask(config, model)

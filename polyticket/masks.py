@@ -221,7 +221,14 @@ def read_packed(
     checked but not unpacked: the analyses count on the packed bits directly."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"mask file not found: {path}")
+        what = "a directory, not a mask file" if path.is_dir() else "mask file not found"
+        raise UserError(f"{what}: {path}")
+    with open(path, "rb") as f:
+        if f.read(4) in TORCH_SAVE_STARTS:
+            raise UserError(
+                f"{path}: a torch.save file (the original code's masks are), not a polyticket "
+                f"mask: convert it with `polyticket masks import {path} OUT.safetensors`"
+            )
     try:
         meta = read_metadata(path)
         arrays = load_file(str(path))
@@ -294,6 +301,10 @@ def read_header(path: str | Path) -> dict:
     if not isinstance(header, dict):
         raise ValueError("the header is not a JSON object")
     return header
+
+
+# The first bytes of torch.save's files: a zip archive (torch >= 1.6) or a bare pickle.
+TORCH_SAVE_STARTS = (b"PK\x03\x04", b"\x80\x02\x8a\x0a")
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

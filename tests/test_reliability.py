@@ -107,6 +107,16 @@ def world(tmp_path_factory, bert_dir):
     (w / "broken-config" / "config.json").write_text("{not json")
     shutil.copytree(w / "bert", w / "corrupt")
     (w / "corrupt" / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
+    import torch
+
+    torch.save(
+        {"bert.encoder.layer.0.attention.self.query.weight_mask": torch.ones(2)}, w / "orig.pt"
+    )
+    (w / "done-run").mkdir()
+    (w / "done-run" / "run.json").write_text('{"config": {}}\n')
+    (w / "bad-study" / "results").mkdir(parents=True)
+    (w / "bad-study" / "results" / "results.json").write_text("[]\n")
+    (w / "empty-study").mkdir()
     return w
 
 
@@ -128,6 +138,10 @@ def find(w: Path, *extra: str, train: str = "train.conll", dev: str = "dev.conll
         "--out", str(w / "out"),
         *extra,
     ]  # fmt: skip
+
+
+def train(w: Path, *extra: str) -> list[str]:
+    return ["train", *find(w)[1:-2], *extra]
 
 
 def with_config(w: Path, name: str, text: str) -> list[str]:
@@ -152,6 +166,7 @@ def model(w: Path, name: str) -> list[str]:
 
 def out(w: Path, where: str) -> list[str]:
     return [*find(w)[:-2], "--out", where]
+
 
 # (id, argv from the world, words the one line must contain)
 CASES = [
@@ -258,6 +273,67 @@ CASES = [
                    "--out", str(w / "a-file" / "x.conll")],
         "a-file is an existing file",
     ),  # fmt: skip
+    # an output that is an input, or that holds another run: refused, the input unharmed
+    (
+        "export-onto-input",
+        lambda w: ["masks", "export", str(w / "good.safetensors"), str(w / "good.safetensors")],
+        "is an input of the command too",
+    ),
+    (
+        "import-onto-input",
+        lambda w: ["masks", "import", str(w / "orig.pt"), str(w / "orig.pt")],
+        "is an input of the command too",
+    ),
+    (
+        "compare-csv-onto-input",
+        lambda w: ["compare", str(w / "good.safetensors"), str(w / "good.safetensors"),
+                   "--csv", str(w / "good.safetensors")],
+        "is an input of the command too",
+    ),  # fmt: skip
+    ("train-over-run", lambda w: train(w, "--out", str(w / "done-run")), "holds a run already"),
+    (
+        "synth-one-file",
+        lambda w: ["data", "synth", "--task", "nli", "--language", "en,fr", "--size", "2",
+                   "--out", str(w / "x.tsv")],
+        "need {lang}",
+    ),  # fmt: skip
+    (
+        "synth-language-list",
+        lambda w: ["data", "synth", "--task", "ner", "--language", "en,,fr", "--size", "2",
+                   "--out", str(w / "x-{lang}.conll")],
+        "unsupported language ''",
+    ),  # fmt: skip
+    # masks by kind: a folder, the original code's torch.save file
+    ("mask-folder", lambda w: ["masks", "info", str(w / "no-model")], "a directory, not a mask"),
+    ("mask-torch-save", lambda w: ["masks", "info", str(w / "orig.pt")], "masks import"),
+    # analyses' numbers and folders
+    (
+        "heads-zero",
+        lambda w: ["compare", str(w / "good.safetensors"), str(w / "good.safetensors"),
+                   "--heads", "0"],
+        "--heads: must be at least 1",
+    ),  # fmt: skip
+    (
+        "retrieve-batch",
+        lambda w: ["retrieve", "--model", str(w / "bert"), "--parallel", "en=x", "fr=y",
+                   "--batch-size", "0"],
+        "--batch-size: must be at least 1",
+    ),  # fmt: skip
+    (
+        "similarity-epsilon-nan",
+        lambda w: ["similarity", "--model", str(w / "bert"), "--parallel", "en=x", "fr=y",
+                   "--epsilon", "nan"],
+        "--epsilon must be a number",
+    ),  # fmt: skip
+    ("report-of-a-run", lambda w: ["report", str(w / "done-run")], "a find or train run"),
+    ("report-results", lambda w: ["report", str(w / "bad-study")], "not a study's results"),
+    (
+        "report-out-file",
+        lambda w: ["report", str(w / "empty-study"), "--out", str(w / "a-file")],
+        "a-file is an existing file",
+    ),
+    # the model's limits, known from its config before any data is read
+    ("seq-too-long", lambda w: find(w, "--max-seq-length", "1000"), "max_seq_length 1000 is"),
     # study files
     ("study-shape", lambda w: study(w, "s1.yaml", "- a\n"), "s1.yaml"),
     ("study-utf8", lambda w: ["study", str(w / "bad-utf8.yaml")], "bad-utf8.yaml:2"),

@@ -35,8 +35,8 @@ from polyticket.analysis import plots
 from polyticket.analysis.cluster import GROUPINGS, language_similarity
 from polyticket.analysis.results import BASELINES, headline_text
 from polyticket.errors import UserError
-from polyticket.io import atomic_path, read_json, write_text
-from polyticket.layout import ReportLayout, StudyLayout
+from polyticket.io import atomic_path, prepare_output_dir, read_json, write_text
+from polyticket.layout import ReportLayout, RunLayout, StudyLayout
 from polyticket.study.kinds.imp import imp_cell
 
 SPARSITY = "sparsity (% of prunable weights pruned)"
@@ -121,13 +121,29 @@ class StudyFiles:
         if not root.is_dir():
             raise UserError(f"{root}: not a study directory")
         layout = StudyLayout(root)
+        if RunLayout(root).run_json.is_file():
+            raise UserError(f"{root}: a find or train run, not a study directory")
         path = layout.table_json("results")
         return cls(
             layout,
-            read_json(path) if path.is_file() else {},
+            _read_results(path) if path.is_file() else {},
             _read_csv(layout.table("retrieval")),
             _read_csv(layout.table("similarity")),
         )
+
+
+def _read_results(path: Path) -> dict[str, Any]:
+    """``results.json`` as ``polyticket study`` writes it: an object of lists of records."""
+    fix = "rewrite it with `polyticket study FILE --summary`"
+    try:
+        results = read_json(path)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON ({exc}); {fix}") from None
+    if not isinstance(results, dict) or not all(
+        isinstance(v, list) and all(isinstance(r, dict) for r in v) for v in results.values()
+    ):
+        raise UserError(f"{path}: not a study's results (an object of lists of records); {fix}")
+    return results
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -1142,8 +1158,9 @@ def write_report(root: str | Path, out: str | Path | None = None) -> ReportLayou
     """The report of the study in ``root`` under ``out`` (default ``root/report``): the
     HTML page, one PNG per figure and the Markdown summary; returns where they are."""
     root = Path(root)
-    sections = build(root)
     report = ReportLayout(Path(out)) if out else StudyLayout(root).report
+    sections = build(root)  # reads first: a folder that is no study leaves nothing behind
+    prepare_output_dir(report.root)
     images = {}
     for part in (p for s in sections for p in s.parts if isinstance(p, Plot)):
         images[part.name] = _png(part.figure)

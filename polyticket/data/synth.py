@@ -259,7 +259,7 @@ def tokenize(text: str, language: str) -> list[str]:
     return out
 
 
-def _check_language(language: str) -> str:
+def check_language(language: str) -> str:
     if language not in SYNTH_LANGUAGES:
         raise UserError(
             f"synthetic data: unsupported language {language!r}; "
@@ -315,7 +315,7 @@ def _good_real_sentence(text: str, lang: str) -> bool:
 def tokenizerbench_sentences(language: str) -> tuple[str, ...]:
     """Real, clean, single-script sentences that ``tokenizerbench`` ships for ``language``
     (empty when the package is missing).  File order, duplicates removed."""
-    _check_language(language)
+    check_language(language)
     path = _tokenizerbench_file()
     if path is None:
         return ()
@@ -765,13 +765,13 @@ def synth_ner(
 ) -> list[tuple[list[str], list[str]]]:
     """``size`` NER sentences as (tokens, IOB2 tags) from the templates and names of ``split``;
     about NER_EMPTY_SHARE of them have no entity."""
-    _check_language(language)
+    check_language(language)
     sampler = _Sampler(language, seed, "ner", split)
     return [_segments_bio(sampler.ner(), language) for _ in range(_check_size(size))]
 
 
 def _nli_rows(language: str, size: int, seed: int, split: str) -> list[tuple[str, str, str, str]]:
-    _check_language(language)
+    check_language(language)
     sampler = _Sampler(language, seed, "nli", split)
     rows = [sampler.nli(NLI_LABELS[i % 3]) for i in range(_check_size(size))]
     sampler.rng.shuffle(rows)
@@ -796,7 +796,7 @@ def synth_parallel(
     if isinstance(languages, str):
         languages = [languages]
     for lang in languages:
-        _check_language(lang)
+        check_language(lang)
     _check_size(size)
     part = _part(split)
     templates = _in_part(T.PARALLEL_TEMPLATES, part)
@@ -816,7 +816,7 @@ def synth_text(language: str, size: int, seed: int, split: str = "train") -> lis
     """``size`` raw-text documents of 3 to 6 sentences for masked language modelling: NER- and
     NLI-template sentences, parallel-template sentences and, when ``tokenizerbench`` is
     installed, its real sentences for the language (all from ``split``'s part)."""
-    _check_language(language)
+    check_language(language)
     sampler = _Sampler(language, seed, "text", split)
     rng = sampler.rng
     real = _in_part(tokenizerbench_sentences(language), sampler.part)
@@ -841,7 +841,7 @@ def synth_text(language: str, size: int, seed: int, split: str = "train") -> lis
 
 def split_counts(language: str, seed: int = 1) -> dict[str, dict[str, int]]:
     """Per part (``train``, ``eval``): how many templates and entity strings it draws from."""
-    _check_language(language)
+    check_language(language)
     out: dict[str, dict[str, int]] = {}
     for part in ("train", "eval"):
         sampler = _Sampler(language, seed, "counts", "train" if part == "train" else "dev")
@@ -910,7 +910,7 @@ def write_synth(
         raise UserError(
             f"synthetic data: unsupported task {task!r}; supported: {', '.join(SYNTH_TASKS)}"
         )
-    _check_language(language)
+    check_language(language)
     _check_size(size)
     _part(split)
     out = Path(out)

@@ -128,6 +128,15 @@ def load_config(args: ModelArgs, **overrides: Any) -> PretrainedConfig:
     )
 
 
+def position_limit(config: PretrainedConfig) -> int | None:
+    """The longest input the model's absolute position embeddings cover (None: relative
+    positions, as T5's). RoBERTa-style models number positions from ``pad_token_id + 1``."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit and config.model_type in ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert"):
+        limit -= (config.pad_token_id or 0) + 1
+    return limit
+
+
 def load_tokenizer(args: ModelArgs, **kwargs: Any):
     path = resolve(args.model, args.vocab_from)
     config = load_config(args)

@@ -7,6 +7,7 @@ directory copied back from a cluster.
 from __future__ import annotations
 
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 from polyticket.errors import UserError
@@ -17,10 +18,20 @@ from polyticket.study.spec import Study
 from polyticket.tickets import seed_std_tickets
 
 
+def best_score(path: Path) -> float | None:
+    """A run's ``metrics.json`` best score (None: not written yet, or no evaluation); a
+    value that is no number is an unreadable file (``ValueError``), not a score."""
+    if not path.is_file():
+        return None
+    value = read_json(path)["best_score"]
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ValueError(f"{path}: best_score {value!r} is not a number")
+    return value
+
+
 def score(study: Study, cell_name: str) -> float | None:
     """The best score of a training cell, or None while it is not done."""
-    path = study.layout.cell(cell_name).metrics
-    return read_json(path)["best_score"] if path.is_file() else None
+    return best_score(study.layout.cell(cell_name).metrics)
 
 
 def level_run(study: Study, task: str, source: str, seed: int, sparsity: Fraction) -> RunLayout:
@@ -32,8 +43,7 @@ def level_run(study: Study, task: str, source: str, seed: int, sparsity: Fractio
 def level_score(
     study: Study, task: str, source: str, seed: int, sparsity: Fraction
 ) -> float | None:
-    path = level_run(study, task, source, seed, sparsity).metrics
-    return read_json(path)["best_score"] if path.is_file() else None
+    return best_score(level_run(study, task, source, seed, sparsity).metrics)
 
 
 def imp_done(study: Study, task: str, source: str) -> bool:
