@@ -158,3 +158,31 @@ def test_cells_share_a_gpu_and_its_workers_run_cell_after_cell(cluster, tmp_path
     spans = [(starts[c]["time"], ends[c]) for c in starts]
     assert any(a < d and c < b for i, (a, b) in enumerate(spans) for c, d in spans[i + 1 :])
     assert len({e["pid"] for e in starts.values()}) < len(starts)
+
+
+def test_resources_no_node_has_are_refused_before_cells_wait_forever(tmp_path, bert_dir, capsys):
+    """A negative or NaN share is refused before Ray starts; a share no node has fails on
+    the cluster started for the run and is a warning on one's own (an autoscaler may grow
+    it). Ray's node list is given here as the executor reads it."""
+    from polyticket.study.executors.ray import Ray
+
+    study = load_study(write_study(tmp_path, bert_dir, tmp_path / "run", **TINY))
+    for knob, value in (("cpus_per_cell", -1.0), ("gpus_per_cell", float("nan"))):
+        with pytest.raises(UserError, match="must be a number of at least 0"):
+            run_study(study, executor="ray", **{knob: value})
+
+    class Nodes:  # ray.nodes(): a CPU node, and a dead one with a GPU
+        @staticmethod
+        def nodes():
+            return [
+                {"Alive": True, "Resources": {"CPU": 2.0}},
+                {"Alive": False, "Resources": {"CPU": 8.0, "GPU": 1.0}},
+            ]
+
+    with pytest.raises(UserError, match=r"--gpus-per-cell 1: no node .*\(the most is 0\)"):
+        Ray(gpus_per_cell=1.0)._check_fits(Nodes, strict=True)
+    with pytest.raises(UserError, match="--cpus-per-cell 4: no node"):
+        Ray(cpus_per_cell=4.0)._check_fits(Nodes, strict=True)
+    Ray(cpus_per_cell=4.0)._check_fits(Nodes, strict=False)
+    assert "warning: --cpus-per-cell 4: no node" in capsys.readouterr().err
+    Ray(cpus_per_cell=2.0, gpus_per_cell=0.0)._check_fits(Nodes, strict=True)  # fits

@@ -359,6 +359,27 @@ CASES = [
         lambda w: study_with(w, "s7.yaml", "settings: {learnig_rate: 1}\n"),
         "learning_rate",
     ),
+    ("study-data", lambda w: study_with(w, "s8.yaml", ""), "tasks.ner.train_file: no file"),
+    (
+        "study-multi",
+        lambda w: study_with(w, "s9.yaml", "run: {multi_language: [[en, xx]]}\n"),
+        "'xx' is none of the study's languages",
+    ),
+    (
+        "study-synth-path",
+        lambda w: study_with(w, "s10.yaml", "synth: {'../{lang}.c': {task: ner, size: 2}}\n"),
+        "not a path",
+    ),
+    (
+        "study-synth-language",
+        lambda w: study(
+            w,
+            "s11.yaml",
+            STUDY.format(bert=w / "bert", out=w / "o").replace("[en]", "[en, xx]")
+            + "synth: {'{lang}.c': {task: ner, size: 2}}\n",
+        ),
+        "no synthetic data in 'xx'",
+    ),
     # model directories
     ("model-empty", lambda w: model(w, "no-model"), "empty"),
     ("model-no-tokenizer", lambda w: model(w, "config-only"), "no tokenizer"),

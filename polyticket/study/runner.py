@@ -97,6 +97,7 @@ def run_study(
     outcome = Outcome()
     started = time.monotonic()
     synthesize(study)
+    check_data(study)
     outcome.phases["data"] = time.monotonic() - started
     pending = []
     for cell in todo:
@@ -109,6 +110,22 @@ def run_study(
     if outcome.skipped:
         print(f"{len(outcome.skipped)} cell(s) were already done", file=sys.stderr)
     return outcome
+
+
+def check_data(study: Study) -> None:
+    """Every task's local data files, in each of its languages, before any cell runs: a
+    missing one would fail each of its cells after the others had run."""
+    from polyticket.tasks.base import data_file
+
+    for key, spec in study.tasks.items():
+        for language in spec.languages:
+            for split, knob in (("train", "train_file"), ("eval", "eval_file")):
+                path = data_file(spec.config.data, split, language)
+                if path is not None and not path.is_file():
+                    raise UserError(
+                        f"{study.path}: tasks.{key}.{knob}: no file {path} (language "
+                        f"{language})"
+                    )
 
 
 def prepare_models(study: Study) -> None:

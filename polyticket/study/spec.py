@@ -274,6 +274,17 @@ def load_study(path: Path, out: Path | None = None) -> Study:
                 f"tasks.{key}: sparsity {float(missing[0]):g} is no level of a "
                 f"schedule with rate {spec.rate}",
             )
+    if study.synth:
+        from polyticket.data.synth import SYNTH_LANGUAGES
+
+        wanted = sorted({lang for spec in tasks.values() for lang in spec.languages})
+        unknown = [lang for lang in wanted if lang not in SYNTH_LANGUAGES]
+        if unknown:
+            raise _fail(
+                path,
+                f"synth: no synthetic data in {unknown[0]!r}; its languages are "
+                f"{', '.join(SYNTH_LANGUAGES)}",
+            )
     for name in CELL_KINDS:
         CELL_KINDS[name]().validate(study)
     return study
@@ -290,6 +301,8 @@ def _synth(path: Path, values: Any) -> dict[str, dict[str, Any]]:
         where = f"synth.{name}"
         if not isinstance(spec, dict) or "{lang}" not in str(name):
             raise _fail(path, f"{where}: give task, size and seed; put {{lang}} in the name")
+        if Path(str(name)).is_absolute() or ".." in Path(str(name)).parts:
+            raise _fail(path, f"{where}: a file name inside the study's data folder, not a path")
         _check_keys(path, where, spec, SYNTH_KEYS)
         if spec.get("task") not in SYNTH_TASKS:
             raise _fail(path, f"{where}.task must be one of {', '.join(SYNTH_TASKS)}")

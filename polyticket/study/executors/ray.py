@@ -15,6 +15,7 @@ Ray is an optional extra: ``pip install 'polyticket[ray]'``.
 from __future__ import annotations
 
 import gc
+import math
 import os
 import socket
 import sys
@@ -82,6 +83,14 @@ class _Progress:
 class Ray(Executor):
     accepts = ("address", "cpus_per_cell", "gpus_per_cell", "retries")
 
+    def __init__(self, **options: object):
+        super().__init__(**options)
+        for knob in ("cpus_per_cell", "gpus_per_cell", "retries"):
+            value = self.options.get(knob)
+            if value is not None and not 0 <= float(value) < math.inf:  # NaN fails too
+                flag = "--" + knob.replace("_", "-")
+                raise UserError(f"{flag} must be a number of at least 0, got {value}")
+
     def run(self, study: Study, pending: list[Cell], outcome: Outcome) -> None:
         if not pending:
             return
@@ -96,10 +105,29 @@ class Ray(Executor):
                 log_to_driver=False,  # the cells' own output stays in the workers' logs
             )
         try:
+            self._check_fits(ray, strict=ours)
             _Schedule(ray, study, pending, outcome, self.options).run()
         finally:
             if ours:
                 ray.shutdown()
+
+
+    def _check_fits(self, ray, strict: bool) -> None:
+        """A cell that asks for more CPUs or GPUs than any node has would wait forever. On
+        the cluster started for this run that is an error; a cluster of one's own may grow
+        (an autoscaler), so there it is a warning."""
+        nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+        for knob, resource in (("cpus_per_cell", "CPU"), ("gpus_per_cell", "GPU")):
+            wanted = float(self.options.get(knob) or 0)
+            most = max((node.get(resource, 0.0) for node in nodes), default=0.0)
+            if wanted > most:
+                text = (
+                    f"--{knob.replace('_', '-')} {wanted:g}: no node of the Ray cluster has "
+                    f"that many {resource}s (the most is {most:g})"
+                )
+                if strict:
+                    raise UserError(text)
+                print(f"warning: {text}; cells wait until one has", file=sys.stderr)
 
 
 def _import_ray():

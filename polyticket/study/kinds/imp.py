@@ -50,6 +50,16 @@ class Imp(CellKind):
             combos.append(list(combo))
         return combos
 
+    def validate(self, study: Study) -> None:
+        known = {lang for spec in study.tasks.values() for lang in spec.languages}
+        for combo in study.multi_language:
+            unknown = [lang for lang in combo if lang not in known]
+            if unknown:
+                raise UserError(
+                    f"{study.path}: run.multi_language: {unknown[0]!r} is none of the study's "
+                    f"languages ({', '.join(sorted(known))})"
+                )
+
     def expand(self, study: Study) -> list[Cell]:
         if not self.enabled(study):
             return []
