@@ -427,7 +427,28 @@ def check_config(config: Any, source: str = "config") -> Any:
     train = getattr(config, "train", None)
     if train is not None:
         check_mixed_precision(train.mixed_precision, train.cpu, source)
+    if isinstance(config, TrainConfig):
+        check_mask_knobs(config, source)
     return config
+
+
+def check_mask_knobs(config: TrainConfig, source: str) -> None:
+    """The knobs of a control mask go with one: given without it they would be ignored."""
+    control = config.mask in ("random", "oneshot")
+    for knob, given in (
+        ("sparsity", config.sparsity is not None),
+        ("sparsity_from", config.sparsity_from is not None),
+        ("layer_matched", config.layer_matched),
+    ):
+        if given and not control:
+            raise UserError(
+                f"{source}: {knob} applies to mask random or oneshot, not to "
+                + ("a mask file" if config.mask else "dense training")
+            )
+    if config.sparsity is not None and config.sparsity_from is not None:
+        raise UserError(f"{source}: give sparsity or sparsity_from, not both")
+    if config.layer_matched and config.sparsity_from is None:
+        raise UserError(f"{source}: layer_matched matches the layers of sparsity_from: give it")
 
 
 def check_mixed_precision(precision: str, cpu: bool, source: str) -> None:

@@ -291,6 +291,24 @@ CASES = [
         "is an input of the command too",
     ),  # fmt: skip
     ("train-over-run", lambda w: train(w, "--out", str(w / "done-run")), "holds a run already"),
+    # a control mask's knobs without a control mask would be ignored
+    ("sparsity-dense", lambda w: train(w, "--sparsity", "0.3"), "not to dense training"),
+    (
+        "sparsity-with-file",
+        lambda w: train(w, "--mask", str(w / "good.safetensors"), "--sparsity", "0.3"),
+        "not to a mask file",
+    ),
+    (
+        "sparsity-twice",
+        lambda w: train(w, "--mask", "random", "--sparsity", "0.3",
+                        "--sparsity-from", str(w / "good.safetensors")),
+        "not both",
+    ),  # fmt: skip
+    (
+        "layer-matched-alone",
+        lambda w: train(w, "--mask", "random", "--sparsity", "0.3", "--layer-matched"),
+        "layer_matched matches the layers of sparsity_from",
+    ),
     (
         "synth-one-file",
         lambda w: ["data", "synth", "--task", "nli", "--language", "en,fr", "--size", "2",
