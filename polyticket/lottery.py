@@ -326,6 +326,12 @@ def finetune(config: TrainConfig, out: Path) -> dict[str, Any]:
     mask = control_mask(config, model)
     if mask is not None:
         mask.check_fits({n: p.shape for n, p in params.items()}, source=str(config.mask))
+        made_for = mask.metadata.get("model")
+        if made_for and made_for != config.model.model:  # same shapes, another model (XLM-R)
+            log.warning(
+                "the mask %s was made for the model %s, and trains %s", config.mask,
+                made_for, config.model.model,
+            )  # fmt: skip
     described = (
         {"source": config.mask, "sparsity": mask.sparsity(), **mask.metadata}
         if mask is not None
@@ -340,11 +346,11 @@ def finetune(config: TrainConfig, out: Path) -> dict[str, Any]:
         write_json(run.run_json, info)
         if mask is not None:
             mask.save(run.mask, model=config.model.model)
-    log = RunLog(run, accelerator)
+    run_log = RunLog(run, accelerator)
     result = train(
-        model, task, data, config.train, accelerator, params, mask, log, {"desc": "training"}
+        model, task, data, config.train, accelerator, params, mask, run_log, {"desc": "training"}
     )
-    log.close()
+    run_log.close()
     metrics = {"sparsity": mask.sparsity() if mask is not None else 0.0, **result.to_json()}
     if accelerator.is_main_process:
         write_json(run.metrics, metrics)

@@ -47,7 +47,7 @@ def found(tmp_path_factory, bert_dir, conll_files):
     return out
 
 
-def test_find_then_train_with_the_ticket(found, bert_dir, conll_files, tmp_path, capsys):
+def test_find_then_train_with_the_ticket(found, bert_dir, conll_files, tmp_path, capsys, caplog):
     ticket = Mask.load(found / "ticket.safetensors")
     assert ticket.metadata["language"] == "fr" and ticket.metadata["task"] == "ner"
     out = tmp_path / "ner-fr-to-de"
@@ -79,6 +79,28 @@ def test_find_then_train_with_the_ticket(found, bert_dir, conll_files, tmp_path,
     assert metrics["sparsity"] == pytest.approx(ticket.sparsity())
     run = json.loads((out / "run.json").read_text())
     assert run["mask"]["language"] == "fr" and run["config"]["data"]["language"] == "de"
+    assert "was made for the model" not in caplog.text
+
+    # a mask of another model with the same shapes (XLM-R's and mBERT's encoders): said
+    other = tmp_path / "other-model.safetensors"
+    ticket.save(other, model="xlm-roberta-base")
+    args = [
+        "train",
+        "--task",
+        "ner",
+        "--model",
+        str(bert_dir),
+        "--mask",
+        str(other),
+        "--train-file",
+        str(conll_files[0]),
+        "--eval-file",
+        str(conll_files[1]),
+        *FAST,
+    ]
+    with caplog.at_level("WARNING", logger="polyticket"):
+        assert main([*args, "--out", str(tmp_path / "other")]) == 0
+    assert f"was made for the model xlm-roberta-base, and trains {bert_dir}" in caplog.text
 
 
 def test_train_from_random_init_and_config_file(bert_dir, conll_files, tmp_path):
