@@ -64,6 +64,11 @@ def test_bad_input_names_the_file(files, tmp_path, capsys):
     assert "missing.safetensors" in capsys.readouterr().err
     other = random_mask(bert_shapes(layers=1), 0.5, 0).save(tmp_path / "small.safetensors")
     assert main(["compare", str(files["en"]), str(other)]) == 2
-    assert "not of one model" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not of one model" in err and str(other) in err  # the files, not only the labels
+    xlmr = Mask.load(files["fr"]).save(tmp_path / "xlmr.safetensors", model="xlm-roberta-base")
+    mbert = Mask.load(files["en"]).save(tmp_path / "mbert.safetensors", model="mbert")
+    assert main(["compare", str(mbert), str(xlmr)]) == 0  # the same shapes: compared, said
+    assert "was made for the model mbert and" in capsys.readouterr().err
     assert main(["compare", *tickets(files), "--heads", "3"]) == 2
     assert "does not split into 3 heads" in capsys.readouterr().err

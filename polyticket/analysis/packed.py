@@ -18,6 +18,7 @@ per-head overlap) besides the usual ``language`` and ``seed``.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -144,15 +145,28 @@ def default_label(metadata: Mapping[str, str], path: Path) -> str:
 
 def check_same_shapes(masks: Iterable[PackedMask]) -> None:
     """All masks cover the same parameters with the same shapes, or a UserError naming the
-    first mask that does not."""
+    first mask that does not; masks that say they were made for different models but have
+    the same shapes (XLM-R's and mBERT's encoders) are compared, with a warning."""
     masks = list(masks)
     first = masks[0]
     for mask in masks[1:]:
         detail = shape_difference(first.shapes, mask.shapes)
         if detail:
             raise UserError(
-                f"masks {first.label!r} and {mask.label!r} are not of one model: {detail}"
+                f"masks {_named(first)} and {_named(mask)} are not of one model: {detail}"
             )
+    models = {m.metadata["model"]: m for m in masks if m.metadata.get("model")}
+    if len(models) > 1:
+        (a, one), (b, other) = list(models.items())[:2]
+        print(
+            f"warning: {_named(one)} was made for the model {a} and {_named(other)} for {b}",
+            file=sys.stderr,
+        )
+
+
+def _named(mask: PackedMask) -> str:
+    """A mask in a message: its label, and its file when it has one."""
+    return f"{mask.label!r} ({mask.source})" if mask.source else repr(mask.label)
 
 
 def intersection_counts(a: PackedMask, b: PackedMask) -> dict[str, int]:
