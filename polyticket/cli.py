@@ -202,12 +202,20 @@ def _print_shares(study, count: int) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from importlib.resources import files
 
+    from polyticket.analysis.report import write_report
     from polyticket.study import load_study
+    from polyticket.study.changes import changes
+    from polyticket.study.grid import cells
 
     name = "demo-full.yaml" if args.full else "demo.yaml"
     study = load_study(Path(str(files("polyticket") / "studies" / name)), out=args.out)
-    from polyticket.analysis.report import write_report
-
+    changed = changes(study, cells(study))
+    if changed:  # the study command's advice (--rerun-changed, --plan) is not the demo's
+        raise UserError(
+            f"{study.out} holds {len(changed)} cell(s) made with other settings than the "
+            f"{study.name} study's (first: {next(iter(changed))}): give another --out, or "
+            "remove it"
+        )
     print(f"polyticket demo: {study.name} into {study.out} (a second run reuses what is done)")
     started = time.monotonic()
     code, outcome = _run_study(study)

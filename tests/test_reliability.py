@@ -117,6 +117,9 @@ def world(tmp_path_factory, bert_dir):
     (w / "bad-study" / "results").mkdir(parents=True)
     (w / "bad-study" / "results" / "results.json").write_text("[]\n")
     (w / "empty-study").mkdir()
+    imp = w / "old-demo" / "cells" / "ner" / "en" / "seed1" / "imp"  # a cell of another make
+    imp.mkdir(parents=True)
+    (imp / "cell.json").write_text('{"max_steps": 1}\n')
     return w
 
 
@@ -397,6 +400,12 @@ CASES = [
             + "synth: {'{lang}.c': {task: ner, size: 2}}\n",
         ),
         "no synthetic data in 'xx'",
+    ),
+    (
+        "demo-other-settings",
+        lambda w: ["demo", "--out", str(w / "old-demo")],
+        "made with other settings than the demo study's (first: ner/en/seed1/imp): give "
+        "another --out",
     ),
     # model directories
     ("model-empty", lambda w: model(w, "no-model"), "empty"),
