@@ -103,9 +103,7 @@ class TrainArgs:
         32, "training examples per optimizer step (before accumulation)", minimum=1
     )
     eval_batch_size: int = knob(64, "examples per evaluation batch", minimum=1)
-    epochs: float = knob(
-        3.0, "passes over the training data (ignored with --max-steps)", above=0
-    )
+    epochs: float = knob(3.0, "passes over the training data (ignored with --max-steps)", above=0)
     max_steps: int | None = knob(
         None, "optimizer steps per training run; overrides --epochs", minimum=1
     )
@@ -115,16 +113,12 @@ class TrainArgs:
     weight_decay: float = knob(0.0, "AdamW weight decay", minimum=0)
     adam_epsilon: float = knob(1e-8, "AdamW epsilon", above=0)
     max_grad_norm: float = knob(1.0, "gradient clipping norm (0 disables)", minimum=0)
-    gradient_accumulation_steps: int = knob(
-        1, "batches accumulated per optimizer step", minimum=1
-    )
+    gradient_accumulation_steps: int = knob(1, "batches accumulated per optimizer step", minimum=1)
     eval_steps: int | None = knob(
         None, "evaluate every N optimizer steps (default: each epoch)", minimum=1
     )
     log_steps: int = knob(10, "log the training loss every N optimizer steps", minimum=1)
-    seed: int = knob(
-        57, "random seed of the head, data order and dropout", minimum=0, below=2**32
-    )
+    seed: int = knob(57, "random seed of the head, data order and dropout", minimum=0, below=2**32)
     cpu: bool = knob(False, "run on the CPU even where an accelerator is present")
     mixed_precision: Literal["no", "fp16", "bf16", "auto"] = knob(
         "no",
@@ -191,11 +185,9 @@ class TrainConfig:
     train: TrainArgs = field(default_factory=TrainArgs)
     out: Path | None = knob(None, "output directory (required)")
     mask: str | None = knob(
-        None, "mask file, or 'random' / 'oneshot' for a control mask (default: dense)"
+        None, "mask file, 'random' / 'oneshot' for a control mask, or 'dense' (the default)"
     )
-    sparsity: float | None = knob(
-        None, "sparsity of a random or one-shot mask", minimum=0, below=1
-    )
+    sparsity: float | None = knob(None, "sparsity of a random or one-shot mask", minimum=0, below=1)
     sparsity_from: Path | None = knob(
         None, "a random mask takes the sparsity of this mask file instead"
     )
@@ -413,8 +405,7 @@ def _check_value(name: str, value: Any, meta: typing.Mapping[str, Any], source: 
                 re.compile(pattern)
             except re.error as exc:
                 raise UserError(
-                    f"{source}: bad value {pattern!r} for {name}: not a regular expression "
-                    f"({exc})"
+                    f"{source}: bad value {pattern!r} for {name}: not a regular expression ({exc})"
                 ) from None
 
 
@@ -443,7 +434,7 @@ def check_mask_knobs(config: TrainConfig, source: str) -> None:
         if given and not control:
             raise UserError(
                 f"{source}: {knob} applies to mask random or oneshot, not to "
-                + ("a mask file" if config.mask else "dense training")
+                + ("a mask file" if config.mask not in (None, "dense") else "dense training")
             )
     if config.sparsity is not None and config.sparsity_from is not None:
         raise UserError(f"{source}: give sparsity or sparsity_from, not both")

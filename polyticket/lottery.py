@@ -153,7 +153,7 @@ def control_mask(config: TrainConfig, model: nn.Module) -> Mask | None:
     """The mask ``train`` uses: a file (polyticket's or the original code's .pt), a random
     mask, or one-shot magnitude pruning of θ0; None for dense training."""
     choice = config.mask
-    if choice is None:
+    if choice in (None, "dense"):
         return None
     if choice not in ("random", "oneshot"):
         return read_mask(Path(choice), dict(model.base_model.named_parameters()))

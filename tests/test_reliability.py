@@ -297,6 +297,11 @@ CASES = [
     # a control mask's knobs without a control mask would be ignored
     ("sparsity-dense", lambda w: train(w, "--sparsity", "0.3"), "not to dense training"),
     (
+        "sparsity-dense-named",
+        lambda w: train(w, "--mask", "dense", "--sparsity", "0.3"),
+        "not to dense training",
+    ),
+    (
         "sparsity-with-file",
         lambda w: train(w, "--mask", str(w / "good.safetensors"), "--sparsity", "0.3"),
         "not to a mask file",
