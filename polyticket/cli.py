@@ -133,6 +133,17 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    """An argparse type: a seed, as every knob's (0 to 2^32 - 1)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2^32), got {value}")
+    return value
+
+
 def _shard(text: str) -> tuple[int, int]:
     try:
         index, count = (int(x) for x in text.split("/"))
@@ -655,8 +666,10 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument(
         "--language", required=True, help="language code, or several separated by commas"
     )
-    synth.add_argument("--size", type=int, required=True, help="number of examples")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--size", type=_positive, required=True, help="number of examples")
+    synth.add_argument(
+        "--seed", type=_seed, default=0, help="the draw of names and frames (default 0)"
+    )
     synth.add_argument(
         "--split",
         choices=["train", "dev", "test"],

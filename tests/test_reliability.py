@@ -324,6 +324,12 @@ CASES = [
         "need {lang}",
     ),  # fmt: skip
     (
+        "synth-size-zero",
+        lambda w: ["data", "synth", "--task", "ner", "--language", "en", "--size", "0",
+                   "--out", str(w / "x.conll")],
+        "--size: must be at least 1",
+    ),  # fmt: skip
+    (
         "synth-language-list",
         lambda w: ["data", "synth", "--task", "ner", "--language", "en,,fr", "--size", "2",
                    "--out", str(w / "x-{lang}.conll")],
