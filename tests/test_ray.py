@@ -65,7 +65,8 @@ def test_a_failing_cell_is_tried_again_then_recorded_and_the_rest_go_on(
     cluster, tmp_path, bert_dir, capsys
 ):
     path = write_study(tmp_path, bert_dir, tmp_path / "run", **TINY)
-    (tmp_path / "data" / "fr-dev.conll").unlink()
+    # a file that is there but that a cell cannot read (a missing one is refused at the start)
+    (tmp_path / "data" / "fr-dev.conll").write_text("Paris B-PLACE\n")
     study = load_study(path)
     outcome = run_study(study, executor="ray", address=cluster.address, retries=1)
     assert set(outcome.failed) == {

@@ -251,7 +251,8 @@ def test_two_shards_complete_exactly_the_unsharded_cells(tmp_path, bert_dir):
 
 def test_a_failing_cell_is_reported_and_the_others_complete(tmp_path, bert_dir, capsys):
     path = write_study(tmp_path, bert_dir, tmp_path / "run", seeds=[1])
-    (tmp_path / "data" / "de-dev.conll").unlink()
+    # a file that is there but that a cell cannot read (a missing one is refused at the start)
+    (tmp_path / "data" / "de-dev.conll").write_text("Paris B-PLACE\n")
     assert main(["study", str(path)]) == 1
     err = capsys.readouterr().err
     assert "ner/de/seed1/imp" in err and "de-dev.conll" in err
