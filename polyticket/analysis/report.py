@@ -472,7 +472,7 @@ def component_section(files: StudyFiles) -> Section:
     for overlap in _overlaps(files):
         measures = _measures(overlap)
         section.parts += [_component_plot(overlap, m, files.languages) for m in measures]
-        heads = _head_plot(overlap, measures[-1])
+        heads = _head_plot(overlap, measures[-1])  # beyond θ0 where there is θ0's mask
         if heads:
             section.parts.append(heads)
         else:
