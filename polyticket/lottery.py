@@ -332,6 +332,12 @@ def finetune(config: TrainConfig, out: Path) -> dict[str, Any]:
                 "the mask %s was made for the model %s, and trains %s", config.mask,
                 made_for, config.model.model,
             )  # fmt: skip
+        unmasked = [n for n in find_prunable(model, _scope(config)).params if n not in mask]
+        if unmasked:  # a mask of another pruning scope, or cut by hand: said, then trained
+            log.warning(
+                "%d prunable matrices are not in the mask %s and train dense (first: %s)",
+                len(unmasked), config.mask, unmasked[0],
+            )  # fmt: skip
     described = (
         {"source": config.mask, "sparsity": mask.sparsity(), **mask.metadata}
         if mask is not None

@@ -101,6 +101,17 @@ def test_find_then_train_with_the_ticket(found, bert_dir, conll_files, tmp_path,
     with caplog.at_level("WARNING", logger="polyticket"):
         assert main([*args, "--out", str(tmp_path / "other")]) == 0
     assert f"was made for the model xlm-roberta-base, and trains {bert_dir}" in caplog.text
+    assert "not in the mask" not in caplog.text
+
+    # a mask that lacks a prunable matrix: that matrix trains dense, and the user is told
+    first, *rest = ticket
+    cut = Mask({name: ticket[name] for name in rest}).save(tmp_path / "cut.safetensors")
+    args[args.index(str(other))] = str(cut)
+    with caplog.at_level("WARNING", logger="polyticket"):
+        assert main([*args, "--out", str(tmp_path / "cut")]) == 0
+    assert f"1 prunable matrices are not in the mask {cut} and train dense (first: {first})" in (
+        caplog.text
+    )
 
 
 def test_train_from_random_init_and_config_file(bert_dir, conll_files, tmp_path):
