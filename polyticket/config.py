@@ -42,10 +42,13 @@ class ModelArgs:
     )
     prune_pooler: bool = knob(False, "also prune the pooler (only where the model has one)")
     prune_include: list[str] = knob(
-        [], "regex over base-model parameter names: prune exactly these (repeatable)", regex=True
+        [],
+        "regex that must match a whole base-model parameter name ('.*query\\.weight', not "
+        "'query'): prune exactly these (repeatable)",
+        regex=True,
     )
     prune_exclude: list[str] = knob(
-        [], "regex of parameter names never to prune (repeatable)", regex=True
+        [], "regex of whole parameter names never to prune (repeatable)", regex=True
     )
 
 

@@ -206,6 +206,11 @@ def fit_budget(
                 f"the budget of {budget} steps is less than one level's {per_level} steps"
             )
         schedule = schedule[: budget // per_level]
+        if schedule[-1] < config.prune.target_sparsity and config.prune.levels is None:
+            log.warning(
+                "the budget of %d steps stops at %.0f%%, short of the target %.0f%%",
+                budget, 100 * float(schedule[-1]), 100 * config.prune.target_sparsity,
+            )  # fmt: skip
     log.warning(
         "IMP schedule: levels 0-%d, %d steps each, up to %.0f%% pruned, %d steps in all%s",
         len(schedule) - 1,

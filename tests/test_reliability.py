@@ -423,6 +423,11 @@ CASES = [
         lambda w: ["models", "prepare", "e5-small", "--home", str(w / "a-file")],
         "a-file/models",
     ),
+    (
+        "prune-include-part",
+        lambda w: find(w, "--prune-include", "query"),
+        "with 'query' (each must match a whole parameter name)",
+    ),
     # model directories
     ("model-empty", lambda w: model(w, "no-model"), "empty"),
     ("model-no-tokenizer", lambda w: model(w, "config-only"), "no tokenizer"),

@@ -137,7 +137,11 @@ def find_prunable(model: nn.Module, scope: PruneScope = PruneScope()) -> Prunabl
         names = _block_weights(base)
     names = [n for n in names if not any(re.fullmatch(p, n) for p in scope.exclude)]
     if not names:
-        raise UserError(f"no prunable weights found in model type {model_type!r}")
+        patterns = ", ".join(repr(p) for p in (*scope.include, *scope.exclude))
+        raise UserError(
+            f"no prunable weights found in model type {model_type!r}"
+            + (f" with {patterns} (each must match a whole parameter name)" if patterns else "")
+        )
     family = family or Family(name="generic", model_types=(), prunable="")
     return Prunable(
         params={n: params[n] for n in names},
