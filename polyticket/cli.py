@@ -122,26 +122,24 @@ def _data_synth(args: argparse.Namespace) -> None:
         print(f"written: {out}")
 
 
-def _positive(text: str) -> int:
-    """An argparse type: a whole number of at least 1 (batch sizes, head counts)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _whole(low: int, high: int | None = None):
+    """An argparse type: a whole number in [low, high)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low or (high is not None and value >= high):
+            bounds = f"at least {low}" if high is None else f"in [{low}, {high})"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
+        return value
+
+    return parse
 
 
-def _seed(text: str) -> int:
-    """An argparse type: a seed, as every knob's (0 to 2^32 - 1)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"must be in [0, 2^32), got {value}")
-    return value
+_positive = _whole(1)  # batch sizes, head counts, neighbours, sizes
+_seed = _whole(0, 2**32)  # as every seed knob
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -372,8 +370,6 @@ def _retrieve(args: argparse.Namespace) -> None:
     from polyticket.analysis.representations import parse_parallel, read_inputs
     from polyticket.analysis.retrieval import format_retrieval, retrieve
 
-    if args.k < 1:
-        raise UserError(f"--k must be at least 1, got {args.k}")
     if args.out:
         prepare_output_file(args.out, args.masks)
     inputs = read_inputs(args.model, args.masks, parse_parallel(args.parallel))
@@ -390,7 +386,7 @@ def _similarity(args: argparse.Namespace) -> None:
     unknown = [m for m in measures if m not in MEASURES]
     if unknown:
         raise UserError(f"--measures: unknown {unknown[0]!r}; use {', '.join(MEASURES)}")
-    if not args.epsilon >= 0 or math.isinf(args.epsilon):  # NaN fails the first test
+    if not 0 <= args.epsilon < math.inf:  # NaN fails it too
         raise UserError(f"--epsilon must be a number of at least 0, got {args.epsilon}")
     if args.out:
         prepare_output_file(args.out, args.masks)
@@ -438,7 +434,7 @@ def _add_representation_commands(commands) -> None:
         description="Margin-based k-NN retrieval of translations with θ0 ⊙ m as encoder.",
     )
     _add_representation_flags(retrieve)
-    retrieve.add_argument("--k", type=int, default=5, help="neighbours (default 5)")
+    retrieve.add_argument("--k", type=_positive, default=5, help="neighbours (default 5)")
     retrieve.add_argument("--margin", choices=["ratio", "distance", "absolute"], default="ratio")
     retrieve.set_defaults(handler=_retrieve)
     similarity = commands.add_parser(

@@ -18,7 +18,7 @@ per-head overlap) besides the usual ``language`` and ``seed``.
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,6 +28,8 @@ import torch
 
 from polyticket.errors import UserError
 from polyticket.masks import Mask, pack_bits, read_packed, shape_difference, unpack_bits
+
+log = logging.getLogger("polyticket")
 
 WORD_BITS = 64
 _WORD = np.dtype("<u8")  # little-endian words, so bit i of the file is bit i % 64 of a word
@@ -158,10 +160,7 @@ def check_same_shapes(masks: Iterable[PackedMask]) -> None:
     models = {m.metadata["model"]: m for m in masks if m.metadata.get("model")}
     if len(models) > 1:
         (a, one), (b, other) = list(models.items())[:2]
-        print(
-            f"warning: {_named(one)} was made for the model {a} and {_named(other)} for {b}",
-            file=sys.stderr,
-        )
+        log.warning("%s was made for the model %s and %s for %s", _named(one), a, _named(other), b)
 
 
 def _named(mask: PackedMask) -> str:

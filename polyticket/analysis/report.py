@@ -26,6 +26,7 @@ import re
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,7 @@ class StudyFiles:
     retrieval: list[dict[str, str]]
     similarity: list[dict[str, str]]
 
-    @property
+    @cached_property
     def languages(self) -> list[str]:
         """The study's languages (and language sets) in its own order, as its transfer
         matrices and tickets list them."""

@@ -15,6 +15,7 @@ Ray is an optional extra: ``pip install 'polyticket[ray]'``.
 from __future__ import annotations
 
 import gc
+import logging
 import math
 import os
 import socket
@@ -29,6 +30,8 @@ from polyticket.study.executors.base import Executor
 from polyticket.study.grid import Cell, cells
 from polyticket.study.runner import Outcome, execute, failed_elsewhere
 from polyticket.study.spec import Study
+
+log = logging.getLogger("polyticket")
 
 # How often the driver looks again at a dependency that another shard runs.
 POLL_SECONDS = 5.0
@@ -111,7 +114,6 @@ class Ray(Executor):
             if ours:
                 ray.shutdown()
 
-
     def _check_fits(self, ray, strict: bool) -> None:
         """A cell that asks for more CPUs or GPUs than any node has would wait forever. On
         the cluster started for this run that is an error; a cluster of one's own may grow
@@ -127,7 +129,7 @@ class Ray(Executor):
                 )
                 if strict:
                     raise UserError(text)
-                print(f"warning: {text}; cells wait until one has", file=sys.stderr)
+                log.warning("%s; cells wait until one has", text)
 
 
 def _import_ray():
