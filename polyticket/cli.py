@@ -13,6 +13,7 @@ import typing
 from collections.abc import Sequence
 from pathlib import Path
 
+from polyticket import __version__
 from polyticket.config import FindConfig, TrainConfig, add_flags, parse_config
 from polyticket.errors import UserError
 from polyticket.io import prepare_output_dir, prepare_output_file, write_csv
@@ -461,7 +462,13 @@ def _add_representation_commands(commands) -> None:
 
 class _Parser(argparse.ArgumentParser):
     """Mistakes in flags are one line and exit 2, like every other mistake in input
-    (argparse would print the whole usage first)."""
+    (argparse would print the whole usage first). Flags must be spelled out: an
+    abbreviation such as ``--target`` would silently change meaning the day a second flag
+    starts with it, and scripts and study commands must keep theirs."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)  # sub-commands are built by this class too
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> typing.NoReturn:
         print(f"polyticket: error: {message} (see {self.prog} --help)", file=sys.stderr)
@@ -531,6 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find, compare and transfer lottery tickets of multilingual models.",
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="more log output")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     find = commands.add_parser(
@@ -711,7 +719,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         leave_process_group()
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

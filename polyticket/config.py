@@ -316,14 +316,14 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
-    from polyticket.io import read_text
+    from polyticket.io import parse_yaml, read_text
 
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     text = read_text(path)
     kind = "JSON" if path.suffix == ".json" else "YAML"
     try:
-        data = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
+        data = json.loads(text) if kind == "JSON" else parse_yaml(text)
     except (json.JSONDecodeError, yaml.YAMLError, RecursionError) as exc:
         detail = " ".join(str(exc).split()) or type(exc).__name__
         raise UserError(f"{path}: not valid {kind}: {detail}") from None

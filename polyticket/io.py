@@ -14,10 +14,12 @@ import errno
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from polyticket.errors import UserError
 
@@ -129,6 +131,32 @@ def read_text(path: str | Path) -> str:
         raise UserError(
             f"{path}:{line}: not UTF-8 text (byte {exc.start}: {data[exc.start : exc.end]!r})"
         ) from None
+
+
+class _StrictYamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error: PyYAML
+    keeps the last silently, so a study file with two ``settings:`` blocks would run with
+    half of what its author wrote."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # '<<: *defaults' keys may be overridden: that is what they are for
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                continue  # PyYAML itself refuses it, with its own message
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"found duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML as ``yaml.safe_load`` reads it, duplicate keys refused (``yaml.YAMLError``)."""
+    return yaml.load(text, Loader=_StrictYamlLoader)  # noqa: S506 (a SafeLoader)
 
 
 def text_lines(path: str | Path) -> Iterator[tuple[int, str]]:

@@ -160,7 +160,7 @@ def digest(folder: Path) -> dict[str, str]:
 
 def run_cli(*args, env=None):
     return subprocess.run(
-        [sys.executable, "-m", "polyticket.cli", *map(str, args)],
+        [sys.executable, "-m", "polyticket", *map(str, args)],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
@@ -288,6 +288,16 @@ def test_bad_flag_and_help():
     assert "(default: None)" not in help_text and help_text.count("(default:") > 10
 
 
+def test_flags_are_spelled_out_and_the_version_is_printed():
+    from polyticket import __version__
+
+    refused = run_cli("find", "--target", "0.5")  # argparse would take it for --target-sparsity
+    assert refused.returncode == 2 and "unrecognized arguments: --target" in refused.stderr
+    assert run_cli("study", "--pla", "s.yaml").returncode == 2
+    version = run_cli("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"polyticket {__version__}"
+
+
 def test_every_command_and_action_has_help():
     """Every help page formats (a help text with a stray % would not) and names itself."""
 
@@ -401,7 +411,7 @@ def test_a_line_per_evaluation_when_output_is_not_a_terminal(bert_dir, conll_fil
     log = tmp_path / "stderr.txt"
     with open(log, "w") as stderr:
         subprocess.run(
-            [sys.executable, "-m", "polyticket.cli", "train", "--model", str(bert_dir)]
+            [sys.executable, "-m", "polyticket", "train", "--model", str(bert_dir)]
             + ["--train-file", str(train), "--eval-file", str(dev), "--max-steps", "4"]
             + ["--eval-steps", "2", "--out", str(tmp_path / "run")],
             stderr=stderr,

@@ -149,7 +149,7 @@ def test_find_under_two_distributed_processes(tmp_path, bert_dir, conll_files):
             "--nproc_per_node",
             "2",
             "-m",
-            "polyticket.cli",
+            "polyticket",
             "find",
             "--cpu",
             "--model",

@@ -100,7 +100,7 @@ def test_killing_a_worker_node_mid_study_changes_nothing(cluster, tmp_path, bert
     path = write_study(tmp_path / "ray", bert_dir, tmp_path / "ray" / "run", **TINY)
     doomed = cluster.add_node(num_cpus=1, object_store_memory=STORE)
     out = tmp_path / "ray" / "run"
-    command = [sys.executable, "-m", "polyticket.cli", "study", str(path), "--executor", "ray"]
+    command = [sys.executable, "-m", "polyticket", "study", str(path), "--executor", "ray"]
     command += ["--address", cluster.address, "--retries", "2"]
     driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

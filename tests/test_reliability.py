@@ -214,6 +214,11 @@ CASES = [
     ("yaml-preset", lambda w: with_config(w, "preset.yaml", "preset: paper-pos\n"), "paper-pos"),
     ("yaml-shape", lambda w: find(w, "--config", str(w / "list.yaml")), "list.yaml"),
     ("yaml-syntax", lambda w: find(w, "--config", str(w / "yaml-error.yaml")), "not valid YAML"),
+    (
+        "yaml-twice",
+        lambda w: with_config(w, "twice.yaml", "batch_size: 4\nbatch_size: 8\n"),
+        "duplicate key 'batch_size'",
+    ),
     ("yaml-utf8", lambda w: find(w, "--config", str(w / "bad-utf8.yaml")), "bad-utf8.yaml:2"),
     ("json-syntax", lambda w: find(w, "--config", str(w / "not-json.json")), "not-json.json"),
     ("config-missing", lambda w: find(w, "--config", str(w / "nope.yaml")), "nope.yaml"),
@@ -393,6 +398,11 @@ CASES = [
     ),
     ("study-data", lambda w: study_with(w, "s8.yaml", ""), "tasks.ner.train_file: no file"),
     (
+        "study-twice",
+        lambda w: study_with(w, "s8b.yaml", "settings: {seed: 1}\nsettings: {seed: 2}\n"),
+        "duplicate key 'settings'",
+    ),
+    (
         "study-multi",
         lambda w: study_with(w, "s9.yaml", "run: {multi_language: [[en, xx]]}\n"),
         "'xx' is none of the study's languages",
@@ -462,3 +472,14 @@ def test_a_malformed_input_is_one_line_and_exit_2(world, argv, words, capsys):
     # nothing outside --out changed, and no existing file in --out was modified
     assert {k: v for k, v in after.items() if k in before} == before
     assert all(k.startswith("out/") for k in after.keys() - before.keys()), after.keys() - before
+
+
+def test_a_yaml_key_given_twice_is_refused_but_merge_keys_still_override():
+    import yaml
+
+    from polyticket.io import parse_yaml
+
+    text = "base: &b {seed: 1, lr: 2}\nrun:\n  <<: *b\n  seed: 3\n"
+    assert parse_yaml(text) == {"base": {"seed": 1, "lr": 2}, "run": {"seed": 3, "lr": 2}}
+    with pytest.raises(yaml.YAMLError, match="(?s)duplicate key 'seed'.*line 3"):
+        parse_yaml("run:\n  seed: 1\n  seed: 2\n")

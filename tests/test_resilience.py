@@ -29,7 +29,7 @@ TICKETS_ONLY = {"run": {"random": False, "transfer": False}, "seeds": [1]}
 
 def _cli(*args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "polyticket.cli", *args],
+        [sys.executable, "-m", "polyticket", *args],
         env=CHILD_ENV,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

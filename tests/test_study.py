@@ -215,7 +215,7 @@ def test_plan_lists_states_and_runs_nothing(finished, tmp_path, bert_dir, capsys
 def test_interrupted_study_finishes_without_rerunning_done_cells(tmp_path, bert_dir):
     path = write_study(tmp_path, bert_dir, tmp_path / "run")
     process = subprocess.Popen(
-        [sys.executable, "-m", "polyticket.cli", "study", str(path)],
+        [sys.executable, "-m", "polyticket", "study", str(path)],
         env=CHILD_ENV,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -476,7 +476,7 @@ def test_concurrent_shards_wait_for_a_ticket_another_shard_makes(tmp_path, bert_
             "eval_steps": 2,
         },
     )
-    command = [sys.executable, "-m", "polyticket.cli", "study", str(path), "--shard"]
+    command = [sys.executable, "-m", "polyticket", "study", str(path), "--shard"]
     shards = [
         subprocess.Popen(command + [f"{i}/5"], env=CHILD_ENV, stdout=subprocess.DEVNULL)
         for i in range(1, 6)

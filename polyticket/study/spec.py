@@ -24,7 +24,7 @@ from polyticket.config import (
     with_preset,
 )
 from polyticket.errors import UserError
-from polyticket.io import read_text
+from polyticket.io import parse_yaml, read_text
 from polyticket.layout import StudyLayout
 from polyticket.pruning import as_fraction, sparsity_schedule
 from polyticket.study.kinds import CELL_KINDS
@@ -224,7 +224,7 @@ def load_study(path: Path, out: Path | None = None) -> Study:
     if not path.is_file():
         raise UserError(f"study file not found: {path}")
     try:
-        raw = yaml.safe_load(read_text(path))
+        raw = parse_yaml(read_text(path))
     except (yaml.YAMLError, RecursionError) as exc:
         raise _fail(path, f"not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(raw, dict):
