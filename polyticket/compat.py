@@ -358,46 +358,54 @@ class ImpBudget(NamedTuple):
     epochs: float | None
 
 
-def imp_budget(values: dict[str, Any]) -> ImpBudget | None:
-    """The pruning period and total budget of an original IMP config; None for other files.
+def _is_imp_config(values: dict[str, Any]) -> bool:
+    """LT_ner.py, LT_xnli.py, LT_mt5_xnli.py and LT_pretrain.py's configs: they train once
+    for ``num_train_epochs`` (or ``max_steps``) in all, and prune and rewind every
+    ``save_steps`` steps. The fine-tuning scripts (mask_dir or pruning_type) only save a
+    checkpoint every ``save_steps``."""
+    return is_original_config(values) and not _FINE_TUNING_KEYS & values.keys()
 
-    LT_ner.py, LT_xnli.py, LT_mt5_xnli.py and LT_pretrain.py train once for
-    ``num_train_epochs`` (or ``max_steps``) in all, and prune and rewind every ``save_steps``
-    steps. The fine-tuning scripts (the ones with mask_dir or pruning_type) only save a
-    checkpoint every ``save_steps``.
-    """
-    if not is_original_config(values) or _FINE_TUNING_KEYS & values.keys():
-        return None
-    period = _positive(values.get("save_steps"))
-    if period is None:
-        return None
+
+def _imp_budget(values: dict[str, Any], source: str) -> ImpBudget:
+    """The pruning period and total budget of an IMP config with ``save_steps``. A period or
+    budget that is not positive is refused: the original would have trained without
+    pruning, or not at all, where ``find`` would prune by its own schedule."""
+    period = _positive(values["save_steps"])
+    if period is None or period < 1:
+        raise UserError(
+            f"{source}: save_steps {values['save_steps']!r}: the original IMP scripts prune "
+            "every save_steps steps, so it must be a positive number of steps (leave it out "
+            "for polyticket's own schedule)"
+        )
     steps = _positive(values.get("max_steps"))
     epochs = None if steps else _positive(values.get("num_train_epochs", 3.0))
+    if steps is None and epochs is None:
+        raise UserError(
+            f"{source}: num_train_epochs {values['num_train_epochs']!r} and no positive "
+            "max_steps: the original would train for no steps at all"
+        )
     return ImpBudget(int(period), int(steps) if steps else None, epochs)
 
 
-def _schedule_settings(values: dict[str, Any], knobs: set[str]) -> list[Setting]:
+def _schedule_settings(values: dict[str, Any], knobs: set[str], source: str) -> list[Setting]:
     """save_steps: the steps of each IMP level; the whole run's budget is left to the levels."""
-    budget = imp_budget(values)
-    if budget is None:
-        if "save_steps" not in values:
-            return []
-        return [
-            Setting(
-                "save_steps",
-                None,
-                values["save_steps"],
-                "the fine-tuning scripts only save checkpoints at it",
-            )
-        ]
+    if "save_steps" not in values:
+        return []
+    if not _is_imp_config(values):
+        why = "the fine-tuning scripts only save checkpoints at it"
+        return [Setting("save_steps", None, values["save_steps"], why)]
     if "levels" not in knobs:
         why = "it is the pruning period of the original IMP scripts, which `polyticket find` runs"
         return [Setting("save_steps", None, values["save_steps"], why)]
     # Not the steps or epochs of each level: the budget of all levels together, which
     # find turns into levels once it knows the data (lottery.fit_budget).
+    budget = _imp_budget(values, source)
     out = [Setting("save_steps", "max_steps", budget.period)]
     if budget.steps is not None:
         out.append(Setting("max_steps", "budget_steps", budget.steps))
+        if "num_train_epochs" in values:  # as in HF's Trainer, max_steps wins
+            why = "max_steps sets the budget instead"
+            out.append(Setting("num_train_epochs", None, values["num_train_epochs"], why))
     else:
         out.append(Setting("num_train_epochs", "budget_epochs", budget.epochs))
     return out
@@ -408,7 +416,7 @@ def _settings(values: dict[str, Any], knobs: set[str], source: str) -> list[Sett
     derived = [
         *_task_settings(values, source),
         *_mask_settings(values, source),
-        *_schedule_settings(values, knobs),
+        *_schedule_settings(values, knobs, source),
     ]
     done = {setting.key for setting in derived}
     out = []
@@ -482,5 +490,3 @@ def translate_config(values: dict[str, Any], knobs: set[str], source: str) -> di
         out[target] = value
         origin[target] = key
     return out
-
-

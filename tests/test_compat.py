@@ -380,6 +380,26 @@ def test_imp_config_prunes_every_save_steps_within_its_budget(tmp_path, caplog):
     assert "ignoring key 'save_steps'" not in warnings_of(caplog)
     budget = parse("find", LT_NER | {"max_steps": 5000}, tmp_path)
     assert budget.prune.budget_steps == 5000 and budget.prune.budget_epochs is None
+    assert parse("find", LT_NER | {"seed": "57"}, tmp_path).train.seed == 57
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"save_steps": 0}, "save_steps 0: the original IMP scripts prune every save_steps"),
+        ({"save_steps": -1}, "save_steps -1"),
+        ({"save_steps": 0.5}, "save_steps 0.5"),
+        ({"num_train_epochs": 0}, "num_train_epochs 0 and no positive max_steps"),
+        ({"num_train_epochs": 0, "max_steps": -1}, "num_train_epochs 0 and no positive"),
+    ],
+)
+def test_an_imp_config_that_would_never_prune_or_train_is_refused(change, message, tmp_path):
+    """The original would train dense, or not at all, where find would prune by its own plan."""
+    with pytest.raises(UserError, match=message):
+        parse("find", LT_NER | change, tmp_path)
+    # train does what the original did with such a file: fine-tune, the period unused
+    assert parse("train", LT_NER | {"save_steps": 0}, tmp_path).train.epochs == 30
+    assert parse("find", LT_NER | {"num_train_epochs": 0, "max_steps": 90}, tmp_path)
 
 
 def test_the_budget_fits_whole_levels_once_the_data_size_is_known(tmp_path, caplog):
