@@ -329,7 +329,11 @@ def _add_compare(commands: argparse._SubParsersAction) -> None:
         help="one-shot magnitude mask of θ0 (a study's own is found in its directory)",
     )
     compare.add_argument(
-        "--heads", type=_positive, default=None, help="attention heads (else from the masks)"
+        "--heads",
+        type=_positive,
+        default=None,
+        help="attention heads, for masks that do not state their model's (a count that "
+        "contradicts theirs is refused)",
     )
     compare.add_argument(
         "--model-config",

@@ -71,5 +71,40 @@ def test_bad_input_names_the_file(files, tmp_path, capsys, caplog):
     with caplog.at_level("WARNING", logger="polyticket"):
         assert main(["compare", str(mbert), str(xlmr)]) == 0  # the same shapes: compared, said
     assert "was made for the model mbert and" in caplog.text
+    # a head count against the masks' own is refused; one they do not state is checked
     assert main(["compare", *tickets(files), "--heads", "3"]) == 2
+    assert "--heads 3 gives 3 attention heads, but the masks were made for a model with 4" in (
+        capsys.readouterr().err
+    )
+    unstated = [Mask(dict(Mask.load(files[lang]).items())) for lang in ("en", "fr")]
+    paths = [str(m.save(tmp_path / f"{i}.safetensors")) for i, m in enumerate(unstated)]
+    assert main(["compare", *paths, "--heads", "3"]) == 2
     assert "does not split into 3 heads" in capsys.readouterr().err
+    odd = Mask.load(files["en"]).save(tmp_path / "odd.safetensors", num_heads="x")
+    assert main(["compare", str(odd), str(files["fr"]), str(files["ru"])]) == 2
+    assert "odd.safetensors: num_heads 'x' is no head count" in capsys.readouterr().err
+
+
+def test_text_columns_line_up_and_heads_are_a_grid(files, capsys):
+    """Short labels under long section titles kept their columns; heads get a grid."""
+    assert main(["compare", str(files["en"]), str(files["fr"])]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    headers = [line for line in lines if line.rstrip().endswith("agreement")]
+    assert len(headers) == 3  # pairs, by layer, by component
+    rows = [line for line in lines if line.startswith(("en/0 ~ fr/0", "query", "ffn out"))]
+    ends = {len(line.rstrip()) for line in headers + rows}
+    assert len(ends) == 1, "\n".join(headers + rows)
+    grid = lines[lines.index("by head: jaccard (mean of pairs; a column per head)") + 1 :]
+    assert grid[0].split() == ["0", "1", "2", "3"]
+    assert [row.split()[0] for row in grid[1:3]] == ["encoder.layer.0", "encoder.layer.1"]
+    assert all(0 <= float(value) <= 1 for value in grid[1].split()[1:])
+
+
+def test_masks_of_one_language_and_seed_are_not_called_other_seeds(files, tmp_path, capsys):
+    same = Mask.load(files["en"]).save(tmp_path / "en-nli.safetensors", language="en", seed=0)
+    assert main(["compare", str(files["en"]), str(files["fr"]), str(same)]) == 0
+    out = capsys.readouterr().out
+    assert "  same language " in out and "other seed" not in out
+    other = Mask.load(files["en"]).save(tmp_path / "en-1.safetensors", language="en", seed=1)
+    assert main(["compare", str(files["en"]), str(files["fr"]), str(other)]) == 0
+    assert "same language, other seed" in capsys.readouterr().out

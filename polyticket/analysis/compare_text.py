@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from collections.abc import Mapping
 from typing import Any
@@ -30,12 +31,24 @@ def _mean_by_group(pairs: list[dict[str, Any]], key: str, columns: list[str]) ->
 
 
 def format_comparison(result: Mapping[str, Any]) -> str:
-    """Pairs, each mask against the baseline, the summary, then per layer and component
-    (means over pairs; the per-pair detail is in --json and --csv) and the clusters."""
+    """Pairs, each mask against the baseline, the summary, then per layer, component and
+    head (means over pairs; the per-pair detail is in --json and --csv) and the clusters."""
     pairs = result["pairs"]
     columns = ["jaccard", "random", "agreement"] + (list(BEYOND) if result["baseline"] else [])
     labels = [f"{p['a']} ~ {p['b']}" for p in pairs]
-    width = max([24, *(len(x) + 2 for x in labels)])
+    by_group = {
+        title: _mean_by_group(pairs, key, columns)
+        for key, title in (("by_layer", "by layer (mean of pairs)"),
+                           ("by_component", "by component (mean of pairs)"))
+    }  # fmt: skip
+    mask_labels = [m["mask"] for m in result["with_baseline"]]
+    titles = [
+        *labels,
+        *mask_labels,
+        *by_group,
+        *(g for groups in by_group.values() for g in groups),
+    ]
+    width = max(len(x) for x in ["each mask vs the baseline", *titles]) + 2
 
     def header(title: str, shown: list[str] = columns) -> str:
         return f"{title:<{width}}" + "".join(f"{TITLES.get(c, c):>12}" for c in shown)
@@ -56,7 +69,7 @@ def format_comparison(result: Mapping[str, Any]) -> str:
     summary = result["summary"]
     references = [
         ("between languages", "between_languages", "random"),
-        ("same language, other seed", "same_language_other_seed", None),
+        (_same_language_text(result), "same_language_other_seed", None),
         ("each mask vs the baseline", "with_baseline", "with_baseline_random"),
         ("beyond θ0, between languages", "beyond_theta0", "beyond_theta0_random"),
     ]
@@ -64,13 +77,50 @@ def format_comparison(result: Mapping[str, Any]) -> str:
         if summary[key] is not None:
             ref = f" (random {_num(summary[random])})" if random else ""
             lines.append(f"  {text:<30} {_num(summary[key])}{ref}")
-    for key, title in (("by_layer", "layer"), ("by_component", "component")):
-        lines += ["", header(f"by {title} (mean of pairs)")]
-        for group, measures in _mean_by_group(pairs, key, columns).items():
-            lines.append(_line(group, width, measures, columns))
+    for title, groups in by_group.items():
+        lines += ["", header(title)]
+        lines += [_line(group, width, measures, columns) for group, measures in groups.items()]
+    lines += _head_grid(pairs, "beyond_theta0" if result["baseline"] else "jaccard")
     if "clusters" in result:
         lines += ["", *_cluster_lines(result["clusters"])]
     return "\n".join(lines)
+
+
+def _head_grid(pairs: list[dict[str, Any]], measure: str) -> list[str]:
+    """One measure per attention head, a row per layer and a column per head (mean of
+    pairs); grouped key/value heads and the other measures are in --json and --csv."""
+    heads = {
+        name: value[measure]
+        for name, value in _mean_by_group(pairs, "by_head", [measure]).items()
+        if ".head" in name
+    }
+    if not heads:
+        return []
+    grid: dict[str, dict[int, float]] = {}
+    for name, value in heads.items():
+        layer, head = name.rsplit(".head", 1)
+        grid.setdefault(layer, {})[int(head)] = value
+    count = 1 + max(h for row in grid.values() for h in row)
+    width = max(len(layer) for layer in grid) + 2
+    title = f"by head: {TITLES.get(measure, measure)} (mean of pairs; a column per head)"
+    lines = ["", title, f"{'':<{width}}" + "".join(f"{h:>7}" for h in range(count))]
+    for layer, row in grid.items():
+        values = "".join(f"{row[h]:>7.3f}" if h in row else f"{'-':>7}" for h in range(count))
+        lines.append(f"{layer:<{width}}{values}")
+    return lines
+
+
+def _same_language_text(result: Mapping[str, Any]) -> str:
+    """What the pairs of one language are: other seeds (the paper's upper bound) only when
+    every such pair's seeds are known and differ (two tasks' masks of one seed are not)."""
+    masks = itertools.combinations(result["masks"], 2)
+    seeds = [
+        (a.get("seed"), b.get("seed"))
+        for (a, b), p in zip(masks, result["pairs"], strict=True)
+        if p["same_language"]
+    ]
+    other_seed = all(a is not None and b is not None and a != b for a, b in seeds)
+    return "same language, other seed" if other_seed else "same language"
 
 
 def _cluster_lines(tree: Mapping[str, Any]) -> list[str]:

@@ -167,21 +167,35 @@ def heads_from_config(directory: str | Path) -> Heads:
     return Heads(heads, config.get("num_key_value_heads"))
 
 
+def _stated_heads(mask: PackedMask) -> int:
+    value = str(mask.metadata["num_heads"])
+    if not value.isdigit() or int(value) == 0:
+        raise UserError(f"{mask.source or mask.label}: num_heads {value!r} is no head count")
+    return int(value)
+
+
 def heads_for(
     masks: Sequence[PackedMask], heads: int | None = None, model_config: Path | None = None
 ) -> Heads | None:
     """The head count to split by: given, else from a model directory, else the masks'
     ``num_heads`` metadata, else the config of their ``model`` when it is a local directory;
-    None when nothing says (the per-head overlap is then left out)."""
-    if heads is not None:
-        return Heads(heads)
-    if model_config is not None:
-        return heads_from_config(model_config)
-    stated = {m.metadata["num_heads"] for m in masks if "num_heads" in m.metadata}
+    None when nothing says (the per-head overlap is then left out). A given count or model
+    that contradicts the masks' own metadata is refused: every per-head number would be
+    cut at the wrong places."""
+    stated = {_stated_heads(m) for m in masks if "num_heads" in m.metadata}
     if len(stated) > 1:
         raise UserError(f"masks state different head counts: {sorted(stated)}")
+    if heads is not None or model_config is not None:
+        given = Heads(heads) if heads is not None else heads_from_config(model_config)
+        source = f"--heads {heads}" if heads is not None else f"{model_config}'s config"
+        if stated and given.heads not in stated:
+            raise UserError(
+                f"{source} gives {given.heads} attention heads, but the masks were made "
+                f"for a model with {stated.pop()}"
+            )
+        return given
     if stated:
-        return Heads(int(stated.pop()))
+        return Heads(stated.pop())
     models = {m.metadata.get("model", "") for m in masks}
     model = models.pop() if len(models) == 1 else ""
     if model and (Path(model) / "config.json").is_file():
