@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from polyticket.config import TrainArgs
+from polyticket.errors import UserError
 from polyticket.layout import RunLayout
 from polyticket.masks import Mask, pack_bits
 from polyticket.tasks.base import Task, TaskData
@@ -487,6 +488,8 @@ def train(
             # the mean over the accumulated micro-batches and over processes
             value = accelerator.reduce(torch.stack(window).mean(), reduction="mean").item()
             window.clear()
+            if not math.isfinite(value):
+                raise UserError(_diverged(value, step, total, scheduler, accelerator, desc))
             result.losses.append(value)
             if step % args.log_steps == 0 and log:
                 log.log(step, "train", {"loss": value, "lr": scheduler.get_last_lr()[0]}, **context)
@@ -507,6 +510,20 @@ def train(
     progress.close()
     accelerator.free_memory()
     return result
+
+
+def _diverged(
+    value: float, step: int, total: int, scheduler, accelerator: Accelerator, desc: str
+) -> str:
+    """Why a run whose loss is no longer finite stops: every step after it would train NaN
+    weights, and the masks pruned from them would be noise."""
+    advice = "lower --learning-rate"
+    if accelerator.mixed_precision == "fp16":
+        advice += ", or train in bf16 or fp32 (fp16 overflows, T5's feed-forward layers above all)"
+    return (
+        f"{desc}: the training loss is {value} at step {step} of {total} (learning rate "
+        f"{scheduler.get_last_lr()[0]:.3g}): the run diverged; {advice}"
+    )
 
 
 def _evaluate(model, task: Task, loader: DataLoader, accelerator: Accelerator, data: TaskData):

@@ -275,3 +275,26 @@ def test_a_process_trains_again_with_another_precision():
     for precision in ("bf16", "no"):
         args = replace(ARGS, cpu=True, mixed_precision=precision)
         assert make_accelerator(args).mixed_precision == precision
+
+
+def test_a_loss_that_is_no_longer_finite_stops_the_run_and_says_why(setup):
+    """NaN weights would train on silently and give masks pruned from noise."""
+    from polyticket.errors import UserError
+    from polyticket.training import Callback
+
+    class Poison(Callback):
+        def on_train_start(self, model, total_steps):
+            self.weight = next(p for n, p in model.named_parameters() if n.endswith("query.weight"))
+
+        def after_step(self, step):
+            if step == 2:
+                with torch.no_grad():
+                    self.weight.fill_(float("nan"))
+
+    task, _, data = setup
+    model, prunable, mask = fresh(setup)
+    args = TrainArgs(batch_size=4, max_steps=6, learning_rate=1e-3, cpu=True)
+    with pytest.raises(UserError, match=r"loss is nan at step 3 of 6 .* lower --learning-rate"):
+        train(
+            model, task, data, args, make_accelerator(args), prunable.params, callbacks=[Poison()]
+        )
