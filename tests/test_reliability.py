@@ -247,7 +247,16 @@ CASES = [
     ("jsonl-syntax", lambda w: find(w, train="not-json.jsonl"), "not-json.jsonl:2"),
     ("jsonl-shape", lambda w: find(w, train="list.jsonl"), "list.jsonl:1"),
     ("data-missing", lambda w: find(w, dev="nope.conll"), "nope.conll"),
-    ("dev-only-tag", lambda w: find(w, dev="misc-dev.conll"), "misc-dev.conll: tag 'B-MISC'"),
+    (
+        "dev-only-tag",
+        lambda w: find(w, dev="misc-dev.conll"),
+        "misc-dev.conll: tag 'B-MISC' is not among the labels inferred from the training data",
+    ),
+    (
+        "given-labels",
+        lambda w: find(w, "--labels", "O", "B-PER", "I-PER"),
+        "train.conll: tag 'B-LOC' is not one of --labels O B-PER I-PER",
+    ),
     ("nli-label", lambda w: find(w, "--task", "nli", train="label.tsv"), "label.tsv:2"),
     ("nli-text", lambda w: find(w, "--task", "nli", train="premise.jsonl"), "premise.jsonl:1"),
     ("nli-column", lambda w: find(w, "--task", "nli", train="no-label.tsv"), "no-label.tsv:2"),
@@ -381,7 +390,7 @@ CASES = [
     ),
     (
         "study-synth",
-        lambda w: study_with(w, "s3.yaml", "synth: {'{lang}.c': {task: ner, size: x}}\n"),
+        lambda w: study_with(w, "s3.yaml", "synth: {'{lang}.conll': {task: ner, size: x}}\n"),
         "size",
     ),
     ("study-out", lambda w: study(w, "s4.yaml", "out: [1]\ntasks: {ner: {}}\n"), "s4.yaml: out"),
@@ -409,7 +418,7 @@ CASES = [
     ),
     (
         "study-synth-path",
-        lambda w: study_with(w, "s10.yaml", "synth: {'../{lang}.c': {task: ner, size: 2}}\n"),
+        lambda w: study_with(w, "s10.yaml", "synth: {'../{lang}.conll': {task: ner, size: 2}}\n"),
         "not a path",
     ),
     (
@@ -418,9 +427,21 @@ CASES = [
             w,
             "s11.yaml",
             STUDY.format(bert=w / "bert", out=w / "o").replace("[en]", "[en, xx]")
-            + "synth: {'{lang}.c': {task: ner, size: 2}}\n",
+            + "synth: {'{lang}.conll': {task: ner, size: 2}}\n",
         ),
         "no synthetic data in 'xx'",
+    ),
+    (
+        "study-synth-extension",
+        lambda w: study_with(w, "s12.yaml", "synth: {'{lang}.tsv': {task: ner, size: 2}}\n"),
+        "synth.{lang}.tsv: the extension picks the format: .conll, .jsonl",
+    ),
+    (
+        "study-synth-split",
+        lambda w: study_with(
+            w, "s13.yaml", "synth: {'{lang}.tsv': {task: nli, size: 2, split: x}}\n"
+        ),
+        "split must be one of train, dev, test",
     ),
     (
         "demo-other-settings",

@@ -295,7 +295,7 @@ def _synth(path: Path, values: Any) -> dict[str, dict[str, Any]]:
         return {}
     if not isinstance(values, dict):
         raise _fail(path, "'synth' must map file names to {task, size, seed}")
-    from polyticket.data.synth import SYNTH_TASKS
+    from polyticket.data.synth import SPLITS, SYNTH_EXTENSIONS, SYNTH_TASKS
 
     for name, spec in values.items():
         where = f"synth.{name}"
@@ -306,6 +306,11 @@ def _synth(path: Path, values: Any) -> dict[str, dict[str, Any]]:
         _check_keys(path, where, spec, SYNTH_KEYS)
         if spec.get("task") not in SYNTH_TASKS:
             raise _fail(path, f"{where}.task must be one of {', '.join(SYNTH_TASKS)}")
+        extensions = ", ".join(SYNTH_EXTENSIONS[spec["task"]])
+        if Path(str(name)).suffix.lower() not in SYNTH_EXTENSIONS[spec["task"]]:
+            raise _fail(path, f"{where}: the extension picks the format: {extensions}")
+        if spec.get("split", "train") not in SPLITS:
+            raise _fail(path, f"{where}.split must be one of {', '.join(SPLITS)}")
         if type(spec.get("size")) is not int or spec["size"] < 1:
             raise _fail(path, f"{where}.size must be an integer >= 1, got {spec.get('size')!r}")
         if type(spec.get("seed", 0)) is not int or not 0 <= spec.get("seed", 0) < 2**32:

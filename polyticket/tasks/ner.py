@@ -130,7 +130,13 @@ class NerTask(Task):
             if unknown:
                 tag = unknown[0]
                 where = self.source_of(lambda sentence, tag=tag: tag in sentence[1])
-                raise UserError(f"{where}: tag {tag!r} is not a label ({labels})")
+                names = " ".join(labels)
+                if data.labels:
+                    raise UserError(f"{where}: tag {tag!r} is not one of --labels {names}")
+                raise UserError(
+                    f"{where}: tag {tag!r} is not among the labels inferred from the training "
+                    f"data ({names}): give the whole list with --labels"
+                )
         label_ids = {label: i for i, label in enumerate(labels)}
         return TaskData(
             train=self._features(train, tokenizer, label_ids, data.max_seq_length),
