@@ -348,3 +348,72 @@ def test_headline_leads_with_the_overlap_beyond_theta0():
     assert "0.982 with the one-shot mask of θ0 (no more than θ0's magnitudes" in text[2]
     higher = headline_text({**line, "overlap_between_languages": 0.99})
     assert "no more than" not in higher
+
+
+@pytest.mark.parametrize(
+    "transfer, seeds, spread, verdict",
+    [
+        (0.60, 3, 0.05, "yes, by 0.100 (twice the seeds' standard error: 0.082)"),
+        (0.55, 3, 0.05, "not clearly: ahead by 0.050, within twice the seeds' standard error"),
+        (0.55, 1, math.nan, "yes, by 0.050 (one seed: no spread to judge the margin by)"),
+        (0.45, 3, 0.05, "no:"),
+    ],
+)
+def test_transferred_tickets_beat_random_masks_only_beyond_the_seeds_spread(
+    transfer, seeds, spread, verdict
+):
+    line = {
+        "task": "nli",
+        "sparsity": 0.5,
+        "metric": "accuracy",
+        "greater_is_better": True,
+        **dict.fromkeys(
+            ["overlap_between_languages", "overlap_random", "overlap_same_language"], math.nan
+        ),
+        **dict.fromkeys(["overlap_oneshot", "overlap_beyond_theta0"], math.nan),
+        "overlap_beyond_theta0_random": math.nan,
+        "transfer_score": transfer,
+        "random_score": 0.5,
+        "oneshot_score": math.nan,
+        "dense_score": 0.8,
+        "score_seeds": seeds,
+        "score_seed_std": spread,
+    }
+    answer = headline_text(line).splitlines()[-1]
+    assert f"Do transferred tickets beat random masks? {verdict}" in answer
+    lower = {**line, "greater_is_better": False, "transfer_score": 1 - transfer}
+    assert verdict.split(":")[0] in headline_text(lower).splitlines()[-1]
+
+
+def test_the_headline_takes_the_seeds_spread_from_the_transfer_matrix():
+    from polyticket.analysis.results import headline
+
+    def grid(en, fr):
+        return {"en": en, "fr": fr}
+
+    matrix = {
+        "task": "ner",
+        "sparsity": 0.5,
+        "metric": "f1",
+        "greater_is_better": True,
+        "targets": ["en", "fr"],
+        "rows": ["en", "fr", "dense", "random"],
+        "mean": {
+            "en": grid(0.8, 0.6),
+            "fr": grid(0.7, 0.9),
+            "dense": grid(0.9, 0.9),
+            "random": grid(0.2, math.nan),
+        },
+        "std": {
+            "en": grid(0.01, 0.03),
+            "fr": grid(0.02, 0.01),
+            "dense": grid(0.0, 0.0),
+            "random": grid(0.05, math.nan),
+        },
+        "n": {"en": grid(2, 2), "fr": grid(3, 2), "dense": grid(2, 2), "random": grid(2, 0)},
+    }
+    line = headline(matrix, {"summary": {}})
+    # the off-diagonal sources (en→fr, fr→en) and the random row's one known target
+    assert line["transfer_score"] == pytest.approx(0.65) and line["random_score"] == 0.2
+    assert line["score_seeds"] == 2
+    assert line["score_seed_std"] == pytest.approx((0.03 + 0.02 + 0.05) / 3)

@@ -420,13 +420,15 @@ def headline(matrix: dict[str, Any], overlap: dict[str, Any]) -> dict[str, Any]:
     """For one task and sparsity: do languages' tickets overlap more than random masks, and
     do transferred tickets beat random masks? (From tables already computed.)"""
     mean, summary = matrix["mean"], overlap["summary"]
-    transferred = [
-        mean[s][t]
+    transfer_cells = [
+        (s, t)
         for s in matrix["rows"]
         if s not in ("dense", *BASELINES)
         for t in matrix["targets"]
         if s != t and not math.isnan(mean[s][t])
     ]
+    random_cells = [(r, t) for r, t in _cells(matrix, "random") if not math.isnan(mean[r][t])]
+    compared = transfer_cells + random_cells
     return {
         "task": matrix["task"],
         "sparsity": matrix["sparsity"],
@@ -438,11 +440,20 @@ def headline(matrix: dict[str, Any], overlap: dict[str, Any]) -> dict[str, Any]:
         "overlap_oneshot": _nan(summary.get("with_baseline")),
         "overlap_beyond_theta0": _nan(summary.get("beyond_theta0")),
         "overlap_beyond_theta0_random": _nan(summary.get("beyond_theta0_random")),
-        "transfer_score": _mean(transferred),
+        "transfer_score": _mean([mean[s][t] for s, t in transfer_cells]),
         "random_score": _row_mean(mean, "random"),
+        # how far apart seeds land: the margin the two scores above must clear
+        "score_seeds": min((matrix["n"][r][t] for r, t in compared), default=0),
+        "score_seed_std": _mean(
+            [matrix["std"][r][t] for r, t in compared if matrix["n"][r][t] > 1]
+        ),
         "oneshot_score": _row_mean(mean, "oneshot"),
         "dense_score": _row_mean(mean, "dense"),
     }
+
+
+def _cells(matrix: dict[str, Any], row: str) -> list[tuple[str, str]]:
+    return [(row, t) for t in matrix["targets"]] if row in matrix["mean"] else []
 
 
 def _nan(value: float | None) -> float:
@@ -581,12 +592,32 @@ def _beats(a: float, b: float, greater_is_better: bool) -> str:
     return "yes" if (a > b if greater_is_better else a < b) else "no"
 
 
+def _beats_beyond_seeds(a: float, b: float, line: dict[str, Any]) -> str:
+    """``_beats`` for two means over seeds: "yes" only when ``a`` is ahead by more than twice
+    the standard error of a difference of two seed means (the cells' typical spread over
+    seeds); with one seed the lead is given as it is, with no margin to judge it by."""
+    verdict = _beats(a, b, line["greater_is_better"])
+    if verdict != "yes" or "score_seeds" not in line:  # results.json of polyticket < 0.4.4
+        return verdict
+    lead = abs(a - b)
+    seeds, spread = line["score_seeds"], line["score_seed_std"]
+    if seeds < 2 or math.isnan(spread):
+        return f"yes, by {_fmt(lead, 3)} (one seed: no spread to judge the margin by)"
+    margin = 2 * spread * math.sqrt(2 / seeds)
+    if lead > margin:
+        return f"yes, by {_fmt(lead, 3)} (twice the seeds' standard error: {_fmt(margin, 3)})"
+    return (
+        f"not clearly: ahead by {_fmt(lead, 3)}, within twice the seeds' standard error "
+        f"({_fmt(margin, 3)})"
+    )
+
+
 def headline_text(line: dict[str, Any]) -> str:
     """The paper's questions, answered with this study's numbers, each beside its
     references: random masks, the same language's other seeds (the upper bound), the
     one-shot mask of θ0 and, first where there is one, the overlap beyond θ0 (the plain
     overlap of tickets is mostly the overlap of θ0's magnitudes, which every ticket shares)."""
-    metric, greater = line["metric"], line["greater_is_better"]
+    metric = line["metric"]
     overlap, transfer = line["overlap_between_languages"], line["transfer_score"]
     lines = [f"{line['task']} at {line['sparsity']:.0%} sparsity:"]
     beyond = line["overlap_beyond_theta0"]
@@ -614,7 +645,7 @@ def headline_text(line: dict[str, Any]) -> str:
     reference = f"dense {_fmt(line['dense_score'], 3)}"
     if not math.isnan(line["oneshot_score"]):
         reference += f", one-shot mask {_fmt(line['oneshot_score'], 3)}"
-    verdict = _beats(transfer, line["random_score"], greater)
+    verdict = _beats_beyond_seeds(transfer, line["random_score"], line)
     lines.append(
         f"  Do transferred tickets beat random masks? {verdict}: "
         f"{metric} {_fmt(transfer, 3)} vs {_fmt(line['random_score'], 3)} ({reference})"
