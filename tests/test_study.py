@@ -200,6 +200,24 @@ def test_tables_of_an_unfinished_study_are_strict_json(tmp_path, bert_dir):
     assert everything["headline"]
 
 
+def test_results_drop_what_a_cell_no_longer_stands_for(finished, tmp_path):
+    """A ticket that became unreadable leaves no exported mask or table of it behind."""
+    import shutil
+
+    shutil.copytree(finished.layout.root, tmp_path / "run")
+    study = load_study(finished.path, out=tmp_path / "run")
+    masks = study.layout.exported_masks
+    assert {p.parts[-3] for p in masks.rglob("*.safetensors")} == set(LANGS)
+    stale = study.layout.table("cross_task")
+    stale.write_text("task,score\nner,1\n")  # as if an earlier pass had written it
+    run = study.layout.cell("ner/de/seed1/imp")
+    run.level(0).metrics.write_text("{not json")
+    everything = write_results(study)
+    assert any(p["cell"] == "ner/de/seed1/imp" for p in everything["problems"])
+    assert {p.parts[-3] for p in masks.rglob("*.safetensors")} == {"en", "fr"}
+    assert not stale.exists()  # one task: no cross-task table to write
+
+
 def test_plan_lists_states_and_runs_nothing(finished, tmp_path, bert_dir, capsys):
     assert main(["study", str(finished.path), "--plan"]) == 0
     assert "30 cells: 30 done" in capsys.readouterr().out

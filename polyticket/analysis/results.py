@@ -480,6 +480,15 @@ def _csv(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     write_csv(path, missing_as_none(list(rows)))
 
 
+def _table(path: Path, rows: list[dict[str, Any]]) -> None:
+    """A table that exists only when there is something in it: with nothing, an earlier
+    pass's file (of cells since excluded, or of another study file) is removed."""
+    if rows:
+        _csv(path, rows)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def _matrix_rows(matrix: dict[str, Any], which: str) -> list[dict[str, Any]]:
     return [
         {"source": r, **{t: matrix[which][r][t] for t in matrix["targets"]}} for r in matrix["rows"]
@@ -520,21 +529,20 @@ def write_results(study: Study) -> dict[str, Any]:
             overlap = results.overlap(task, sparsity)
             everything["overlap"].append(overlap)
             everything["headline"].append(headline(matrix, overlap))
-            if overlap["pairs"]:
-                _csv(layout.table(f"overlap_{tag}"), overlap_rows(overlap))
+            _table(
+                layout.table(f"overlap_{tag}"), overlap_rows(overlap) if overlap["pairs"] else []
+            )
             core = results.core(task, sparsity)
             everything["core"].append(core)
-            if core["sizes"]:
-                _csv(layout.table(f"core_sizes_{tag}"), core["sizes"])
-            if any(row["core"] is not None for row in core["scores"]):
-                _csv(layout.table(f"core_{tag}"), core["scores"])
+            _table(layout.table(f"core_sizes_{tag}"), core["sizes"])
+            trained = any(row["core"] is not None for row in core["scores"])
+            _table(layout.table(f"core_{tag}"), core["scores"] if trained else [])
     for name, rows in results.representation_tables().items():
         if rows:
             _csv(layout.table(name), rows)
     _csv(layout.table("transfer_drop"), drops)
     cross = results.cross_task()
-    if cross:
-        _csv(layout.table("cross_task"), cross)
+    _table(layout.table("cross_task"), cross)
     problems = [{"cell": name, "problem": why} for name, why in sorted(results.problems.items())]
     everything.update(
         transfer_drop=drops, cross_task=cross, problems=problems, methods=[], methods_mean=[]
@@ -556,28 +564,35 @@ def write_results(study: Study) -> dict[str, Any]:
 def _export_level_masks(results: StudyResults) -> None:
     """Under ``results/masks/``, each study ticket (``study-ticket``, the ``seed-std`` rule),
     every ticket's level at each target sparsity (the paper compares all at 50%) and the
-    one-shot masks of θ0 (``oneshot-s50``): what ``compare STUDY_DIR`` reads."""
+    one-shot masks of θ0 (``oneshot-s50``): what ``compare STUDY_DIR`` reads. A copy whose
+    source is gone or excluded since an earlier pass is removed, so that ``compare`` and
+    the representation cells never read a mask the tables no longer stand for."""
     study = results.study
     layout = study.layout
+    copies: dict[Path, Path] = {}  # exported file -> its source
     for task in study.tasks:
         for lang in study.sources(task):
             for seed, ticket in results.study_tickets(task, lang).items():
-                copies = {STUDY_TICKET: Path(ticket["mask"])}
+                sources = {STUDY_TICKET: Path(ticket["mask"])}
                 for sparsity in study.sparsities:
-                    copies[percent(sparsity)] = level_run(study, task, lang, seed, sparsity).mask
-                for label, source in copies.items():
+                    sources[percent(sparsity)] = level_run(study, task, lang, seed, sparsity).mask
+                for label, source in sources.items():
                     if source.is_file():  # else the cell's problem is in the report already
-                        copy_file(source, layout.exported_mask(task, lang, seed, label))
+                        copies[layout.exported_mask(task, lang, seed, label)] = source
         for lang in study.tasks[task].languages:
             for seed in study.seeds:
                 for sparsity in study.sparsities:
                     cell = oneshot_cell(task, lang, seed, sparsity)
                     if cell.done(study) and cell.name not in results.excluded:
                         label = f"{ONESHOT}-{percent(sparsity)}"
-                        copy_file(
-                            layout.cell(cell.name).mask,
-                            layout.exported_mask(task, lang, seed, label),
-                        )
+                        copies[layout.exported_mask(task, lang, seed, label)] = layout.cell(
+                            cell.name
+                        ).mask
+    for target, source in copies.items():
+        copy_file(source, target)
+    if layout.exported_masks.is_dir():
+        for stale in sorted(set(layout.exported_masks.rglob("*.safetensors")) - set(copies)):
+            stale.unlink()
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
