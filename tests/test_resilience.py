@@ -65,7 +65,7 @@ def _timed(args: list[str]) -> float:
     return time.monotonic() - started
 
 
-def test_changed_settings_are_refused_reported_and_rerun(tmp_path, bert_dir, capsys):
+def test_changed_settings_are_refused_reported_and_rerun(tmp_path, bert_dir, capsys, caplog):
     out = tmp_path / "run"
     path = write_study(tmp_path, bert_dir, out, **TICKETS_ONLY)
     assert main(["study", str(path)]) == 0
@@ -82,8 +82,12 @@ def test_changed_settings_are_refused_reported_and_rerun(tmp_path, bert_dir, cap
 
     assert main(["study", str(path), "--plan"]) == 0
     assert "changed  ner/en/seed1/imp  (max_steps 4 -> 6" in capsys.readouterr().out
-    assert main(["study", str(path), "--summary"]) == 0  # reports, never raises
+    with caplog.at_level("WARNING", logger="polyticket"):
+        assert main(["study", str(path), "--summary"]) == 0  # reports, never raises
     assert "made with other settings" in capsys.readouterr().out
+    # said up front too, with the way out, since the tables alone would look merely empty
+    assert f"were made with other settings than {path.name}'s" in caplog.text
+    assert f"`polyticket study {path} --rerun-changed` reruns them" in caplog.text
 
     assert main(["study", str(path), "--rerun-changed"]) == 0
     settings = read_json(out / "cells/ner/en/seed1/imp/cell.json")

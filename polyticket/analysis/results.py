@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import statistics
 from collections.abc import Callable, Iterable
@@ -62,6 +63,8 @@ GOAL_SPARSITY = Fraction(1, 2)
 GOAL_JACCARD = 0.95
 
 
+log = logging.getLogger("polyticket")
+
 # What reading a cell's files can raise when they are missing, truncated or from another
 # version of the study: reported as a problem of that cell, never a traceback.
 _UNREADABLE = (OSError, ValueError, KeyError, IndexError, TypeError, UserError)
@@ -78,6 +81,14 @@ class StudyResults:
         self.problems: dict[str, str] = {}
         changed = changes(study, self.cells)
         self.excluded = with_dependents(self.cells, set(changed))
+        if changed:  # said first: the tables below would otherwise look merely empty
+            log.warning(
+                "%d cell(s) in %s were made with other settings than %s's and are left out "
+                "of the tables with %d that depend on them (listed at the end); "
+                "`polyticket study %s --rerun-changed` reruns them",
+                len(changed), study.out, study.path.name,
+                len(self.excluded) - len(changed), study.path,
+            )  # fmt: skip
         for name in sorted(self.excluded):
             why = "; ".join(changed.get(name, ["depends on a cell made with other settings"]))
             self.problems[name] = f"made with other settings than the study file's: {why}"
