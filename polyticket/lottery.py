@@ -85,9 +85,12 @@ def _check_same_settings(run: RunLayout, config: dict[str, Any]) -> dict[str, An
     previous = read_json(run.run_json)
     changed = _changed(previous.get("config", {}), config)
     if changed:
+        what = f"{run.root} holds a run with other settings ({', '.join(changed)})"
+        if run.completed_levels():
+            raise UserError(f"{what}; use another --out to start a new run")
+        # Not removed here even so: it may be hours into its first level.
         raise UserError(
-            f"{run.root} holds a run with other settings ({', '.join(changed)}); "
-            "use another --out to start a new run"
+            f"{what} and no completed level; delete it to start afresh there, or use another --out"
         )
     return previous
 

@@ -214,3 +214,20 @@ def test_a_run_whose_data_changed_is_not_continued(tmp_path, bert_dir, conll_fil
     train.write_text("\n".join(train.read_text().splitlines()[:40]) + "\n")
     with pytest.raises(lottery.UserError, match=r"train\.conll changed"):
         lottery.find(cfg, run)
+
+
+def test_a_run_with_other_settings_is_kept_and_the_way_out_depends_on_its_levels(
+    full_run, tmp_path, bert_dir, conll_files
+):
+    import shutil
+
+    run, _ = full_run
+    with pytest.raises(lottery.UserError, match=r"other settings \(.*\); use another --out"):
+        lottery.find(config(bert_dir, conll_files, early_bird_threshold=0.2), run)
+    # a run that failed before its first level: nothing to continue, but never deleted here
+    started = tmp_path / "started"
+    started.mkdir()
+    shutil.copyfile(run / "run.json", started / "run.json")
+    with pytest.raises(lottery.UserError, match="no completed level; delete it to start afresh"):
+        lottery.find(config(bert_dir, conll_files, early_bird_threshold=0.2), started)
+    assert sorted(p.name for p in started.iterdir()) == ["run.json"]
