@@ -417,3 +417,42 @@ def test_the_headline_takes_the_seeds_spread_from_the_transfer_matrix():
     assert line["transfer_score"] == pytest.approx(0.65) and line["random_score"] == 0.2
     assert line["score_seeds"] == 2
     assert line["score_seed_std"] == pytest.approx((0.03 + 0.02 + 0.05) / 3)
+
+
+def test_tickets_far_ahead_of_their_dense_model_are_called_out(tmp_path):
+    """The demo's budget leaves the dense model unconverged: the page must say so where the
+    headline and the scores are read, not let the tickets look like a finding."""
+    results = tmp_path / "results"
+    results.mkdir()
+
+    def ticket(language, score, dense):
+        fixed = {"task": "ner", "seed": 1, "level": 1, "sparsity": 0.5, "random_score": 0.0}
+        return {**fixed, "language": language, "score": score, "dense_score": dense}
+
+    tickets = [ticket("en", 0.92, 0.37), ticket("fr", 0.80, 0.78), ticket("de", None, 0.5)]
+    (results / "results.json").write_text(json.dumps({"tickets": tickets}))
+    sections = {section.key: section for section in build(tmp_path)}
+    for key in ("headline", "score-vs-sparsity"):
+        notes = [p.text for p in sections[key].parts if "by far" in getattr(p, "text", "")]
+        assert len(notes) == 1, key
+        assert "(en seed 1: 0.920 vs dense 0.370)" in notes[0]  # not fr, within; not de
+        assert "had not converged" in notes[0]
+    tickets[0]["score"] = 0.45
+    (results / "results.json").write_text(json.dumps({"tickets": tickets}))
+    assert not any("by far" in getattr(p, "text", "") for s in build(tmp_path) for p in s.parts)
+
+
+def test_legends_leave_error_bars_alone():
+    """matplotlib's best place avoids a line's points but not its bars: legends go below."""
+    from polyticket.analysis import plots
+
+    def legend_below(series):
+        figure = plots.lines("t", "x", "y", series)
+        return figure.axes[0].get_legend().get_bbox_to_anchor().y1 < figure.axes[0].bbox.y0
+
+    flat = [plots.Series(k, [0, 1], [0.5, 0.6]) for k in ("en", "fr")]
+    assert not legend_below(flat)
+    spread = [plots.Series(k, [0, 1], [0.5, 0.6], err=[0.1, 0.2]) for k in ("en", "fr")]
+    assert legend_below(spread)
+    one_seed = [plots.Series(k, [0, 1], [0.5, 0.6], err=[0.0, 0.0]) for k in ("en", "fr")]
+    assert not legend_below(one_seed)

@@ -83,6 +83,10 @@ def _styles(panels: Sequence[Sequence[Series]]) -> dict[str, dict]:
     return styles
 
 
+def _has_bars(series: Series) -> bool:
+    return series.err is not None and any(e > 0 for e in series.err if not math.isnan(e))
+
+
 def _draw(ax, series: Sequence[Series], styles: dict[str, dict]) -> list:
     """Data series first (for the legend), then the references; returns the handles."""
     ordered = [s for s in series if not s.reference] + [s for s in series if s.reference]
@@ -121,7 +125,9 @@ def line_panels(
     """``lines`` in panels side by side (each titled, one y axis): comparisons that would
     crowd one axes. Each panel has its own legend."""
     most = max(len(series) for _, series in panels)
-    below = most > LEGEND_INSIDE  # many series would hide the lines: legends below
+    # Legends below when many series would hide the lines, or when there are error bars:
+    # matplotlib's "best" place avoids the lines' points but not their bars.
+    below = most > LEGEND_INSIDE or any(_has_bars(s) for _, series in panels for s in series)
     fig = _new(
         width=WIDTH if len(panels) == 1 else WIDTH * 0.8 * len(panels),
         height=HEIGHT + (0.2 * math.ceil(most / 2) + 0.3 if below else 0),

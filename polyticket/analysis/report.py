@@ -247,6 +247,7 @@ def headline_section(files: StudyFiles) -> Section:
     ]
     for line in lines:
         section.parts.append(Text(headline_text(line), preformatted=True))
+    section.parts += [Text(note) for note in _dense_far_behind(files)]
     if lines:
         columns = [
             ("between languages", "overlap_between_languages"),
@@ -317,6 +318,44 @@ def level_scores(files: StudyFiles, task: str, language: str, seeds: list[int]):
     return points, metric
 
 
+# A ticket this far ahead of its own dense model (absolute, on scores of 0-1; perplexity:
+# this factor) says the dense model had not converged: the budget, not the sub-network.
+FAR_AHEAD = 0.1
+FAR_AHEAD_FACTOR = 1.25
+
+
+def _dense_far_behind(files: StudyFiles) -> list[str]:
+    """A warning per task whose tickets beat their own dense model by far."""
+    greater = {m["task"]: m["greater_is_better"] for m in files.results.get("transfer", [])}
+    notes = []
+    for task in dict.fromkeys(r["task"] for r in files.results.get("tickets", [])):
+        far = [
+            r
+            for r in files.results["tickets"]
+            if r["task"] == task
+            and not any(v is None or math.isnan(v) for v in (r["score"], r["dense_score"]))
+            and (
+                r["score"] - r["dense_score"] > FAR_AHEAD
+                if greater.get(task, True)
+                else r["dense_score"] > FAR_AHEAD_FACTOR * r["score"]
+            )
+        ]
+        if far:
+            cases = ", ".join(
+                f"{r['language']} seed {r['seed']}: {_number(r['score'])} vs dense "
+                f"{_number(r['dense_score'])}"
+                for r in far[:4]
+            )
+            more = f" and {len(far) - 4} more" if len(far) > 4 else ""
+            notes.append(
+                f"Note ({task}): tickets beat their own dense model by far ({cases}{more}). "
+                "The dense model had not converged at this training budget, so comparisons "
+                "with it, and the tickets chosen against it, reflect the budget more than the "
+                "sub-networks: train longer (max_steps or epochs) for conclusions."
+            )
+    return notes
+
+
 def score_section(files: StudyFiles) -> Section:
     section = Section(
         "score-vs-sparsity",
@@ -346,9 +385,15 @@ def score_section(files: StudyFiles) -> Section:
             Plot(
                 _stem("score", task),
                 f"{task}: score of each IMP level against its sparsity.",
-                plots.lines(f"{task}: score vs sparsity", SPARSITY, _metric_label(metric), series),
+                plots.lines(
+                    f"{task}: score vs sparsity",
+                    f"{SPARSITY}; 0: the dense model",
+                    _metric_label(metric),
+                    series,
+                ),
             )
         )
+    section.parts += [Text(note) for note in _dense_far_behind(files)]
     tickets = files.results.get("tickets", [])
     if tickets:
         section.parts.append(
