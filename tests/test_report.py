@@ -427,6 +427,7 @@ def test_tickets_far_ahead_of_their_dense_model_are_called_out(tmp_path):
 
     def ticket(language, score, dense):
         fixed = {"task": "ner", "seed": 1, "level": 1, "sparsity": 0.5, "random_score": 0.0}
+        fixed["epsilon"] = 0.01
         return {**fixed, "language": language, "score": score, "dense_score": dense}
 
     tickets = [ticket("en", 0.92, 0.37), ticket("fr", 0.80, 0.78), ticket("de", None, 0.5)]
