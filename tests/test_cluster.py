@@ -41,7 +41,7 @@ def test_clusters_follow_the_overlap():
     assert tree["groups"]["family"]["groups"]["zh"] == "Sino-Tibetan"
 
 
-def test_similarity_from_compare_averages_seeds():
+def test_similarity_from_compare_averages_pairs_of_other_seeds():
     shapes = bert_shapes()
     masks = [
         PackedMask.from_mask(random_mask(shapes, kept, i, language=lang, seed=i % 2), f"{lang}{i}")
@@ -50,8 +50,10 @@ def test_similarity_from_compare_averages_seeds():
     result = compare(masks)
     languages, similarity = language_similarity(result)
     assert languages == ["en", "fr"]
-    between = [p["overall"]["jaccard"] for p in result["pairs"] if not p["same_language"]]
-    assert similarity[0, 1] == pytest.approx(np.mean(between))
+    between = [p for p in result["pairs"] if not p["same_language"]]
+    other_seeds = [p["overall"]["jaccard"] for p in between if not p["same_seed"]]
+    assert len(between) == 4 and len(other_seeds) == 2  # en0~fr3, en1~fr2
+    assert similarity[0, 1] == pytest.approx(np.mean(other_seeds))
     with pytest.raises(UserError, match="needs a baseline"):
         language_similarity(result, "beyond_theta0")
     with pytest.raises(UserError, match="at least 3"):

@@ -94,7 +94,9 @@ def test_text_columns_line_up_and_heads_are_a_grid(files, capsys):
     rows = [line for line in lines if line.startswith(("en/0 ~ fr/0", "query", "ffn out"))]
     ends = {len(line.rstrip()) for line in headers + rows}
     assert len(ends) == 1, "\n".join(headers + rows)
-    grid = lines[lines.index("by head: jaccard (mean of pairs; a column per head)") + 1 :]
+    grid = lines[
+        lines.index("by head: jaccard (mean over pairs of languages; a column per head)") + 1 :
+    ]
     assert grid[0].split() == ["0", "1", "2", "3"]
     assert [row.split()[0] for row in grid[1:3]] == ["encoder.layer.0", "encoder.layer.1"]
     assert all(0 <= float(value) <= 1 for value in grid[1].split()[1:])

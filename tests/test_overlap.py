@@ -122,6 +122,27 @@ def test_components_have_readable_names_across_families():
     assert component_name("h.2.attn.c_proj.weight") == "attention output"
 
 
+def test_t5_cross_attention_heads_are_not_the_blocks_own():
+    """Decoder self-attention head h and cross-attention head h are different heads."""
+    from polyticket.analysis.overlap import head_splits
+
+    d = "decoder.block.0.layer"
+    shapes = {f"{d}.0.SelfAttention.q.weight": (8, 8), f"{d}.1.EncDecAttention.q.weight": (8, 8)}
+    splits = head_splits(shapes, Heads(2))
+    assert splits[f"{d}.0.SelfAttention.q.weight"].keys == (
+        "decoder.block.0.head0",
+        "decoder.block.0.head1",
+    )
+    assert splits[f"{d}.1.EncDecAttention.q.weight"].keys == (
+        "decoder.block.0.cross.head0",
+        "decoder.block.0.cross.head1",
+    )
+    from polyticket.analysis.report import _layer_label
+
+    assert _layer_label("decoder.block.0.cross") == "dec 0 cross"
+    assert _layer_label("decoder.block.0") == "dec 0"
+
+
 def test_random_expectation_is_the_mean_of_sampled_pairs():
     rng = np.random.default_rng(0)
     n, k1, k2 = 4000, 0.2, 0.55
@@ -227,3 +248,40 @@ def test_benchmark_smoke_runs(capsys):
     figures = bench["main"](["--smoke", "--masks", "4", "--repeats", "1"])
     assert figures["ratio"] > 0  # times are not asserted: the ratio is measured, not tested
     assert "ratio" in capsys.readouterr().out
+
+
+def test_languages_are_compared_over_pairs_of_other_seeds():
+    """Runs of one seed share a head initialisation and an order of batches: pairs of
+    languages in one seed are summarised apart, never mixed into the comparison of
+    languages that the same-language bound (other seeds by necessity) stands beside."""
+    shapes = bert_shapes()
+    base = {seed: random_mask(shapes, 0.5, 10 + seed) for seed in (1, 2)}
+
+    def ticket(lang, seed, draw):  # a seed's tickets share most of its base
+        noise = random_mask(shapes, 0.5, draw)
+        flip = random_mask(shapes, 0.2, 100 + draw)
+        bits = {n: torch.where(flip[n], noise[n], base[seed][n]) for n in shapes}
+        return PackedMask.from_mask(
+            Mask(bits, {"language": lang, "seed": str(seed)}), f"{lang}/{seed}"
+        )
+
+    masks = [ticket(lang, seed, i) for i, (lang, seed) in enumerate(
+        [("en", 1), ("fr", 1), ("en", 2), ("fr", 2)])]  # fmt: skip
+    result = compare(masks)
+    pairs = {(p["a"], p["b"]): p for p in result["pairs"]}
+    assert pairs[("en/1", "fr/1")]["same_seed"] and not pairs[("en/1", "fr/2")]["same_seed"]
+    summary = result["summary"]
+
+    def mean(*keys):
+        return np.mean([pairs[k]["overall"]["jaccard"] for k in keys])
+
+    assert summary["between_languages"] == pytest.approx(mean(("en/1", "fr/2"), ("fr/1", "en/2")))
+    assert summary["between_languages_same_seed"] == pytest.approx(
+        mean(("en/1", "fr/1"), ("en/2", "fr/2"))
+    )
+    assert summary["between_languages_same_seed"] > summary["between_languages"] + 0.2
+    assert not summary["between_languages_one_seed"]
+    one_seed = compare([m for m in masks if m.metadata["seed"] == "1"])["summary"]
+    assert one_seed["between_languages_one_seed"]
+    assert one_seed["between_languages"] == pytest.approx(mean(("en/1", "fr/1")))
+    assert one_seed["between_languages_same_seed"] is None

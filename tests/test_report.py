@@ -348,6 +348,16 @@ def test_headline_leads_with_the_overlap_beyond_theta0():
     assert "0.982 with the one-shot mask of θ0 (no more than θ0's magnitudes" in text[2]
     higher = headline_text({**line, "overlap_between_languages": 0.99})
     assert "no more than" not in higher
+    one_seed = headline_text({**line, "overlap_one_seed": True})
+    assert "Every pair of languages above shares the study's one seed" in one_seed
+    assert "shares the study's one seed" not in "\n".join(text)
+    seeds = {"overlap_beyond_theta0_same_seed": 0.69, "overlap_same_seed": 0.985}
+    apart = headline_text({**line, **seeds}).splitlines()
+    assert (
+        "Jaccard 0.274 vs 0.005 at random (pairs of other seeds; 0.690 for pairs of one"
+        in (apart[1])
+    )
+    assert "(pairs of other seeds; 0.985 for pairs of one seed)" in apart[2]
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,7 @@ import numpy as np
 from scipy.cluster.hierarchy import dendrogram, fcluster, linkage
 from scipy.spatial.distance import squareform
 
+from polyticket.analysis.overlap import language_pairs
 from polyticket.errors import UserError
 
 # code: (script, family, genus). The paper's 11 languages and the offline demo's, and more.
@@ -75,11 +76,12 @@ def language_similarity(
     result: Mapping[str, Any], measure: str = "jaccard"
 ) -> tuple[list[str], np.ndarray]:
     """Languages (in the order of ``result["masks"]``) and the mean overall ``measure``
-    between each two, over all pairs of their masks; 1 on the diagonal."""
+    between each two, over the pairs of their masks that ``language_pairs`` compares (of
+    other seeds where there are any); 1 on the diagonal."""
     languages = list(dict.fromkeys(m["language"] or m["label"] for m in result["masks"]))
     of = {m["label"]: m["language"] or m["label"] for m in result["masks"]}
     values: dict[tuple[int, int], list[float]] = {}
-    for pair in result["pairs"]:
+    for pair in language_pairs(result["pairs"]):
         i, j = sorted((languages.index(of[pair["a"]]), languages.index(of[pair["b"]])))
         if i != j:
             if measure not in pair["overall"]:

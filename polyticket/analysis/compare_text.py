@@ -12,6 +12,8 @@ import statistics
 from collections.abc import Mapping
 from typing import Any
 
+from polyticket.analysis.overlap import language_pairs
+
 BEYOND = ("beyond_theta0", "beyond_theta0_random")
 TITLES = {"beyond_theta0": "beyond θ0", "beyond_theta0_random": "its random"}
 
@@ -32,15 +34,17 @@ def _mean_by_group(pairs: list[dict[str, Any]], key: str, columns: list[str]) ->
 
 def format_comparison(result: Mapping[str, Any]) -> str:
     """Pairs, each mask against the baseline, the summary, then per layer, component and
-    head (means over pairs; the per-pair detail is in --json and --csv) and the clusters."""
+    head (means over the pairs that compare languages, else over all; the per-pair detail
+    is in --json and --csv) and the clusters."""
     pairs = result["pairs"]
     columns = ["jaccard", "random", "agreement"] + (list(BEYOND) if result["baseline"] else [])
     labels = [f"{p['a']} ~ {p['b']}" for p in pairs]
+    compared = language_pairs(pairs)
+    over = "pairs of languages" if compared else "pairs"
     by_group = {
-        title: _mean_by_group(pairs, key, columns)
-        for key, title in (("by_layer", "by layer (mean of pairs)"),
-                           ("by_component", "by component (mean of pairs)"))
-    }  # fmt: skip
+        f"by {title} (mean over {over})": _mean_by_group(compared or pairs, key, columns)
+        for key, title in (("by_layer", "layer"), ("by_component", "component"))
+    }
     mask_labels = [m["mask"] for m in result["with_baseline"]]
     titles = [
         *labels,
@@ -67,28 +71,38 @@ def format_comparison(result: Mapping[str, Any]) -> str:
         ]
     lines += ["", "summary (overall, means over pairs)"]
     summary = result["summary"]
+    # languages are compared over pairs of other seeds where there are any
+    seeds = ""
+    if summary.get("between_languages_one_seed"):
+        seeds = " (one seed)"
+    elif summary.get("between_languages_same_seed") is not None:
+        seeds = " (other seeds)"
     references = [
-        ("between languages", "between_languages", "random"),
+        (f"between languages{seeds}", "between_languages", "random"),
+        ("  of one seed", "between_languages_same_seed", None),
         (_same_language_text(result), "same_language_other_seed", None),
         ("each mask vs the baseline", "with_baseline", "with_baseline_random"),
-        ("beyond θ0, between languages", "beyond_theta0", "beyond_theta0_random"),
+        (f"beyond θ0, between languages{seeds}", "beyond_theta0", "beyond_theta0_random"),
+        ("  of one seed", "beyond_theta0_same_seed", None),
     ]
     for text, key, random in references:
-        if summary[key] is not None:
+        if summary.get(key) is not None:
             ref = f" (random {_num(summary[random])})" if random else ""
-            lines.append(f"  {text:<30} {_num(summary[key])}{ref}")
+            lines.append(f"  {text:<42} {_num(summary[key])}{ref}")
     for title, groups in by_group.items():
         lines += ["", header(title)]
         lines += [_line(group, width, measures, columns) for group, measures in groups.items()]
-    lines += _head_grid(pairs, "beyond_theta0" if result["baseline"] else "jaccard")
+    lines += _head_grid(
+        compared or pairs, over, "beyond_theta0" if result["baseline"] else "jaccard"
+    )
     if "clusters" in result:
         lines += ["", *_cluster_lines(result["clusters"])]
     return "\n".join(lines)
 
 
-def _head_grid(pairs: list[dict[str, Any]], measure: str) -> list[str]:
-    """One measure per attention head, a row per layer and a column per head (mean of
-    pairs); grouped key/value heads and the other measures are in --json and --csv."""
+def _head_grid(pairs: list[dict[str, Any]], over: str, measure: str) -> list[str]:
+    """One measure per attention head, a row per layer and a column per head (mean over
+    ``pairs``); grouped key/value heads and the other measures are in --json and --csv."""
     heads = {
         name: value[measure]
         for name, value in _mean_by_group(pairs, "by_head", [measure]).items()
@@ -102,7 +116,7 @@ def _head_grid(pairs: list[dict[str, Any]], measure: str) -> list[str]:
         grid.setdefault(layer, {})[int(head)] = value
     count = 1 + max(h for row in grid.values() for h in row)
     width = max(len(layer) for layer in grid) + 2
-    title = f"by head: {TITLES.get(measure, measure)} (mean of pairs; a column per head)"
+    title = f"by head: {TITLES.get(measure, measure)} (mean over {over}; a column per head)"
     lines = ["", title, f"{'':<{width}}" + "".join(f"{h:>7}" for h in range(count))]
     for layer, row in grid.items():
         values = "".join(f"{row[h]:>7.3f}" if h in row else f"{'-':>7}" for h in range(count))

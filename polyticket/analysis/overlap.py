@@ -21,7 +21,10 @@ and, given the one-shot magnitude mask ``o`` of θ0 at the same sparsity (``base
   for ``random``; exact as the number of weights grows).
 
 Each mask is also compared with ``o`` (``with_baseline``), and pairs of one language with
-other seeds give the paper's upper bound (``summary.same_language_other_seed``).
+other seeds give the paper's upper bound (``summary.same_language_other_seed``). Languages
+are compared over pairs of other seeds too where there are any (``language_pairs``): two
+runs of one seed share a head initialisation, an order of batches and dropout draws, which
+alone raises their overlap.
 
 Everything is counted on packed words (``polyticket.analysis.packed``): per-parameter
 popcounts summed into groups, and per-head counts from prefix popcounts at the heads' bit
@@ -38,21 +41,23 @@ API (for the study report and the CLI)::
     {"masks": [{"label", "file", "weights", "sparsity", "language", "seed"}],
      "baseline": {same keys as a mask} | None,
      "heads": {"heads", "kv_heads"} | None,
-     "pairs": [{"a", "b", "same_language",
+     "pairs": [{"a", "b", "same_language", "same_seed",
                 "overall": MEASURES, "by_layer": {layer: MEASURES},
                 "by_component": {component: MEASURES}, "by_head": {head: MEASURES}}],
      "with_baseline": [{"mask", "overall": MEASURES, "by_layer", "by_component", ...}],
      "summary": {"between_languages", "random", "same_language_other_seed",
+                 "between_languages_one_seed", "between_languages_same_seed",
                  "with_baseline", "with_baseline_random",
-                 "beyond_theta0", "beyond_theta0_random"}}
+                 "beyond_theta0", "beyond_theta0_random", "beyond_theta0_same_seed"}}
 
 where MEASURES is ``{"jaccard", "random", "agreement"}`` plus ``beyond_theta0`` and
 ``beyond_theta0_random`` for pairs when a baseline is given. A mean over no pairs is None.
 Groups: ``by_layer`` keys are ``layer_of`` names (``encoder.layer.3``), ``by_component``
 keys readable names (``query``, ``attention output``, ``ffn in``, ``decoder …``; see
-``component_name``), ``by_head`` keys ``LAYER.headH`` (``LAYER.kv_headG`` for grouped k/v),
-present only when a head count is known. ``polyticket compare --json`` prints this dict,
-plus ``"clusters"`` (``cluster.cluster``) when the masks cover three or more languages.
+``component_name``), ``by_head`` keys ``LAYER.headH`` (``LAYER.kv_headG`` for grouped k/v,
+``LAYER.cross.headH`` for T5's cross-attention), present only when a head count is known.
+``polyticket compare --json`` prints this dict, plus ``"clusters"`` (``cluster.cluster``)
+when the masks cover three or more languages.
 """
 
 from __future__ import annotations
@@ -247,6 +252,8 @@ def head_splits(shapes: Mapping[str, tuple[int, ...]], heads: Heads) -> dict[str
                 f"along axis {axis}: wrong head count?"
             )
         layer = layer_of(name)
+        if "EncDecAttention" in name:  # T5's cross-attention: other heads than the block's own
+            layer += ".cross"
         if kind == "kv_heads" and kv != heads.heads:
             keys = tuple(f"{layer}.kv_head{b}" for b in range(blocks))
         else:
@@ -409,6 +416,7 @@ def compare(
                 "a": masks[i].label,
                 "b": masks[j].label,
                 "same_language": _language(masks[i]) == _language(masks[j]),
+                "same_seed": _seed(masks[i]) is not None and _seed(masks[i]) == _seed(masks[j]),
                 **_by_scope(pair_measures, size, kept[i], kept[j], both),
             }
         )
@@ -452,20 +460,48 @@ def _language(mask: PackedMask) -> str:
     return mask.metadata.get("language") or mask.label
 
 
+def _seed(mask: PackedMask) -> str | None:
+    return mask.metadata.get("seed")
+
+
+def language_pairs(pairs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pairs that compare languages: masks of different languages and, where there are
+    any, of different seeds. Two runs of one seed share their head's initialisation, their
+    order of batches and their dropout draws, which alone raises the overlap of their masks;
+    the same-language bound is of other seeds by necessity, so languages are compared like
+    for like. With one seed every pair shares it (``summary.between_languages_one_seed``)."""
+    between = [p for p in pairs if not p["same_language"]]
+    return [p for p in between if not p.get("same_seed")] or between
+
+
 def summarize(pairs: list[dict[str, Any]], with_baseline: list[dict[str, Any]]) -> dict:
-    """Means of the overall numbers: between languages, within a language (other seeds),
-    with the baseline; each beside its random expectation."""
-    between = [p["overall"] for p in pairs if not p["same_language"]]
+    """Means of the overall numbers: between languages (``language_pairs``), within a
+    language (other seeds), with the baseline; each beside its random expectation. Pairs
+    of different languages and one seed are summarised apart (``…_same_seed``) where other
+    seeds are compared: the difference is what sharing a seed does."""
+    compared = language_pairs(pairs)
+    between = [p["overall"] for p in compared]
+    one_seed = bool(compared) and all(p.get("same_seed") for p in compared)
+    shared = (
+        []
+        if one_seed
+        else [p["overall"] for p in pairs if p.get("same_seed") and not p["same_language"]]
+    )
     same = [p["overall"] for p in pairs if p["same_language"]]
     return {
         "between_languages": _mean(p["jaccard"] for p in between),
         "random": _mean(p["random"] for p in between),
+        "between_languages_one_seed": one_seed,
+        "between_languages_same_seed": _mean(p["jaccard"] for p in shared),
         "same_language_other_seed": _mean(p["jaccard"] for p in same),
         "with_baseline": _mean(m["overall"]["jaccard"] for m in with_baseline),
         "with_baseline_random": _mean(m["overall"]["random"] for m in with_baseline),
         "beyond_theta0": _mean(p["beyond_theta0"] for p in between if "beyond_theta0" in p),
         "beyond_theta0_random": _mean(
             p["beyond_theta0_random"] for p in between if "beyond_theta0" in p
+        ),
+        "beyond_theta0_same_seed": _mean(
+            p["beyond_theta0"] for p in shared if "beyond_theta0" in p
         ),
     }
 

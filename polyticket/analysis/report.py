@@ -34,6 +34,7 @@ import numpy as np
 
 from polyticket.analysis import plots
 from polyticket.analysis.cluster import GROUPINGS, language_similarity
+from polyticket.analysis.overlap import language_pairs
 from polyticket.analysis.results import BASELINES, headline_text
 from polyticket.errors import UserError
 from polyticket.io import atomic_path, prepare_output_dir, read_json, write_text
@@ -199,11 +200,15 @@ def _shown(row: str) -> str:
 
 
 def _layer_label(layer: str) -> str:
-    """``encoder.layer.3`` -> ``3``, ``decoder.block.1`` -> ``dec 1``: short tick labels."""
-    match = re.fullmatch(r"(?:(encoder|decoder)\.)?(?:layer|block|h|layers)\.(\d+)", layer)
+    """``encoder.layer.3`` -> ``3``, ``decoder.block.1`` -> ``dec 1``, its cross-attention
+    heads ``decoder.block.1.cross`` -> ``dec 1 cross``: short tick labels."""
+    match = re.fullmatch(
+        r"(?:(encoder|decoder)\.)?(?:layer|block|h|layers)\.(\d+)(\.cross)?", layer
+    )
     if not match:
         return layer
-    return f"dec {match.group(2)}" if match.group(1) == "decoder" else match.group(2)
+    label = f"dec {match.group(2)}" if match.group(1) == "decoder" else match.group(2)
+    return label + (" cross" if match.group(3) else "")
 
 
 def _metric_label(metric: str) -> str:
@@ -233,8 +238,9 @@ def headline_section(files: StudyFiles) -> Section:
                 f"({', '.join(files.languages)}), seed{'s' if len(seeds) > 1 else ''} "
                 f"{', '.join(map(str, seeds))}."
                 + (
-                    " One seed: no spread over seeds (no ± and no error bars) and no "
-                    "same-language bound."
+                    " One seed: no spread over seeds (no ± and no error bars), no "
+                    "same-language bound, and every pair of languages shares the seed, which "
+                    "alone raises their overlap."
                     if len(seeds) == 1
                     else ""
                 )
@@ -455,7 +461,7 @@ def layer_overlap_section(files: StudyFiles) -> Section:
 def _layer_plot(overlap: dict[str, Any], measure: str) -> Plot:
     chance, axis, what = MEASURES[measure]
     pairs = overlap["pairs"]
-    between = [p for p in pairs if not p["same_language"]]
+    between = language_pairs(pairs)
     same = [p for p in pairs if p["same_language"]]
     curves = [  # (label, entries averaged, measure, is a reference)
         ("between languages", between, measure, False),
@@ -493,16 +499,15 @@ def _layer_plot(overlap: dict[str, Any], measure: str) -> Plot:
 
 
 def _language_pairs(pairs: list[dict], order: list[str]) -> dict[str, list[dict]]:
-    """Pairs of different languages grouped by language pair (over seeds), named in the
-    study's order of languages: ``en–fr``."""
+    """The pairs ``language_pairs`` compares grouped by language pair (over seeds), named
+    in the study's order of languages: ``en–fr``."""
     grouped: dict[str, list[dict]] = {}
-    for pair in pairs:
-        if not pair["same_language"]:
-            a, b = sorted(
-                (label.split("/")[0] for label in (pair["a"], pair["b"])),
-                key=lambda x: (order.index(x) if x in order else len(order), x),
-            )
-            grouped.setdefault(f"{a}–{b}", []).append(pair)
+    for pair in language_pairs(pairs):
+        a, b = sorted(
+            (label.split("/")[0] for label in (pair["a"], pair["b"])),
+            key=lambda x: (order.index(x) if x in order else len(order), x),
+        )
+        grouped.setdefault(f"{a}–{b}", []).append(pair)
     return grouped
 
 
@@ -567,7 +572,7 @@ def _component_plot(overlap: dict[str, Any], measure: str, order: list[str]) -> 
 
 def _head_plot(overlap: dict[str, Any], measure: str) -> Plot | None:
     chance_key, axis, what = MEASURES[measure]
-    between = [p for p in overlap["pairs"] if not p["same_language"] and p.get("by_head")]
+    between = [p for p in language_pairs(overlap["pairs"]) if p.get("by_head")]
     if not between:
         return None
     keys = list(between[0]["by_head"])

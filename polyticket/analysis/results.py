@@ -451,6 +451,10 @@ def headline(matrix: dict[str, Any], overlap: dict[str, Any]) -> dict[str, Any]:
         "overlap_oneshot": _nan(summary.get("with_baseline")),
         "overlap_beyond_theta0": _nan(summary.get("beyond_theta0")),
         "overlap_beyond_theta0_random": _nan(summary.get("beyond_theta0_random")),
+        # pairs of languages in one seed, apart (a shared seed alone raises the overlap)
+        "overlap_one_seed": bool(summary.get("between_languages_one_seed", False)),
+        "overlap_same_seed": _nan(summary.get("between_languages_same_seed")),
+        "overlap_beyond_theta0_same_seed": _nan(summary.get("beyond_theta0_same_seed")),
         "transfer_score": _mean([mean[s][t] for s, t in transfer_cells]),
         "random_score": _row_mean(mean, "random"),
         # how far apart seeds land: the margin the two scores above must clear
@@ -638,6 +642,13 @@ def _beats_beyond_seeds(a: float, b: float, line: dict[str, Any]) -> str:
     )
 
 
+def _same_seed_text(value: float) -> str:
+    """The overlap of pairs of languages in one seed, beside the answer (of other seeds)."""
+    if math.isnan(value):
+        return ""
+    return f" (pairs of other seeds; {_fmt(value, 3)} for pairs of one seed)"
+
+
 def headline_text(line: dict[str, Any]) -> str:
     """The paper's questions, answered with this study's numbers, each beside its
     references: random masks, the same language's other seeds (the upper bound), the
@@ -653,10 +664,12 @@ def headline_text(line: dict[str, Any]) -> str:
             "  Did training move different languages to the same weights (overlap of their "
             f"departures from θ0's magnitude mask)? {_beats(beyond, chance, True)}: "
             f"Jaccard {_fmt(beyond, 3)} vs {_fmt(chance, 3)} at random"
+            + _same_seed_text(line.get("overlap_beyond_theta0_same_seed", math.nan))
         )
     overlap_text = (
         f"{_beats(overlap, line['overlap_random'], True)}: Jaccard {_fmt(overlap, 3)} vs "
         f"{_fmt(line['overlap_random'], 3)} at random"
+        + _same_seed_text(line.get("overlap_same_seed", math.nan))
     )
     if not math.isnan(line["overlap_same_language"]):
         overlap_text += f", {_fmt(line['overlap_same_language'], 3)} between seeds of a language"
@@ -668,6 +681,12 @@ def headline_text(line: dict[str, Any]) -> str:
     lines.append(
         f"  Do tickets of different languages overlap more than random masks? {overlap_text}"
     )
+    if line.get("overlap_one_seed"):
+        lines.append(
+            "  (Every pair of languages above shares the study's one seed: its head "
+            "initialisation, order of batches and dropout alone raise their overlap. A second "
+            "seed tells by how much.)"
+        )
     reference = f"dense {_fmt(line['dense_score'], 3)}"
     if not math.isnan(line["oneshot_score"]):
         reference += f", one-shot mask {_fmt(line['oneshot_score'], 3)}"
