@@ -408,6 +408,9 @@ def _schedule_settings(values: dict[str, Any], knobs: set[str], source: str) -> 
             out.append(Setting("num_train_epochs", None, values["num_train_epochs"], why))
     else:
         out.append(Setting("num_train_epochs", "budget_epochs", budget.epochs))
+        if "max_steps" in values:  # -1, HF's default in dumped configs: no limit
+            why = "not positive, so num_train_epochs sets the budget"
+            out.append(Setting("max_steps", None, values["max_steps"], why))
     return out
 
 

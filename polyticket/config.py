@@ -337,7 +337,12 @@ def read_config_file(path: Path) -> dict[str, Any]:
 def _convert(value: Any, f: dataclasses.Field, hint: Any, source: str) -> Any:
     base, name = _base_type(hint), f.name
     if value is None:
-        return None
+        if type(None) in typing.get_args(hint):
+            return None  # the knob's "off" (no step limit, no mask, ...)
+        raise UserError(
+            f"{source}: bad value null for {name}: it has no 'off'; leave the key out for "
+            "its default"
+        )
     try:
         if "choices" in f.metadata:
             if value not in f.metadata["choices"]:

@@ -215,6 +215,11 @@ CASES = [
     ("yaml-shape", lambda w: find(w, "--config", str(w / "list.yaml")), "list.yaml"),
     ("yaml-syntax", lambda w: find(w, "--config", str(w / "yaml-error.yaml")), "not valid YAML"),
     (
+        "yaml-null",
+        lambda w: with_config(w, "null.yaml", "learning_rate: null\n"),
+        "null.yaml: bad value null for learning_rate: it has no 'off'",
+    ),
+    (
         "yaml-twice",
         lambda w: with_config(w, "twice.yaml", "batch_size: 4\nbatch_size: 8\n"),
         "duplicate key 'batch_size'",
@@ -406,6 +411,11 @@ CASES = [
         "learning_rate",
     ),
     ("study-data", lambda w: study_with(w, "s8.yaml", ""), "tasks.ner.train_file: no file"),
+    (
+        "study-null",
+        lambda w: study_with(w, "s8c.yaml", "settings: {batch_size: null}\n"),
+        "bad value null for batch_size",
+    ),
     (
         "study-twice",
         lambda w: study_with(w, "s8b.yaml", "settings: {seed: 1}\nsettings: {seed: 2}\n"),
