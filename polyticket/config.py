@@ -428,6 +428,16 @@ def check_config(config: Any, source: str = "config") -> Any:
         check_mixed_precision(train.mixed_precision, train.cpu, source)
     if isinstance(config, TrainConfig):
         check_mask_knobs(config, source)
+    data = getattr(config, "data", None)
+    if data is not None and data.validation_ratio is not None:
+        # either would be silently ignored: the ratio by other tasks, the file by MLM
+        if data.task != "mlm":
+            raise UserError(f"{source}: validation_ratio applies to task mlm, not {data.task}")
+        if data.eval_file is not None:
+            raise UserError(
+                f"{source}: give eval_file or validation_ratio (documents of train_file "
+                "held out), not both"
+            )
     return config
 
 

@@ -220,6 +220,12 @@ CASES = [
         "null.yaml: bad value null for learning_rate: it has no 'off'",
     ),
     (
+        "ratio-and-eval-file",
+        lambda w: find(w, "--task", "mlm", "--validation-ratio", "0.2"),
+        "give eval_file or validation_ratio",
+    ),
+    ("ratio-ner", lambda w: find(w, "--validation-ratio", "0.2"), "applies to task mlm, not ner"),
+    (
         "yaml-twice",
         lambda w: with_config(w, "twice.yaml", "batch_size: 4\nbatch_size: 8\n"),
         "duplicate key 'batch_size'",
