@@ -10,6 +10,7 @@ lowest; ``tickets.epsilon_ticket`` picks the ticket.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from fractions import Fraction
@@ -64,7 +65,7 @@ def rewind(model: nn.Module, theta0: dict[str, torch.Tensor]) -> None:
 
 
 def _changed(previous: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """``section.knob`` of every setting that differs. A knob the earlier run did not
+    """``section.knob old -> new`` of every setting that differs. A knob the earlier run did not
     record (it came with a later polyticket) is unchanged when it has its default."""
     defaults = to_dict(FindConfig())
     missing = object()
@@ -77,12 +78,17 @@ def _changed(previous: dict[str, Any], current: dict[str, Any]) -> list[str]:
             if before is missing:
                 before = defaults.get(section, {}).get(key)
             if before != value:
-                changed.append(f"{section}.{key}")
+                changed.append(f"{section}.{key} {json.dumps(before)} -> {json.dumps(value)}")
     return sorted(changed)
 
 
 def _check_same_settings(run: RunLayout, config: dict[str, Any]) -> dict[str, Any]:
     previous = read_json(run.run_json)
+    if "prune" not in previous.get("config", {}):
+        raise UserError(
+            f"{run.root} holds a training run (polyticket train), not a find run to continue: "
+            "use another --out"
+        )
     changed = _changed(previous.get("config", {}), config)
     if changed:
         what = f"{run.root} holds a run with other settings ({', '.join(changed)})"
@@ -325,8 +331,9 @@ def finetune(config: TrainConfig, out: Path) -> dict[str, Any]:
     """Train once, optionally with a mask (a ticket, a transferred or a control mask)."""
     run = RunLayout(Path(out))
     if run.run_json.exists():  # a find run's levels or another training would be overwritten
+        what = "a run" if run.metrics.exists() else "an unfinished run"
         raise UserError(
-            f"{run.root} holds a run already (a training run is not continued): use another "
+            f"{run.root} holds {what} already (a training run is not continued): use another "
             "--out, or remove it to train again"
         )
     task, accelerator, data, model = _prepare(config)

@@ -222,7 +222,9 @@ def test_a_run_with_other_settings_is_kept_and_the_way_out_depends_on_its_levels
     import shutil
 
     run, _ = full_run
-    with pytest.raises(lottery.UserError, match=r"other settings \(.*\); use another --out"):
+    with pytest.raises(
+        lottery.UserError, match=r"other settings \(prune.early_bird_threshold \S+ -> 0.2\); use"
+    ):
         lottery.find(config(bert_dir, conll_files, early_bird_threshold=0.2), run)
     # a run that failed before its first level: nothing to continue, but never deleted here
     started = tmp_path / "started"

@@ -114,6 +114,9 @@ def world(tmp_path_factory, bert_dir):
     )
     (w / "done-run").mkdir()
     (w / "done-run" / "run.json").write_text('{"config": {}}\n')
+    (w / "train-run").mkdir()
+    (w / "train-run" / "run.json").write_text('{"config": {"train": {}, "mask": null}}\n')
+    (w / "train-run" / "metrics.json").write_text('{"best_score": 0.5}\n')
     (w / "bad-study" / "results").mkdir(parents=True)
     (w / "bad-study" / "results" / "results.json").write_text("[]\n")
     (w / "empty-study").mkdir()
@@ -318,7 +321,17 @@ CASES = [
                    "--csv", str(w / "good.safetensors")],
         "is an input of the command too",
     ),  # fmt: skip
-    ("train-over-run", lambda w: train(w, "--out", str(w / "done-run")), "holds a run already"),
+    (
+        "train-over-unfinished",
+        lambda w: train(w, "--out", str(w / "done-run")),
+        "holds an unfinished run already",
+    ),
+    ("train-over-run", lambda w: train(w, "--out", str(w / "train-run")), "holds a run already"),
+    (
+        "find-over-train",
+        lambda w: out(w, str(w / "train-run")),
+        "train-run holds a training run (polyticket train), not a find run to continue",
+    ),
     # a control mask's knobs without a control mask would be ignored
     ("sparsity-dense", lambda w: train(w, "--sparsity", "0.3"), "not to dense training"),
     (
