@@ -339,6 +339,7 @@ def finetune(config: TrainConfig, out: Path) -> dict[str, Any]:
     task, accelerator, data, model = _prepare(config)
     params = dict(model.base_model.named_parameters())
     mask = control_mask(config, model)
+    prunable = find_prunable(model, _scope(config)).params
     if mask is not None:
         mask.check_fits({n: p.shape for n, p in params.items()}, source=str(config.mask))
         made_for = mask.metadata.get("model")
@@ -347,7 +348,7 @@ def finetune(config: TrainConfig, out: Path) -> dict[str, Any]:
                 "the mask %s was made for the model %s, and trains %s", config.mask,
                 made_for, config.model.model,
             )  # fmt: skip
-        unmasked = [n for n in find_prunable(model, _scope(config)).params if n not in mask]
+        unmasked = [n for n in prunable if n not in mask]
         if unmasked:  # a mask of another pruning scope, or cut by hand: said, then trained
             log.warning(
                 "%d prunable matrices are not in the mask %s and train dense (first: %s)",
@@ -372,7 +373,11 @@ def finetune(config: TrainConfig, out: Path) -> dict[str, Any]:
         model, task, data, config.train, accelerator, params, mask, run_log, {"desc": "training"}
     )
     run_log.close()
-    metrics = {"sparsity": mask.sparsity() if mask is not None else 0.0, **result.to_json()}
+    # the share of the model's prunable weights the mask prunes (the mask's own sparsity,
+    # in run.json, counts only the matrices it has)
+    pruned = sum(int((~mask[n]).sum()) for n in prunable if n in mask) if mask is not None else 0
+    total = sum(p.numel() for p in prunable.values())
+    metrics = {"sparsity": pruned / total if total else 0.0, **result.to_json()}
     if accelerator.is_main_process:
         write_json(run.metrics, metrics)
         write_json(run.run_json, {**info, "ended": now()})

@@ -98,6 +98,12 @@ def test_find_then_train_with_the_ticket(found, bert_dir, conll_files, tmp_path,
     assert f"1 prunable matrices are not in the mask {cut} and train dense (first: {first})" in (
         caplog.text
     )
+    # and the sparsity it reports is of the model's prunable weights, not of the mask's own
+    dense_share = ticket[first].numel() / sum(t.numel() for t in ticket.values())
+    cut_metrics = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert cut_metrics["sparsity"] == pytest.approx(
+        Mask({n: ticket[n] for n in rest}).sparsity() * (1 - dense_share)
+    )
 
 
 def test_train_from_random_init_and_config_file(bert_dir, conll_files, tmp_path):

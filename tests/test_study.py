@@ -504,3 +504,23 @@ def test_concurrent_shards_wait_for_a_ticket_another_shard_makes(tmp_path, bert_
     assert all(c.done(study) for c in cells(study))
     starts = Counter(e["cell"] for e in events(study.out) if e["event"] == "start")
     assert set(starts.values()) == {1} and len(starts) == len(cells(study))
+
+
+def test_cross_task_on_an_encoder_decoder_refuses_tasks_that_prune_other_parts(
+    tmp_path, mt5_dir, bert_dir
+):
+    """mT5's NER model is its encoder, its NLI model encoder and decoder: a ticket of one
+    cannot be trained on the other (it failed, or trained a fifth of its weights masked)."""
+    data = {"train_file": "x-{lang}", "eval_file": "y-{lang}"}
+    study = {
+        "model": str(mt5_dir),
+        "languages": ["en"],
+        "tasks": {"ner": {**data, "task": "ner"}, "nli": {**data, "task": "nli"}},
+        "run": {"cross_task": True},
+    }
+    path = tmp_path / "s.yaml"
+    path.write_text(json.dumps(study))
+    with pytest.raises(UserError, match="ner prunes the encoder and nli the encoder and decoder"):
+        load_study(path)
+    path.write_text(json.dumps({**study, "model": str(bert_dir)}))  # one encoder: fits
+    assert load_study(path).run["cross_task"]

@@ -105,6 +105,9 @@ class Task(ABC):
     name: str
     metric: str  # the score that selects tickets
     greater_is_better: bool = True
+    # On an encoder-decoder model, whether the task's model has the decoder (and so prunes
+    # it): a mask of one task fits another only when both say the same.
+    uses_decoder: bool = False
 
     def prepare(self, data: DataArgs, tokenizer: Any, seed: int) -> TaskData:
         """Read every language's data, take equal shares, tokenise."""
@@ -193,7 +196,6 @@ class Task(ABC):
 
     def better(self, score: float, than: float) -> bool:
         return score > than if self.greater_is_better else score < than
-
 
     @classmethod
     def for_model(cls, config: PretrainedConfig) -> Task:

@@ -160,6 +160,8 @@ class NliTask(_NliData):
 class NliTextTask(_NliData):
     """mT5/T5: "xnli premise: P hypothesis: H" -> the label word, greedy decoding, exact match."""
 
+    uses_decoder = True
+
     def featurize(self, train, dev, data: DataArgs, tokenizer: Any, seed: int) -> TaskData:
         def features(pairs: Sequence[Pair]) -> list[dict[str, Any]]:
             encoded = tokenizer(

@@ -3,10 +3,12 @@ task of the same model, in each language both have."""
 
 from __future__ import annotations
 
+from polyticket.errors import UserError
 from polyticket.study.grid import Cell
 from polyticket.study.kinds import CELL_KINDS
 from polyticket.study.kinds.base import LevelKind
 from polyticket.study.spec import Study
+from polyticket.tasks.base import get_task
 
 KIND = "cross-task"
 
@@ -19,6 +21,31 @@ class CrossTask(LevelKind):
     @staticmethod
     def whose(task: str, language: str, source: str) -> tuple[str, str]:
         return source, language  # the source task's ticket of the same language
+
+    def validate(self, study: Study) -> None:
+        """On an encoder-decoder model, NER (the encoder) and text-to-text NLI (encoder and
+        decoder) prune different weights: a ticket of one cannot be trained on the other."""
+        super().validate(study)
+        if not self.enabled(study):
+            return
+        for source_task, source in study.tasks.items():
+            for task, spec in study.tasks.items():
+                if task == source_task or source.model != spec.model:
+                    continue
+                config = _local_config(spec.model)
+                if config is None or not config.is_encoder_decoder:
+                    continue
+                parts = {
+                    key: "encoder and decoder" if get_task(t.task, config).uses_decoder
+                    else "encoder"
+                    for key, t in ((source_task, source), (task, spec))
+                }  # fmt: skip
+                if parts[source_task] != parts[task]:
+                    raise UserError(
+                        f"{study.path}: run.cross_task: on {spec.model}, {source_task} prunes "
+                        f"the {parts[source_task]} and {task} the {parts[task]}, so a ticket "
+                        "of one does not fit the other; list these tasks in separate studies"
+                    )
 
     def expand(self, study: Study) -> list[Cell]:
         if not self.enabled(study):
@@ -33,3 +60,14 @@ class CrossTask(LevelKind):
             for seed in study.seeds
             for sparsity in study.sparsities
         ]
+
+
+def _local_config(model: str):
+    """The model's config when it is on this machine (a directory, or the hub's cache);
+    None otherwise (the check is then left to the cells)."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(model, local_files_only=True)
+    except (OSError, ValueError):
+        return None
