@@ -467,3 +467,21 @@ def test_legends_leave_error_bars_alone():
     assert legend_below(spread)
     one_seed = [plots.Series(k, [0, 1], [0.5, 0.6], err=[0.0, 0.0]) for k in ("en", "fr")]
     assert not legend_below(one_seed)
+
+
+def test_cells_left_out_and_cross_task_transfers_are_on_the_page(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    problems = [{"cell": f"ner/l{i}/seed1/imp", "problem": "failed"} for i in range(7)]
+    cross = [
+        {"source_task": "nli", "task": "ner", "language": "en", "seed": 1, "sparsity": 0.5,
+         "score": 0.61, "own_ticket_score": 0.7, "random_score": None}
+    ]  # fmt: skip
+    (results / "results.json").write_text(json.dumps({"problems": problems, "cross_task": cross}))
+    sections = {section.key: section for section in build(tmp_path)}
+    texts = [getattr(p, "text", "") for p in sections["headline"].parts]
+    left_out = next(t for t in texts if "left out" in t)
+    assert left_out.startswith("7 cell(s) are left out of every table and figure below")
+    assert "ner/l0/seed1/imp: failed" in left_out and "and 2 more" in left_out
+    table = next(p for p in sections["transfer"].parts if hasattr(p, "rows"))
+    assert table.rows == [["nli", "ner", "en", "1", "50%", "0.610", "0.700", "–"]]

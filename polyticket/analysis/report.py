@@ -254,6 +254,16 @@ def headline_section(files: StudyFiles) -> Section:
     for line in lines:
         section.parts.append(Text(headline_text(line), preformatted=True))
     section.parts += [Text(note) for note in _dense_far_behind(files)]
+    problems = files.results.get("problems", [])
+    if problems:
+        listed = "; ".join(f"{p['cell']}: {p['problem']}" for p in problems[:PROBLEMS_LISTED])
+        more = len(problems) - PROBLEMS_LISTED
+        section.parts.append(
+            Text(
+                f"{len(problems)} cell(s) are left out of every table and figure below: "
+                f"{listed}" + (f"; and {more} more (results.json: problems)" if more > 0 else "")
+            )
+        )
     if lines:
         columns = [
             ("between languages", "overlap_between_languages"),
@@ -323,6 +333,8 @@ def level_scores(files: StudyFiles, task: str, language: str, seeds: list[int]):
     ]
     return points, metric
 
+
+PROBLEMS_LISTED = 5  # cells left out that the headline names, before "and N more"
 
 # A ticket this far ahead of its own dense model (absolute, on scores of 0-1; perplexity:
 # this factor) says the dense model had not converged: the budget, not the sub-network.
@@ -703,6 +715,37 @@ def transfer_section(files: StudyFiles) -> Section:
                     for r, mr, sr in zip(rows, mean, std, strict=True)
                 ],
             )
+        )
+    cross = files.results.get("cross_task", [])
+    if cross:
+        section.parts.append(
+            Table(
+                "Across tasks (run.cross_task): a ticket of one task trained on another task "
+                "in the same language, beside that task's own ticket and a random mask",
+                [
+                    "ticket of",
+                    "trained on",
+                    "language",
+                    "seed",
+                    "sparsity",
+                    "score",
+                    "own ticket",
+                    "random",
+                ],
+                [
+                    [
+                        r["source_task"],
+                        r["task"],
+                        r["language"],
+                        str(r["seed"]),
+                        _percent(r["sparsity"]),
+                        _number(r["score"]),
+                        _number(r["own_ticket_score"]),
+                        _number(r["random_score"]),
+                    ]
+                    for r in cross
+                ],
+            )  # fmt: skip
         )
     return section.done(
         "No data: no transfer, random or one-shot cell is done (run.transfer, run.random, "
