@@ -177,6 +177,16 @@ def _number(value: Any, digits: int = 3) -> str:
     return "–" if math.isnan(value) else f"{value:.{digits}f}"
 
 
+def _row(record: dict[str, Any], text: str, percents: str, numbers: str) -> list[str]:
+    """A table row of ``record``'s fields: those named in ``text`` as they are, then those
+    in ``percents`` as percentages, then those in ``numbers`` to three decimals."""
+    return [
+        *(str(record[key]) for key in text.split()),
+        *(_percent(record[key]) for key in percents.split()),
+        *(_number(record[key]) for key in numbers.split()),
+    ]
+
+
 def _percent(value: float) -> str:
     return f"{value:.0%}"
 
@@ -421,19 +431,14 @@ def score_section(files: StudyFiles) -> Section:
                 "one seed find's ε) with their dense and random-mask scores",
                 ["task", "language", "seed", "level", "sparsity", "score", "dense", "random", "ε"],
                 [
-                    [
-                        r["task"],
-                        r["language"],
-                        str(r["seed"]),
-                        str(r["level"]),
-                        _percent(r["sparsity"]),
-                        _number(r["score"]),
-                        _number(r["dense_score"]),
-                        _number(r["random_score"]),
-                        _number(r["epsilon"]),
-                    ]
+                    _row(
+                        r,
+                        "task language seed level",
+                        "sparsity",
+                        "score dense_score random_score epsilon",
+                    )
                     for r in tickets
-                ],
+                ],  # fmt: skip
             )
         )
     return section.done("No data: no IMP cell has a completed level under cells/.")
@@ -733,19 +738,15 @@ def transfer_section(files: StudyFiles) -> Section:
                     "random",
                 ],
                 [
-                    [
-                        r["source_task"],
-                        r["task"],
-                        r["language"],
-                        str(r["seed"]),
-                        _percent(r["sparsity"]),
-                        _number(r["score"]),
-                        _number(r["own_ticket_score"]),
-                        _number(r["random_score"]),
-                    ]
+                    _row(
+                        r,
+                        "source_task task language seed",
+                        "sparsity",
+                        "score own_ticket_score random_score",
+                    )
                     for r in cross
-                ],
-            )  # fmt: skip
+                ],  # fmt: skip
+            )
         )
     return section.done(
         "No data: no transfer, random or one-shot cell is done (run.transfer, run.random, "
