@@ -96,6 +96,26 @@ def test_changed_settings_are_refused_reported_and_rerun(tmp_path, bert_dir, cap
     assert main(["study", str(path)]) == 0  # consistent again
 
 
+def test_data_written_again_at_the_same_path_makes_its_cells_changed(tmp_path, bert_dir, capsys):
+    """A path is not a content: regenerated data must not leave results standing."""
+    out = tmp_path / "run"
+    path = write_study(tmp_path, bert_dir, out, **TICKETS_ONLY)
+    assert main(["study", str(path)]) == 0
+    capsys.readouterr()
+    dev = tmp_path / "data" / "fr-dev.conll"
+    dev.write_bytes(dev.read_bytes())  # a newer time, the same bytes: nothing changed
+    assert main(["study", str(path)]) == 0
+    dev.write_text(dev.read_text().replace("\tO\n", "\tB-LOC\n", 1))
+    assert main(["study", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "ner/fr/seed1/imp (fr-dev.conll changed since the cell read it)" in err
+    assert main(["study", str(path), "--plan"]) == 0
+    plan = capsys.readouterr().out
+    assert "changed  ner/fr/seed1/imp" in plan and "changed  ner/en/seed1/imp" not in plan
+    assert main(["study", str(path), "--rerun-changed"]) == 0
+    assert main(["study", str(path)]) == 0  # consistent again
+
+
 def test_two_shards_finishing_at_once(tmp_path, bert_dir):
     out = tmp_path / "run"
     path = write_study(tmp_path, bert_dir, out, **TICKETS_ONLY)

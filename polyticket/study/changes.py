@@ -1,21 +1,23 @@
 """A study never mixes settings: cells made with other settings than the study file's now.
 
 Every cell records what made it (``cell.json``: its task's knobs and its own, see
-``CellKind.settings``). When the study file changes (``rate``, ``max_steps``, a data file's
-name), the cells made before no longer belong to it: running refuses until the user reruns
-them (``--rerun-changed``, with every cell that read their files) or starts in another
-``out``; the results leave them out and say so.
+``CellKind.settings``) and the fingerprints of the data it read (``run.json``). When the
+study file changes (``rate``, ``max_steps``, a data file's name) or a data file does (written
+again at the same path), the cells made before no longer belong to it: running refuses
+until the user reruns them (``--rerun-changed``, with every cell that read their files) or
+starts in another ``out``; the results leave them out and say so.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 from typing import Any
 
 from polyticket.criteria import knobs_unread_by
 from polyticket.errors import UserError
-from polyticket.io import read_json
+from polyticket.io import file_fingerprint, read_json
 from polyticket.study.grid import Cell
 from polyticket.study.spec import Study
 
@@ -35,11 +37,13 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def changes(study: Study, cells: list[Cell]) -> dict[str, list[str]]:
-    """Cell name -> its knobs that differ (``max_steps 4 -> 6``), for every cell that
-    recorded other settings than the study's; cells that recorded none are not judged."""
+    """Cell name -> its knobs that differ (``max_steps 4 -> 6``) and its data files that
+    changed since it read them, for every cell that recorded other settings than the study's
+    or read other data; cells that recorded none are not judged."""
     from polyticket.study.kinds import CELL_KINDS
 
     out = {}
+    digests: dict[Path, str] = {}  # each data file hashed once, and only if it may differ
     for cell in cells:
         path = study.layout.cell_settings(cell.name)
         if not path.is_file():
@@ -52,8 +56,34 @@ def changes(study: Study, cells: list[Cell]) -> dict[str, list[str]]:
             out[cell.name] = [f"{path.name} unreadable"]
             continue
         differs = _differences(recorded, CELL_KINDS[cell.kind]().settings(study, cell))
+        differs += _data_changes(study.layout.cell(cell.name).run_json, digests)
         if differs:
             out[cell.name] = differs
+    return out
+
+
+def _data_changes(run_json: Path, digests: dict[Path, str]) -> list[str]:
+    """The data files a cell read (its run.json's fingerprints) that have another size now,
+    or that were written after the cell and hash otherwise: regenerated at the same path,
+    they would otherwise leave the cell's results standing for data that is gone. A file
+    no longer there is left to the study's own check of its data."""
+    try:
+        recorded = read_json(run_json)["inputs"]["data"]
+        made = run_json.stat().st_mtime
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    out = []
+    for entry in recorded:
+        path = Path(str(entry.get("file", "")))
+        if not path.is_file():
+            continue
+        stat = path.stat()
+        if stat.st_size == entry.get("size") and stat.st_mtime <= made:
+            continue
+        if path not in digests:
+            digests[path] = file_fingerprint(path)["sha256"]
+        if stat.st_size != entry.get("size") or digests[path] != entry.get("sha256"):
+            out.append(f"{path.name} changed since the cell read it")
     return out
 
 
