@@ -182,6 +182,8 @@ ORIGINAL_KEYS: dict[str, str] = {
     "output_dir": "out",
     "block_size": "block_size",
     "mlm_probability": "mlm_probability",
+    "no_cuda": "cpu",
+    "fp16": "mixed_precision",
 }
 
 # Keys the original scripts ignore when another key is present: key -> that other key.
@@ -202,7 +204,6 @@ IGNORED_KEYS = frozenset(
         "do_predict",
         "do_train",
         "evaluate_during_training",
-        "fp16",
         "fp16_opt_level",
         "ignore_pad_token_for_loss",
         "label_all_tokens",
@@ -213,7 +214,6 @@ IGNORED_KEYS = frozenset(
         "max_train_samples",
         "model_revision",
         "model_type",
-        "no_cuda",
         "overwrite_cache",
         "overwrite_output_dir",
         "pad_to_max_length",
@@ -282,6 +282,8 @@ def _translate_value(target: str, value: Any) -> Any:
             return None if float(value) <= 0 else value
         except (TypeError, ValueError):
             return value
+    if target == "mixed_precision":  # HF's fp16 flag: true for fp16, else full precision
+        return "fp16" if _is_true(value) else "no"
     if target == "max_target_length" and _positive(value):
         # HF generate(max_length=N) counted the decoder's start token, so the original
         # generated at most N - 1 tokens; polyticket's length counts generated tokens only.

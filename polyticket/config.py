@@ -575,7 +575,7 @@ def parse_config(cls: type, args: argparse.Namespace) -> Any:
     values = with_preset(preset, file_values, knobs=knobs, source=source)
     config = build_config(cls, args, _local_files_win(values, args), source=source)
     if hasattr(config, "out") and config.out is None:
-        raise UserError("give --out (or 'out' in the config file)")
+        raise UserError("give --out (or out in the config file; output_dir in the original's)")
     if hasattr(config, "out"):
         from polyticket.io import prepare_output_dir
 

@@ -381,6 +381,8 @@ def test_imp_config_prunes_every_save_steps_within_its_budget(tmp_path, caplog):
     budget = parse("find", LT_NER | {"max_steps": 5000}, tmp_path)
     assert budget.prune.budget_steps == 5000 and budget.prune.budget_epochs is None
     assert parse("find", LT_NER | {"seed": "57"}, tmp_path).train.seed == 57
+    hf = parse("find", LT_NER | {"no_cuda": True, "fp16": False}, tmp_path).train
+    assert (hf.cpu, hf.mixed_precision) == (True, "no")
     dumped = parse("find", LT_NER | {"max_steps": -1}, tmp_path)  # HF's default: no limit
     assert (dumped.train.max_steps, dumped.prune.budget_epochs) == (1875, 30)
 

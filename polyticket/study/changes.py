@@ -105,11 +105,11 @@ def refuse(study: Study, changed: dict[str, list[str]], dependents: int) -> User
     named = [f"{name} ({', '.join(diffs)})" for name, diffs in list(changed.items())[:NAMED]]
     more = len(changed) - len(named)
     listed = "; ".join(named) + (f"; and {more} more" if more else "")
+    also = f" (and {dependents} cell(s) that depend on them)" if dependents else ""
     return UserError(
         f"{study.path}: {len(changed)} cell(s) in {study.out} were made with other settings "
-        f"than the study file's: {listed}. Run again with --rerun-changed to rerun them "
-        f"(and {dependents} cell(s) that depend on them), or give another out; "
-        "--plan lists them all"
+        f"than the study file's: {listed}. Run again with --rerun-changed to rerun them{also}, "
+        "or give another out; --plan lists them all"
     )
 
 
