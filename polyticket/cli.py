@@ -66,7 +66,8 @@ def _masks_info(args: argparse.Namespace) -> None:
         "weights": mask.numel(),
         "kept": mask.kept(),
         "sparsity": mask.sparsity(),
-        "metadata": mask.metadata,
+        # the file holds strings; a level, seed or head count reads as the number it is
+        "metadata": {k: int(v) if v.isdigit() else v for k, v in mask.metadata.items()},
         "by_layer": mask.sparsity_by_layer(),
     }
     if args.json:

@@ -133,6 +133,7 @@ def test_masks_info(found, capsys):
     ticket = Mask.load(found / "ticket.safetensors")
     assert info["sparsity"] == pytest.approx(ticket.sparsity())
     assert info["by_layer"] == pytest.approx(ticket.sparsity_by_layer())
+    assert info["metadata"]["language"] == "fr" and isinstance(info["metadata"]["seed"], int)
     assert info["metadata"]["task"] == "ner"
 
 

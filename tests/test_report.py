@@ -348,6 +348,8 @@ def test_headline_leads_with_the_overlap_beyond_theta0():
     assert "0.982 with the one-shot mask of θ0 (no more than θ0's magnitudes" in text[2]
     higher = headline_text({**line, "overlap_between_languages": 0.99})
     assert "no more than" not in higher
+    alone = headline_text({**line, "languages": 1}).splitlines()
+    assert alone[1:] == ["  One language: the questions about languages need two or more."]
     one_seed = headline_text({**line, "overlap_one_seed": True})
     assert "Every pair of languages above shares the study's one seed" in one_seed
     assert "shares the study's one seed" not in "\n".join(text)

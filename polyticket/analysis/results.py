@@ -445,6 +445,7 @@ def headline(matrix: dict[str, Any], overlap: dict[str, Any]) -> dict[str, Any]:
         "sparsity": matrix["sparsity"],
         "metric": matrix["metric"],
         "greater_is_better": matrix["greater_is_better"],
+        "languages": len(matrix["targets"]),
         "overlap_between_languages": _nan(summary.get("between_languages")),
         "overlap_random": _nan(summary.get("random")),
         "overlap_same_language": _nan(summary.get("same_language_other_seed")),
@@ -657,6 +658,9 @@ def headline_text(line: dict[str, Any]) -> str:
     metric = line["metric"]
     overlap, transfer = line["overlap_between_languages"], line["transfer_score"]
     lines = [f"{line['task']} at {line['sparsity']:.0%} sparsity:"]
+    if line.get("languages", 2) < 2:  # no pair of languages, ever: not "not known yet"
+        lines.append("  One language: the questions about languages need two or more.")
+        return "\n".join(lines)
     beyond = line["overlap_beyond_theta0"]
     if not math.isnan(beyond):
         chance = line["overlap_beyond_theta0_random"]
