@@ -191,7 +191,7 @@ def _study(args: argparse.Namespace) -> int:
     for row in rows:
         changes = "; ".join(row.get("changes", []))
         print(f"{row['state']:<8} {row['cell']}" + (f"  ({changes})" if changes else ""))
-    states = ("done", "changed", "ready", "waiting", "failed")
+    states = ("done", "changed", "started", "ready", "waiting", "failed")
     counts = {s: sum(r["state"] == s for r in rows) for s in states}
     print(f"{len(rows)} cells: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     if args.shard:
@@ -715,7 +715,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"polyticket: error: {exc}", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
-        print("polyticket: interrupted", file=sys.stderr)
+        resumes = args.command in ("find", "study")  # the same command continues them
+        print(
+            "polyticket: interrupted" + ("; run it again to continue" if resumes else ""),
+            file=sys.stderr,
+        )
         return 130
     # After a normal end or a clean error only: a crash or an interrupt may leave a collective
     # in flight, which destroying the group could wait on instead of exiting.

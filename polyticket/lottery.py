@@ -257,7 +257,7 @@ def find(config: FindConfig, out: Path) -> dict[str, Any]:
     }
     if main:
         write_json(run.run_json, info)
-    log = RunLog(run, accelerator)
+    run_log = RunLog(run, accelerator)
     meta = {
         "model": config.model.model,
         "task": task.name,
@@ -270,6 +270,13 @@ def find(config: FindConfig, out: Path) -> dict[str, Any]:
     }
 
     done = run.completed_levels()
+    if done and len(done) < len(schedule):
+        log.warning(
+            "continuing the run in %s: levels 0-%d are done, from level %d", run.root,
+            max(done), len(done),
+        )  # fmt: skip
+        if main:
+            run_log.log(0, "resume", {"level": len(done)})  # a restart, in the run's log
     for k, sparsity in enumerate(schedule):
         if k in done:
             continue
@@ -300,7 +307,7 @@ def find(config: FindConfig, out: Path) -> dict[str, Any]:
             accelerator,
             prunable.params,
             mask,
-            log,
+            run_log,
             {"level": k, "desc": f"level {k} ({float(sparsity):.0%} pruned)"},
             callbacks=criterion.callbacks(level),
         )
@@ -316,7 +323,7 @@ def find(config: FindConfig, out: Path) -> dict[str, Any]:
                 following.save(run.partial(k + 1).mask, **meta, level=k + 1)
             staging.root.replace(run.level(k).root)
         wait_for_everyone(accelerator)
-    log.close()
+    run_log.close()
 
     levels = [read_json(run.level(k).metrics) for k in range(len(schedule))]
     ticket = epsilon_ticket(levels, config.prune.epsilon, task.greater_is_better)

@@ -430,3 +430,18 @@ def test_a_line_per_evaluation_when_output_is_not_a_terminal(bert_dir, conll_fil
         "training: step 4/4",
     ]
     assert all(" f1 " in line and " left" in line for line in lines)
+
+
+@pytest.mark.parametrize("command, hint", [("study", True), ("find", True), ("train", False)])
+def test_an_interrupt_says_whether_running_again_continues(command, hint, monkeypatch, capsys):
+    import polyticket.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, f"_{command}", interrupted)
+    argv = [command, "s.yaml"] if command == "study" else [command, "--out", "o"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("polyticket: interrupted")
+    assert ("run it again to continue" in err) == hint

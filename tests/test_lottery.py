@@ -233,3 +233,30 @@ def test_a_run_with_other_settings_is_kept_and_the_way_out_depends_on_its_levels
     with pytest.raises(lottery.UserError, match="no completed level; delete it to start afresh"):
         lottery.find(config(bert_dir, conll_files, early_bird_threshold=0.2), started)
     assert sorted(p.name for p in started.iterdir()) == ["run.json"]
+
+
+def test_a_continued_run_says_so_and_marks_its_log(
+    full_run, tmp_path, bert_dir, conll_files, caplog
+):
+    import json
+    import shutil
+
+    run, ticket = full_run
+    shutil.copytree(run, tmp_path / "run")
+    # as if stopped in level 2: its mask staged, nothing of it trained
+    staged = tmp_path / "run" / "level_02.partial"
+    staged.mkdir()
+    shutil.copyfile(run / "level_02" / "mask.safetensors", staged / "mask.safetensors")
+    shutil.rmtree(tmp_path / "run" / "level_02")
+    shutil.rmtree(tmp_path / "run" / "level_03")
+    for late in ("ticket.json", "ticket.safetensors"):
+        (tmp_path / "run" / late).unlink()
+    with caplog.at_level("WARNING", logger="polyticket"):
+        again = lottery.find(config(bert_dir, conll_files), tmp_path / "run")
+    assert "levels 0-1 are done, from level 2" in caplog.text
+    assert again == ticket  # the same ticket as the run that never stopped
+    lines = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    marks = [x for x in lines if x["kind"] == "resume"]
+    assert [m["level"] for m in marks] == [2]
+    after = lines[lines.index(marks[0]) + 1 :]  # what level 2 logs again follows the mark
+    assert {x.get("level") for x in after} == {2, 3}

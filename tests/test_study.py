@@ -228,6 +228,10 @@ def test_plan_lists_states_and_runs_nothing(finished, tmp_path, bert_dir, capsys
         "ready    ner/en/seed1/imp" in out and "waiting  ner/fr/seed1/transfer-from-en-s50" in out
     )
     assert not (tmp_path / "run" / "cells").exists()
+    (tmp_path / "run" / "cells" / "ner/de/seed2/imp" / "level_00").mkdir(parents=True)
+    assert main(["study", str(fresh), "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "started  ner/de/seed2/imp" in out and "1 started" in out
 
 
 def test_interrupted_study_finishes_without_rerunning_done_cells(tmp_path, bert_dir):

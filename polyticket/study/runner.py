@@ -123,8 +123,7 @@ def check_data(study: Study) -> None:
                 path = data_file(spec.config.data, split, language)
                 if path is not None and not path.is_file():
                     raise UserError(
-                        f"{study.path}: tasks.{key}.{knob}: no file {path} (language "
-                        f"{language})"
+                        f"{study.path}: tasks.{key}.{knob}: no file {path} (language {language})"
                     )
 
 
@@ -161,7 +160,8 @@ def seconds_by_kind(study: Study, names: list[str]) -> dict[str, tuple[int, floa
 
 def plan(study: Study, shard: tuple[int, int] | None = None) -> list[dict[str, object]]:
     """Each cell with its state (changed: made with other settings, then done, failed on
-    its last try, ready, or waiting for a dependency), its kind and its expected cost."""
+    its last try, started (levels done, continues from them), ready, or waiting for a
+    dependency), its kind and its expected cost."""
     every = cells(study)
     chosen = shard_of(every, *shard) if shard else every
     changed = changes(study, every)
@@ -174,6 +174,8 @@ def plan(study: Study, shard: tuple[int, int] | None = None) -> list[dict[str, o
             state = "done"
         elif failed_elsewhere(study, cell.name):
             state = "failed"
+        elif study.layout.cell(cell.name).completed_levels():
+            state = "started"  # an IMP cell with levels done: it continues from them
         elif all(d in done for d in cell.deps):
             state = "ready"
         else:
