@@ -160,3 +160,24 @@ def test_study_killed_at_random_moments_resumes_to_identical_tables(tmp_path, be
     masks = "cells/*/*/*/*/level_*/mask.safetensors"
     assert _files(tmp_path / "b/run", masks) == _files(tmp_path / "a/run", masks)
     assert not _leftovers(tmp_path / "b/run")
+
+
+def test_a_failed_cell_reruns_with_the_fixed_settings_without_being_asked(
+    tmp_path, bert_dir, capsys
+):
+    """Fixing the setting that made a cell fail is the common retry: nothing of the failed
+    cell is kept, so nothing needs --rerun-changed; done cells still do."""
+    out = tmp_path / "run"
+    path = write_study(tmp_path, bert_dir, out, **TICKETS_ONLY)
+    study = json.loads(path.read_text())
+    study["tasks"]["ner"]["labels"] = ["O", "B-PER", "I-PER"]  # the data has more: cells fail
+    path.write_text(json.dumps(study))
+    assert main(["study", str(path)]) == 1
+    assert (out / "cells/ner/en/seed1/imp/cell.json").is_file()  # it recorded its settings
+    del study["tasks"]["ner"]["labels"]
+    path.write_text(json.dumps(study))
+    capsys.readouterr()
+    assert main(["study", str(path), "--plan"]) == 0
+    assert "0 changed" in capsys.readouterr().out  # failed, not changed
+    assert main(["study", str(path)]) == 0
+    assert read_json(out / "cells/ner/en/seed1/imp/ticket.json")["level"] is not None

@@ -31,7 +31,7 @@ from polyticket.analysis.packed import PackedMask, intersection_counts
 from polyticket.errors import UserError
 from polyticket.io import copy_file, read_csv, read_json, write_csv, write_json
 from polyticket.study import Study, cells
-from polyticket.study.changes import changes, with_dependents
+from polyticket.study.changes import changes, kept_work, with_dependents
 from polyticket.study.grid import Cell, percent
 from polyticket.study.kinds.core import VARIANTS as CORE_VARIANTS
 from polyticket.study.kinds.core import core_cell
@@ -79,7 +79,7 @@ class StudyResults:
         self.study = study
         self.cells = cells(study)
         self.problems: dict[str, str] = {}
-        changed = changes(study, self.cells)
+        changed, _ = kept_work(study, self.cells, changes(study, self.cells))
         self.excluded = with_dependents(self.cells, set(changed))
         if changed:  # said first: the tables below would otherwise look merely empty
             log.warning(

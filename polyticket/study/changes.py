@@ -87,6 +87,22 @@ def _data_changes(run_json: Path, digests: dict[Path, str]) -> list[str]:
     return out
 
 
+def kept_work(
+    study: Study, cells: list[Cell], changed: dict[str, list[str]]
+) -> tuple[dict[str, list[str]], set[str]]:
+    """``changed`` split into the cells with work to keep or to refuse for (done, or IMP
+    levels completed) and the names of those with none (failed, or stopped in a first
+    level): those only start afresh with the study's settings, as a user who fixed a setting
+    after a failure expects, and no other cell has read their files."""
+    by_name = {cell.name: cell for cell in cells}
+    unstarted = {
+        name
+        for name in changed
+        if not by_name[name].done(study) and not study.layout.cell(name).completed_levels()
+    }
+    return {k: v for k, v in changed.items() if k not in unstarted}, unstarted
+
+
 def with_dependents(every: list[Cell], names: set[str]) -> set[str]:
     """``names`` and every cell that reads, directly or not, the files of one of them."""
     closed = set(names)
