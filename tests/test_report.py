@@ -353,11 +353,15 @@ def test_headline_leads_with_the_overlap_beyond_theta0():
     one_seed = headline_text({**line, "overlap_one_seed": True})
     assert "Every pair of languages above shares the study's one seed" in one_seed
     assert "shares the study's one seed" not in "\n".join(text)
-    seeds = {"overlap_beyond_theta0_same_seed": 0.69, "overlap_same_seed": 0.985}
+    seeds = {
+        "overlap_beyond_theta0_same_seed": 0.69,
+        "overlap_same_seed": 0.985,
+        "overlap_beyond_theta0_same_language": 0.25,
+    }
     apart = headline_text({**line, **seeds}).splitlines()
-    assert (
-        "Jaccard 0.274 vs 0.005 at random (pairs of other seeds; 0.690 for pairs of one"
-        in (apart[1])
+    assert apart[1].endswith(
+        "Jaccard 0.274 vs 0.005 at random (pairs of other seeds; 0.690 for pairs of one seed), "
+        "0.250 between seeds of a language"
     )
     assert "(pairs of other seeds; 0.985 for pairs of one seed)" in apart[2]
 

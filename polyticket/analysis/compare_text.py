@@ -84,6 +84,7 @@ def format_comparison(result: Mapping[str, Any]) -> str:
         ("each mask vs the baseline", "with_baseline", "with_baseline_random"),
         (f"beyond θ0, between languages{seeds}", "beyond_theta0", "beyond_theta0_random"),
         ("  of one seed", "beyond_theta0_same_seed", None),
+        ("beyond θ0, " + _same_language_text(result), "beyond_theta0_same_language", None),
     ]
     for text, key, random in references:
         if summary.get(key) is not None:

@@ -48,7 +48,8 @@ API (for the study report and the CLI)::
      "summary": {"between_languages", "random", "same_language_other_seed",
                  "between_languages_one_seed", "between_languages_same_seed",
                  "with_baseline", "with_baseline_random",
-                 "beyond_theta0", "beyond_theta0_random", "beyond_theta0_same_seed"}}
+                 "beyond_theta0", "beyond_theta0_random", "beyond_theta0_same_seed",
+                 "beyond_theta0_same_language"}}
 
 where MEASURES is ``{"jaccard", "random", "agreement"}`` plus ``beyond_theta0`` and
 ``beyond_theta0_random`` for pairs when a baseline is given. A mean over no pairs is None.
@@ -502,6 +503,9 @@ def summarize(pairs: list[dict[str, Any]], with_baseline: list[dict[str, Any]]) 
         ),
         "beyond_theta0_same_seed": _mean(
             p["beyond_theta0"] for p in shared if "beyond_theta0" in p
+        ),
+        "beyond_theta0_same_language": _mean(
+            p["beyond_theta0"] for p in same if "beyond_theta0" in p
         ),
     }
 

@@ -456,6 +456,7 @@ def headline(matrix: dict[str, Any], overlap: dict[str, Any]) -> dict[str, Any]:
         "overlap_one_seed": bool(summary.get("between_languages_one_seed", False)),
         "overlap_same_seed": _nan(summary.get("between_languages_same_seed")),
         "overlap_beyond_theta0_same_seed": _nan(summary.get("beyond_theta0_same_seed")),
+        "overlap_beyond_theta0_same_language": _nan(summary.get("beyond_theta0_same_language")),
         "transfer_score": _mean([mean[s][t] for s, t in transfer_cells]),
         "random_score": _row_mean(mean, "random"),
         # how far apart seeds land: the margin the two scores above must clear
@@ -650,6 +651,11 @@ def _same_seed_text(value: float) -> str:
     return f" (pairs of other seeds; {_fmt(value, 3)} for pairs of one seed)"
 
 
+def _same_language_text(value: float) -> str:
+    """The same language's other seeds: the bound the overlap between languages stands by."""
+    return "" if math.isnan(value) else f", {_fmt(value, 3)} between seeds of a language"
+
+
 def headline_text(line: dict[str, Any]) -> str:
     """The paper's questions, answered with this study's numbers, each beside its
     references: random masks, the same language's other seeds (the upper bound), the
@@ -669,14 +675,14 @@ def headline_text(line: dict[str, Any]) -> str:
             f"departures from θ0's magnitude mask)? {_beats(beyond, chance, True)}: "
             f"Jaccard {_fmt(beyond, 3)} vs {_fmt(chance, 3)} at random"
             + _same_seed_text(line.get("overlap_beyond_theta0_same_seed", math.nan))
+            + _same_language_text(line.get("overlap_beyond_theta0_same_language", math.nan))
         )
     overlap_text = (
         f"{_beats(overlap, line['overlap_random'], True)}: Jaccard {_fmt(overlap, 3)} vs "
         f"{_fmt(line['overlap_random'], 3)} at random"
         + _same_seed_text(line.get("overlap_same_seed", math.nan))
     )
-    if not math.isnan(line["overlap_same_language"]):
-        overlap_text += f", {_fmt(line['overlap_same_language'], 3)} between seeds of a language"
+    overlap_text += _same_language_text(line["overlap_same_language"])
     oneshot = line["overlap_oneshot"]
     if not math.isnan(oneshot):
         overlap_text += f", {_fmt(oneshot, 3)} with the one-shot mask of θ0"
