@@ -145,10 +145,11 @@ def test_tables_follow_from_the_cell_results(finished):
     assert pair["by_component"]["query"]["jaccard"] == pytest.approx(
         masks["en", 1].jaccard_by_component(masks["fr", 1])["attention.self.query"]
     )
-    between = [
-        masks[a].jaccard(masks[b]) for a, b in itertools.combinations(masks, 2) if a[0] != b[0]
-    ]
-    assert overlap["summary"]["between_languages"] == pytest.approx(sum(between) / len(between))
+    # languages compared over pairs of other seeds; pairs of one seed apart
+    pairs = [(a, b) for a, b in itertools.combinations(masks, 2) if a[0] != b[0]]
+    for key, one_seed in (("between_languages", False), ("between_languages_same_seed", True)):
+        values = [masks[a].jaccard(masks[b]) for a, b in pairs if (a[1] == b[1]) == one_seed]
+        assert overlap["summary"][key] == pytest.approx(sum(values) / len(values)), key
     same = [masks[lang, 1].jaccard(masks[lang, 2]) for lang in LANGS]
     assert overlap["summary"]["same_language_other_seed"] == pytest.approx(sum(same) / 3)
     assert overlap["summary"]["random"] == pytest.approx(1 / 3, abs=1e-3)
