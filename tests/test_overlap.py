@@ -15,6 +15,7 @@ from polyticket.analysis.overlap import (
     compare,
     component_name,
     heads_for,
+    language_pairs,
     overlap_rows,
     random_jaccard,
 )
@@ -281,6 +282,23 @@ def test_languages_are_compared_over_pairs_of_other_seeds():
     )
     assert summary["between_languages_same_seed"] > summary["between_languages"] + 0.2
     assert not summary["between_languages_one_seed"]
+    # a pair of languages with masks of one seed only keeps them: never "shares nothing"
+    uneven = compare([masks[0], masks[2], ticket("de", 1, 9)])  # en/1, en/2, de/1
+    from polyticket.analysis.cluster import language_similarity
+
+    chosen = {(p["a"], p["b"]) for p in language_pairs(uneven["pairs"])}
+    assert chosen == {("en/2", "de/1")}  # en–de has another seed: the one-seed pair set aside
+    languages, similarity = language_similarity(uneven)
+    assert similarity[languages.index("en"), languages.index("de")] > 0.2
+    lone = compare([masks[0], masks[1], ticket("de", 2, 9)])  # en/1 fr/1 de/2
+    lone_pairs = {(p["a"], p["b"]) for p in language_pairs(lone["pairs"])}
+    assert ("en/1", "fr/1") in lone_pairs  # en–fr has only one seed: kept
+    # the same-language bound is of other seeds, not of two masks of one seed
+    twin = PackedMask.from_mask(
+        Mask(dict(masks[0].to_mask().items()), {"language": "en", "seed": "1"}), "en/1b"
+    )
+    bound = compare([masks[0], twin, masks[2], masks[3]])["summary"]["same_language_other_seed"]
+    assert bound < 0.99  # en/1 ~ en/1b (identical) left out while en/1 ~ en/2 exists
     one_seed = compare([m for m in masks if m.metadata["seed"] == "1"])["summary"]
     assert one_seed["between_languages_one_seed"]
     assert one_seed["between_languages"] == pytest.approx(mean(("en/1", "fr/1")))

@@ -41,7 +41,7 @@ API (for the study report and the CLI)::
     {"masks": [{"label", "file", "weights", "sparsity", "language", "seed"}],
      "baseline": {same keys as a mask} | None,
      "heads": {"heads", "kv_heads"} | None,
-     "pairs": [{"a", "b", "same_language", "same_seed",
+     "pairs": [{"a", "b", "languages", "same_language", "same_seed",
                 "overall": MEASURES, "by_layer": {layer: MEASURES},
                 "by_component": {component: MEASURES}, "by_head": {head: MEASURES}}],
      "with_baseline": [{"mask", "overall": MEASURES, "by_layer", "by_component", ...}],
@@ -416,6 +416,7 @@ def compare(
             {
                 "a": masks[i].label,
                 "b": masks[j].label,
+                "languages": [_language(masks[i]), _language(masks[j])],
                 "same_language": _language(masks[i]) == _language(masks[j]),
                 "same_seed": _seed(masks[i]) is not None and _seed(masks[i]) == _seed(masks[j]),
                 **_by_scope(pair_measures, size, kept[i], kept[j], both),
@@ -467,12 +468,23 @@ def _seed(mask: PackedMask) -> str | None:
 
 def language_pairs(pairs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The pairs that compare languages: masks of different languages and, where there are
-    any, of different seeds. Two runs of one seed share their head's initialisation, their
-    order of batches and their dropout draws, which alone raises the overlap of their masks;
+    any for that pair of languages, of different seeds. Two runs of one seed share their
+    head's initialisation, their order of batches and their dropout draws, which alone
+    raises the overlap of their masks;
     the same-language bound is of other seeds by necessity, so languages are compared like
-    for like. With one seed every pair shares it (``summary.between_languages_one_seed``)."""
-    between = [p for p in pairs if not p["same_language"]]
-    return [p for p in between if not p.get("same_seed")] or between
+    for like. A pair of languages with masks of one seed only keeps those (rather than
+    count as sharing nothing); with one seed every pair shares it
+    (``summary.between_languages_one_seed``)."""
+    by_pair: dict[frozenset, list[dict[str, Any]]] = {}
+    for p in pairs:
+        if not p["same_language"]:  # older files name no languages: a study's labels do
+            languages = p.get("languages") or [p[k].split("/")[0] for k in ("a", "b")]
+            by_pair.setdefault(frozenset(languages), []).append(p)
+    return [
+        p
+        for group in by_pair.values()
+        for p in ([q for q in group if not q.get("same_seed")] or group)
+    ]
 
 
 def summarize(pairs: list[dict[str, Any]], with_baseline: list[dict[str, Any]]) -> dict:
@@ -483,12 +495,16 @@ def summarize(pairs: list[dict[str, Any]], with_baseline: list[dict[str, Any]]) 
     compared = language_pairs(pairs)
     between = [p["overall"] for p in compared]
     one_seed = bool(compared) and all(p.get("same_seed") for p in compared)
-    shared = (
-        []
-        if one_seed
-        else [p["overall"] for p in pairs if p.get("same_seed") and not p["same_language"]]
-    )
-    same = [p["overall"] for p in pairs if p["same_language"]]
+    chosen = {id(p) for p in compared}
+    shared = [
+        p["overall"] for p in pairs if not p["same_language"] and id(p) not in chosen
+    ]  # pairs of one seed set aside
+    same_language = [p for p in pairs if p["same_language"]]
+    # the bound is of other seeds; masks of one language and seed (two tasks') only if no other
+    same = [
+        p["overall"]
+        for p in ([p for p in same_language if not p.get("same_seed")] or same_language)
+    ]
     return {
         "between_languages": _mean(p["jaccard"] for p in between),
         "random": _mean(p["random"] for p in between),
