@@ -219,6 +219,36 @@ def test_results_drop_what_a_cell_no_longer_stands_for(finished, tmp_path):
     assert not stale.exists()  # one task: no cross-task table to write
 
 
+def test_a_study_copied_elsewhere_is_the_same_study(tmp_path, bert_dir, capsys):
+    """Settings inside out are recorded as {out}/…: a study copied back from a cluster
+    (or moved) keeps its cells, and --summary of the copy keeps its tables and masks."""
+    import shutil
+
+    data = {
+        "train_file": "{out}/data/{lang}-train.conll",
+        "eval_file": "{out}/data/{lang}-dev.conll",
+    }
+    synth = {
+        "{lang}-train.conll": {"task": "ner", "size": 32, "seed": 1},
+        "{lang}-dev.conll": {"task": "ner", "size": 16, "seed": 2, "split": "dev"},
+    }
+    extra = {"run": {"random": False, "transfer": False}, "seeds": [1], "languages": ["en", "fr"]}
+    path = write_study(tmp_path / "a", bert_dir, tmp_path / "a/run", synth=synth, **extra)
+    raw = json.loads(path.read_text())
+    raw["tasks"]["ner"] = data
+    raw["settings"]["vocab_from"] = ["{out}/data"]
+    path.write_text(json.dumps(raw))
+    assert main(["study", str(path)]) == 0
+    shutil.copytree(tmp_path / "a/run", tmp_path / "b/run")
+    copy = tmp_path / "b/study.yaml"
+    copy.write_text(json.dumps({**raw, "out": str(tmp_path / "b/run")}))
+    capsys.readouterr()
+    assert main(["study", str(copy), "--plan"]) == 0
+    assert "2 cells: 2 done, 0 changed" in capsys.readouterr().out
+    assert main(["study", str(copy), "--summary"]) == 0
+    assert len(list((tmp_path / "b/run/results/masks").rglob("*.safetensors"))) == 4
+
+
 def test_plan_lists_states_and_runs_nothing(finished, tmp_path, bert_dir, capsys):
     assert main(["study", str(finished.path), "--plan"]) == 0
     assert "30 cells: 30 done" in capsys.readouterr().out

@@ -41,6 +41,7 @@ def changes(study: Study, cells: list[Cell]) -> dict[str, list[str]]:
     changed since it read them, for every cell that recorded other settings than the study's
     or read other data; cells that recorded none are not judged."""
     from polyticket.study.kinds import CELL_KINDS
+    from polyticket.study.kinds.base import in_out
 
     out = {}
     digests: dict[Path, str] = {}  # each data file hashed once, and only if it may differ
@@ -55,6 +56,8 @@ def changes(study: Study, cells: list[Cell]) -> dict[str, list[str]]:
         if not isinstance(recorded, dict):
             out[cell.name] = [f"{path.name} unreadable"]
             continue
+        # cells made before 0.4.4 recorded paths inside out in full: read them as {out}/…
+        recorded = {key: in_out(value, study.out) for key, value in recorded.items()}
         differs = _differences(recorded, CELL_KINDS[cell.kind]().settings(study, cell))
         differs += _data_changes(study.layout.cell(cell.name).run_json, digests)
         if differs:

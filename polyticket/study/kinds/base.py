@@ -49,10 +49,12 @@ class CellKind:
 
     def settings(self, study: Study, cell: Cell) -> dict[str, Any]:
         """What makes the cell: every knob of its task (defaults filled in, paths absolute,
-        so that running the study from elsewhere changes nothing) and the cell's own."""
+        so that running the study from elsewhere changes nothing, and inside the study's
+        ``out`` as ``{out}/…``, so that a study copied elsewhere is the same study) and the
+        cell's own."""
         spec = study.tasks[cell.task]
         values = {
-            name: _absolute(value) if name in PATH_KNOBS else value
+            name: in_out(_absolute(value), study.out) if name in PATH_KNOBS else value
             for section in to_dict(spec.config).values()
             if isinstance(section, dict)
             for name, value in section.items()
@@ -61,6 +63,16 @@ class CellKind:
         sparsity = float(cell.sparsity) if cell.sparsity is not None else None
         own = {"task": spec.task, "language": cell.language, "seed": cell.seed}
         return {**values, **own, "source": cell.source, "sparsity": sparsity}
+
+
+def in_out(value: Any, out: Path) -> Any:
+    """Absolute paths inside the study's ``out`` written as ``{out}/…`` (lists item by item)."""
+    if isinstance(value, list):
+        return [in_out(v, out) for v in value]
+    root = os.path.abspath(out)
+    if isinstance(value, str) and (value == root or value.startswith(root + os.sep)):
+        return "{out}" + value[len(root) :]
+    return value
 
 
 def _absolute(value: Any) -> Any:
