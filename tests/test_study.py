@@ -199,6 +199,11 @@ def test_tables_of_an_unfinished_study_are_strict_json(tmp_path, bert_dir):
         v is None for row in json.loads(text)["transfer"][0]["mean"].values() for v in row.values()
     )
     assert everything["headline"]
+    done = sum(c.done(study) for c in cells(study))
+    assert 0 < done < everything["cells"] and everything["not_done"] == everything["cells"] - done
+    from polyticket.analysis.results import format_summary
+
+    assert f"{everything['not_done']} of the study's" in format_summary(everything)
 
 
 def test_results_drop_what_a_cell_no_longer_stands_for(finished, tmp_path):
@@ -559,3 +564,23 @@ def test_cross_task_on_an_encoder_decoder_refuses_tasks_that_prune_other_parts(
         load_study(path)
     path.write_text(json.dumps({**study, "model": str(bert_dir)}))  # one encoder: fits
     assert load_study(path).run["cross_task"]
+
+
+def test_an_unreadable_level_leaves_its_cell_out_of_every_table(finished, tmp_path):
+    """The cell named is the one whose file is bad; the others of its language stay; the
+    report draws the rest."""
+    import shutil
+
+    from polyticket.analysis.report import write_report
+
+    shutil.copytree(finished.layout.root, tmp_path / "run")
+    study = load_study(finished.path, out=tmp_path / "run")
+    (study.layout.cell("ner/fr/seed2/imp").level(1).metrics).write_text("{garbage")
+    everything = write_results(study)
+    problems = {p["cell"]: p["problem"] for p in everything["problems"]}
+    assert problems["ner/fr/seed2/imp"].startswith("unreadable")
+    assert "ner/fr/seed1/imp" not in problems
+    assert all(name.startswith("ner/") for name in problems)  # its dependents, said
+    labels = {m["label"] for o in everything["overlap"] for m in o["masks"]}
+    assert "fr/seed1" in labels and "fr/seed2" not in labels
+    assert write_report(study.layout.root).index.is_file()  # no traceback from the bad file

@@ -35,7 +35,7 @@ import numpy as np
 from polyticket.analysis import plots
 from polyticket.analysis.cluster import GROUPINGS, language_similarity
 from polyticket.analysis.overlap import language_pairs
-from polyticket.analysis.results import BASELINES, headline_text
+from polyticket.analysis.results import BASELINES, headline_text, not_done_text
 from polyticket.errors import UserError
 from polyticket.io import atomic_path, prepare_output_dir, read_json, write_text
 from polyticket.layout import ReportLayout, RunLayout, StudyLayout
@@ -264,6 +264,8 @@ def headline_section(files: StudyFiles) -> Section:
     for line in lines:
         section.parts.append(Text(headline_text(line), preformatted=True))
     section.parts += [Text(note) for note in _dense_far_behind(files)]
+    if files.results.get("not_done"):
+        section.parts.append(Text(not_done_text(files.results)))
     problems = files.results.get("problems", [])
     if problems:
         listed = "; ".join(f"{p['cell']}: {p['problem']}" for p in problems[:PROBLEMS_LISTED])
@@ -331,8 +333,12 @@ def level_scores(files: StudyFiles, task: str, language: str, seeds: list[int]):
     """Per level: (mean sparsity, mean score, std over seeds) and the metric's name."""
     by_level: dict[int, list[tuple[float, float]]] = {}
     metric = "score"
+    left_out = {p["cell"] for p in files.results.get("problems", [])}
     for seed in seeds:
-        run = files.layout.cell(imp_cell(task, language, seed).name)
+        name = imp_cell(task, language, seed).name
+        if name in left_out:  # named in the headline; its files may not even parse
+            continue
+        run = files.layout.cell(name)
         for k in run.completed_levels():
             metrics = read_json(run.level(k).metrics)
             metric = metrics.get("metric", metric)
@@ -397,6 +403,8 @@ def score_section(files: StudyFiles) -> Section:
         order = files.languages
         for language in sorted(languages, key=lambda x: order.index(x) if x in order else 99):
             points, metric = level_scores(files, task, language, languages[language])
+            if not points:  # every seed's cell left out
+                continue
             x, y, err = zip(*points, strict=True)
             series.append(
                 plots.Series(language, [100 * v for v in x], y, err, style=files.style(language))

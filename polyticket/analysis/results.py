@@ -43,7 +43,14 @@ from polyticket.study.kinds.oneshot import oneshot_cell
 from polyticket.study.kinds.random import random_cell
 from polyticket.study.kinds.representations import representations_cell
 from polyticket.study.kinds.transfer import transfer_cell
-from polyticket.study.outputs import imp_done, level_run, level_score, score, study_tickets
+from polyticket.study.outputs import (
+    best_score,
+    imp_done,
+    level_run,
+    level_score,
+    score,
+    study_tickets,
+)
 from polyticket.tickets import RULES, SEED_STD
 
 
@@ -80,7 +87,8 @@ class StudyResults:
         self.cells = cells(study)
         self.problems: dict[str, str] = {}
         changed, _ = kept_work(study, self.cells, changes(study, self.cells))
-        self.excluded = with_dependents(self.cells, set(changed))
+        unreadable = self._unreadable_levels(set(changed))
+        self.excluded = with_dependents(self.cells, set(changed) | set(unreadable))
         if changed:  # said first: the tables below would otherwise look merely empty
             log.warning(
                 "%d cell(s) in %s were made with other settings than %s's and are left out "
@@ -90,12 +98,34 @@ class StudyResults:
                 len(self.excluded) - len(changed), study.path,
             )  # fmt: skip
         for name in sorted(self.excluded):
-            why = "; ".join(changed.get(name, ["depends on a cell made with other settings"]))
-            self.problems[name] = f"made with other settings than the study file's: {why}"
+            if name in unreadable:
+                self.problems[name] = f"unreadable: {unreadable[name]}"
+            elif name in changed:
+                why = "; ".join(changed[name])
+                self.problems[name] = f"made with other settings than the study file's: {why}"
+            else:
+                self.problems[name] = "depends on a cell that is left out"
         for cell in self.cells:
             failure = study.layout.cell_failure(cell.name)
             if failure.is_file() and not cell.done(study):
                 self.problems.setdefault(cell.name, "failed (see its .failed.json)")
+
+    def _unreadable_levels(self, skip: set[str]) -> dict[str, str]:
+        """IMP cells whose completed levels cannot all be read, with why: found before any
+        table, so that such a cell, and every cell that read it, is left out of all of them
+        (one level's bad file would otherwise drop a ticket from one table and not another)."""
+        out = {}
+        for cell in self.cells:
+            run = self.study.layout.cell(cell.name)
+            if cell.name in skip or not cell.done(self.study):
+                continue
+            for k in run.completed_levels():
+                try:
+                    best_score(run.level(k).metrics)
+                except _UNREADABLE as exc:
+                    out[cell.name] = str(exc) or type(exc).__name__
+                    break
+        return out
 
     def _read(self, cell_name: str, read: Callable[[], Any]) -> Any:
         """``read()``, or None (and a problem noted) where the cell's files cannot say."""
@@ -561,8 +591,16 @@ def write_results(study: Study) -> dict[str, Any]:
     cross = results.cross_task()
     _table(layout.table("cross_task"), cross)
     problems = [{"cell": name, "problem": why} for name, why in sorted(results.problems.items())]
+    # cells still to run (neither done nor a problem): a study in progress, said as a count
+    not_done = sum(not c.done(study) and c.name not in results.problems for c in results.cells)
     everything.update(
-        transfer_drop=drops, cross_task=cross, problems=problems, methods=[], methods_mean=[]
+        transfer_drop=drops,
+        cross_task=cross,
+        problems=problems,
+        not_done=not_done,
+        cells=len(results.cells),
+        methods=[],
+        methods_mean=[],
     )
     if study.run.get("methods"):
         for task in study.tasks:
@@ -738,7 +776,16 @@ def format_summary(everything: dict[str, Any]) -> str:
     if problems:
         lines += ["", f"{len(problems)} cell(s) left out of the tables:"]
         lines += [f"  {p['cell']}: {p['problem']}" for p in problems]
+    if everything.get("not_done"):
+        lines += ["", not_done_text(everything)]
     return "\n".join(lines).strip()
+
+
+def not_done_text(everything: dict[str, Any]) -> str:
+    return (
+        f"{everything['not_done']} of the study's {everything['cells']} cells are not done "
+        "yet: the tables lack their results (study --plan lists them)."
+    )
 
 
 def finder_lines(rows: list[dict[str, Any]], means: list[dict[str, Any]] = ()) -> list[str]:
