@@ -304,7 +304,8 @@ def _compare_masks(masks, baseline, args: argparse.Namespace) -> dict:
     from polyticket.analysis.overlap import compare, heads_for
 
     result = compare(masks, baseline, heads_for(masks, args.heads, args.model_config))
-    return add_clusters(result, args.cluster_by)
+    measure = args.cluster_by or ("beyond_theta0" if baseline is not None else "jaccard")
+    return add_clusters(result, measure)
 
 
 def _add_compare(commands: argparse._SubParsersAction) -> None:
@@ -346,8 +347,9 @@ def _add_compare(commands: argparse._SubParsersAction) -> None:
     compare.add_argument(
         "--cluster-by",
         choices=["jaccard", "beyond_theta0", "agreement"],
-        default="jaccard",
-        help="pair measure the languages are clustered by",
+        default=None,
+        help="pair measure the languages are clustered by (default: beyond_theta0 with a "
+        "baseline, as a study's results do; else jaccard)",
     )
     compare.add_argument("--json", action="store_true", help="print JSON")
     compare.add_argument("--csv", type=Path, default=None, help="write every number as CSV")

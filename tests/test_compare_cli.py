@@ -34,7 +34,8 @@ def test_table_with_references(files, capsys):
     assert main(["compare", *tickets(files), "--baseline", str(files["oneshot"])]) == 0
     out = capsys.readouterr().out
     assert "en/0 ~ fr/0" in out and "beyond θ0" in out and "random" in out
-    assert "languages clustered by jaccard" in out and "vs script" in out
+    # with a baseline, clustered by beyond θ0 as a study's results are
+    assert "languages clustered by beyond_theta0" in out and "vs script" in out
 
 
 def test_json_and_csv(files, tmp_path, capsys):
@@ -80,6 +81,8 @@ def test_bad_input_names_the_file(files, tmp_path, capsys, caplog):
     paths = [str(m.save(tmp_path / f"{i}.safetensors")) for i, m in enumerate(unstated)]
     assert main(["compare", *paths, "--heads", "3"]) == 2
     assert "does not split into 3 heads" in capsys.readouterr().err
+    assert main(["compare", *paths]) == 0  # masks that state no seed: said
+    assert "seed unknown for 0, 1: pairs of one seed" in capsys.readouterr().out
     odd = Mask.load(files["en"]).save(tmp_path / "odd.safetensors", num_heads="x")
     assert main(["compare", str(odd), str(files["fr"]), str(files["ru"])]) == 2
     assert "odd.safetensors: num_heads 'x' is no head count" in capsys.readouterr().err
@@ -89,6 +92,7 @@ def test_text_columns_line_up_and_heads_are_a_grid(files, capsys):
     """Short labels under long section titles kept their columns; heads get a grid."""
     assert main(["compare", str(files["en"]), str(files["fr"])]) == 0
     lines = capsys.readouterr().out.splitlines()
+    assert not any(line.startswith("seed unknown") for line in lines)
     headers = [line for line in lines if line.rstrip().endswith("agreement")]
     assert len(headers) == 3  # pairs, by layer, by component
     rows = [line for line in lines if line.startswith(("en/0 ~ fr/0", "query", "ffn out"))]

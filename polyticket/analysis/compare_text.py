@@ -59,6 +59,12 @@ def format_comparison(result: Mapping[str, Any]) -> str:
 
     masks = ", ".join(f"{m['label']} ({m['sparsity']:.1%} pruned)" for m in result["masks"])
     lines = [f"masks: {masks}"]
+    unknown = [m["label"] for m in result["masks"] if m.get("seed") is None]
+    if unknown:  # then pairs of one seed cannot be set apart (see overlap.language_pairs)
+        lines.append(
+            f"seed unknown for {', '.join(unknown)}: pairs of one seed, whose overlap the "
+            "shared seed alone raises, cannot be told from pairs of other seeds"
+        )
     if result["baseline"]:
         base = result["baseline"]
         lines.append(f"baseline (one-shot mask of θ0): {base['label']} ({base['sparsity']:.1%})")
