@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import re
 import sys
 import time
@@ -716,6 +717,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"polyticket: error: {exc}", file=sys.stderr)
         code = 2
+    except BrokenPipeError:  # the reader of our output left (`| head`): nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 141  # what a shell reports for a writer stopped by SIGPIPE
     except KeyboardInterrupt:
         resumes = args.command in ("find", "study")  # the same command continues them
         print(

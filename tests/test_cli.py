@@ -445,3 +445,15 @@ def test_an_interrupt_says_whether_running_again_continues(command, hint, monkey
     err = capsys.readouterr().err
     assert err.startswith("polyticket: interrupted")
     assert ("run it again to continue" in err) == hint
+
+
+def test_output_into_a_closed_pipe_is_no_traceback(found):
+    """`polyticket masks info FILE | head -1`: the reader leaving is not an error."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "polyticket", "masks", "info", str(found / "ticket.safetensors")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait() in (0, 141) and "Traceback" not in err and "Error" not in err

@@ -169,8 +169,12 @@ def test_resources_no_node_has_are_refused_before_cells_wait_forever(tmp_path, b
 
     study = load_study(write_study(tmp_path, bert_dir, tmp_path / "run", **TINY))
     for knob, value in (("cpus_per_cell", -1.0), ("gpus_per_cell", float("nan"))):
-        with pytest.raises(UserError, match="must be a number of at least 0"):
+        with pytest.raises(UserError, match="must be a number"):
             run_study(study, executor="ray", **{knob: value})
+    with pytest.raises(UserError, match="--cpus-per-cell must be a number above 0, got 0"):
+        run_study(study, executor="ray", cpus_per_cell=0.0)  # Ray would take 0 for 1
+    with pytest.raises(UserError, match="--address bad: Invalid address"):
+        run_study(study, executor="ray", address="bad")
 
     class Nodes:  # ray.nodes(): a CPU node, and a dead one with a GPU
         @staticmethod

@@ -504,6 +504,14 @@ def test_compare_a_study_directory(with_references, capsys):
     assert result["summary"]["beyond_theta0"] is not None
 
 
+def test_more_shards_than_cells_are_refused(finished):
+    from polyticket.study.grid import shard_names
+
+    with pytest.raises(UserError, match="the study has 30 cells; give at most that many"):
+        shard_names(cells(finished), 10**12)  # was a MemoryError
+    assert len(shard_names(cells(finished), 30)) == 30
+
+
 def test_shards_are_balanced_when_there_are_more_shards_than_languages(tmp_path, bert_dir):
     """Issue 14.3: 4 languages x 2 seeds on 8 shards used to give all cells to 4 shards."""
     from polyticket.study.grid import shard_names

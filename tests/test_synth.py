@@ -461,3 +461,16 @@ def test_shipped_studies_train_on_train_and_evaluate_on_held_out() -> None:
     assert set(gpu.tasks) == {"ner", "nli"} and gpu.seeds == [1, 2, 3]
     languages = gpu.tasks["ner"].languages
     assert len(languages) == 6 and len({synth.LANGUAGE_SCRIPTS[x] for x in languages}) == 4
+
+
+def test_files_written_with_upper_case_extensions_read_back(tmp_path):
+    """data synth takes the extension in any case; the readers must too."""
+    from polyticket.config import DataArgs
+    from polyticket.data.synth import write_synth
+    from polyticket.tasks.ner import NerTask
+    from polyticket.tasks.nli import NliTask
+
+    ner = write_synth("ner", "en", 4, 1, tmp_path / "U.JSONL")
+    assert len(NerTask().read_file(ner, DataArgs())) == 4
+    nli = write_synth("nli", "en", 3, 1, tmp_path / "N.JSONL")
+    assert len(NliTask().read_file(nli, DataArgs(task="nli"))) == 3

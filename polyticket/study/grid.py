@@ -93,6 +93,10 @@ def shard_names(every: list[Cell], count: int) -> list[set[str]]:
     executor). Heaviest unit first, each to the least loaded shard; a pure function of the
     study file.
     """
+    if count > max(1, len(every)):  # empty shards, or a list per shard nobody can hold
+        raise UserError(
+            f"--shard …/{count}: the study has {len(every)} cells; give at most that many shards"
+        )
     share = sum(c.cost for c in every) / count
     units = []
     for part in _connected(every):

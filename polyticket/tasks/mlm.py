@@ -36,7 +36,7 @@ def read_documents(path: Path, text_column: str = "text") -> list[str]:
     """WikiExtractor JSON lines (``{"text": ...}``), or plain text: one document per line,
     or documents separated by blank lines when the file has any."""
     text = read_text(path)
-    if path.suffix in (".jsonl", ".json"):
+    if path.suffix.lower() in (".jsonl", ".json"):
         documents = []
         for lineno, line in numbered_lines(text):
             if not line.strip():

@@ -115,7 +115,7 @@ class NerTask(Task):
     metric = "f1"
 
     def read_file(self, path: Path, data: DataArgs) -> list[Sentence]:
-        if path.suffix == ".jsonl":
+        if path.suffix.lower() == ".jsonl":
             return read_jsonl(path, list(data.labels) or WIKIANN_LABELS)
         return read_conll(path, data.labels)
 

@@ -65,7 +65,7 @@ def _text(record: dict[str, Any], column: str, where: str) -> str:
 def _records(path: Path) -> list[tuple[int, Any]]:
     """(line number, record) of JSON lines, or of a TSV file with a header."""
     lines = text_lines(path)
-    if path.suffix == ".jsonl":
+    if path.suffix.lower() == ".jsonl":
         rows = []
         for lineno, line in lines:
             if line.strip():

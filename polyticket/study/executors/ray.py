@@ -90,9 +90,11 @@ class Ray(Executor):
         super().__init__(**options)
         for knob in ("cpus_per_cell", "gpus_per_cell", "retries"):
             value = self.options.get(knob)
-            if value is not None and not 0 <= float(value) < math.inf:  # NaN fails too
+            low = 0 if knob != "cpus_per_cell" else 1e-9  # no CPU at all would mean 1 to Ray
+            if value is not None and not low <= float(value) < math.inf:  # NaN fails too
                 flag = "--" + knob.replace("_", "-")
-                raise UserError(f"{flag} must be a number of at least 0, got {value}")
+                what = "above 0" if low else "of at least 0"
+                raise UserError(f"{flag} must be a number {what}, got {value}")
 
     def run(self, study: Study, pending: list[Cell], outcome: Outcome) -> None:
         if not pending:
@@ -102,11 +104,14 @@ class Ray(Executor):
         if ours:
             # address None: $RAY_ADDRESS, else the cluster `ray start` started on this
             # machine, else a local one for this run (Ray's own rule)
-            ray.init(
-                address=self.options.get("address"),
-                runtime_env={"env_vars": _forwarded_env()},
-                log_to_driver=False,  # the cells' own output stays in the workers' logs
-            )
+            try:
+                ray.init(
+                    address=self.options.get("address"),
+                    runtime_env={"env_vars": _forwarded_env()},
+                    log_to_driver=False,  # the cells' own output stays in the workers' logs
+                )
+            except ValueError as exc:  # an address that is no HOST:PORT
+                raise UserError(f"--address {self.options.get('address')}: {exc}") from None
         try:
             self._check_fits(ray, strict=ours)
             _Schedule(ray, study, pending, outcome, self.options).run()
