@@ -278,6 +278,11 @@ def dendrogram(title: str, merges: Sequence[dict], languages: Sequence[str], yla
     fig = _new()
     ax = fig.add_subplot()
     draw(tree, labels=list(languages), ax=ax, link_color_func=lambda _: "black")
+    # merges close together (0.78, 0.79, 0.80) must not look alike: the axis starts below
+    # the first merge rather than at 0
+    heights = tree[:, 2]
+    spread = max(heights.max() - heights.min(), 0.05 * heights.max(), 1e-3)
+    ax.set_ylim(max(0.0, heights.min() - 0.5 * spread), heights.max() + 0.2 * spread)
     _label(ax, title, "language", ylabel)
     ax.grid(True, axis="y", alpha=0.3)
     return fig

@@ -135,14 +135,17 @@ class StudyFiles:
 
 
 def _read_results(path: Path) -> dict[str, Any]:
-    """``results.json`` as ``polyticket study`` writes it: an object of lists of records."""
+    """``results.json`` as ``polyticket study`` writes it: an object of lists of records
+    (and the counts ``cells`` and ``not_done``)."""
     fix = "rewrite it with `polyticket study FILE --summary`"
     try:
         results = read_json(path)
     except (ValueError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not valid JSON ({exc}); {fix}") from None
     if not isinstance(results, dict) or not all(
-        isinstance(v, list) and all(isinstance(r, dict) for r in v) for v in results.values()
+        (isinstance(v, list) and all(isinstance(r, dict) for r in v))
+        or (k in ("cells", "not_done") and type(v) is int)
+        for k, v in results.items()
     ):
         raise UserError(f"{path}: not a study's results (an object of lists of records); {fix}")
     return results
@@ -510,7 +513,8 @@ def _layer_plot(overlap: dict[str, Any], measure: str) -> Plot:
     name = _set_name(overlap)
     return Plot(
         _stem("overlap-layer" if measure == "jaccard" else "beyond-theta0-layer", overlap),
-        f"{name}: {what} per block (means over pairs of tickets; grey: references"
+        f"{name}: {what} per block (means over pairs of tickets of different languages, of "
+        "other seeds where a pair of languages has them; grey: references"
         + ("; no bound: one seed" if not same else "")
         + ").",
         plots.lines(
@@ -543,7 +547,8 @@ def component_section(files: StudyFiles) -> Section:
         "Jaccard per weight matrix kind (query, key, value, attention output, FFN in/out) "
         "for each language pair, with the references, and the same for the overlap beyond "
         "θ0; per attention head, the overlap beyond θ0 (else the Jaccard) averaged over pairs "
-        "of different languages.",
+        "of different languages (of other seeds where a pair of languages has them: a shared "
+        "seed alone raises overlap).",
     )
     for overlap in _overlaps(files):
         measures = _measures(overlap)
@@ -566,7 +571,7 @@ def _component_plot(overlap: dict[str, Any], measure: str, order: list[str]) -> 
     data_rows = len(rows)
     same = [p for p in pairs if p["same_language"]]
     if same:
-        rows["same language"] = (same, measure)
+        rows["same language, other seed"] = (same, measure)
     if overlap.get("with_baseline") and measure == "jaccard":
         rows["vs θ0 one-shot"] = (overlap["with_baseline"], measure)
     rows["random expectation"] = (pairs, chance)
@@ -633,7 +638,8 @@ def beyond_section(files: StudyFiles) -> Section:
         "overlap-beyond-theta0",
         "Overlap beyond θ0",
         "Jaccard of two tickets' departures from θ0's one-shot magnitude mask, per language "
-        "pair (mean over seeds; diagonal: the same language's other seed): did training "
+        "pair (mean over pairs of other seeds where there are any; diagonal: the same "
+        "language's other seed): did training "
         "move different languages to the same weights?",
     )
     for overlap in _overlaps(files):
@@ -683,7 +689,8 @@ def transfer_section(files: StudyFiles) -> Section:
         "transfer",
         "Transfer matrices (Tables 3–5)",
         "Score of a source language's ticket trained on a target language (mean ± std over "
-        "seeds); the diagonal is the target's own ticket; dense, random and one-shot rows are "
+        "seeds); the diagonal is the target's own IMP level at that sparsity; dense, random "
+        "and one-shot rows are "
         "the references.",
     )
     for matrix in files.results.get("transfer", []):
@@ -966,7 +973,7 @@ def dendrogram_section(files: StudyFiles) -> Section:
                     f"{name}: languages by ticket overlap",
                     clusters["merges"],
                     clusters["languages"],
-                    f"distance (1 − {measure}, 0–1)",
+                    f"distance (1 − {MEASURES[measure][2] if measure in MEASURES else measure})",
                 ),
             )
         )
