@@ -379,9 +379,12 @@ def _retrieve(args: argparse.Namespace) -> None:
     from polyticket.analysis.representations import parse_parallel, read_inputs
     from polyticket.analysis.retrieval import format_retrieval, retrieve
 
+    parallel = parse_parallel(args.parallel)
+    if len(parallel) < 2:  # a sentence is retrieved in another language
+        raise UserError("--parallel: retrieval needs files of two or more languages")
     if args.out:
         prepare_output_file(args.out, args.masks)
-    inputs = read_inputs(args.model, args.masks, parse_parallel(args.parallel))
+    inputs = read_inputs(args.model, args.masks, parallel)
     rows = retrieve(inputs, args.pooling, args.k, args.margin, args.batch_size)
     settings = {"model": args.model, "pooling": args.pooling, "k": args.k, "margin": args.margin}
     _emit_rows(args, settings, inputs, rows, format_retrieval(rows))
@@ -391,7 +394,7 @@ def _similarity(args: argparse.Namespace) -> None:
     from polyticket.analysis.representations import parse_parallel, read_inputs
     from polyticket.analysis.similarity import MEASURES, format_similarity, similarity
 
-    measures = args.measures.split(",")
+    measures = list(dict.fromkeys(args.measures.split(",")))  # each once, in the given order
     unknown = [m for m in measures if m not in MEASURES]
     if unknown:
         raise UserError(f"--measures: unknown {unknown[0]!r}; use {', '.join(MEASURES)}")

@@ -390,6 +390,11 @@ CASES = [
         "--batch-size: must be at least 1",
     ),  # fmt: skip
     (
+        "retrieve-one-language",
+        lambda w: ["retrieve", "--model", str(w / "bert"), "--parallel", "en=x"],
+        "retrieval needs files of two or more languages",
+    ),
+    (
         "similarity-epsilon-nan",
         lambda w: ["similarity", "--model", str(w / "bert"), "--parallel", "en=x", "fr=y",
                    "--epsilon", "nan"],

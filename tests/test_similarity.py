@@ -142,7 +142,8 @@ def test_similarity_command_writes_csv_and_json(bert_dir, half_mask, tmp_path, c
     assert len(rows) == (1 + 3) * 3 * 3
     embeddings = [r for r in rows if r["comparison"] == "dense" and r["layer"] == "0"]
     assert len(embeddings) == 6 and all(float(r["value"]) == pytest.approx(1) for r in embeddings)
-    assert main(["similarity", *flags, "--json", "--measures", "cka", "--epsilon", "0.1"]) == 0
+    # a measure named twice is computed once
+    assert main(["similarity", *flags, "--json", "--measures", "cka,cka", "--epsilon", "0.1"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["measures"] == ["cka"] and report["epsilon"] == 0.1
     assert {r["mask"] for r in report["rows"]} == {"dense", "half"}
