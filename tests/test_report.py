@@ -372,7 +372,9 @@ def test_headline_leads_with_the_overlap_beyond_theta0():
         (0.60, 3, 0.05, "yes, by 0.100 (twice the seeds' standard error: 0.082)"),
         (0.55, 3, 0.05, "not clearly: ahead by 0.050, within twice the seeds' standard error"),
         (0.55, 1, math.nan, "yes, by 0.050 (one seed: no spread to judge the margin by)"),
-        (0.45, 3, 0.05, "no:"),
+        (0.45, 3, 0.05, "not clearly: behind by 0.050, within twice the seeds' standard"),
+        (0.30, 3, 0.05, "no, by 0.200 (twice the seeds' standard error: 0.082)"),
+        (0.45, 1, math.nan, "no, by 0.050 (one seed: no spread to judge the margin by)"),
     ],
 )
 def test_transferred_tickets_beat_random_masks_only_beyond_the_seeds_spread(

@@ -663,21 +663,23 @@ def _beats(a: float, b: float, greater_is_better: bool) -> str:
 
 
 def _beats_beyond_seeds(a: float, b: float, line: dict[str, Any]) -> str:
-    """``_beats`` for two means over seeds: "yes" only when ``a`` is ahead by more than twice
-    the standard error of a difference of two seed means (the cells' typical spread over
-    seeds); with one seed the lead is given as it is, with no margin to judge it by."""
+    """``_beats`` for two means over seeds, both ways: "yes" or "no" only when ``a`` is
+    ahead or behind by more than twice the standard error of a difference of two seed means
+    (the cells' typical spread over seeds), "not clearly" within it; with one seed the
+    difference is given as it is, with no margin to judge it by."""
     verdict = _beats(a, b, line["greater_is_better"])
-    if verdict != "yes" or "score_seeds" not in line:  # results.json of polyticket < 0.4.4
+    if verdict == "not known yet" or "score_seeds" not in line:  # results of < 0.4.4
         return verdict
-    lead = abs(a - b)
+    gap = abs(a - b)
     seeds, spread = line["score_seeds"], line["score_seed_std"]
     if seeds < 2 or math.isnan(spread):
-        return f"yes, by {_fmt(lead, 3)} (one seed: no spread to judge the margin by)"
+        return f"{verdict}, by {_fmt(gap, 3)} (one seed: no spread to judge the margin by)"
     margin = 2 * spread * math.sqrt(2 / seeds)
-    if lead > margin:
-        return f"yes, by {_fmt(lead, 3)} (twice the seeds' standard error: {_fmt(margin, 3)})"
+    if gap > margin:
+        return f"{verdict}, by {_fmt(gap, 3)} (twice the seeds' standard error: {_fmt(margin, 3)})"
+    where = "ahead" if verdict == "yes" else "behind"
     return (
-        f"not clearly: ahead by {_fmt(lead, 3)}, within twice the seeds' standard error "
+        f"not clearly: {where} by {_fmt(gap, 3)}, within twice the seeds' standard error "
         f"({_fmt(margin, 3)})"
     )
 
