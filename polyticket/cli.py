@@ -702,8 +702,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _innermost(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """The (sub-)command parser that ``args`` were parsed by: ``polyticket masks info``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None) or "")
+            if chosen is not None:
+                return _innermost(chosen, args)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said by the sub-command's parser, whose --help lists its flags
+        _innermost(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         format="polyticket: %(message)s", level=logging.INFO if args.verbose else logging.WARNING
     )

@@ -300,6 +300,7 @@ def test_flags_are_spelled_out_and_the_version_is_printed():
 
     refused = run_cli("find", "--target", "0.5")  # argparse would take it for --target-sparsity
     assert refused.returncode == 2 and "unrecognized arguments: --target" in refused.stderr
+    assert "(see polyticket find --help)" in refused.stderr  # the page that lists its flags
     assert run_cli("study", "--pla", "s.yaml").returncode == 2
     version = run_cli("--version")
     assert version.returncode == 0 and version.stdout.strip() == f"polyticket {__version__}"
