@@ -283,6 +283,8 @@ def test_the_figures_draw_what_tells_languages_apart(study_dir):
         for part in section.parts
         if hasattr(part, "figure")
     }
+    headline = [getattr(p, "text", "") for p in sections["headline"].parts]
+    assert not any("results.json was written" in t for t in headline)  # this version's
     core_tables = [p.caption for p in sections["core"].parts if hasattr(p, "rows")]
     assert any("weights kept per component" in caption for caption in core_tables)
     head = parts["overlap-head-ner-s50"].figure
@@ -485,11 +487,21 @@ def test_cells_left_out_and_cross_task_transfers_are_on_the_page(tmp_path):
         {"source_task": "nli", "task": "ner", "language": "en", "seed": 1, "sparsity": 0.5,
          "score": 0.61, "own_ticket_score": 0.7, "random_score": None}
     ]  # fmt: skip
-    (results / "results.json").write_text(json.dumps({"problems": problems, "cross_task": cross}))
+    references_only = [  # run.transfer off: only the reference rows have a drop
+        {"task": "ner", "sparsity": 0.5, "source": source, "relative_drop": -0.5}
+        for source in ("dense", "oneshot")
+    ]
+    (results / "results.json").write_text(
+        json.dumps({"problems": problems, "cross_task": cross, "transfer_drop": references_only})
+    )
     sections = {section.key: section for section in build(tmp_path)}
     texts = [getattr(p, "text", "") for p in sections["headline"].parts]
+    assert any(
+        t.startswith("results.json was written by polyticket a version before") for t in texts
+    )
     left_out = next(t for t in texts if "left out" in t)
     assert left_out.startswith("7 cell(s) are left out of every table and figure below")
     assert "ner/l0/seed1/imp: failed" in left_out and "and 2 more" in left_out
+    assert not any(hasattr(p, "figure") for p in sections["transfer-drop"].parts)
     table = next(p for p in sections["transfer"].parts if hasattr(p, "rows"))
     assert table.rows == [["nli", "ner", "en", "1", "50%", "0.610", "0.700", "–"]]

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from polyticket import __version__
 from polyticket.analysis import plots
 from polyticket.analysis.cluster import GROUPINGS, language_similarity
 from polyticket.analysis.overlap import language_pairs
@@ -136,7 +137,7 @@ class StudyFiles:
 
 def _read_results(path: Path) -> dict[str, Any]:
     """``results.json`` as ``polyticket study`` writes it: an object of lists of records
-    (and the counts ``cells`` and ``not_done``)."""
+    (and the counts ``cells`` and ``not_done``, and the ``polyticket`` version)."""
     fix = "rewrite it with `polyticket study FILE --summary`"
     try:
         results = read_json(path)
@@ -145,6 +146,7 @@ def _read_results(path: Path) -> dict[str, Any]:
     if not isinstance(results, dict) or not all(
         (isinstance(v, list) and all(isinstance(r, dict) for r in v))
         or (k in ("cells", "not_done") and type(v) is int)
+        or (k == "polyticket" and isinstance(v, str))
         for k, v in results.items()
     ):
         raise UserError(f"{path}: not a study's results (an object of lists of records); {fix}")
@@ -267,6 +269,14 @@ def headline_section(files: StudyFiles) -> Section:
     for line in lines:
         section.parts.append(Text(headline_text(line), preformatted=True))
     section.parts += [Text(note) for note in _dense_far_behind(files)]
+    written_by = files.results.get("polyticket", "a version before 0.4.4")
+    if files.results and written_by != __version__:  # its tables may lack what this one draws
+        section.parts.append(
+            Text(
+                f"results.json was written by polyticket {written_by}, this is {__version__}: "
+                "`polyticket study FILE --summary` rewrites it with this version's tables."
+            )
+        )
     if files.results.get("not_done"):
         section.parts.append(Text(not_done_text(files.results)))
     problems = files.results.get("problems", [])
@@ -398,8 +408,8 @@ def score_section(files: StudyFiles) -> Section:
         "score-vs-sparsity",
         "Score against sparsity per language (Fig. 2)",
         "Each IMP level's best evaluation score (mean over seeds; bars: standard deviation, "
-        "with two or more seeds) beside random masks of the target sparsities; 0% is the "
-        "dense model.",
+        "with two or more seeds) beside random masks of the target sparsities (run.random); "
+        "0% is the dense model.",
     )
     for task, languages in imp_runs(files).items():
         series, metric = [], "score"
@@ -782,7 +792,10 @@ def drop_section(files: StudyFiles) -> Section:
         if not math.isnan(_nan(d["relative_drop"]))
     ]
     for task in dict.fromkeys(d["task"] for d in drops):
-        section.parts.append(_drop_plot(task, [d for d in drops if d["task"] == task]))
+        of_task = [d for d in drops if d["task"] == task]
+        if all(d["source"] in REFERENCE_ROWS for d in of_task):
+            continue  # references alone (transfer off): nothing to stand beside
+        section.parts.append(_drop_plot(task, of_task))
     return section.done("No data: no transfer cells are done (run.transfer).")
 
 

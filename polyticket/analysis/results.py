@@ -24,6 +24,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from polyticket import __version__
 from polyticket.analysis.cluster import add_clusters
 from polyticket.analysis.core import core_sizes
 from polyticket.analysis.overlap import compare, heads_for, overlap_rows, pair_measures
@@ -599,6 +600,7 @@ def write_results(study: Study) -> dict[str, Any]:
         problems=problems,
         not_done=not_done,
         cells=len(results.cells),
+        polyticket=__version__,
         methods=[],
         methods_mean=[],
     )
