@@ -149,3 +149,15 @@ def test_similarity_command_writes_csv_and_json(bert_dir, half_mask, tmp_path, c
     assert {r["mask"] for r in report["rows"]} == {"dense", "half"}
     assert main(["similarity", *flags, "--measures", "cka,nope"]) == 2
     assert "unknown 'nope'" in capsys.readouterr().err
+
+
+def test_a_nan_in_the_table_is_explained():
+    from polyticket.analysis.similarity import format_similarity
+
+    def row(layer, value):
+        keys = {"mask": "dense", "comparison": "dense", "languages": "en", "measure": "cka"}
+        return {**keys, "layer": layer, "value": value}
+
+    assert "nan:" not in format_similarity([row(0, 1.0), row(1, 0.9)])
+    text = format_similarity([row(0, float("nan")), row(1, 0.9)])
+    assert "nan: a representation with no variance across sentences" in text

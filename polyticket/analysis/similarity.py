@@ -223,10 +223,18 @@ def similarity(
 
 
 def format_similarity(rows: Iterable[dict]) -> str:
-    """Per mask, comparison, languages and measure, the value of every layer on one line."""
-    return layer_table(
+    """Per mask, comparison, languages and measure, the value of every layer on one line;
+    a nan is explained under the table."""
+    rows = list(rows)
+    table = layer_table(
         "similarity per layer (L0 = embeddings)",
         rows,
         ("mask", "comparison", "languages", "measure"),
         lambda row: f"{row['value']:.3f}",
     )
+    if any(row["value"] != row["value"] for row in rows):
+        table += (
+            "\nnan: a representation with no variance across sentences (the first token's "
+            "embedding at L0 with --pooling cls is the same for every sentence)"
+        )
+    return table
