@@ -373,10 +373,10 @@ def _imp_budget(values: dict[str, Any], source: str) -> ImpBudget:
     budget that is not positive is refused: the original would have trained without
     pruning, or not at all, where ``find`` would prune by its own schedule."""
     period = _positive(values["save_steps"])
-    if period is None or period < 1:
+    if period is None or period < 1 or not float(period).is_integer():
         raise UserError(
             f"{source}: save_steps {values['save_steps']!r}: the original IMP scripts prune "
-            "every save_steps steps, so it must be a positive number of steps (leave it out "
+            "every save_steps steps, so it must be a whole positive number of steps (leave it out "
             "for polyticket's own schedule)"
         )
     steps = _positive(values.get("max_steps"))

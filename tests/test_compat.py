@@ -393,6 +393,7 @@ def test_imp_config_prunes_every_save_steps_within_its_budget(tmp_path, caplog):
         ({"save_steps": 0}, "save_steps 0: the original IMP scripts prune every save_steps"),
         ({"save_steps": -1}, "save_steps -1"),
         ({"save_steps": 0.5}, "save_steps 0.5"),
+        ({"save_steps": 2.5}, "save_steps 2.5: .* a whole positive number"),
         ({"num_train_epochs": 0}, "num_train_epochs 0 and no positive max_steps"),
         ({"num_train_epochs": 0, "max_steps": -1}, "num_train_epochs 0 and no positive"),
     ],
