@@ -217,7 +217,8 @@ def test_retrieve_command_errors_exit_2(bert_dir, tmp_path, capsys):
     assert "a.txt has 2 lines" in capsys.readouterr().err
     wrong = Mask({"encoder.layer.0.output.dense.weight": torch.ones(3, 3)})
     wrong.save(tmp_path / "wrong.safetensors")
-    parallel = ["--parallel", f"a={tmp_path / 'a.txt'}"]
+    (tmp_path / "c.txt").write_text("z\nw\n")
+    parallel = ["--parallel", f"a={tmp_path / 'a.txt'}", f"c={tmp_path / 'c.txt'}"]
     flags = ["--model", str(bert_dir), "--masks", str(tmp_path / "wrong.safetensors")]
     assert main(["retrieve", *flags, *parallel]) == 2
     assert "wrong.safetensors: parameter encoder.layer.0" in capsys.readouterr().err
