@@ -114,3 +114,6 @@ def test_masks_of_one_language_and_seed_are_not_called_other_seeds(files, tmp_pa
     other = Mask.load(files["en"]).save(tmp_path / "en-1.safetensors", language="en", seed=1)
     assert main(["compare", str(files["en"]), str(files["fr"]), str(other)]) == 0
     assert "same language, other seed" in capsys.readouterr().out
+    # with other seeds there, the one-seed twin is left out of the bound, which stays "other seed"
+    assert main(["compare", str(files["en"]), str(files["fr"]), str(same), str(other)]) == 0
+    assert "same language, other seed" in capsys.readouterr().out

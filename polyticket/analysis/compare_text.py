@@ -12,7 +12,7 @@ import statistics
 from collections.abc import Mapping
 from typing import Any
 
-from polyticket.analysis.overlap import language_pairs
+from polyticket.analysis.overlap import language_pairs, same_language_pairs
 
 BEYOND = ("beyond_theta0", "beyond_theta0_random")
 TITLES = {"beyond_theta0": "beyond θ0", "beyond_theta0_random": "its random"}
@@ -132,13 +132,14 @@ def _head_grid(pairs: list[dict[str, Any]], over: str, measure: str) -> list[str
 
 
 def _same_language_text(result: Mapping[str, Any]) -> str:
-    """What the pairs of one language are: other seeds (the paper's upper bound) only when
-    every such pair's seeds are known and differ (two tasks' masks of one seed are not)."""
+    """What the pairs of the same-language bound are (``same_language_pairs``): other
+    seeds (the paper's upper bound) only when every one's seeds are known and differ."""
+    bound = {id(p) for p in same_language_pairs(result["pairs"])}
     masks = itertools.combinations(result["masks"], 2)
     seeds = [
         (a.get("seed"), b.get("seed"))
         for (a, b), p in zip(masks, result["pairs"], strict=True)
-        if p["same_language"]
+        if id(p) in bound
     ]
     other_seed = all(a is not None and b is not None and a != b for a, b in seeds)
     return "same language, other seed" if other_seed else "same language"

@@ -487,6 +487,13 @@ def language_pairs(pairs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def same_language_pairs(pairs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pairs of the same-language bound: one language's masks of other seeds, and masks
+    of one language and seed (two tasks') only where there are no such pairs."""
+    same = [p for p in pairs if p["same_language"]]
+    return [p for p in same if not p.get("same_seed")] or same
+
+
 def summarize(pairs: list[dict[str, Any]], with_baseline: list[dict[str, Any]]) -> dict:
     """Means of the overall numbers: between languages (``language_pairs``), within a
     language (other seeds), with the baseline; each beside its random expectation. Pairs
@@ -499,12 +506,7 @@ def summarize(pairs: list[dict[str, Any]], with_baseline: list[dict[str, Any]]) 
     shared = [
         p["overall"] for p in pairs if not p["same_language"] and id(p) not in chosen
     ]  # pairs of one seed set aside
-    same_language = [p for p in pairs if p["same_language"]]
-    # the bound is of other seeds; masks of one language and seed (two tasks') only if no other
-    same = [
-        p["overall"]
-        for p in ([p for p in same_language if not p.get("same_seed")] or same_language)
-    ]
+    same = [p["overall"] for p in same_language_pairs(pairs)]
     return {
         "between_languages": _mean(p["jaccard"] for p in between),
         "random": _mean(p["random"] for p in between),

@@ -35,7 +35,7 @@ import numpy as np
 from polyticket import __version__
 from polyticket.analysis import plots
 from polyticket.analysis.cluster import GROUPINGS, language_similarity
-from polyticket.analysis.overlap import language_pairs
+from polyticket.analysis.overlap import language_pairs, same_language_pairs
 from polyticket.analysis.results import BASELINES, headline_text, not_done_text
 from polyticket.errors import UserError
 from polyticket.io import atomic_path, prepare_output_dir, read_json, write_text
@@ -500,7 +500,7 @@ def _layer_plot(overlap: dict[str, Any], measure: str) -> Plot:
     chance, axis, what = MEASURES[measure]
     pairs = overlap["pairs"]
     between = language_pairs(pairs)
-    same = [p for p in pairs if p["same_language"]]
+    same = same_language_pairs(pairs)
     curves = [  # (label, entries averaged, measure, is a reference)
         ("between languages", between, measure, False),
         ("same language, other seed (bound)", same, measure, True),
@@ -579,7 +579,7 @@ def _component_plot(overlap: dict[str, Any], measure: str, order: list[str]) -> 
     components = list(pairs[0]["by_component"])
     rows = {name: (group, measure) for name, group in _language_pairs(pairs, order).items()}
     data_rows = len(rows)
-    same = [p for p in pairs if p["same_language"]]
+    same = same_language_pairs(pairs)
     if same:
         rows["same language, other seed"] = (same, measure)
     if overlap.get("with_baseline") and measure == "jaccard":
@@ -656,7 +656,7 @@ def beyond_section(files: StudyFiles) -> Section:
         if "beyond_theta0" not in overlap["pairs"][0]["overall"]:
             continue
         languages, similarity = language_similarity(overlap, "beyond_theta0")
-        same = [p for p in overlap["pairs"] if p["same_language"]]
+        same = same_language_pairs(overlap["pairs"])
         for i, language in enumerate(languages):
             own = [p for p in same if p["a"].split("/")[0] == language]
             similarity[i, i] = _mean(p["overall"]["beyond_theta0"] for p in own)
