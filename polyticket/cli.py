@@ -216,12 +216,12 @@ def _demo(args: argparse.Namespace) -> int:
 
     from polyticket.analysis.report import write_report
     from polyticket.study import load_study
-    from polyticket.study.changes import changes
+    from polyticket.study.changes import changed_cells
     from polyticket.study.grid import cells
 
     name = "demo-full.yaml" if args.full else "demo.yaml"
     study = load_study(Path(str(files("polyticket") / "studies" / name)), out=args.out)
-    changed = changes(study, cells(study))
+    changed, _ = changed_cells(study, cells(study))
     if changed:  # the study command's advice (--rerun-changed, --plan) is not the demo's
         raise UserError(
             f"{study.out} holds {len(changed)} cell(s) made with other settings than the "

@@ -17,27 +17,16 @@ from polyticket.masks import Mask
 FAST = ["--max-steps", "8", "--batch-size", "16", "--learning-rate", "1e-3", "--eval-steps", "4"]
 
 
+def ner_run(bert_dir, conll_files, out) -> list[str]:
+    """The flags every find and train here shares: task, model, data, output, FAST."""
+    train, dev = map(str, conll_files)
+    model_and_data = ["--task", "ner", "--model", str(bert_dir), "--train-file", train]
+    return [*model_and_data, "--eval-file", dev, "--out", str(out), *FAST]
+
+
 def find_args(bert_dir, conll_files, out):
-    return [
-        "find",
-        "--task",
-        "ner",
-        "--model",
-        str(bert_dir),
-        "--train-file",
-        str(conll_files[0]),
-        "--eval-file",
-        str(conll_files[1]),
-        "--language",
-        "fr",
-        "--target-sparsity",
-        "0.5",
-        "--rate",
-        "0.25",
-        "--out",
-        str(out),
-        *FAST,
-    ]
+    prune = ["--language", "fr", "--target-sparsity", "0.5", "--rate", "0.25"]
+    return ["find", *ner_run(bert_dir, conll_files, out), *prune]
 
 
 @pytest.fixture(scope="module")
@@ -48,23 +37,7 @@ def found(tmp_path_factory, bert_dir, conll_files):
 
 
 def train_args(bert_dir, conll_files, mask, out, *extra):
-    return [
-        "train",
-        "--task",
-        "ner",
-        "--model",
-        str(bert_dir),
-        "--mask",
-        str(mask),
-        "--train-file",
-        str(conll_files[0]),
-        "--eval-file",
-        str(conll_files[1]),
-        "--out",
-        str(out),
-        *FAST,
-        *extra,
-    ]
+    return ["train", *ner_run(bert_dir, conll_files, out), "--mask", str(mask), *extra]
 
 
 def test_find_then_train_with_the_ticket(found, bert_dir, conll_files, tmp_path, capsys, caplog):

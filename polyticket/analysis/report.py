@@ -114,6 +114,12 @@ class StudyFiles:
         found += [row["language"] for row in self.results.get("tickets", [])]
         return list(dict.fromkeys(found))
 
+    @cached_property
+    def left_out(self) -> set[str]:
+        """The cells results.json names as left out of its tables (their files may not even
+        parse): the report's own reads of cells skip them too."""
+        return {p["cell"] for p in self.results.get("problems", [])}
+
     def style(self, language: str) -> int | None:
         """A language's line style in every figure (None: not one of the study's)."""
         languages = self.languages
@@ -346,10 +352,9 @@ def level_scores(files: StudyFiles, task: str, language: str, seeds: list[int]):
     """Per level: (mean sparsity, mean score, std over seeds) and the metric's name."""
     by_level: dict[int, list[tuple[float, float]]] = {}
     metric = "score"
-    left_out = {p["cell"] for p in files.results.get("problems", [])}
     for seed in seeds:
         name = imp_cell(task, language, seed).name
-        if name in left_out:  # named in the headline; its files may not even parse
+        if name in files.left_out:  # named in the headline
             continue
         run = files.layout.cell(name)
         for k in run.completed_levels():
@@ -459,7 +464,7 @@ def score_section(files: StudyFiles) -> Section:
                         "score dense_score random_score epsilon",
                     )
                     for r in tickets
-                ],  # fmt: skip
+                ],
             )
         )
     return section.done("No data: no IMP cell has a completed level under cells/.")
@@ -770,7 +775,7 @@ def transfer_section(files: StudyFiles) -> Section:
                         "score own_ticket_score random_score",
                     )
                     for r in cross
-                ],  # fmt: skip
+                ],
             )
         )
     return section.done(

@@ -32,7 +32,7 @@ from polyticket.analysis.packed import PackedMask, intersection_counts
 from polyticket.errors import UserError
 from polyticket.io import copy_file, read_csv, read_json, write_csv, write_json
 from polyticket.study import Study, cells
-from polyticket.study.changes import changes, kept_work, with_dependents
+from polyticket.study.changes import changed_cells, with_dependents
 from polyticket.study.grid import Cell, percent
 from polyticket.study.kinds.core import VARIANTS as CORE_VARIANTS
 from polyticket.study.kinds.core import core_cell
@@ -87,7 +87,7 @@ class StudyResults:
         self.study = study
         self.cells = cells(study)
         self.problems: dict[str, str] = {}
-        changed, _ = kept_work(study, self.cells, changes(study, self.cells))
+        changed, _ = changed_cells(study, self.cells)
         unreadable = self._unreadable_levels(set(changed))
         self.excluded = with_dependents(self.cells, set(changed) | set(unreadable))
         if changed:  # said first: the tables below would otherwise look merely empty
@@ -469,7 +469,8 @@ def headline(matrix: dict[str, Any], overlap: dict[str, Any]) -> dict[str, Any]:
         for t in matrix["targets"]
         if s != t and not math.isnan(mean[s][t])
     ]
-    random_cells = [(r, t) for r, t in _cells(matrix, "random") if not math.isnan(mean[r][t])]
+    random = mean.get("random", {})
+    random_cells = [("random", t) for t in matrix["targets"] if not math.isnan(random[t])]
     compared = transfer_cells + random_cells
     return {
         "task": matrix["task"],
@@ -498,10 +499,6 @@ def headline(matrix: dict[str, Any], overlap: dict[str, Any]) -> dict[str, Any]:
         "oneshot_score": _row_mean(mean, "oneshot"),
         "dense_score": _row_mean(mean, "dense"),
     }
-
-
-def _cells(matrix: dict[str, Any], row: str) -> list[tuple[str, str]]:
-    return [(row, t) for t in matrix["targets"]] if row in matrix["mean"] else []
 
 
 def _nan(value: float | None) -> float:
@@ -693,7 +690,7 @@ def _same_seed_text(value: float) -> str:
     return f" (pairs of other seeds; {_fmt(value, 3)} for pairs of one seed)"
 
 
-def _same_language_text(value: float) -> str:
+def _bound_text(value: float) -> str:
     """The same language's other seeds: the bound the overlap between languages stands by."""
     return "" if math.isnan(value) else f", {_fmt(value, 3)} between seeds of a language"
 
@@ -717,14 +714,14 @@ def headline_text(line: dict[str, Any]) -> str:
             f"departures from θ0's magnitude mask)? {_beats(beyond, chance, True)}: "
             f"Jaccard {_fmt(beyond, 3)} vs {_fmt(chance, 3)} at random"
             + _same_seed_text(line.get("overlap_beyond_theta0_same_seed", math.nan))
-            + _same_language_text(line.get("overlap_beyond_theta0_same_language", math.nan))
+            + _bound_text(line.get("overlap_beyond_theta0_same_language", math.nan))
         )
     overlap_text = (
         f"{_beats(overlap, line['overlap_random'], True)}: Jaccard {_fmt(overlap, 3)} vs "
         f"{_fmt(line['overlap_random'], 3)} at random"
         + _same_seed_text(line.get("overlap_same_seed", math.nan))
     )
-    overlap_text += _same_language_text(line["overlap_same_language"])
+    overlap_text += _bound_text(line["overlap_same_language"])
     oneshot = line["overlap_oneshot"]
     if not math.isnan(oneshot):
         overlap_text += f", {_fmt(oneshot, 3)} with the one-shot mask of θ0"

@@ -90,13 +90,12 @@ def _data_changes(run_json: Path, digests: dict[Path, str]) -> list[str]:
     return out
 
 
-def kept_work(
-    study: Study, cells: list[Cell], changed: dict[str, list[str]]
-) -> tuple[dict[str, list[str]], set[str]]:
-    """``changed`` split into the cells with work to keep or to refuse for (done, or IMP
+def changed_cells(study: Study, cells: list[Cell]) -> tuple[dict[str, list[str]], set[str]]:
+    """``changes`` split into the cells with work to keep or to refuse for (done, or IMP
     levels completed) and the names of those with none (failed, or stopped in a first
     level): those only start afresh with the study's settings, as a user who fixed a setting
     after a failure expects, and no other cell has read their files."""
+    changed = changes(study, cells)
     by_name = {cell.name: cell for cell in cells}
     unstarted = {
         name

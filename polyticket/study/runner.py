@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from polyticket.errors import UserError
 from polyticket.io import now, write_json
-from polyticket.study.changes import changes, forget, kept_work, refuse, with_dependents
+from polyticket.study.changes import changed_cells, forget, refuse, with_dependents
 from polyticket.study.grid import Cell, cells, shard_of
 from polyticket.study.kinds import CELL_KINDS
 from polyticket.study.spec import Study, synthesize
@@ -87,7 +87,7 @@ def run_study(
 
     every = cells(study)
     todo = shard_of(every, *shard) if shard is not None else every
-    changed, unstarted = kept_work(study, todo, changes(study, todo))
+    changed, unstarted = changed_cells(study, todo)
     forget(study, unstarted)  # they start afresh with the study's settings
     if changed:
         stale = with_dependents(every, set(changed))
@@ -165,7 +165,7 @@ def plan(study: Study, shard: tuple[int, int] | None = None) -> list[dict[str, o
     dependency), its kind and its expected cost."""
     every = cells(study)
     chosen = shard_of(every, *shard) if shard else every
-    changed, _ = kept_work(study, every, changes(study, every))
+    changed, _ = changed_cells(study, every)
     done = {c.name for c in every if c.done(study)}
     rows = []
     for cell in chosen:

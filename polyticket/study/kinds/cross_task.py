@@ -28,23 +28,24 @@ class CrossTask(LevelKind):
         super().validate(study)
         if not self.enabled(study):
             return
+        configs = {spec.model: _local_config(spec.model) for spec in study.tasks.values()}
+
+        def pruned(task: str, config) -> str:
+            return "encoder and decoder" if get_task(task, config).uses_decoder else "encoder"
+
         for source_task, source in study.tasks.items():
             for task, spec in study.tasks.items():
+                config = configs[spec.model]
                 if task == source_task or source.model != spec.model:
                     continue
-                config = _local_config(spec.model)
                 if config is None or not config.is_encoder_decoder:
                     continue
-                parts = {
-                    key: "encoder and decoder" if get_task(t.task, config).uses_decoder
-                    else "encoder"
-                    for key, t in ((source_task, source), (task, spec))
-                }  # fmt: skip
-                if parts[source_task] != parts[task]:
+                theirs, ours = pruned(source.task, config), pruned(spec.task, config)
+                if theirs != ours:
                     raise UserError(
                         f"{study.path}: run.cross_task: on {spec.model}, {source_task} prunes "
-                        f"the {parts[source_task]} and {task} the {parts[task]}, so a ticket "
-                        "of one does not fit the other; list these tasks in separate studies"
+                        f"the {theirs} and {task} the {ours}, so a ticket of one does not fit "
+                        "the other; list these tasks in separate studies"
                     )
 
     def expand(self, study: Study) -> list[Cell]:
@@ -64,7 +65,8 @@ class CrossTask(LevelKind):
 
 def _local_config(model: str):
     """The model's config when it is on this machine (a directory, or the hub's cache);
-    None otherwise (the check is then left to the cells)."""
+    None otherwise (the check is then left to the cells). Not ``models.load_config``: that
+    would prepare the offline model (an encoder) and fail without the hub."""
     from transformers import AutoConfig
 
     try:
