@@ -121,7 +121,7 @@ def world(tmp_path_factory, bert_dir):
     (w / "bad-study" / "results" / "results.json").write_text("[]\n")
     (w / "empty-study").mkdir()
     imp = w / "old-demo" / "cells" / "ner" / "en" / "seed1" / "imp"  # a cell of another make
-    imp.mkdir(parents=True)
+    (imp / "level_00").mkdir(parents=True)  # with work done (one with none starts afresh)
     (imp / "cell.json").write_text('{"max_steps": 1}\n')
     return w
 

@@ -469,8 +469,10 @@ def headline(matrix: dict[str, Any], overlap: dict[str, Any]) -> dict[str, Any]:
         for t in matrix["targets"]
         if s != t and not math.isnan(mean[s][t])
     ]
-    random = mean.get("random", {})
-    random_cells = [("random", t) for t in matrix["targets"] if not math.isnan(random[t])]
+    random = mean.get("random", {})  # no row without run.random
+    random_cells = [
+        ("random", t) for t in matrix["targets"] if not math.isnan(random.get(t, math.nan))
+    ]
     compared = transfer_cells + random_cells
     return {
         "task": matrix["task"],
