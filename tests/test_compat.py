@@ -297,7 +297,9 @@ def parse(command: str, config: dict, tmp_path: Path, *flags: str):
 
     path = tmp_path / f"{command}.json"
     path.write_text(json.dumps(config))
-    args = build_parser().parse_args([command, "--config", str(path), "--out", "o", *flags])
+    args = build_parser().parse_args(
+        [command, "--config", str(path), "--out", str(tmp_path / "out"), *flags]
+    )
     return parse_config({"find": FindConfig, "train": TrainConfig}[command], args)
 
 
