@@ -146,7 +146,7 @@ class PruneArgs:
     rate: float = knob(
         0.1, "fraction of the ORIGINAL prunable weights removed per level", above=0, below=1
     )
-    target_sparsity: float | None = knob(0.5, "stop at this sparsity", minimum=0, below=1)
+    target_sparsity: float | None = knob(0.5, "stop at this sparsity", above=0, below=1)
     levels: int | None = knob(
         None, "stop after this many pruning levels (overrides the target)", minimum=1
     )

@@ -210,9 +210,11 @@ def fit_budget(
     if config.prune.budget_epochs is not None:
         budget = math.floor(config.prune.budget_epochs * epoch_steps(config.train, batches))
     if budget is not None:
-        if budget < per_level:
+        if budget < 2 * per_level:  # level 0 is the dense model: no ticket without level 1
             raise UserError(
-                f"the budget of {budget} steps is less than one level's {per_level} steps"
+                f"the budget of {budget} steps does not fit two levels of {per_level} steps "
+                "(level 0 trains the dense model, pruning starts at level 1): give at least "
+                f"{2 * per_level} steps, or shorter levels"
             )
         schedule = schedule[: budget // per_level]
         if schedule[-1] < config.prune.target_sparsity and config.prune.levels is None:

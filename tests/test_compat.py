@@ -422,14 +422,19 @@ def test_the_budget_fits_whole_levels_once_the_data_size_is_known(tmp_path, capl
         warnings_of(caplog)
     )
     assert "short of the target" not in warnings_of(caplog)
-    # 2,000 sentences: 63 steps an epoch, 1,890 in all: one level fits, and that is said
+    # 4,000 sentences: 125 steps an epoch, 3,750 in all: two levels, short of the target, said
     with caplog.at_level(logging.WARNING, logger="polyticket"):
-        assert fit_budget(schedule, config, 2_000, 1) == schedule[:1]
-    assert "the budget of 1890 steps stops at 0%, short of the target 50%" in warnings_of(caplog)
+        assert fit_budget(schedule, config, 4_000, 1) == schedule[:2]
+    assert "the budget of 3750 steps stops at 10%, short of the target 50%" in warnings_of(caplog)
     steps = parse("find", LT_NER | {"max_steps": 5000}, tmp_path)
     assert fit_budget(schedule, steps, 20_000, 1) == schedule[:2]  # 2 rounds of 1875 in full
-    with pytest.raises(UserError, match="budget of 1000 steps is less than one level"):
-        fit_budget(schedule, parse("find", LT_NER | {"max_steps": 1000}, tmp_path), 20_000, 1)
+    # A budget that fits level 0 alone would train the dense model and call it a ticket.
+    for examples in (2_000, 20_000):  # 1,890 steps; max_steps 1,000
+        config = parse(
+            "find", LT_NER | ({"max_steps": 1000} if examples == 20_000 else {}), tmp_path
+        )
+        with pytest.raises(UserError, match="does not fit two levels of 1875 steps"):
+            fit_budget(schedule, config, examples, 1)
 
 
 def test_fine_tuning_configs_and_train_keep_their_epochs(tmp_path, caplog):

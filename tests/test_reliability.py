@@ -189,6 +189,7 @@ CASES = [
     ("levels", lambda w: find(w, "--levels", "0"), "levels: must be >= 1"),
     ("target-one", lambda w: find(w, "--target-sparsity", "1"), "target_sparsity: must be"),
     ("target-negative", lambda w: find(w, "--target-sparsity", "-0.1"), "target_sparsity"),
+    ("target-zero", lambda w: find(w, "--target-sparsity", "0"), "target_sparsity: must be > 0"),
     ("rate-zero", lambda w: find(w, "--rate", "0"), "rate: must be > 0 and < 1"),
     ("rate-big", lambda w: find(w, "--rate", "1.5"), "rate"),
     ("max-steps", lambda w: find(w, "--max-steps", "0"), "max_steps: must be >= 1"),
