@@ -480,10 +480,27 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("allow_abbrev", False)  # sub-commands are built by this class too
         super().__init__(*args, **kwargs)
+        self._given: list[str] = []  # the arguments being parsed, for error()'s hint
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._given = [str(a) for a in (sys.argv[1:] if args is None else args)]
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> typing.NoReturn:
-        print(f"polyticket: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        hint = self._hint(message)
+        print(f"polyticket: error: {message}{hint} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
+
+    def _hint(self, message: str) -> str:
+        """argparse reads ``--shard -1/2`` as a flag without its value (only plain negative
+        numbers pass): say how to give a value that starts with '-'."""
+        missing = re.fullmatch(r"argument (\S+): expected one argument", message)
+        for flag in missing.group(1).split("/") if missing else []:
+            at = self._given.index(flag) if flag in self._given else -1
+            value = self._given[at + 1] if 0 <= at < len(self._given) - 1 else ""
+            if value.startswith("-") and value not in self._option_string_actions:
+                return f"; a value that starts with '-' is written {flag}={value}"
+        return ""
 
 
 # --- report (issue 11.7): handler and sub-parser --------------------------------------------

@@ -279,6 +279,23 @@ def test_flags_are_spelled_out_and_the_version_is_printed():
     assert version.returncode == 0 and version.stdout.strip() == f"polyticket {__version__}"
 
 
+@pytest.mark.parametrize(
+    "argv, hint",
+    [
+        (["study", "s.yaml", "--shard", "-1/2"], "is written --shard=-1/2"),
+        (["find", "--learning-rate", "-1e-5"], "is written --learning-rate=-1e-5"),
+        (["study", "s.yaml", "--shard", "--plan"], None),  # a flag after it: the value is missing
+        (["study", "s.yaml", "--shard"], None),
+    ],
+)
+def test_a_value_that_starts_with_a_dash_is_explained(argv, hint, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and "expected one argument" in err
+    assert (hint in err) if hint else "is written" not in err
+
+
 def test_every_command_and_action_has_help():
     """Every help page formats (a help text with a stray % would not) and names itself."""
 
