@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -175,6 +176,13 @@ def test_resources_no_node_has_are_refused_before_cells_wait_forever(tmp_path, b
         run_study(study, executor="ray", cpus_per_cell=0.0)  # Ray would take 0 for 1
     with pytest.raises(UserError, match="--address bad: Invalid address"):
         run_study(study, executor="ray", address="bad")
+    # Ray would retry these for minutes: a host that does not resolve, a port nobody is at
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    for address in ("nohost.invalid:6379", f"127.0.0.1:{port}"):
+        with pytest.raises(UserError, match=f"--address {address}: no Ray cluster answers"):
+            run_study(study, executor="ray", address=address)
 
     class Nodes:  # ray.nodes(): a CPU node, and a dead one with a GPU
         @staticmethod

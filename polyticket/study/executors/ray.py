@@ -102,6 +102,7 @@ class Ray(Executor):
         ray = _import_ray()
         ours = not ray.is_initialized()
         if ours:
+            _check_answers(self.options.get("address"))
             # address None: $RAY_ADDRESS, else the cluster `ray start` started on this
             # machine, else a local one for this run (Ray's own rule)
             try:
@@ -135,6 +136,23 @@ class Ray(Executor):
                 if strict:
                     raise UserError(text)
                 log.warning("%s; cells wait until one has", text)
+
+
+def _check_answers(address: str | None) -> None:
+    """Ray retries a HOST:PORT that nobody answers at for minutes, printing a warning every
+    few seconds: a host that does not resolve or a port nobody listens at is said at once.
+    Without ``--address``, Ray reads $RAY_ADDRESS; auto, local and ray:// keep Ray's rules."""
+    given = f"--address {address}" if address else f"$RAY_ADDRESS {os.environ.get('RAY_ADDRESS')}"
+    host, _, port = (address or os.environ.get("RAY_ADDRESS", "")).rpartition(":")
+    if not host or not port.isdigit() or "://" in host:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as exc:
+        raise UserError(
+            f"{given}: no Ray cluster answers there ({exc.strerror or exc}); "
+            "`ray start --head` on that machine prints the address to give"
+        ) from None
 
 
 def _import_ray():
