@@ -162,7 +162,9 @@ def test_cells_share_a_gpu_and_its_workers_run_cell_after_cell(cluster, tmp_path
     assert len({e["pid"] for e in starts.values()}) < len(starts)
 
 
-def test_resources_no_node_has_are_refused_before_cells_wait_forever(tmp_path, bert_dir, caplog):
+def test_resources_no_node_has_are_refused_before_cells_wait_forever(
+    tmp_path, bert_dir, caplog, monkeypatch
+):
     """A negative or NaN share is refused before Ray starts; a share no node has fails on
     the cluster started for the run and is a warning on one's own (an autoscaler may grow
     it). Ray's node list is given here as the executor reads it."""
@@ -183,6 +185,9 @@ def test_resources_no_node_has_are_refused_before_cells_wait_forever(tmp_path, b
     for address in ("nohost.invalid:6379", f"127.0.0.1:{port}"):
         with pytest.raises(UserError, match=f"--address {address}: no Ray cluster answers"):
             run_study(study, executor="ray", address=address)
+    monkeypatch.setenv("RAY_ADDRESS", "nohost.invalid:6379")  # where Ray looks without the flag
+    with pytest.raises(UserError, match=r"^\$RAY_ADDRESS nohost.invalid:6379: no Ray cluster"):
+        run_study(study, executor="ray")
 
     class Nodes:  # ray.nodes(): a CPU node, and a dead one with a GPU
         @staticmethod

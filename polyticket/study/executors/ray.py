@@ -142,15 +142,17 @@ def _check_answers(address: str | None) -> None:
     """Ray retries a HOST:PORT that nobody answers at for minutes, printing a warning every
     few seconds: a host that does not resolve or a port nobody listens at is said at once.
     Without ``--address``, Ray reads $RAY_ADDRESS; auto, local and ray:// keep Ray's rules."""
-    given = f"--address {address}" if address else f"$RAY_ADDRESS {os.environ.get('RAY_ADDRESS')}"
-    host, _, port = (address or os.environ.get("RAY_ADDRESS", "")).rpartition(":")
+    flag, value = (
+        ("--address", address) if address else ("$RAY_ADDRESS", os.environ.get("RAY_ADDRESS", ""))
+    )
+    host, _, port = value.rpartition(":")
     if not host or not port.isdigit() or "://" in host:
         return
     try:
         socket.create_connection((host, int(port)), timeout=10).close()
     except OSError as exc:
         raise UserError(
-            f"{given}: no Ray cluster answers there ({exc.strerror or exc}); "
+            f"{flag} {value}: no Ray cluster answers there ({exc.strerror or exc}); "
             "`ray start --head` on that machine prints the address to give"
         ) from None
 
