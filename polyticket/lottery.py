@@ -316,13 +316,13 @@ def find(config: FindConfig, out: Path) -> dict[str, Any]:
         if main:
             staging = run.partial(k)
             mask.save(staging.mask, **meta, level=k)
-            metrics = {"level": k, "sparsity": mask.sparsity(), **result.to_json()}
-            write_json(staging.metrics, {**metrics, **level.stats})
-            if k + 1 < len(schedule):
+            if k + 1 < len(schedule):  # scoring first: the criterion may report in level.stats
                 following = select(
                     criterion.scores(level), mask, level.next_sparsity, level.groups, level.scope
                 )
                 following.save(run.partial(k + 1).mask, **meta, level=k + 1)
+            metrics = {"level": k, "sparsity": mask.sparsity(), **result.to_json()}
+            write_json(staging.metrics, {**metrics, **level.stats})
             staging.root.replace(run.level(k).root)
         wait_for_everyone(accelerator)
     run_log.close()

@@ -99,6 +99,23 @@ def find_config(bert_dir, conll_files, **prune):
     )
 
 
+def test_what_a_criterion_reports_while_scoring_lands_in_the_level_metrics(
+    registered, tmp_path, bert_dir, conll_files
+):
+    """A level's metrics.json is written after the scores that choose the next mask."""
+
+    class Reporting(Criterion):
+        def scores(self, level):
+            level.stats["scored_weights"] = sum(p.numel() for p in level.params.values())
+            return {n: p.detach().abs() for n, p in level.params.items()}
+
+    registered(CRITERIA, "reporting", Reporting)
+    lottery.find(find_config(bert_dir, conll_files, method="reporting"), tmp_path / "run")
+    levels = [read_json(tmp_path / "run" / f"level_{k:02d}" / "metrics.json") for k in range(3)]
+    assert all(level["scored_weights"] > 0 for level in levels[:2])
+    assert "scored_weights" not in levels[2]  # the last level hands on no mask
+
+
 def level_masks(run):
     return [Mask.load(run / f"level_{k:02d}" / "mask.safetensors") for k in range(len(SCHEDULE))]
 
