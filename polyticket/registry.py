@@ -37,9 +37,16 @@ class Registry(Generic[T]):
         self._loaded = False
 
     def register(self, name: str) -> Callable[[T], T]:
+        """Add ``entry`` under ``name``, which becomes its ``name`` attribute: what runs,
+        run.json, mask metadata and messages call it is the name it is registered by."""
+
         def add(entry: T) -> T:
             if name in self._entries and self._entries[name] is not entry:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
+            own = vars(entry).get("name", name)
+            if own != name:  # one class under two names would write the first everywhere
+                raise ValueError(f"{self.kind} {name!r}: {entry.__name__} is named {own!r}")
+            entry.name = name
             self._entries[name] = entry
             return entry
 
@@ -52,10 +59,14 @@ class Registry(Generic[T]):
     def _load(self) -> None:
         if self._loaded:
             return
-        self._loaded = True
-        module = importlib.import_module(self.package)
-        for info in pkgutil.iter_modules(module.__path__):
-            importlib.import_module(f"{self.package}.{info.name}")
+        self._loaded = True  # before the imports: a module may read the registry as it loads
+        try:
+            module = importlib.import_module(self.package)
+            for info in pkgutil.iter_modules(module.__path__):
+                importlib.import_module(f"{self.package}.{info.name}")
+        except BaseException:  # each later lookup raises the cause again, not "use one of …"
+            self._loaded = False
+            raise
 
     def names(self) -> tuple[str, ...]:
         self._load()

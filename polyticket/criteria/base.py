@@ -36,7 +36,7 @@ class Level:
 class Criterion:
     """Scores the kept weights of a level; the lowest-scoring go (``pruning.select``)."""
 
-    name: str = ""
+    name: str = ""  # set by ``CRITERIA.register``
     #: the PruneArgs knobs that only this criterion reads (``early_bird_threshold``): a study
     #: cell pruned by another criterion does not depend on them, so changing one does not
     #: make that cell "made with other settings" (``study.changes``)

@@ -173,7 +173,6 @@ class EarlyBirdStop(Callback):
 class EarlyBird(Magnitude):
     """The projected |W| where training stopped, with training stopped early."""
 
-    name = "early-bird"
     knobs = ("early_bird_threshold",)
 
     def __init__(self) -> None:

@@ -10,7 +10,6 @@ from polyticket.criteria.base import Criterion, Level
 
 @CRITERIA.register("magnitude")
 class Magnitude(Criterion):
-    name = "magnitude"
 
     def scores(self, level: Level) -> dict[str, torch.Tensor]:
         return {name: level.params[name].detach().abs() for name in level.mask}

@@ -11,7 +11,6 @@ from polyticket.pruning import random_scores
 
 @CRITERIA.register("random")
 class Random(Criterion):
-    name = "random"
 
     def scores(self, level: Level) -> dict[str, torch.Tensor]:
         return random_scores(level.mask.shapes, level.seed)

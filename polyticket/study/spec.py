@@ -210,7 +210,14 @@ def _run(path: Path, values: Any) -> dict[str, Any]:
         values = {}
     if not isinstance(values, dict):
         raise _fail(path, "'run' must be a mapping")
-    options = {key: CELL_KINDS[name]() for name in CELL_KINDS for key in CELL_KINDS[name].options}
+    options: dict[str, Any] = {}  # run: key -> the kind that reads it
+    for name in CELL_KINDS:
+        for key in CELL_KINDS[name].options:
+            if key in options:  # the kind loaded last would take the key over unseen
+                raise ValueError(
+                    f"run.{key} is an option of the cell kinds {options[key].name} and {name}"
+                )
+            options[key] = CELL_KINDS[name]()
     _check_keys(path, "run", values, set(options))
     return {
         key: kind.read_option(path, key, values.get(key, kind.options[key]))

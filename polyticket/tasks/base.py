@@ -102,7 +102,7 @@ def equal_shares(per_language: dict[str, list[Any]], limit: int | None, seed: in
 
 
 class Task(ABC):
-    name: str
+    name: str  # set by ``TASKS.register``
     metric: str  # the score that selects tickets
     greater_is_better: bool = True
     # On an encoder-decoder model, whether the task's model has the decoder (and so prunes

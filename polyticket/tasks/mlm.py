@@ -106,7 +106,6 @@ def blocks(documents: Sequence[str], tokenizer: Any, block_size: int) -> list[di
 
 @TASKS.register("mlm")
 class MlmTask(Task):
-    name = "mlm"
     metric = "perplexity"
     greater_is_better = False
     data_hint = "give --train-file and --eval-file (or --validation-ratio), or --dataset"

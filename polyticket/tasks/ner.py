@@ -111,7 +111,6 @@ def label_list(sentences: Sequence[Sentence], given: Sequence[str]) -> list[str]
 
 @TASKS.register("ner")
 class NerTask(Task):
-    name = "ner"
     metric = "f1"
 
     def read_file(self, path: Path, data: DataArgs) -> list[Sentence]:

@@ -100,26 +100,21 @@ def read_pairs(path: Path) -> list[Pair]:
     return pairs
 
 
-class _NliData(Task):
-    """Reading is shared by both ways of modelling NLI."""
+@TASKS.register("nli")
+class NliTask(Task):
+    """Encoder with a 3-way classification head; text to text on encoder-decoders."""
 
-    name = "nli"
     metric = "accuracy"
+
+    @classmethod
+    def for_model(cls, config: PretrainedConfig) -> Task:
+        return NliTextTask() if config.is_encoder_decoder else cls()
 
     def read_file(self, path: Path, data: DataArgs) -> list[Pair]:
         return read_pairs(path)
 
     def from_hub(self, dataset: Any, data: DataArgs) -> list[Pair]:
         return [(ex["premise"], ex["hypothesis"], int(ex["label"])) for ex in dataset]
-
-
-@TASKS.register("nli")
-class NliTask(_NliData):
-    """Encoder with a 3-way classification head; text to text on encoder-decoders."""
-
-    @classmethod
-    def for_model(cls, config: PretrainedConfig) -> Task:
-        return NliTextTask() if config.is_encoder_decoder else cls()
 
     def featurize(self, train, dev, data: DataArgs, tokenizer: Any, seed: int) -> TaskData:
         def features(pairs: Sequence[Pair]) -> list[dict[str, Any]]:
@@ -157,8 +152,9 @@ class NliTask(_NliData):
         return {"accuracy": correct / total, "loss": torch.cat(losses).mean().item()}
 
 
-class NliTextTask(_NliData):
-    """mT5/T5: "xnli premise: P hypothesis: H" -> the label word, greedy decoding, exact match."""
+class NliTextTask(NliTask):
+    """mT5/T5: "xnli premise: P hypothesis: H" -> the label word, greedy decoding, exact match.
+    NLI's data and name, its own features, model and evaluation."""
 
     uses_decoder = True
 

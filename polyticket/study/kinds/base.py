@@ -18,10 +18,10 @@ from polyticket.study.spec import CELL_KNOBS, PATH_KNOBS, Study
 
 
 class CellKind:
-    """A kind of cell. Subclasses set ``name`` and ``options`` and implement ``expand`` and
-    ``run``; a training cell (the default) is done when its ``metrics.json`` exists."""
+    """A kind of cell. Subclasses set ``options`` and implement ``expand`` and ``run``; a
+    training cell (the default) is done when its ``metrics.json`` exists."""
 
-    name: str = ""
+    name: str = ""  # set by ``CELL_KINDS.register``
     # the kind's keys under ``run:`` in a study file, with their defaults
     options: dict[str, Any] = {}
 

@@ -47,7 +47,6 @@ def language_tickets(study: Study, task: str, seed: int, sparsity) -> list[Packe
 
 @CELL_KINDS.register(KIND)
 class Core(CellKind):
-    name = KIND
     options = {"core": False}
 
     def validate(self, study: Study) -> None:

@@ -15,7 +15,6 @@ KIND = "cross-task"
 
 @CELL_KINDS.register(KIND)
 class CrossTask(LevelKind):
-    name = KIND
     options = {"cross_task": False}
 
     @staticmethod

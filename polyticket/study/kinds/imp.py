@@ -27,7 +27,6 @@ def imp_cell(task: str, source: str, seed: int, cost: float = 1.0) -> Cell:
 
 @CELL_KINDS.register(KIND)
 class Imp(CellKind):
-    name = KIND
     options = {"tickets": True, "multi_language": []}
 
     def read_option(self, path: Path, key: str, value: Any) -> Any:

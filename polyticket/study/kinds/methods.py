@@ -34,7 +34,6 @@ class Methods(Imp):
     """IMP cells with another criterion (the run, the result file and the recorded
     settings are IMP's, plus the method)."""
 
-    name = KIND
     options = {"methods": []}
 
     def read_option(self, path: Path, key: str, value: Any) -> Any:

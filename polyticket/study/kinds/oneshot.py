@@ -18,7 +18,6 @@ def oneshot_cell(task: str, language: str, seed: int, sparsity) -> Cell:
 
 @CELL_KINDS.register(KIND)
 class Oneshot(CellKind):
-    name = KIND
     options = {"oneshot": False}
 
     def expand(self, study: Study) -> list[Cell]:

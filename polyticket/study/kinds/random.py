@@ -23,7 +23,6 @@ def random_cell(task: str, language: str, seed: int, sparsity=None, deps=()) -> 
 
 @CELL_KINDS.register(KIND)
 class Random(CellKind):
-    name = KIND
     options = {"random": True}
 
     def validate(self, study: Study) -> None:

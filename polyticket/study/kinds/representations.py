@@ -44,7 +44,6 @@ def representations_cell(study: Study, task: str) -> Cell:
 
 @CELL_KINDS.register(KIND)
 class Representations(CellKind):
-    name = KIND
     options = {"representations": False}
 
     def read_option(self, path: Path, key: str, value: Any) -> Any:

@@ -13,7 +13,6 @@ KIND = "transfer"
 
 @CELL_KINDS.register(KIND)
 class Transfer(LevelKind):
-    name = KIND
     options = {"transfer": True}
 
     @staticmethod
