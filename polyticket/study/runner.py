@@ -85,6 +85,7 @@ def run_study(
 
     from polyticket.study.executors import EXECUTORS
 
+    runner = EXECUTORS[executor](**options)  # its options checked before any cell is touched
     every = cells(study)
     todo = shard_of(every, *shard) if shard is not None else every
     changed, unstarted = changed_cells(study, todo)
@@ -107,7 +108,7 @@ def run_study(
         started = time.monotonic()
         prepare_models(study)
         outcome.phases["model"] = time.monotonic() - started
-    EXECUTORS[executor](**options).run(study, pending, outcome)
+    runner.run(study, pending, outcome)
     if outcome.skipped:
         print(f"{len(outcome.skipped)} cell(s) were already done", file=sys.stderr)
     return outcome

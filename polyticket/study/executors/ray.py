@@ -95,6 +95,7 @@ class Ray(Executor):
                 flag = "--" + knob.replace("_", "-")
                 what = "above 0" if low else "of at least 0"
                 raise UserError(f"{flag} must be a number {what}, got {value}")
+        _check_answers(self.options.get("address"))
 
     def run(self, study: Study, pending: list[Cell], outcome: Outcome) -> None:
         if not pending:
@@ -102,7 +103,6 @@ class Ray(Executor):
         ray = _import_ray()
         ours = not ray.is_initialized()
         if ours:
-            _check_answers(self.options.get("address"))
             # address None: $RAY_ADDRESS, else the cluster `ray start` started on this
             # machine, else a local one for this run (Ray's own rule)
             try:
