@@ -16,6 +16,7 @@ from pathlib import Path
 
 from polyticket import __version__
 from polyticket.config import FindConfig, TrainConfig, add_flags, parse_config
+from polyticket.data.synth import SYNTH_TASKS
 from polyticket.errors import UserError
 from polyticket.io import prepare_output_dir, prepare_output_file, write_csv
 from polyticket.layout import RunLayout
@@ -534,7 +535,12 @@ EXECUTOR_OPTIONS = ("address", "cpus_per_cell", "gpus_per_cell", "retries")
 
 
 def _add_executor_options(study: argparse.ArgumentParser) -> None:
-    group = study.add_argument_group("executor options (--executor ray)")
+    takes = [
+        f"--executor {name} takes {', '.join('--' + k.replace('_', '-') for k in accepts)}"
+        for name in EXECUTORS
+        if (accepts := EXECUTORS[name].accepts)
+    ]
+    group = study.add_argument_group("executor options", "; ".join(takes))
     group.add_argument(
         "--address",
         default=None,
@@ -694,7 +700,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth = data_commands.add_parser(
         "synth", help="deterministic synthetic NER / NLI / parallel / text data in many languages"
     )
-    synth.add_argument("--task", required=True, choices=["ner", "nli", "parallel", "text"])
+    synth.add_argument("--task", required=True, choices=SYNTH_TASKS)
     synth.add_argument(
         "--language", required=True, help="language code, or several separated by commas"
     )

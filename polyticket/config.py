@@ -431,8 +431,11 @@ def check_config(config: Any, source: str = "config") -> Any:
     data = getattr(config, "data", None)
     if data is not None and data.validation_ratio is not None:
         # either would be silently ignored: the ratio by other tasks, the file by MLM
-        if data.task != "mlm":
-            raise UserError(f"{source}: validation_ratio applies to task mlm, not {data.task}")
+        readers = [name for name in TASKS if TASKS[name].reads_validation_ratio]
+        if data.task not in readers:
+            raise UserError(
+                f"{source}: validation_ratio applies to task {', '.join(readers)}, not {data.task}"
+            )
         if data.eval_file is not None:
             raise UserError(
                 f"{source}: give eval_file or validation_ratio (documents of train_file "

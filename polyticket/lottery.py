@@ -134,15 +134,11 @@ def _prepare(config: FindConfig | TrainConfig):
     model_config = load_config(config.model)
     task = get_task(config.data.task, model_config)
     # longer inputs would fail deep in the forward pass, after the data and model loaded
-    length, knob = (
-        (config.data.block_size, "block_size")
-        if task.name == "mlm"
-        else (config.data.max_seq_length, "max_seq_length")
-    )
+    length = getattr(config.data, task.length_knob)
     limit = position_limit(model_config)
     if limit and length > limit:
         raise UserError(
-            f"{knob} {length} is longer than {config.model.model}'s {limit} positions: "
+            f"{task.length_knob} {length} is longer than {config.model.model}'s {limit} positions: "
             f"use at most {limit}"
         )
     accelerator = make_accelerator(config.train)

@@ -38,6 +38,12 @@ def sparsity_schedule(
         raise UserError("give a target sparsity or a number of levels")
     # --levels overrides the target: that many levels of ``rate`` each
     target_f = rate_f * levels if levels is not None else as_fraction(target)
+    if levels is not None and target_f >= 1:
+        most = math.ceil(1 / rate_f) - 1
+        raise UserError(
+            f"{levels} levels of rate {rate} would prune {float(target_f):.0%} of the weights: "
+            f"at most {most} level{'s' if most != 1 else ''} at that rate"
+        )
     if not 0 <= target_f < 1:
         raise UserError(f"target sparsity must be in [0, 1), got {float(target_f):g}")
     count = levels if levels is not None else math.ceil(target_f / rate_f)

@@ -124,7 +124,9 @@ def test_killing_a_worker_node_mid_study_changes_nothing(cluster, tmp_path, bert
 
 def test_options_of_another_executor_are_refused(tmp_path, bert_dir):
     study = load_study(write_study(tmp_path, bert_dir, tmp_path / "run", **TINY))
-    with pytest.raises(UserError, match="--gpus-per-cell: not an option of the Serial executor"):
+    with pytest.raises(
+        UserError, match="--gpus-per-cell: not an option of --executor serial \\(it takes none\\)"
+    ):
         run_study(study, gpus_per_cell=0.5)
 
 

@@ -187,6 +187,7 @@ CASES = [
     ("seed-2-32", lambda w: find(w, "--seed", str(2**32)), "seed: must be >= 0 and < 4.29"),
     ("epsilon", lambda w: find(w, "--epsilon", "-0.1"), "epsilon: must be >= 0"),
     ("levels", lambda w: find(w, "--levels", "0"), "levels: must be >= 1"),
+    ("levels-all", lambda w: find(w, "--rate", "0.5", "--levels", "2"), "at most 1 level at"),
     ("target-one", lambda w: find(w, "--target-sparsity", "1"), "target_sparsity: must be"),
     ("target-negative", lambda w: find(w, "--target-sparsity", "-0.1"), "target_sparsity"),
     ("target-zero", lambda w: find(w, "--target-sparsity", "0"), "target_sparsity: must be > 0"),
@@ -199,6 +200,9 @@ CASES = [
     ("samples", lambda w: find(w, "--max-train-samples", "0"), "max_train_samples"),
     ("seq-length", lambda w: find(w, "--max-seq-length", "0"), "max_seq_length"),
     ("block-size", lambda w: find(w, "--block-size", "0"), "block_size"),
+    # longer than the model's positions (the tiny BERT has 128): the task's own length knob
+    ("seq-long", lambda w: find(w, "--max-seq-length", "129"), "max_seq_length 129 is longer"),
+    ("block-long", lambda w: find(w, "--task", "mlm", "--block-size", "129"), "block_size 129"),
     ("eval-batch", lambda w: find(w, "--eval-batch-size", "0"), "eval_batch_size"),
     ("warmup", lambda w: find(w, "--warmup-ratio", "1"), "warmup_ratio"),
     ("mlm-probability", lambda w: find(w, "--mlm-probability", "0"), "mlm_probability"),

@@ -91,7 +91,7 @@ def test_changed_settings_are_refused_reported_and_rerun(tmp_path, bert_dir, cap
 
     # a flag that the executor refuses, before any changed cell is removed
     assert main(["study", str(path), "--rerun-changed", "--retries", "2"]) == 2
-    assert "not an option of the Serial executor" in capsys.readouterr().err
+    assert "--retries: not an option of --executor serial" in capsys.readouterr().err
     assert read_json(out / "cells/ner/en/seed1/imp/cell.json")["max_steps"] == 4
 
     assert main(["study", str(path), "--rerun-changed"]) == 0

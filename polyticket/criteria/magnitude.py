@@ -10,6 +10,5 @@ from polyticket.criteria.base import Criterion, Level
 
 @CRITERIA.register("magnitude")
 class Magnitude(Criterion):
-
     def scores(self, level: Level) -> dict[str, torch.Tensor]:
         return {name: level.params[name].detach().abs() for name in level.mask}

@@ -52,7 +52,6 @@ class MovementScores(Callback):
 
 @CRITERIA.register("movement")
 class Movement(Criterion):
-
     def __init__(self) -> None:
         self.accumulator: MovementScores | None = None
 

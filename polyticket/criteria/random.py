@@ -11,6 +11,5 @@ from polyticket.pruning import random_scores
 
 @CRITERIA.register("random")
 class Random(Criterion):
-
     def scores(self, level: Level) -> dict[str, torch.Tensor]:
         return random_scores(level.mask.shapes, level.seed)

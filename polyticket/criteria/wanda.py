@@ -143,7 +143,6 @@ class WandaCalibration(Callback):
 
 @CRITERIA.register("wanda")
 class Wanda(Criterion):
-
     def __init__(self) -> None:
         self.calibration: WandaCalibration | None = None
 

@@ -108,6 +108,11 @@ class Task(ABC):
     # On an encoder-decoder model, whether the task's model has the decoder (and so prunes
     # it): a mask of one task fits another only when both say the same.
     uses_decoder: bool = False
+    # The DataArgs knob that bounds an input's length in tokens (checked against the model's
+    # positions), and whether the task reads ``validation_ratio`` (documents of the training
+    # file held out when there is no evaluation file).
+    length_knob: str = "max_seq_length"
+    reads_validation_ratio: bool = False
 
     def prepare(self, data: DataArgs, tokenizer: Any, seed: int) -> TaskData:
         """Read every language's data, take equal shares, tokenise."""

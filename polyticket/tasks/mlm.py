@@ -109,6 +109,8 @@ class MlmTask(Task):
     metric = "perplexity"
     greater_is_better = False
     data_hint = "give --train-file and --eval-file (or --validation-ratio), or --dataset"
+    length_knob = "block_size"
+    reads_validation_ratio = True
 
     def read(self, data: DataArgs, split: Split, language: str, seed: int) -> list[str]:
         """With ``--validation-ratio`` both splits come from the training source, split by

@@ -10,6 +10,7 @@ from polyticket.study.spec import Study
 
 
 class Executor:
+    name: str = ""  # set by ``EXECUTORS.register``
     # the options (``polyticket study`` flags, as keyword names) this executor understands
     accepts: tuple[str, ...] = ()
 
@@ -18,7 +19,8 @@ class Executor:
         unknown = sorted(set(given) - set(self.accepts))
         if unknown:
             flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
-            raise UserError(f"{flags}: not an option of the {type(self).__name__} executor")
+            takes = ", ".join("--" + k.replace("_", "-") for k in self.accepts) or "none"
+            raise UserError(f"{flags}: not an option of --executor {self.name} (it takes {takes})")
         self.options = given
 
     def run(self, study: Study, pending: list[Cell], outcome: Outcome) -> None:
