@@ -4,6 +4,8 @@ import re
 import pytest
 import torch
 from transformers import (
+    AutoConfig,
+    AutoModel,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     BertConfig,
@@ -22,7 +24,7 @@ from transformers import (
 )
 
 from polyticket.errors import UserError
-from polyticket.models.families import PruneScope, find_prunable
+from polyticket.models.families import FAMILIES, PruneScope, _block_weights, find_prunable
 
 SMALL = dict(
     hidden_size=32,
@@ -136,6 +138,39 @@ def test_llama():
         "mlp.down_proj",
     ]
     assert set(found.params) == expected("layers.{i}.{part}.weight", 2, parts)
+
+
+TINY_ANY = dict(  # the size knobs of every declared family, each config reads its own
+    **SMALL,
+    num_key_value_heads=2,
+    head_dim=16,
+    n_embd=32, n_layer=2, n_head=2, n_positions=64,  # GPT-2
+    d_model=32, d_ff=64, num_layers=2, num_heads=2, d_kv=16,  # T5
+    dim=32, hidden_dim=64, n_heads=2, n_layers=2,  # DistilBERT
+    pad_token_id=0, bos_token_id=0, eos_token_id=0,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("model_type", [t for f in FAMILIES for t in f.model_types])
+def test_each_declared_family_prunes_every_matrix_of_its_blocks(model_type, caplog):
+    """Phi-3 fuses q/k/v and gate/up: under Llama's names it lost half its matrices."""
+    model = AutoModel.from_config(AutoConfig.for_model(model_type, **TINY_ANY))
+    with caplog.at_level(logging.WARNING, logger="polyticket"):
+        found = find_prunable(model)
+    assert set(found.params) == set(_block_weights(model)) and "stay dense" not in caplog.text
+
+
+def test_block_matrices_a_family_misses_are_said(monkeypatch, caplog):
+    import polyticket.models.families as families
+
+    llama = families.family_of("llama")
+    monkeypatch.setattr(families, "family_of", lambda model_type: llama)
+    model = AutoModel.from_config(AutoConfig.for_model("phi3", **TINY_ANY))
+    with caplog.at_level(logging.WARNING, logger="polyticket"):
+        find_prunable(model)
+    assert "4 weight matrices in phi3's blocks are not in its family's prunable set" in (
+        caplog.text
+    )
 
 
 def test_unknown_family_falls_back_to_block_linears_with_a_warning(caplog):

@@ -65,9 +65,14 @@ FAMILIES: tuple[Family, ...] = (
     ),
     Family(
         name="llama",
-        model_types=("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3"),
+        model_types=("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2"),
         prunable=r"layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)"
         r"|mlp\.(gate_proj|up_proj|down_proj))\.weight",
+    ),
+    Family(  # Llama's matrices, q/k/v and gate/up fused
+        name="phi3",
+        model_types=("phi3",),
+        prunable=r"layers\.\d+\.(self_attn\.(qkv_proj|o_proj)|mlp\.(gate_up_proj|down_proj))\.weight",
     ),
 )
 
@@ -126,6 +131,14 @@ def find_prunable(model: nn.Module, scope: PruneScope = PruneScope()) -> Prunabl
         names = [n for n in params if any(re.fullmatch(p, n) for p in scope.include)]
     elif family is not None:
         names = [n for n in params if re.fullmatch(family.prunable, n)]
+        # a version of the model that renames or fuses matrices would leave them dense unseen
+        missed = [n for n in _block_weights(base) if n not in names]
+        if missed:
+            log.warning(
+                "%d weight matrices in %s's blocks are not in its family's prunable set and "
+                "stay dense (first: %s; use --prune-include to choose)",
+                len(missed), model_type, missed[0],
+            )  # fmt: skip
         if scope.prune_pooler and family.pooler:
             names += [n for n in params if re.fullmatch(family.pooler, n)]
     else:
