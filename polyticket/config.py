@@ -331,7 +331,20 @@ def read_config_file(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of knob names to values")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
+    return knob_keys(data, str(path))
+
+
+def knob_keys(values: dict[Any, Any], where: str) -> dict[str, Any]:
+    """Knob names written with '-' or '_' alike (``max-steps`` is ``max_steps``); one knob
+    written both ways is refused, as YAML refuses a key given twice (the last would win)."""
+    out: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name in out:
+            raise UserError(f"{where}: {name} is given twice, as {spelled[name]!r} and {key!r}")
+        out[name], spelled[name] = value, str(key)
+    return out
 
 
 def _convert(value: Any, f: dataclasses.Field, hint: Any, source: str) -> Any:

@@ -238,6 +238,11 @@ CASES = [
         lambda w: with_config(w, "twice.yaml", "batch_size: 4\nbatch_size: 8\n"),
         "duplicate key 'batch_size'",
     ),
+    (
+        "yaml-two-spellings",
+        lambda w: with_config(w, "spellings.yaml", "max-steps: 5\nmax_steps: 6\n"),
+        "max_steps is given twice, as 'max-steps' and 'max_steps'",
+    ),
     ("yaml-utf8", lambda w: find(w, "--config", str(w / "bad-utf8.yaml")), "bad-utf8.yaml:2"),
     ("json-syntax", lambda w: find(w, "--config", str(w / "not-json.json")), "not-json.json"),
     ("config-missing", lambda w: find(w, "--config", str(w / "nope.yaml")), "nope.yaml"),
@@ -449,6 +454,11 @@ CASES = [
         "study-twice",
         lambda w: study_with(w, "s8b.yaml", "settings: {seed: 1}\nsettings: {seed: 2}\n"),
         "duplicate key 'settings'",
+    ),
+    (
+        "study-two-spellings",
+        lambda w: study_with(w, "s8d.yaml", "settings: {eval-steps: 2, eval_steps: 3}\n"),
+        "s8d.yaml: settings: eval_steps is given twice",
     ),
     (
         "study-multi",

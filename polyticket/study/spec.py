@@ -19,6 +19,7 @@ from polyticket.config import (
     FindConfig,
     TrainConfig,
     build_config,
+    knob_keys,
     knob_names,
     path_knobs,
     with_preset,
@@ -146,7 +147,7 @@ def _settings(path: Path, where: str, values: Any, out: Path) -> dict[str, Any]:
         return {}
     if not isinstance(values, dict):
         raise _fail(path, f"{where} must be a mapping of knobs")
-    values = {str(k).replace("-", "_"): v for k, v in values.items()}
+    values = knob_keys(values, f"{path}: {where}")
     _check_keys(path, where, values, SETTING_KNOBS | {"preset"})
     for name in PATH_KNOBS & set(values):
         # Relative paths in a study file are relative to the file, wherever it is run from.
