@@ -574,6 +574,33 @@ def test_cross_task_on_an_encoder_decoder_refuses_tasks_that_prune_other_parts(
     assert load_study(path).run["cross_task"]
 
 
+def test_cross_task_between_tasks_of_other_models_is_said(tmp_path, mt5_dir, bert_dir, caplog):
+    """A ticket trains only tasks of its own model: no pair at all is an error, a task
+    alone on its model a warning (both gave no cells, unsaid)."""
+    data = {"train_file": "x-{lang}", "eval_file": "y-{lang}"}
+    study = {
+        "model": str(bert_dir),
+        "languages": ["en"],
+        "tasks": {
+            "ner": {**data, "task": "ner"},
+            "nli-t5": {**data, "task": "nli", "model": str(mt5_dir)},
+        },
+        "run": {"cross_task": True},
+    }
+    path = tmp_path / "s.yaml"
+    path.write_text(json.dumps(study))
+    with pytest.raises(UserError, match="run.cross_task needs two tasks on one model; each"):
+        load_study(path)
+    study["tasks"]["nli"] = {**data, "task": "nli"}
+    path.write_text(json.dumps(study))
+    with caplog.at_level("WARNING", logger="polyticket"):
+        crossed = {c.name for c in cells(load_study(path)) if c.kind == "cross-task"}
+    assert f"no other task shares the model of nli-t5 ({mt5_dir})" in caplog.text
+    assert crossed == {
+        f"{t}/en/seed57/cross-task-from-{s}-s50" for t, s in (("ner", "nli"), ("nli", "ner"))
+    }
+
+
 def test_an_unreadable_level_leaves_its_cell_out_of_every_table(finished, tmp_path):
     """The cell named is the one whose file is bad; the others of its language stay; the
     report draws the rest."""

@@ -3,6 +3,8 @@ task of the same model, in each language both have."""
 
 from __future__ import annotations
 
+import logging
+
 from polyticket.errors import UserError
 from polyticket.study.grid import Cell
 from polyticket.study.kinds import CELL_KINDS
@@ -11,6 +13,8 @@ from polyticket.study.spec import Study
 from polyticket.tasks.base import get_task
 
 KIND = "cross-task"
+
+log = logging.getLogger("polyticket")
 
 
 @CELL_KINDS.register(KIND)
@@ -27,6 +31,21 @@ class CrossTask(LevelKind):
         super().validate(study)
         if not self.enabled(study):
             return
+        alone = [  # a ticket is only trained on tasks of its own model
+            f"{key} ({spec.model})"
+            for key, spec in study.tasks.items()
+            if sum(other.model == spec.model for other in study.tasks.values()) == 1
+        ]
+        if len(alone) == len(study.tasks):
+            raise UserError(
+                f"{study.path}: run.cross_task needs two tasks on one model; each task here "
+                f"has a model of its own: {', '.join(alone)}"
+            )
+        if alone:
+            log.warning(
+                "%s: run.cross_task: no other task shares the model of %s, so it has no "
+                "cross-task cells", study.path, ", ".join(alone),
+            )  # fmt: skip
         configs = {spec.model: _local_config(spec.model) for spec in study.tasks.values()}
 
         def pruned(task: str, config) -> str:
