@@ -359,6 +359,23 @@ def test_methods_cells_and_their_table(tmp_path, bert_dir):
     assert "ticket finders against IMP" in text
     assert "ner fr seed 1 wanda: s50: " in text and "as good for half the steps: " in text
     assert "ner fr wanda, mean of 1 seed(s): s50: " in text
+    from polyticket.analysis.report import build
+
+    (finders,) = [s for s in build(study.out) if s.key == "finders"]
+    (table,) = finders.parts
+    assert table.header == [
+        "method", "language", "seeds",
+        "score 50%", "J to IMP 50%", "steps 50%", "vs IMP 50%", "goal",
+    ]  # fmt: skip
+    shown = {(r[0], r[1]): r for r in table.rows}
+    assert len(shown) == len(means)
+    assert shown["wanda", "fr"][4:] == [
+        f"{wanda['jaccard_s50']:.3f}",
+        "0",
+        f"{wanda['diff_s50']:.3f}",  # one seed: no spread to show
+        "yes" if wanda["goal_s50"] else "no",
+    ]
+    assert shown["imp", "fr"][4:] == ["1.000", "4", "–", "–"]
 
     # a criterion's own knob concerns only the cells that prune by it
     study_json = json.loads(path.read_text())

@@ -35,6 +35,7 @@ SECTION_IDS = [
     "similarity",
     "dendrogram",
     "core",
+    "finders",
 ]
 # One task at one sparsity: a figure of each kind (overlap per layer and per component in
 # both measures), three of similarity (svcca, pwcca, cka).
@@ -115,7 +116,7 @@ def chromium() -> str:
 
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory, bert_dir) -> Path:
-    """One seed, three languages, every kind of cell of two steps (27 cells); retrieval and
+    """One seed, three languages, every kind of cell of two steps (30 cells); retrieval and
     similarity tables as the representation analyses write them (their numbers made up, their
     masks named as a study exports them, without the task column of a study's tables)."""
     root = tmp_path_factory.mktemp("report")
@@ -126,7 +127,7 @@ def study_dir(tmp_path_factory, bert_dir) -> Path:
         root / "run",
         seeds=[1],
         settings={**settings, "eval_steps": 2},
-        run={"oneshot": True, "core": True},
+        run={"oneshot": True, "core": True, "methods": ["wanda"]},
     )
     assert main(["study", str(path)]) == 0
     results = root / "run" / "results"

@@ -36,10 +36,17 @@ from polyticket import __version__
 from polyticket.analysis import plots
 from polyticket.analysis.cluster import GROUPINGS, language_similarity
 from polyticket.analysis.overlap import language_pairs, same_language_pairs
-from polyticket.analysis.results import BASELINES, headline_text, not_done_text
+from polyticket.analysis.results import (
+    BASELINES,
+    GOAL_JACCARD,
+    GOAL_SPARSITY,
+    headline_text,
+    not_done_text,
+)
 from polyticket.errors import UserError
 from polyticket.io import atomic_path, prepare_output_dir, read_json, write_text
 from polyticket.layout import ReportLayout, RunLayout, StudyLayout
+from polyticket.study.grid import percent
 from polyticket.study.kinds.imp import imp_cell
 
 SPARSITY = "sparsity (% of prunable weights pruned)"
@@ -1080,6 +1087,58 @@ def core_section(files: StudyFiles) -> Section:
     )
 
 
+# --- other ticket finders ------------------------------------------------------------------
+def finders_section(files: StudyFiles) -> Section:
+    section = Section(
+        "finders",
+        "Other ticket finders against IMP",
+        "Tickets found by other pruning criteria (run.methods), per language, as means over "
+        "the seeds where both ran: the score at each target sparsity, the Jaccard of the mask "
+        "to IMP's at that level, the training steps that chose it, and the difference to "
+        f"IMP's score. The goal: within ε of IMP's score, a Jaccard of at least "
+        f"{GOAL_JACCARD}, for at most half IMP's steps, at {float(GOAL_SPARSITY):.0%}.",
+    )
+    rows = files.results.get("methods_mean", [])
+    goal = f"goal_{percent(GOAL_SPARSITY)}"
+    for task in dict.fromkeys(r["task"] for r in rows):
+        ours = [r for r in rows if r["task"] == task]
+        tags = [k.removeprefix("score_") for k in ours[0] if re.fullmatch(r"score_s\d+", k)]
+        header = ["method", "language", "seeds"]
+        for tag in tags:
+            at = tag.removeprefix("s") + "%"
+            header += [f"score {at}", f"J to IMP {at}", f"steps {at}", f"vs IMP {at}"]
+        section.parts.append(
+            Table(
+                f"{task}: finders against IMP (means over seeds; ± the score's std over seeds "
+                "and the standard error of the difference, where there are two seeds or more)",
+                [*header, "goal"],
+                [
+                    [r["method"], r["language"], str(r["seeds"])]
+                    + [cell for tag in tags for cell in _finder_cells(r, tag)]
+                    + [{True: "yes", False: "no"}.get(r.get(goal), "–")]
+                    for r in ours
+                ],
+            )
+        )
+    return section.done("No data: other finders need `run: {methods: [movement, wanda, …]}`.")
+
+
+def _finder_cells(row: dict[str, Any], tag: str) -> list[str]:
+    """Score, Jaccard to IMP, steps, difference to IMP at one sparsity (``s50``); a spread
+    only where there are seeds to measure it by (the tables write 0 for one seed)."""
+
+    def spread(key: str, of: str) -> str:
+        return _number(row[key]) + (f" ± {_number(row[of])}" if row["seeds"] > 1 else "")
+
+    difference = spread(f"diff_{tag}", f"diff_{tag}_se") if f"diff_{tag}" in row else "–"
+    return [
+        spread(f"score_{tag}", f"score_{tag}_std"),
+        _number(row[f"jaccard_{tag}"]),
+        f"{row[f'steps_{tag}']:g}",
+        difference,
+    ]
+
+
 def _core_components_table(core: dict[str, Any]) -> Table:
     """Kept share per component of the core and of each residue (mean over seeds)."""
     rows = [r for r in core["sizes"] if r["scope"] == "component"]
@@ -1147,6 +1206,7 @@ SECTIONS = (
     similarity_section,
     dendrogram_section,
     core_section,
+    finders_section,
 )
 
 
