@@ -247,6 +247,11 @@ def read_packed(
                 f"{path}: parameter {name} has {packed.size} bytes of {packed.dtype}, "
                 f"expected {(count + 7) // 8} bytes of uint8 for shape {list(shape)}"
             )
+        if count % 8 and int(packed[-1]) >> (count % 8):  # popcounts count every bit
+            raise UserError(
+                f"{path}: parameter {name} has bits set past its {count} weights (a damaged "
+                "file, or not written by polyticket)"
+            )
     metadata = {k: v for k, v in meta.items() if k not in ("format", "shapes", "sparsity")}
     return {name: arrays[name] for name in shapes}, shapes, metadata
 

@@ -110,6 +110,22 @@ def test_truncated_file_is_a_clear_error(tmp_path):
         Mask.load(tmp_path / "missing.safetensors")
 
 
+def test_bits_past_the_last_weight_are_refused(tmp_path):
+    """The analyses count set bits of whole bytes: padding set by another writer would
+    count as kept weights (an all-pruned 3 × 3 read as 22% kept)."""
+    from safetensors.numpy import save_file
+
+    from polyticket.analysis.packed import PackedMask
+
+    path = Mask({"w": torch.zeros(3, 3, dtype=torch.bool)}).save(tmp_path / "m.safetensors")
+    arrays, meta = load_file(str(path)), read_metadata(path)
+    arrays["w"][-1] |= 0b11111110  # the 7 bits past weight 9
+    save_file(arrays, str(tmp_path / "padded.safetensors"), metadata=meta)
+    for load in (Mask.load, PackedMask.load):
+        with pytest.raises(UserError, match="w has bits set past its 9 weights"):
+            load(tmp_path / "padded.safetensors")
+
+
 def test_mask_that_does_not_fit_names_the_parameter_and_both_shapes():
     mask = random_mask(SHAPES, 0.5, 0)
     model_shapes = dict(SHAPES) | {"encoder.layer.1.output.dense.weight": (8, 32)}
