@@ -117,6 +117,10 @@ def test_ticket_is_the_sparsest_level_within_epsilon_for_either_direction():
     lower = epsilon_ticket(levels(10.0, 10.5, 9.0, 12.0), 0.6, False)
     assert lower["level"] == 2
     assert epsilon_ticket(levels(10.0, 12.0), 0.5, False)["level"] == 0
+    # exactly ε away counts, though 0.79 - 0.80 is -0.010000000000000009 in floats
+    assert epsilon_ticket(levels(0.80, 0.79), 0.01, True)["level"] == 1
+    assert epsilon_ticket(levels(0.80, 0.7899), 0.01, True)["level"] == 0
+    assert epsilon_ticket(levels(3.3, 3.4), 0.1, False)["level"] == 1  # 0.10000000000000009
 
 
 def test_study_tickets_use_the_std_of_the_dense_score_over_seeds():

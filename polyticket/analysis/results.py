@@ -52,7 +52,7 @@ from polyticket.study.outputs import (
     score,
     study_tickets,
 )
-from polyticket.tickets import RULES, SEED_STD
+from polyticket.tickets import RULES, SEED_STD, within
 
 
 def _mean(values: list[float]) -> float:
@@ -452,10 +452,10 @@ def goal(row: dict[str, Any], imp: dict[str, Any], epsilon: float, greater: bool
     if f"score_{tag}" not in row:
         return {}
     score, reference = row[f"score_{tag}"], imp[f"score_{tag}"]
-    within = score >= reference - epsilon if greater else score <= reference + epsilon
+    close = within(score, reference, epsilon, greater)
     similar = row[f"jaccard_{tag}"] >= GOAL_JACCARD
     cheaper = row[f"steps_{tag}"] <= imp[f"steps_{tag}"] / 2
-    return {f"goal_{tag}": within and similar and cheaper}
+    return {f"goal_{tag}": close and similar and cheaper}
 
 
 def headline(matrix: dict[str, Any], overlap: dict[str, Any]) -> dict[str, Any]:
