@@ -136,7 +136,9 @@ def compare_with_groups(
 ) -> dict[str, Any] | None:
     """The tree cut into as many clusters as ``grouping`` has groups among the known
     languages, scored against it; None unless some group has two languages and there are
-    at least two groups."""
+    at least two groups. Where merge heights tie, scipy's ``maxclust`` cut may give fewer
+    clusters than asked (all similarities equal: one), and languages of no known group stay
+    in the tree, where they can take up a cluster."""
     column = GROUPINGS.index(grouping)
     known = [i for i, lang in enumerate(languages) if lang in LANGUAGES]
     groups = [LANGUAGES[languages[i]][column] for i in known]

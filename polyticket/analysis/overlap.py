@@ -3,8 +3,10 @@
 For every pair of masks, overall and per layer, component and attention head:
 
 - ``jaccard``: |a ∧ b| / |a ∨ b| of the kept weights;
-- ``random``: its exact expectation for independent random masks with the same kept
-  fractions k1, k2 (in that group): k1·k2 / (k1 + k2 − k1·k2);
+- ``random``: its expectation for independent random masks with the same kept fractions
+  k1, k2 (in that group): k1·k2 / (k1 + k2 − k1·k2), the ratio of the expectations
+  E|a ∧ b| / E|a ∨ b|, exact as the number of weights grows (for one head of 49k weights
+  the difference is far below the third decimal; for 64 weights at 50% it is 0.336 vs 0.333);
 - ``agreement``: the fraction of weights both keep or both prune;
 
 and, given the one-shot magnitude mask ``o`` of θ0 at the same sparsity (``baseline``):
@@ -315,7 +317,8 @@ def _sum_by(items: Iterable[tuple[str, int]], key: Callable[[str], str]) -> dict
 
 
 def random_jaccard(kept_a: float, kept_b: float) -> float:
-    """E[Jaccard] of independent random masks keeping these fractions: k1k2 / (k1+k2−k1k2)."""
+    """Jaccard of independent random masks keeping these fractions, as the ratio of
+    expectations E|a ∧ b| / E|a ∨ b| = k1k2 / (k1+k2−k1k2) (exact as the group grows)."""
     both = kept_a * kept_b
     either = kept_a + kept_b - both
     return both / either if either else 1.0

@@ -10,8 +10,11 @@ Each measure compares two representations of the same n sentences, ``x`` (n, d1)
 - PWCCA (Morcos et al., 2018): the canonical correlations weighted by how much of ``x`` each
   canonical variate accounts for, α_i ∝ Σ_j |<h_i, x_j>| over the (centred) neurons x_j of
   ``x`` and the orthonormalised canonical variates h_i. Asymmetric: weighted by ``x``, which
-  the analyses make the reference side (the dense model; the first language). (Google's
-  ``pwcca.py`` weights by the side with fewer neurons, on uncentred activations.)
+  the analyses make the reference side (the dense model; the first language). Google's
+  ``pwcca.py`` differs from this textbook form: it weights by the side with fewer neurons,
+  on uncentred activations, builds the variates without whitening x, and reads x's
+  activations in the branch that weights by y; its values differ from these in the third
+  decimal and move when a constant is added to the activations.
 
 CCA here whitens each side through the eigen-decomposition of its d × d covariance XᵀX
 (computed once per representation, see :class:`Spectrum`); the singular values of Qxᵀ Qy of
@@ -21,7 +24,9 @@ the largest are dropped (rank deficiency: constant or redundant units, n ≤ d).
 ``epsilon`` adds a ridge λ = ε · (mean variance of the kept directions) to each covariance
 (relative, so the result stays scale invariant), which shrinks the correlations of
 low-variance directions; a representation compared with itself then scores below 1
-(s² / (s² + λ) per direction), so values are comparable only at equal ε.
+(s² / (s² + λ) per direction), so values are comparable only at equal ε, and not with
+Google's ``cca_core`` at the same ε (it scales the covariance by its largest entry before
+adding ε·I).
 
 CCA needs many more samples than dimensions: with n sentences, two subspaces of dimensions
 r1 and r2 of the (n-1)-dimensional centred sample space share at least r1 + r2 - (n-1)
@@ -126,7 +131,7 @@ def cca(
     qx, qy = _whitened(sx, epsilon, variance), _whitened(sy, epsilon, variance)
     left, correlations, _ = torch.linalg.svd(qx.T @ qy, full_matrices=False)
     variates = qx @ left[:, : len(correlations)]
-    if epsilon > 0:  # the ridge leaves them orthogonal but shorter than 1; Gram-Schmidt
+    if epsilon > 0:  # with the ridge they are no longer orthonormal: Gram-Schmidt
         variates, _ = torch.linalg.qr(variates)
     return CCA(correlations.clamp(0, 1), variates)
 
