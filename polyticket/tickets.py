@@ -3,9 +3,9 @@
 - ``EPSILON`` (``find``): the sparsest level whose best score is within a fixed ``--epsilon``
   of the run's own dense (level 0) score. ``find`` writes it as ``ticket.safetensors``.
 - ``SEED_STD`` (a study, the paper's rule): ε is the sample standard deviation (n − 1) of
-  the dense score over the study's seeds, and each seed's ticket is its sparsest level within ε of the mean
-  dense score. A study exports it as ``study-ticket.safetensors`` and its tables say
-  ``rule: seed-std``; with one seed it falls back to the ``find`` ε.
+  the dense score over the study's seeds, and each seed's ticket is its sparsest level
+  within ε of the mean dense score. A study exports it as ``study-ticket.safetensors``
+  and its tables say ``rule: seed-std``; with one seed it falls back to the ``find`` ε.
 
 Both read only the levels' metrics (``level_KK/metrics.json``) and return the same record.
 Level 0 is the ticket when no level is within ε.
