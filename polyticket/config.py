@@ -595,7 +595,7 @@ def parse_config(cls: type, args: argparse.Namespace) -> Any:
     if hasattr(config, "out"):
         from polyticket.io import prepare_output_dir
 
-        prepare_output_dir(config.out)
+        prepare_output_dir(config.out, create=False)
     return config
 
 

@@ -172,16 +172,22 @@ def numbered_lines(text: str) -> Iterator[tuple[int, str]]:
     return enumerate(io.StringIO(text, newline=None), 1)
 
 
-def prepare_output_dir(path: str | Path) -> Path:
-    """Create an output folder and make sure files can be written in it, before any work:
-    an existing file, a path under a file, or a folder that cannot be written fails now
-    with its reason, not after an hour of training."""
+def prepare_output_dir(path: str | Path, create: bool = True) -> Path:
+    """Make sure files can be written in an output folder, before any work: an existing
+    file, a path under a file, or a folder that cannot be written fails now with its reason,
+    not after an hour of training. With ``create=False`` the folder is left to the first file
+    written into it (a command refused later leaves no empty folder behind), and the nearest
+    folder above it that exists is the one tried."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"output {path} is an existing file, not a directory")
+    nearest = path if create else next(p for p in (path, *path.parents) if p.exists())
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        elif not nearest.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        with tempfile.TemporaryFile(dir=nearest):
             pass
     except OSError as exc:
         raise UserError(f"cannot write in output directory {path}: {exc.strerror or exc}") from None
@@ -197,7 +203,7 @@ def prepare_output_file(path: str | Path, inputs: Iterable[str | Path] = ()) -> 
     for given in map(Path, inputs):
         if given.exists() and path.exists() and path.samefile(given):
             raise UserError(f"output {path} is an input of the command too: write elsewhere")
-    prepare_output_dir(path.parent)
+    prepare_output_dir(path.parent, create=False)
     return path
 
 

@@ -544,6 +544,19 @@ def test_a_malformed_input_is_one_line_and_exit_2(world, argv, words, capsys):
     assert all(k.startswith("out/") for k in after.keys() - before.keys()), after.keys() - before
 
 
+def test_a_refused_command_leaves_no_empty_output_folder(world, tmp_path, capsys):
+    """The output folder is checked before any work and made by the first file written: a
+    command refused later (its data, its model) leaves nothing to clean up."""
+    fresh = tmp_path / "runs" / "new"
+    for argv in (
+        [*find(world, train="empty.conll")[:-2], "--out", str(fresh)],
+        [*find(world)[:-2], "--model", str(world / "no-model"), "--out", str(fresh)],
+        ["masks", "import", str(world / "pickle.pt"), str(fresh / "m.safetensors")],
+    ):
+        assert main(argv) == 2, capsys.readouterr().err
+        assert not (tmp_path / "runs").exists(), argv
+
+
 def test_a_yaml_key_given_twice_is_refused_but_merge_keys_still_override():
     import yaml
 
