@@ -62,6 +62,21 @@ def test_only_the_first_sub_word_carries_the_label(bert_dir, tmp_path):
     assert data.info["labels"] == list(WIKIANN_LABELS)
 
 
+def test_entities_truncation_leaves_unscored_are_counted(bert_dir, tmp_path, caplog):
+    """Words past max_seq_length get no label, so F1 leaves their entities out: said."""
+    tokenizer = load_tokenizer(ModelArgs(model=str(bert_dir)))
+    path = tmp_path / "d.conll"
+    long = "Anna\tB-PER\nlives\tO\nin\tO\nNew\tB-LOC\nYork\tI-LOC\nwith\tO\nBob\tB-PER\n"
+    path.write_text(long + "\nParis\tB-LOC\n")
+    for length, cut in ((6, 2), (64, 0)):  # [CLS], four words, [SEP]: New York cut, Bob gone
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="polyticket"):
+            data = DataArgs(train_file=path, eval_file=path, max_seq_length=length)
+            NerTask().prepare(data, tokenizer, 0)
+        said = f"{cut} of the evaluation data's 4 entities (in 1 sentences) lie wholly or partly"
+        assert (said in caplog.text) == bool(cut), caplog.text
+
+
 def test_the_tag_goes_on_the_first_piece_that_shows_the_word(tmp_path):
     """Sentencepiece (XLM-R, e5) writes a Chinese character as a bare "▁" and the
     character: the tag goes on the character, not on the blank piece all words share."""

@@ -17,7 +17,7 @@ from polyticket.models.families import find_prunable
 from polyticket.tasks.base import equal_shares
 from polyticket.tasks.mlm import MlmTask, blocks
 from polyticket.tasks.ner import NerTask
-from polyticket.tasks.nli import NliTextTask
+from polyticket.tasks.nli import NliTask, NliTextTask
 from polyticket.training import eval_loader, make_accelerator
 
 FAST = ["--max-steps", "6", "--batch-size", "8", "--learning-rate", "1e-3", "--eval-steps", "3"]
@@ -135,6 +135,30 @@ def test_mt5_answers_that_are_no_label_score_zero(mt5_dir, nli_files, monkeypatc
 
     monkeypatch.setattr(model, "generate", oracle)
     assert task.evaluate(model, loader, accelerator, data)["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("kind", ["ner", "nli", "nli-t5"])
+def test_the_evaluation_loss_is_a_mean_over_labels_not_batches(
+    kind, bert_dir, mt5_dir, conll_files, nli_files
+):
+    """With uneven batches the last, small one counted as much as a full one: the loss
+    moved with --eval-batch-size. One batch of everything gives the model's own mean."""
+    task = {"ner": NerTask(), "nli": NliTask(), "nli-t5": NliTextTask()}[kind]
+    model_args = ModelArgs(model=str(mt5_dir if kind == "nli-t5" else bert_dir))
+    files = conll_files if kind == "ner" else nli_files
+    data_args = DataArgs(task=task.name, train_file=files[0], eval_file=files[1])
+    data = task.prepare(data_args, load_tokenizer(model_args), 0)
+    model = task.build_model(model_args, data, 0).eval()
+    if kind == "nli-t5":  # only the loss is compared here: skip the answers' decoding
+        model.generate = lambda input_ids, **kwargs: input_ids[:, :1]
+    accelerator = make_accelerator(TrainArgs(cpu=True))
+    everything = eval_loader(data.eval, data.collator, len(data.eval))
+    with torch.no_grad():
+        whole = model(**next(iter(everything))).loss.item()
+    for size in (1, 3, len(data.eval)):
+        loader = eval_loader(data.eval, data.collator, size)
+        loss = task.evaluate(model, loader, accelerator, data)["loss"]
+        assert loss == pytest.approx(whole, rel=1e-5), size
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from polyticket.errors import UserError
 from polyticket.io import numbered_lines, read_text
 from polyticket.models import load_model
 from polyticket.tasks import TASKS
-from polyticket.tasks.base import Split, Task, TaskData
+from polyticket.tasks.base import Split, Task, TaskData, loss_sums
 
 
 def read_documents(path: Path, text_column: str = "text") -> list[str]:
@@ -164,27 +164,13 @@ class MlmTask(Task):
 
     @torch.no_grad()
     def evaluate(self, model, loader: DataLoader, accelerator: Accelerator, data: TaskData):
-        loss_sum = 0.0
-        predicted = correct = 0
+        sums = torch.zeros(3, dtype=torch.float64)  # summed loss, tokens predicted, correct
         for batch in loader:
             logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
             labels = batch["labels"]
-            losses = torch.nn.functional.cross_entropy(
-                logits.transpose(1, 2).float(), labels, ignore_index=-100, reduction="none"
-            )
-            chosen = labels != -100
-            # per example, so that gather_for_metrics drops the duplicates of the last batch
-            sums = torch.stack(
-                [
-                    (losses * chosen).sum(1),
-                    chosen.sum(1).float(),
-                    ((logits.argmax(-1) == labels) & chosen).sum(1).float(),
-                ],
-                dim=1,
-            )
-            sums = accelerator.gather_for_metrics(sums).sum(0)
-            loss_sum += sums[0].item()
-            predicted += int(sums[1].item())
-            correct += int(sums[2].item())
+            right = ((logits.argmax(-1) == labels) & (labels != -100)).sum(1).double()
+            rows = torch.cat([loss_sums(logits, labels), right[:, None]], dim=1)
+            sums += accelerator.gather_for_metrics(rows).sum(0).cpu()
+        loss_sum, predicted, correct = sums.tolist()
         mean = loss_sum / max(predicted, 1)
         return {"perplexity": math.exp(mean), "loss": mean, "accuracy": correct / max(predicted, 1)}

@@ -24,7 +24,7 @@ from polyticket.errors import UserError
 from polyticket.io import text_lines
 from polyticket.models import load_classifier, load_model
 from polyticket.tasks import TASKS
-from polyticket.tasks.base import Task, TaskData
+from polyticket.tasks.base import Task, TaskData, loss_sums
 from polyticket.tasks.labels import XNLI_LABELS
 
 LABELS = list(XNLI_LABELS)
@@ -142,14 +142,16 @@ class NliTask(Task):
     @torch.no_grad()
     def evaluate(self, model, loader: DataLoader, accelerator: Accelerator, data: TaskData):
         correct = total = 0
-        losses = []
+        sums = torch.zeros(2, dtype=torch.float64)
         for batch in loader:
             out = model(**batch)
-            losses.append(accelerator.gather_for_metrics(out.loss.detach().reshape(1)))
+            sums += (
+                accelerator.gather_for_metrics(loss_sums(out.logits, batch["labels"])).sum(0).cpu()
+            )
             preds, refs = accelerator.gather_for_metrics((out.logits.argmax(-1), batch["labels"]))
             correct += int((preds == refs).sum())
             total += refs.numel()
-        return {"accuracy": correct / total, "loss": torch.cat(losses).mean().item()}
+        return {"accuracy": correct / total, "loss": (sums[0] / sums[1]).item()}
 
 
 class NliTextTask(NliTask):
@@ -191,9 +193,10 @@ class NliTextTask(NliTask):
         tokenizer = data.tokenizer
         generator = accelerator.unwrap_model(model)
         correct = total = 0
-        losses = []
+        sums = torch.zeros(2, dtype=torch.float64)
         for batch in loader:
-            losses.append(accelerator.gather_for_metrics(model(**batch).loss.detach().reshape(1)))
+            logits = model(**batch).logits
+            sums += accelerator.gather_for_metrics(loss_sums(logits, batch["labels"])).sum(0).cpu()
             generated = generator.generate(
                 input_ids=batch["input_ids"],
                 attention_mask=batch["attention_mask"],
@@ -215,4 +218,4 @@ class NliTextTask(NliTask):
                 for a, g in zip(answers, gold, strict=True)
             )
             total += len(gold)
-        return {"accuracy": correct / total, "loss": torch.cat(losses).mean().item()}
+        return {"accuracy": correct / total, "loss": (sums[0] / sums[1]).item()}
