@@ -471,6 +471,6 @@ def test_files_written_with_upper_case_extensions_read_back(tmp_path):
     from polyticket.tasks.nli import NliTask
 
     ner = write_synth("ner", "en", 4, 1, tmp_path / "U.JSONL")
-    assert len(NerTask().read_file(ner, DataArgs())) == 4
+    assert len(NerTask().read_file(ner, DataArgs(), "en")) == 4
     nli = write_synth("nli", "en", 3, 1, tmp_path / "N.JSONL")
-    assert len(NliTask().read_file(nli, DataArgs(task="nli"))) == 3
+    assert len(NliTask().read_file(nli, DataArgs(task="nli"), "en")) == 3

@@ -11,6 +11,7 @@ from conftest import ner_sentences, write_conll
 
 from polyticket.cli import main
 from polyticket.config import DataArgs, ModelArgs, TrainArgs
+from polyticket.errors import UserError
 from polyticket.masks import Mask
 from polyticket.models import load_tokenizer
 from polyticket.models.families import find_prunable
@@ -448,7 +449,7 @@ def test_presets_set_the_papers_settings_and_flags_win():
     assert config.model.model == "bert-base-multilingual-cased"
 
 
-def test_xnli_from_the_hub_uses_the_language_and_label_ids(xlmr_dir, monkeypatch):
+def test_xnli_from_the_hub_uses_the_language_and_label_ids(xlmr_dir, monkeypatch, caplog):
     import datasets
 
     from polyticket.tasks.nli import NliTask
@@ -472,6 +473,22 @@ def test_xnli_from_the_hub_uses_the_language_and_label_ids(xlmr_dir, monkeypatch
     )
     assert asked == [("facebook/xnli", "fr", "train"), ("facebook/xnli", "fr", "validation")]
     assert sorted(ex["labels"] for ex in data.train) == [0, 2]
+    # SNLI/MNLI-style: -1 marks a pair without a gold label; other label names are refused
+    snli = datasets.Dataset.from_dict(
+        {"premise": ["A.", "B."], "hypothesis": ["C.", "D."], "label": [1, -1]},
+        features=datasets.Features(
+            premise=datasets.Value("string"),
+            hypothesis=datasets.Value("string"),
+            label=datasets.ClassLabel(names=["entailment", "neutral", "contradiction"]),
+        ),
+    )
+    hub = DataArgs(task="nli", dataset="snli")
+    with caplog.at_level(logging.WARNING, logger="polyticket"):
+        assert NliTask().from_hub(snli, hub) == [("A.", "C.", 1)]
+    assert "snli: 1 pairs without a gold label (-1) left out" in caplog.text
+    other = snli.cast_column("label", datasets.ClassLabel(names=["yes", "maybe", "no"]))
+    with pytest.raises(UserError, match="snli: its labels are \\['yes', 'maybe', 'no'\\]"):
+        NliTask().from_hub(other, hub)
 
 
 def test_nli_files_take_words_or_ids_and_name_the_bad_line(tmp_path):
@@ -484,6 +501,12 @@ def test_nli_files_take_words_or_ids_and_name_the_bad_line(tmp_path):
     tsv.write_text("premise\thypothesis\tlabel\nA\tB\tmaybe\n")
     with pytest.raises(UserError, match=r"x\.tsv:2.*maybe"):
         read_pairs(tsv)
+    # XNLI's dev and test TSVs hold every language in one file: the rows of one are read
+    tsv.write_text("language\tsentence1\tsentence2\tgold_label\nen\tA\tB\t0\nfr\tC\tD\t1\n")
+    assert read_pairs(tsv, "fr") == [("C", "D", 1)]
+    assert len(read_pairs(tsv)) == 2
+    with pytest.raises(UserError, match="no rows of language de .*has en, fr"):
+        read_pairs(tsv, "de")
     jsonl = tmp_path / "x.jsonl"
     jsonl.write_text(
         '{"premise": "A", "hypothesis": "B", "label": "Entailment"}\n{"premise": "A"}\n'

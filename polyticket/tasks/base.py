@@ -155,7 +155,7 @@ class Task(ABC):
         if path is None:
             raise UserError(self.data_hint)
         self._inputs().append(file_fingerprint(require_file(path)))
-        return self._record(str(path), self.read_file(path, data))
+        return self._record(str(path), self.read_file(path, data, language))
 
     def _inputs(self) -> list[dict[str, Any]]:
         return self.__dict__.setdefault("inputs", [])
@@ -176,8 +176,8 @@ class Task(ABC):
         return "data"
 
     @abstractmethod
-    def read_file(self, path: Path, data: DataArgs) -> list[Any]:
-        """Raw examples of a local file."""
+    def read_file(self, path: Path, data: DataArgs, language: str) -> list[Any]:
+        """Raw examples of a local file, of ``language`` where a file holds several."""
 
     @abstractmethod
     def from_hub(self, dataset: Any, data: DataArgs) -> list[Any]:

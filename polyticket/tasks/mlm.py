@@ -122,7 +122,7 @@ class MlmTask(Task):
         )
         return train if split == "train" else held_out
 
-    def read_file(self, path: Path, data: DataArgs) -> list[str]:
+    def read_file(self, path: Path, data: DataArgs, language: str) -> list[str]:
         return read_documents(path, data.text_column)
 
     def from_hub(self, dataset: Any, data: DataArgs) -> list[str]:

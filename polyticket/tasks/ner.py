@@ -137,7 +137,7 @@ def _warn_unscored(sentences: Sequence[Sentence], features: list[dict], max_leng
 class NerTask(Task):
     metric = "f1"
 
-    def read_file(self, path: Path, data: DataArgs) -> list[Sentence]:
+    def read_file(self, path: Path, data: DataArgs, language: str) -> list[Sentence]:
         if path.suffix.lower() == ".jsonl":
             return read_jsonl(path, list(data.labels) or WIKIANN_LABELS)
         return read_conll(path, data.labels)

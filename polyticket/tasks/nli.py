@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from polyticket.models import load_classifier, load_model
 from polyticket.tasks import TASKS
 from polyticket.tasks.base import Task, TaskData, loss_sums
 from polyticket.tasks.labels import XNLI_LABELS
+
+log = logging.getLogger("polyticket")
 
 LABELS = list(XNLI_LABELS)
 
@@ -82,14 +85,24 @@ def _records(path: Path) -> list[tuple[int, Any]]:
         raise UserError(f"{path}:{reader.line_num}: not TSV ({exc})") from None
 
 
-def read_pairs(path: Path) -> list[Pair]:
+def read_pairs(path: Path, language: str | None = None) -> list[Pair]:
     """TSV with a header (premise, hypothesis, label; XNLI's sentence1/2, gold_label too) or
-    JSON lines with the same fields; labels as words or XNLI ids."""
+    JSON lines with the same fields; labels as words or XNLI ids. A file with a ``language``
+    column (XNLI's dev and test TSVs hold all fifteen) gives the rows of ``language``."""
     pairs = []
-    for lineno, record in _records(path):
+    records = _records(path)
+    given = {r.get("language") for _, r in records if isinstance(r, dict)} - {None}
+    if language is not None and given and language not in given:
+        raise UserError(
+            f"{path}: no rows of language {language} (its language column has "
+            f"{', '.join(sorted(map(str, given)))})"
+        )
+    for lineno, record in records:
         where = f"{path}:{lineno}"
         if not isinstance(record, dict) or None in record:
             raise UserError(f"{where}: expected premise, hypothesis and label fields")
+        if language is not None and given and record.get("language") != language:
+            continue
         pairs.append(
             (
                 _text(record, "premise", where),
@@ -110,11 +123,23 @@ class NliTask(Task):
     def for_model(cls, config: PretrainedConfig) -> Task:
         return NliTextTask() if config.is_encoder_decoder else cls()
 
-    def read_file(self, path: Path, data: DataArgs) -> list[Pair]:
-        return read_pairs(path)
+    def read_file(self, path: Path, data: DataArgs, language: str) -> list[Pair]:
+        return read_pairs(path, language)
 
     def from_hub(self, dataset: Any, data: DataArgs) -> list[Pair]:
-        return [(ex["premise"], ex["hypothesis"], int(ex["label"])) for ex in dataset]
+        """XNLI's label ids; SNLI/MNLI-style data have the same names in the same order,
+        and -1 for pairs without a gold label, which are left out (and counted)."""
+        names = getattr(dataset.features.get("label"), "names", None)
+        if names is not None and [str(n).lower() for n in names] != LABELS:
+            raise UserError(f"{data.dataset}: its labels are {names}, not XNLI's {LABELS}")
+        pairs = [(ex["premise"], ex["hypothesis"], int(ex["label"])) for ex in dataset]
+        labelled = [pair for pair in pairs if pair[2] >= 0]
+        if len(labelled) < len(pairs):
+            log.warning(
+                "%s: %d pairs without a gold label (-1) left out",
+                data.dataset, len(pairs) - len(labelled),
+            )  # fmt: skip
+        return labelled
 
     def featurize(self, train, dev, data: DataArgs, tokenizer: Any, seed: int) -> TaskData:
         def features(pairs: Sequence[Pair]) -> list[dict[str, Any]]:
