@@ -107,6 +107,33 @@ def test_mt5_train_with_its_ticket(mt5_run, mt5_dir, nli_files, tmp_path):
     )
 
 
+def test_mt5_inputs_cut_the_premise_not_the_hypothesis(mt5_dir, nli_files):
+    """As one string, "xnli premise: P hypothesis: H" would lose H behind a long P."""
+    from polyticket.tasks.nli import read_pairs
+
+    tokenizer = load_tokenizer(ModelArgs(model=str(mt5_dir)))
+    pairs = read_pairs(nli_files[1])
+
+    def inputs(length: int) -> list[list[int]]:
+        args = DataArgs(task="nli", max_seq_length=length)
+        return [
+            f["input_ids"] for f in NliTextTask().featurize(pairs, pairs, args, tokenizer, 0).eval
+        ]
+
+    joined = tokenizer([f"xnli premise: {p} hypothesis: {h}" for p, h, _ in pairs])["input_ids"]
+    assert inputs(512) == joined  # nothing cut: the same as one string
+    hypotheses = tokenizer([f" hypothesis: {h}" for _, h, _ in pairs])["input_ids"]
+    room = [len(h) < 24 < len(j) for h, j in zip(hypotheses, joined, strict=True)]
+    assert any(room)  # some premises must give way to their hypothesis
+    for ids, hypothesis, whole in zip(inputs(24), hypotheses, joined, strict=True):
+        if len(whole) <= 24:
+            assert ids == whole
+        elif len(hypothesis) < 24:
+            assert len(ids) == 24 and ids[-len(hypothesis) :] == hypothesis
+        else:  # a hypothesis longer than everything: its own start and </s>
+            assert ids == hypothesis[:23] + hypothesis[-1:]
+
+
 def test_mt5_answers_that_are_no_label_score_zero(mt5_dir, nli_files, monkeypatch):
     model_args = ModelArgs(model=str(mt5_dir))
     tokenizer = load_tokenizer(model_args)

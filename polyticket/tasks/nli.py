@@ -187,16 +187,24 @@ class NliTextTask(NliTask):
 
     def featurize(self, train, dev, data: DataArgs, tokenizer: Any, seed: int) -> TaskData:
         def features(pairs: Sequence[Pair]) -> list[dict[str, Any]]:
-            encoded = tokenizer(
-                [f"xnli premise: {p} hypothesis: {h}" for p, h, _ in pairs],
-                truncation=True,
-                max_length=data.max_seq_length,
-            )
+            # "xnli premise: P hypothesis: H", cut from the premise's end: one string cut
+            # from the right would lose the hypothesis behind a long premise (the encoder
+            # form cuts the longer of the two, the same way)
+            length = data.max_seq_length
+            premises = tokenizer(
+                [f"xnli premise: {p}" for p, _, _ in pairs], add_special_tokens=False
+            )["input_ids"]
+            hypotheses = tokenizer(  # with the closing </s>, kept by truncation
+                [f" hypothesis: {h}" for _, h, _ in pairs], truncation=True, max_length=length
+            )["input_ids"]
             targets = tokenizer(text_target=[LABELS[label] for _, _, label in pairs])
-            return [
-                {k: v[i] for k, v in encoded.items()} | {"labels": targets["input_ids"][i]}
-                for i in range(len(pairs))
-            ]
+            out = []
+            for premise, hypothesis, target in zip(
+                premises, hypotheses, targets["input_ids"], strict=True
+            ):
+                ids = premise[: max(0, length - len(hypothesis))] + hypothesis
+                out.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": target})
+            return out
 
         return TaskData(
             train=features(train),
