@@ -376,8 +376,10 @@ def linear_schedule(
     optimizer: torch.optim.Optimizer, args: TrainArgs, total: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """The learning rate of ``train``: a linear warm-up over ``warmup_ratio`` of the
-    ``total`` steps, then a linear decay to 0 at the last one."""
-    return get_linear_schedule_with_warmup(optimizer, round(args.warmup_ratio * total), total)
+    ``total`` steps (rounded up, as the Trainer's ``get_warmup_steps``), then a linear decay
+    to 0 at the last one."""
+    warmup = math.ceil(args.warmup_ratio * total)
+    return get_linear_schedule_with_warmup(optimizer, warmup, total)
 
 
 def lr_multipliers(args: TrainArgs, total: int) -> list[float]:
@@ -396,7 +398,8 @@ def lr_multipliers(args: TrainArgs, total: int) -> list[float]:
 def make_optimizer(
     model: nn.Module, args: TrainArgs, fused: bool | None = None
 ) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not biases and norms).
+    """AdamW with weight decay on matrices only: not on biases and norms (1-D, or named so,
+    as the Trainer decides: T5's 2-D ``relative_attention_bias`` included).
 
     ``fused=None`` takes torch's fused kernel where the parameters live on the CPU or CUDA:
     on CUDA one launch per parameter group instead of a multi-tensor loop of several kernels
@@ -406,7 +409,8 @@ def make_optimizer(
     """
     decay, no_decay = [], []
     for name, param in model.named_parameters():
-        (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+        plain = param.ndim < 2 or "norm" in name.lower() or "bias" in name.lower()
+        (no_decay if plain else decay).append(param)
     if fused is None:
         fused = all(param.device.type in ("cpu", "cuda") for param in model.parameters())
     return torch.optim.AdamW(

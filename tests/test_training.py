@@ -20,6 +20,7 @@ from polyticket.training import (
     BitMasks,
     MaskEnforcer,
     consecutive_groups,
+    lr_multipliers,
     make_accelerator,
     make_optimizer,
     resolve_precision,
@@ -257,6 +258,24 @@ def test_the_optimizer_is_fused_where_torch_has_the_kernel():
     assert make_optimizer(torch.nn.Linear(4, 4), ARGS).defaults["fused"]
     assert not make_optimizer(torch.nn.Linear(4, 4, device="meta"), ARGS).defaults["fused"]
     assert make_optimizer(torch.nn.Linear(4, 4), ARGS, fused=False).defaults["fused"] is False
+
+
+def test_weight_decay_and_warm_up_are_decided_as_the_trainer_decides():
+    """Decay on the parameters Hugging Face's Trainer decays (not biases and norms, T5's
+    2-D relative_attention_bias included); warm-up steps rounded up (0.25 × 10 is 3)."""
+    from transformers import T5Config, T5ForConditionalGeneration, Trainer
+
+    t5 = T5ForConditionalGeneration(
+        T5Config(vocab_size=50, d_model=16, d_ff=32, num_layers=2, num_heads=2, d_kv=8)
+    )
+    optimizer = make_optimizer(t5, replace(ARGS, weight_decay=0.01))
+    every = dict(t5.named_parameters(remove_duplicate=False))  # tied embeddings: one tensor
+    theirs = {id(every[n]) for n in Trainer.get_decay_parameter_names(None, t5)}
+    ours = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert ours == theirs
+    assert lr_multipliers(replace(ARGS, warmup_ratio=0.25), 10)[:4] == pytest.approx(
+        [0, 1 / 3, 2 / 3, 1]
+    )
 
 
 def test_auto_precision_is_bf16_on_a_cpu_with_native_bf16_only():
