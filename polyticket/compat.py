@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import pickle
 import re
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -46,7 +47,9 @@ def _torch_load(path: Path) -> Any:
     if not path.is_file():
         raise UserError(f"mask file not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a bare pickle's protocol is no concern of the user's
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         unsafe = _UNSAFE_GLOBAL.search(str(exc))
         what = f"a Python object ({unsafe.group(1)})" if unsafe else "Python objects"
