@@ -181,6 +181,9 @@ def prepare_output_dir(path: str | Path, create: bool = True) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"output {path} is an existing file, not a directory")
+    dangling = next((p for p in (path, *path.parents) if p.is_symlink() and not p.exists()), None)
+    if dangling is not None:
+        raise UserError(f"output {path}: {dangling} is a link to nothing")
     nearest = path if create else next(p for p in (path, *path.parents) if p.exists())
     try:
         if create:

@@ -43,9 +43,10 @@ class Registry(Generic[T]):
         def add(entry: T) -> T:
             if name in self._entries and self._entries[name] is not entry:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
-            own = vars(entry).get("name", name)
+            own = getattr(entry, "__dict__", {}).get("name", name)
             if own != name:  # one class under two names would write the first everywhere
-                raise ValueError(f"{self.kind} {name!r}: {entry.__name__} is named {own!r}")
+                what = getattr(entry, "__name__", repr(entry))
+                raise ValueError(f"{self.kind} {name!r}: {what} is named {own!r}")
             entry.name = name
             self._entries[name] = entry
             return entry
@@ -60,12 +61,14 @@ class Registry(Generic[T]):
         if self._loaded:
             return
         self._loaded = True  # before the imports: a module may read the registry as it loads
+        before = dict(self._entries)
         try:
             module = importlib.import_module(self.package)
             for info in pkgutil.iter_modules(module.__path__):
                 importlib.import_module(f"{self.package}.{info.name}")
         except BaseException:  # each later lookup raises the cause again, not "use one of …"
             self._loaded = False
+            self._entries = before  # nor "registered twice" for what the failed module added
             raise
 
     def names(self) -> tuple[str, ...]:

@@ -187,6 +187,16 @@ def test_resources_no_node_has_are_refused_before_cells_wait_forever(
     for address in ("nohost.invalid:6379", f"127.0.0.1:{port}"):
         with pytest.raises(UserError, match=f"--address {address}: no Ray cluster answers"):
             run_study(study, executor="ray", address=address)
+    from polyticket.study.executors.ray import _check_answers
+
+    with socket.socket(socket.AF_INET6) as listening:  # an IPv6 address in brackets
+        try:
+            listening.bind(("::1", 0))
+        except OSError:  # no IPv6 loopback on this machine
+            pass
+        else:
+            listening.listen()
+            _check_answers(f"[::1]:{listening.getsockname()[1]}")
     with monkeypatch.context() as env, pytest.raises(UserError, match=r"^\$RAY_ADDRESS nohost"):
         env.setenv("RAY_ADDRESS", "nohost.invalid:6379")  # where Ray looks without the flag
         run_study(study, executor="ray")

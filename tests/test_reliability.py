@@ -555,6 +555,9 @@ def test_a_refused_command_leaves_no_empty_output_folder(world, tmp_path, capsys
     ):
         assert main(argv) == 2, capsys.readouterr().err
         assert not (tmp_path / "runs").exists(), argv
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")  # found now, not at the first write
+    assert main([*find(world)[:-2], "--out", str(tmp_path / "gone" / "run")]) == 2
+    assert "gone is a link to nothing" in capsys.readouterr().err
 
 
 def test_a_yaml_key_given_twice_is_refused_but_merge_keys_still_override():

@@ -148,6 +148,7 @@ def _check_answers(address: str | None) -> None:
     host, _, port = value.rpartition(":")
     if not host or not port.isdigit() or "://" in host:
         return
+    host = host.removeprefix("[").removesuffix("]")  # [::1]:6379
     try:
         socket.create_connection((host, int(port)), timeout=10).close()
     except OSError as exc:
