@@ -75,6 +75,16 @@ def test_entities_truncation_leaves_unscored_are_counted(bert_dir, tmp_path, cap
             NerTask().prepare(data, tokenizer, 0)
         said = f"{cut} of the evaluation data's 4 entities (in 1 sentences) lie wholly or partly"
         assert (said in caplog.text) == bool(cut), caplog.text
+    # a word with no pieces (a zero-width space) is no cut, at exactly the full length
+    words = ["\u200b", "Anna", "lives", "in", "Paris"]
+    tags = ["O", "B-PER", "O", "O", "B-LOC"]
+    path.write_text("".join(f"{w}\t{t}\n" for w, t in zip(words, tags, strict=True)))
+    exact = len(tokenizer(words, is_split_into_words=True)["input_ids"])
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="polyticket"):
+        data = DataArgs(train_file=path, eval_file=path, max_seq_length=exact)
+        NerTask().prepare(data, tokenizer, 0)
+    assert "not scored" not in caplog.text
 
 
 def test_the_tag_goes_on_the_first_piece_that_shows_the_word(tmp_path):

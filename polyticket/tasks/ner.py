@@ -113,18 +113,19 @@ def label_list(sentences: Sequence[Sentence], given: Sequence[str]) -> list[str]
     return ["O", *sorted(seen - {"O"})]
 
 
-def _warn_unscored(sentences: Sequence[Sentence], features: list[dict], max_length: int) -> None:
+def _warn_unscored(
+    sentences: Sequence[Sentence], covered: list[int | None], max_length: int
+) -> None:
     """Words past ``max_seq_length`` get no label, so their entities are left out of the F1
     (as in Hugging Face's run_ner): a score of 1.0 would not mean every entity was found.
-    Said, with how many, so that a user can raise the length."""
+    Said, with how many, so that a user can raise the length. ``covered``: per sentence,
+    how many of its first words the truncated encoding reaches (None where it was not cut)."""
     total = cut = sentences_cut = 0
-    for (_, tags), feature in zip(sentences, features, strict=True):
+    for (_, tags), reached in zip(sentences, covered, strict=True):
         entities = get_entities(list(tags))  # (type, first word, last word)
         total += len(entities)
-        if len(feature["input_ids"]) == max_length:  # truncated, maybe
-            scored = sum(label != -100 for label in feature["labels"])  # the first words
-            missed = sum(last >= scored for _, _, last in entities)
-            cut, sentences_cut = cut + missed, sentences_cut + (missed > 0)
+        missed = 0 if reached is None else sum(last >= reached for _, _, last in entities)
+        cut, sentences_cut = cut + missed, sentences_cut + (missed > 0)
     if cut:
         log.warning(
             "%d of the evaluation data's %d entities (in %d sentences) lie wholly or partly "
@@ -161,8 +162,9 @@ class NerTask(Task):
                     f"data ({names}): give the whole list with --labels"
                 )
         label_ids = {label: i for i, label in enumerate(labels)}
-        evaluated = self._features(dev, tokenizer, label_ids, data.max_seq_length)
-        _warn_unscored(dev, evaluated, data.max_seq_length)
+        covered: list[int | None] = []
+        evaluated = self._features(dev, tokenizer, label_ids, data.max_seq_length, covered)
+        _warn_unscored(dev, covered, data.max_seq_length)
         return TaskData(
             train=self._features(train, tokenizer, label_ids, data.max_seq_length),
             eval=evaluated,
@@ -172,8 +174,14 @@ class NerTask(Task):
 
     @staticmethod
     def _features(
-        sentences: Sequence[Sentence], tokenizer: Any, label_ids: dict[str, int], max_length: int
+        sentences: Sequence[Sentence],
+        tokenizer: Any,
+        label_ids: dict[str, int],
+        max_length: int,
+        covered: list[int | None] | None = None,
     ) -> list[dict[str, Any]]:
+        """Tokenised sentences with their tags on one piece per word; ``covered`` (if given)
+        gets, per truncated sentence, how many of its first words fit, else None."""
         features = []
         batch = 1000
 
@@ -201,6 +209,11 @@ class NerTask(Task):
                 labels = [-100] * len(pieces)
                 for word, position in carrier.items():
                     labels[position] = label_ids[tags[word]]
+                if covered is not None:
+                    words = [w for w in encoded.word_ids(i) if w is not None]
+                    reached = words[-1] + 1 if words else 0
+                    cut = len(pieces) == max_length and reached < len(tags)
+                    covered.append(reached if cut else None)
                 features.append({k: v[i] for k, v in encoded.items()} | {"labels": labels})
         return features
 
