@@ -44,8 +44,8 @@ def sparsity_schedule(
             f"{levels} levels of rate {rate} would prune {float(target_f):.0%} of the weights: "
             f"at most {most} level{'s' if most != 1 else ''} at that rate"
         )
-    if not 0 <= target_f < 1:
-        raise UserError(f"target sparsity must be in [0, 1), got {float(target_f):g}")
+    if not 0 < target_f < 1:
+        raise UserError(f"target sparsity must be in (0, 1), got {float(target_f):g}")
     count = levels if levels is not None else math.ceil(target_f / rate_f)
     return [min(rate_f * k, target_f) for k in range(count + 1)]
 

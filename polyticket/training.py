@@ -376,9 +376,10 @@ def linear_schedule(
     optimizer: torch.optim.Optimizer, args: TrainArgs, total: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """The learning rate of ``train``: a linear warm-up over ``warmup_ratio`` of the
-    ``total`` steps (rounded up, as the Trainer's ``get_warmup_steps``), then a linear decay
-    to 0 at the last one."""
-    warmup = math.ceil(args.warmup_ratio * total)
+    ``total`` steps, rounded up as the Trainer's ``get_warmup_steps`` (0.25 × 10 is 3) but
+    not for float noise (0.07 × 100 is 7, where the Trainer's 7.000000000000001 makes 8),
+    then a linear decay to 0 at the last one."""
+    warmup = math.ceil(args.warmup_ratio * total - 1e-9)
     return get_linear_schedule_with_warmup(optimizer, warmup, total)
 
 

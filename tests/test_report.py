@@ -506,3 +506,24 @@ def test_cells_left_out_and_cross_task_transfers_are_on_the_page(tmp_path):
     assert not any(hasattr(p, "figure") for p in sections["transfer-drop"].parts)
     table = next(p for p in sections["transfer"].parts if hasattr(p, "rows"))
     assert table.rows == [["nli", "ner", "en", "1", "50%", "0.610", "0.700", "–"]]
+
+
+def test_the_finders_table_shows_every_target_sparsity_and_a_spread_over_seeds(tmp_path):
+    """62.5% is a target sparsity too (rate 0.125); the ± shows with two seeds or more."""
+    from polyticket.analysis.report import StudyFiles, finders_section
+    from polyticket.layout import StudyLayout
+
+    row = {"task": "ner", "method": "wanda", "language": "en", "seeds": 2}
+    for tag, score in (("s50", 0.8), ("s62.5", 0.7)):
+        row |= {f"score_{tag}": score, f"score_{tag}_std": 0.02, f"jaccard_{tag}": 0.9,
+                f"steps_{tag}": 0, f"diff_{tag}": -0.01, f"diff_{tag}_se": 0.005}  # fmt: skip
+    files = StudyFiles(StudyLayout(tmp_path), {"methods_mean": [row]}, [], [])
+    (table,) = finders_section(files).parts
+    assert table.header[3:] == [
+        "score 50%", "J to IMP 50%", "steps 50%", "vs IMP 50%",
+        "score 62.5%", "J to IMP 62.5%", "steps 62.5%", "vs IMP 62.5%", "goal",
+    ]  # fmt: skip
+    assert table.rows == [
+        ["wanda", "en", "2", "0.800 ± 0.020", "0.900", "0", "-0.010 ± 0.005",
+         "0.700 ± 0.020", "0.900", "0", "-0.010 ± 0.005", "–"],
+    ]  # fmt: skip

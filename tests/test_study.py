@@ -589,13 +589,23 @@ def test_cross_task_between_tasks_of_other_models_is_said(tmp_path, mt5_dir, ber
     }
     path = tmp_path / "s.yaml"
     path.write_text(json.dumps(study))
-    with pytest.raises(UserError, match="run.cross_task needs two tasks on one model; each"):
+    with pytest.raises(UserError, match="run.cross_task needs two tasks on one model with a"):
         load_study(path)
+    shared = {**study, "tasks": {"ner": {**data, "task": "ner"}, "nli": {**data, "task": "nli"}}}
+    shared["tasks"]["nli"]["languages"] = ["fr"]  # one model, no language in common
+    shared["languages"] = ["en", "fr"]
+    shared["tasks"]["ner"]["languages"] = ["en"]
+    path.write_text(json.dumps(shared))
+    with pytest.raises(UserError, match=r"no two have: ner \(.*; en\), nli \(.*; fr\)"):
+        load_study(path)
+    path.write_text(json.dumps(study))
     study["tasks"]["nli"] = {**data, "task": "nli"}
     path.write_text(json.dumps(study))
     with caplog.at_level("WARNING", logger="polyticket"):
         crossed = {c.name for c in cells(load_study(path)) if c.kind == "cross-task"}
-    assert f"no other task shares the model of nli-t5 ({mt5_dir})" in caplog.text
+    assert f"no other task shares the model and a language of nli-t5 ({mt5_dir}; en)" in (
+        caplog.text
+    )
     assert crossed == {
         f"{t}/en/seed57/cross-task-from-{s}-s50" for t, s in (("ner", "nli"), ("nli", "ner"))
     }

@@ -183,7 +183,7 @@ def test_the_evaluation_loss_is_a_mean_over_labels_not_batches(
     everything = eval_loader(data.eval, data.collator, len(data.eval))
     with torch.no_grad():
         whole = model(**next(iter(everything))).loss.item()
-    for size in (1, 3, len(data.eval)):
+    for size in (1, 7, len(data.eval)):  # 7: a last, smaller batch in every data set
         loader = eval_loader(data.eval, data.collator, size)
         loss = task.evaluate(model, loader, accelerator, data)["loss"]
         assert loss == pytest.approx(whole, rel=1e-5), size
@@ -534,6 +534,10 @@ def test_nli_files_take_words_or_ids_and_name_the_bad_line(tmp_path):
     assert len(read_pairs(tsv)) == 2
     with pytest.raises(UserError, match="no rows of language de .*has en, fr"):
         read_pairs(tsv, "de")
+    tsv.write_text(tsv.read_text() + "\tE\tF\t2\n")  # a row of no language among them
+    with pytest.raises(UserError, match=r"x\.tsv:4: no language, in a file with a language"):
+        read_pairs(tsv, "fr")
+    assert len(read_pairs(tsv)) == 3  # no language asked (one file, one language): all
     jsonl = tmp_path / "x.jsonl"
     jsonl.write_text(
         '{"premise": "A", "hypothesis": "B", "label": "Entailment"}\n{"premise": "A"}\n'

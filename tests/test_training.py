@@ -276,6 +276,8 @@ def test_weight_decay_and_warm_up_are_decided_as_the_trainer_decides():
     assert lr_multipliers(replace(ARGS, warmup_ratio=0.25), 10)[:4] == pytest.approx(
         [0, 1 / 3, 2 / 3, 1]
     )
+    noisy = lr_multipliers(replace(ARGS, warmup_ratio=0.07), 100)  # 7.000000000000001 in floats
+    assert noisy[7] == 1.0 and noisy[6] < 1
 
 
 def test_auto_precision_is_bf16_on_a_cpu_with_native_bf16_only():

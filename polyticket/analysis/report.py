@@ -1102,7 +1102,9 @@ def finders_section(files: StudyFiles) -> Section:
     goal = f"goal_{percent(GOAL_SPARSITY)}"
     for task in dict.fromkeys(r["task"] for r in rows):
         ours = [r for r in rows if r["task"] == task]
-        tags = [k.removeprefix("score_") for k in ours[0] if re.fullmatch(r"score_s\d+", k)]
+        tags = [  # s50, s62.5: the score columns, not their spread
+            k.removeprefix("score_") for k in ours[0] if re.fullmatch(r"score_s[\d.]+", k)
+        ]
         header = ["method", "language", "seeds"]
         for tag in tags:
             at = tag.removeprefix("s") + "%"

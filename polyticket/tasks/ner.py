@@ -242,5 +242,5 @@ class NerTask(Task):
             "f1": f1_score(gold, predicted, zero_division=0),
             "precision": precision_score(gold, predicted, zero_division=0),
             "recall": recall_score(gold, predicted, zero_division=0),
-            "loss": (sums[0] / sums[1]).item(),
+            "loss": (sums[0] / sums[1].clamp(min=1)).item(),
         }

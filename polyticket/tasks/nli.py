@@ -91,18 +91,24 @@ def read_pairs(path: Path, language: str | None = None) -> list[Pair]:
     column (XNLI's dev and test TSVs hold all fifteen) gives the rows of ``language``."""
     pairs = []
     records = _records(path)
-    given = {r.get("language") for _, r in records if isinstance(r, dict)} - {None}
-    if language is not None and given and language not in given:
-        raise UserError(
-            f"{path}: no rows of language {language} (its language column has "
-            f"{', '.join(sorted(map(str, given)))})"
-        )
+    rows = [r for _, r in records if isinstance(r, dict)]
+    by_language = language is not None and any("language" in r for r in rows)
+    if by_language:
+        given = sorted({str(r["language"]) for r in rows if r.get("language")})
+        if language not in given:
+            raise UserError(
+                f"{path}: no rows of language {language} (its language column has "
+                f"{', '.join(given) or 'no values'})"
+            )
     for lineno, record in records:
         where = f"{path}:{lineno}"
         if not isinstance(record, dict) or None in record:
             raise UserError(f"{where}: expected premise, hypothesis and label fields")
-        if language is not None and given and record.get("language") != language:
-            continue
+        if by_language:
+            if not record.get("language"):
+                raise UserError(f"{where}: no language, in a file with a language column")
+            if record["language"] != language:
+                continue
         pairs.append(
             (
                 _text(record, "premise", where),
@@ -176,7 +182,7 @@ class NliTask(Task):
             preds, refs = accelerator.gather_for_metrics((out.logits.argmax(-1), batch["labels"]))
             correct += int((preds == refs).sum())
             total += refs.numel()
-        return {"accuracy": correct / total, "loss": (sums[0] / sums[1]).item()}
+        return {"accuracy": correct / total, "loss": (sums[0] / sums[1].clamp(min=1)).item()}
 
 
 class NliTextTask(NliTask):
@@ -188,8 +194,9 @@ class NliTextTask(NliTask):
     def featurize(self, train, dev, data: DataArgs, tokenizer: Any, seed: int) -> TaskData:
         def features(pairs: Sequence[Pair]) -> list[dict[str, Any]]:
             # "xnli premise: P hypothesis: H", cut from the premise's end: one string cut
-            # from the right would lose the hypothesis behind a long premise (the encoder
-            # form cuts the longer of the two, the same way)
+            # from the right would lose the hypothesis behind a long premise. (The encoder
+            # form cuts the longer of the two.) Only a hypothesis longer than everything is
+            # itself cut, at its end.
             length = data.max_seq_length
             premises = tokenizer(
                 [f"xnli premise: {p}" for p, _, _ in pairs], add_special_tokens=False
@@ -251,4 +258,4 @@ class NliTextTask(NliTask):
                 for a, g in zip(answers, gold, strict=True)
             )
             total += len(gold)
-        return {"accuracy": correct / total, "loss": (sums[0] / sums[1]).item()}
+        return {"accuracy": correct / total, "loss": (sums[0] / sums[1].clamp(min=1)).item()}

@@ -31,20 +31,20 @@ class CrossTask(LevelKind):
         super().validate(study)
         if not self.enabled(study):
             return
-        alone = [  # a ticket is only trained on tasks of its own model
-            f"{key} ({spec.model})"
+        alone = [  # a ticket trains only tasks of its own model, in its own language
+            f"{key} ({spec.model}; {', '.join(spec.languages)})"
             for key, spec in study.tasks.items()
-            if sum(other.model == spec.model for other in study.tasks.values()) == 1
+            if not any(_pair(spec, other) for other in study.tasks.values() if other is not spec)
         ]
         if len(alone) == len(study.tasks):
             raise UserError(
-                f"{study.path}: run.cross_task needs two tasks on one model; each task here "
-                f"has a model of its own: {', '.join(alone)}"
+                f"{study.path}: run.cross_task needs two tasks on one model with a language "
+                f"in common; here no two have: {', '.join(alone)}"
             )
         if alone:
             log.warning(
-                "%s: run.cross_task: no other task shares the model of %s, so it has no "
-                "cross-task cells", study.path, ", ".join(alone),
+                "%s: run.cross_task: no other task shares the model and a language of %s, so "
+                "it has no cross-task cells", study.path, ", ".join(alone),
             )  # fmt: skip
         configs = {spec.model: _local_config(spec.model) for spec in study.tasks.values()}
 
@@ -73,12 +73,17 @@ class CrossTask(LevelKind):
             self.cell(task, lang, seed, source_task, sparsity)
             for source_task, source in study.tasks.items()
             for task, spec in study.tasks.items()
-            if task != source_task and source.model == spec.model
+            if task != source_task and _pair(source, spec)
             for lang in spec.languages
             if lang in source.languages
             for seed in study.seeds
             for sparsity in study.sparsities
         ]
+
+
+def _pair(source, target) -> bool:
+    """Whether a ticket of ``source`` (a task's spec) can be trained on ``target``."""
+    return source.model == target.model and bool(set(source.languages) & set(target.languages))
 
 
 def _local_config(model: str):
