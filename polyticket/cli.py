@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from polyticket import __version__
-from polyticket.config import FindConfig, TrainConfig, add_flags, parse_config
+from polyticket.config import FindConfig, TrainConfig, add_flags, flag_of, parse_config
 from polyticket.data.synth import SYNTH_TASKS
 from polyticket.errors import UserError
 from polyticket.io import prepare_output_dir, prepare_output_file, write_csv
@@ -536,7 +536,7 @@ EXECUTOR_OPTIONS = ("address", "cpus_per_cell", "gpus_per_cell", "retries")
 
 def _add_executor_options(study: argparse.ArgumentParser) -> None:
     takes = [
-        f"--executor {name} takes {', '.join('--' + k.replace('_', '-') for k in accepts)}"
+        f"--executor {name} takes {', '.join(map(flag_of, accepts))}"
         for name in EXECUTORS
         if (accepts := EXECUTORS[name].accepts)
     ]

@@ -292,7 +292,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         if section not in groups:
             groups[section] = parser.add_argument_group(f"{section or 'run'} options")
         base = _base_type(hint)
-        flag = "--" + f.name.replace("_", "-")
+        flag = flag_of(f.name)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         kwargs: dict[str, Any] = dict(default=argparse.SUPPRESS, dest=f.name)
         help_text = f.metadata["help"]
@@ -313,6 +313,11 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         else:
             kwargs.update(type=base)
         groups[section].add_argument(flag, help=help_text, **kwargs)
+
+
+def flag_of(knob: str) -> str:
+    """The command-line flag of a knob (or option): ``max_steps`` -> ``--max-steps``."""
+    return "--" + knob.replace("_", "-")
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

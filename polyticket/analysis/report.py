@@ -42,6 +42,7 @@ from polyticket.analysis.results import (
     GOAL_SPARSITY,
     headline_text,
     not_done_text,
+    with_spread,
 )
 from polyticket.errors import UserError
 from polyticket.io import atomic_path, prepare_output_dir, read_json, write_text
@@ -1126,15 +1127,12 @@ def finders_section(files: StudyFiles) -> Section:
 
 
 def _finder_cells(row: dict[str, Any], tag: str) -> list[str]:
-    """Score, Jaccard to IMP, steps, difference to IMP at one sparsity (``s50``); a spread
-    only where there are seeds to measure it by (the tables write 0 for one seed)."""
-
-    def spread(key: str, of: str) -> str:
-        return _number(row[key]) + (f" ± {_number(row[of])}" if row["seeds"] > 1 else "")
-
-    difference = spread(f"diff_{tag}", f"diff_{tag}_se") if f"diff_{tag}" in row else "–"
+    """Score, Jaccard to IMP, steps, difference to IMP at one sparsity (``s50``)."""
+    difference = (
+        with_spread(row, f"diff_{tag}", f"diff_{tag}_se", _number) if f"diff_{tag}" in row else "–"
+    )
     return [
-        spread(f"score_{tag}", f"score_{tag}_std"),
+        with_spread(row, f"score_{tag}", f"score_{tag}_std", _number),
         _number(row[f"jaccard_{tag}"]),
         f"{row[f'steps_{tag}']:g}",
         difference,

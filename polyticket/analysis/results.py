@@ -791,6 +791,12 @@ def not_done_text(everything: dict[str, Any]) -> str:
     )
 
 
+def with_spread(row: dict[str, Any], key: str, spread: str, fmt: Callable[[Any], str]) -> str:
+    """``0.800 ± 0.020``: a mean of ``row`` with its spread over the row's seeds, where there
+    are seeds to measure it by (the tables write 0 for one seed, which is no spread)."""
+    return fmt(row[key]) + (f" ± {fmt(row[spread])}" if row["seeds"] > 1 else "")
+
+
 def finder_lines(rows: list[dict[str, Any]], means: list[dict[str, Any]] = ()) -> list[str]:
     """The ``methods_TASK`` rows in words: at each target sparsity the score, the Jaccard to
     IMP's mask and the training steps that chose the mask, whether the goal holds for the
@@ -822,11 +828,11 @@ def finder_lines(rows: list[dict[str, Any]], means: list[dict[str, Any]] = ()) -
         parts = []
         for tag in tags:
             part = (
-                f"{tag}: {_fmt(row[f'score_{tag}'])} ± {_fmt(row[f'score_{tag}_std'])}, "
+                f"{tag}: {with_spread(row, f'score_{tag}', f'score_{tag}_std', _fmt)}, "
                 f"J {_fmt(row[f'jaccard_{tag}'])}, {row[f'steps_{tag}']:g} steps"
             )
             if f"diff_{tag}" in row:
-                part += f", vs IMP {_fmt(row[f'diff_{tag}'])} ± {_fmt(row[f'diff_{tag}_se'])}"
+                part += f", vs IMP {with_spread(row, f'diff_{tag}', f'diff_{tag}_se', _fmt)}"
             parts.append(part)
         if goal_key in row:
             parts.append(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from polyticket.config import flag_of
 from polyticket.errors import UserError
 from polyticket.study.grid import Cell
 from polyticket.study.runner import Outcome
@@ -18,8 +19,8 @@ class Executor:
         given = {k: v for k, v in options.items() if v is not None}
         unknown = sorted(set(given) - set(self.accepts))
         if unknown:
-            flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
-            takes = ", ".join("--" + k.replace("_", "-") for k in self.accepts) or "none"
+            flags = ", ".join(map(flag_of, unknown))
+            takes = ", ".join(map(flag_of, self.accepts)) or "none"
             raise UserError(f"{flags}: not an option of --executor {self.name} (it takes {takes})")
         self.options = given
 

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from polyticket.config import flag_of
 from polyticket.errors import UserError
 from polyticket.study.executors import EXECUTORS
 from polyticket.study.executors.base import Executor
@@ -92,7 +93,7 @@ class Ray(Executor):
             value = self.options.get(knob)
             low = 0 if knob != "cpus_per_cell" else 1e-9  # no CPU at all would mean 1 to Ray
             if value is not None and not low <= float(value) < math.inf:  # NaN fails too
-                flag = "--" + knob.replace("_", "-")
+                flag = flag_of(knob)
                 what = "above 0" if low else "of at least 0"
                 raise UserError(f"{flag} must be a number {what}, got {value}")
         _check_answers(self.options.get("address"))
@@ -130,7 +131,7 @@ class Ray(Executor):
             most = max((node.get(resource, 0.0) for node in nodes), default=0.0)
             if wanted > most:
                 text = (
-                    f"--{knob.replace('_', '-')} {wanted:g}: no node of the Ray cluster has "
+                    f"{flag_of(knob)} {wanted:g}: no node of the Ray cluster has "
                     f"that many {resource}s (the most is {most:g})"
                 )
                 if strict:
