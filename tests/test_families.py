@@ -160,6 +160,13 @@ def test_each_declared_family_prunes_every_matrix_of_its_blocks(model_type, capl
     assert set(found.params) == set(_block_weights(model)) and "stay dense" not in caplog.text
 
 
+def test_phi3_prunes_its_fused_matrices():
+    """Named, not only compared with the blocks' Linear layers (the warning's own rule)."""
+    model = AutoModel.from_config(AutoConfig.for_model("phi3", **TINY_ANY))
+    parts = ["self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj"]
+    assert set(find_prunable(model).params) == expected("layers.{i}.{part}.weight", 2, parts)
+
+
 def test_block_matrices_a_family_misses_are_said(monkeypatch, caplog):
     import polyticket.models.families as families
 
