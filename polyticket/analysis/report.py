@@ -42,6 +42,7 @@ from polyticket.analysis.results import (
     GOAL_SPARSITY,
     headline_text,
     not_done_text,
+    sparsity_tags,
     with_spread,
 )
 from polyticket.errors import UserError
@@ -1103,9 +1104,7 @@ def finders_section(files: StudyFiles) -> Section:
     goal = f"goal_{percent(GOAL_SPARSITY)}"
     for task in dict.fromkeys(r["task"] for r in rows):
         ours = [r for r in rows if r["task"] == task]
-        tags = [  # s50, s62.5: the score columns, not their spread
-            k.removeprefix("score_") for k in ours[0] if re.fullmatch(r"score_s[\d.]+", k)
-        ]
+        tags = sparsity_tags(ours[0])
         header = ["method", "language", "seeds"]
         for tag in tags:
             at = tag.removeprefix("s") + "%"

@@ -791,6 +791,12 @@ def not_done_text(everything: dict[str, Any]) -> str:
     )
 
 
+def sparsity_tags(row: dict[str, Any]) -> list[str]:
+    """The target sparsities of a ``methods_TASK`` (or ``_mean``) row, as its columns name
+    them (``s50``, ``s62.5``): from its score columns, not their spread."""
+    return [k.removeprefix("score_") for k in row if k.startswith("score_") and "_std" not in k]
+
+
 def with_spread(row: dict[str, Any], key: str, spread: str, fmt: Callable[[Any], str]) -> str:
     """``0.800 ± 0.020``: a mean of ``row`` with its spread over the row's seeds, where there
     are seeds to measure it by (the tables write 0 for one seed, which is no spread)."""
@@ -807,7 +813,7 @@ def finder_lines(rows: list[dict[str, Any]], means: list[dict[str, Any]] = ()) -
     lines = ["", "ticket finders against IMP (score, Jaccard to IMP's mask, steps that chose it)"]
     goal_key = f"goal_{percent(GOAL_SPARSITY)}"
     for row in rows:
-        tags = [key.removeprefix("score_") for key in row if key.startswith("score_")]
+        tags = sparsity_tags(row)
         parts = [
             f"{tag}: {_fmt(row[f'score_{tag}'])}, J {_fmt(row[f'jaccard_{tag}'])}, "
             f"{row[f'steps_{tag}']} steps"
@@ -820,11 +826,7 @@ def finder_lines(rows: list[dict[str, Any]], means: list[dict[str, Any]] = ()) -
             + "; ".join(parts)
         )
     for row in means:
-        tags = [
-            key.removeprefix("score_")
-            for key in row
-            if key.startswith("score_") and not key.endswith("_std")
-        ]
+        tags = sparsity_tags(row)
         parts = []
         for tag in tags:
             part = (

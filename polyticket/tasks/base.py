@@ -210,17 +210,18 @@ class Task(ABC):
 
 def loss_sums(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Per example, the summed cross-entropy of its labelled positions and their number,
-    (batch, 2) in float64: an evaluation loss is a mean over positions (tokens, or examples
+    (batch, 2): an evaluation loss is a mean over positions (tokens, or examples
     with one label each), not over batches, where the last, smaller batch would count as
     much as a full one; and per example, so that ``gather_for_metrics`` drops the last
-    batch's duplicates across processes. Sum the gathered rows; the loss is column 0 / 1."""
+    batch's duplicates across processes. Sum the gathered rows (into float64 on the CPU:
+    not every accelerator has float64); the loss is column 0 / column 1."""
     if labels.dim() == 1:  # one label per example (sequence classification)
         logits, labels = logits[:, None], labels[:, None]
     losses = torch.nn.functional.cross_entropy(
         logits.transpose(1, 2).float(), labels, ignore_index=-100, reduction="none"
     )
     chosen = labels != -100
-    return torch.stack([(losses * chosen).sum(1), chosen.sum(1)], dim=1).double()
+    return torch.stack([(losses * chosen).sum(1), chosen.sum(1).float()], dim=1)
 
 
 def get_task(name: str, config: PretrainedConfig) -> Task:

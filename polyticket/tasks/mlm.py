@@ -168,7 +168,7 @@ class MlmTask(Task):
         for batch in loader:
             logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
             labels = batch["labels"]
-            right = ((logits.argmax(-1) == labels) & (labels != -100)).sum(1).double()
+            right = ((logits.argmax(-1) == labels) & (labels != -100)).sum(1).float()
             rows = torch.cat([loss_sums(logits, labels), right[:, None]], dim=1)
             sums += accelerator.gather_for_metrics(rows).sum(0).cpu()
         loss_sum, predicted, correct = sums.tolist()
