@@ -332,6 +332,10 @@ def test_a_failing_cell_is_reported_and_the_others_complete(tmp_path, bert_dir, 
         ({"languages": []}, "languages"),
         ({"settings": {"max_steps": "many"}}, "bad value 'many' for max_steps"),
         ({"settings": {"scope": "row"}}, "bad value 'row' for scope"),
+        # A budget stopped IMP short of the sparsities the other cells read masks at.
+        ({"settings": {"budget-steps": 8}}, "settings: budget_steps is not a study setting"),
+        ({"tasks": {"ner": {"levels": 2}}}, "tasks.ner: levels is not a study setting"),
+        ({"settings": {"seed": 3}}, "seed is not a study setting: give 'seeds'"),
     ],
 )
 def test_study_file_is_validated(tmp_path, bert_dir, change, message):

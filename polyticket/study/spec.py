@@ -31,21 +31,20 @@ from polyticket.pruning import as_fraction, sparsity_schedule
 from polyticket.study.kinds import CELL_KINDS
 from polyticket.tasks import TASKS
 
-# Knobs each cell sets itself; a study file may not.
+# Knobs each cell sets itself, and why a study file does not.
 CELL_KNOBS = {
-    "out",
-    "language",
-    "task",
-    "mask",
-    "sparsity",
-    "sparsity_from",
-    "layer_matched",
-    "target_sparsity",
-    "levels",
-    "seed",
+    "out": "each cell's directory is in the study's 'out'",
+    "language": "give 'languages'",
+    "seed": "give 'seeds'",
+    "task": "give the task entry's 'task'",
+    **dict.fromkeys(["mask", "sparsity", "sparsity_from", "layer_matched"], "'run:' sets it"),
+    **dict.fromkeys(  # another stop would leave the cells at the other sparsities no mask
+        ["target_sparsity", "levels", "budget_steps", "budget_epochs"],
+        "IMP's levels run to the largest of 'sparsities', where the other cells find masks",
+    ),
 }
 KNOBS = knob_names(FindConfig) | knob_names(TrainConfig)
-SETTING_KNOBS = KNOBS - CELL_KNOBS
+SETTING_KNOBS = KNOBS - CELL_KNOBS.keys()
 PATH_KNOBS = path_knobs(FindConfig) | path_knobs(TrainConfig)
 STUDY_KEYS = {
     "name",
@@ -148,6 +147,10 @@ def _settings(path: Path, where: str, values: Any, out: Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise _fail(path, f"{where} must be a mapping of knobs")
     values = knob_keys(values, f"{path}: {where}")
+    decided = sorted(values.keys() & CELL_KNOBS)
+    if decided:
+        name = decided[0]
+        raise _fail(path, f"{where}: {name} is not a study setting: {CELL_KNOBS[name]}")
     _check_keys(path, where, values, SETTING_KNOBS | {"preset"})
     for name in PATH_KNOBS & set(values):
         # Relative paths in a study file are relative to the file, wherever it is run from.
