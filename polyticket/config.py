@@ -194,7 +194,11 @@ class TrainConfig:
     sparsity_from: Path | None = knob(
         None, "a random mask takes the sparsity of this mask file instead"
     )
-    layer_matched: bool = knob(False, "a random mask matches --sparsity-from layer by layer")
+    scope: Literal["global", "layer", "matrix"] = knob(
+        "global",
+        "a random or one-shot mask ranks weights over all prunable matrices, within each "
+        "layer, or each matrix (with --sparsity-from: as many pruned as the file in each)",
+    )
 
 
 # The paper's settings (Foroutan et al. 2022, Table 7 and section 4); flags and files override.
@@ -231,7 +235,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         batch_size=16,
         eval_batch_size=16,
         learning_rate=5e-5,
-        epochs=1.0,
+        # One epoch was the whole run, pruned every 10,000 steps (LT_pretrain's save_steps).
+        max_steps=10_000,
     ),
     "paper-mt5-xnli": dict(
         model="google/mt5-base",
@@ -468,7 +473,6 @@ def check_mask_knobs(config: TrainConfig, source: str) -> None:
     for knob, given in (
         ("sparsity", config.sparsity is not None),
         ("sparsity_from", config.sparsity_from is not None),
-        ("layer_matched", config.layer_matched),
     ):
         if given and not control:
             raise UserError(
@@ -477,8 +481,6 @@ def check_mask_knobs(config: TrainConfig, source: str) -> None:
             )
     if config.sparsity is not None and config.sparsity_from is not None:
         raise UserError(f"{source}: give sparsity or sparsity_from, not both")
-    if config.layer_matched and config.sparsity_from is None:
-        raise UserError(f"{source}: layer_matched matches the layers of sparsity_from: give it")
 
 
 def check_mixed_precision(precision: str, cpu: bool, source: str) -> None:

@@ -168,14 +168,15 @@ def control_mask(config: TrainConfig, model: nn.Module) -> Mask | None:
     prunable = find_prunable(model, _scope(config))
     seed = config.train.seed
     if choice == "random" and reference is not None and config.sparsity is None:
-        mask = random_like(reference, seed, config.layer_matched)
+        mask = random_like(reference, seed, prunable.groups, config.scope)
     else:
         sparsity = config.sparsity if config.sparsity is not None else reference.sparsity()
         everything = Mask.ones(prunable.shapes)
+        units = (prunable.groups, config.scope)
         if choice == "oneshot":
-            mask = magnitude_prune(prunable.params, everything, sparsity, prunable.groups)
+            mask = magnitude_prune(prunable.params, everything, sparsity, *units)
         else:
-            mask = random_prune(everything, sparsity, seed, prunable.groups)
+            mask = random_prune(everything, sparsity, seed, *units)
     return Mask(mask, {"method": choice, "seed": str(seed)})
 
 

@@ -144,15 +144,15 @@ def random_prune(
     return select(random_scores(mask.shapes, seed), mask, sparsity, groups, scope)
 
 
-def random_like(reference: Mask, seed: int, layer_matched: bool = False) -> Mask:
-    """A random mask over the same weights with exactly the same number pruned (per layer
-    too, when ``layer_matched``): the paper's random baseline for a ticket."""
-    if not layer_matched:
-        pruned = reference.numel() - reference.kept()
-        return random_prune(Mask.ones(reference.shapes), Fraction(pruned, reference.numel()), seed)
+def random_like(
+    reference: Mask, seed: int, groups: Mapping[str, str] | None = None, scope: Scope = "global"
+) -> Mask:
+    """A random mask over the same weights with exactly as many pruned as ``reference`` in
+    each ranking unit (each layer with scope ``layer``): the paper's random baseline for a
+    ticket."""
     parts: dict[str, torch.Tensor] = {}
-    for offset, names in enumerate(ranking_units(list(reference), {}, "layer").values()):
-        layer = reference.subset(names)
-        sparsity = Fraction(layer.numel() - layer.kept(), layer.numel())
-        parts.update(random_prune(Mask.ones(layer.shapes), sparsity, seed + offset))
+    for offset, names in enumerate(ranking_units(list(reference), groups or {}, scope).values()):
+        unit = reference.subset(names)
+        sparsity = Fraction(unit.numel() - unit.kept(), unit.numel())
+        parts.update(random_prune(Mask.ones(unit.shapes), sparsity, seed + offset))
     return Mask({name: parts[name] for name in reference}, {"method": "random"})

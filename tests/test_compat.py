@@ -475,3 +475,20 @@ def test_local_file_flags_win_over_the_files_dataset(tmp_path, caplog):
     assert both.data.dataset == "x/y"
     preset = parse("train", {"seed": 1}, tmp_path, "--preset", "paper-ner", *files)
     assert preset.data.dataset is None
+
+
+@pytest.mark.parametrize(
+    "preset, original, batches",
+    [("paper-mlm", LT_PRETRAIN, 100_000), ("paper-ner", LT_NER, 625)],  # 1.6M / 16, 20k / 32
+)
+def test_a_preset_trains_each_level_as_long_as_the_original_imp_config(
+    preset, original, batches, tmp_path
+):
+    from polyticket.cli import build_parser
+    from polyticket.config import FindConfig, parse_config
+    from polyticket.training import run_steps
+
+    args = build_parser().parse_args(["find", "--preset", preset, "--out", str(tmp_path)])
+    ours = parse_config(FindConfig, args).train
+    theirs = parse("find", original, tmp_path).train  # save_steps: the steps of a level
+    assert run_steps(ours, batches) == run_steps(theirs, batches) == original["save_steps"]

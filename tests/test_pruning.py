@@ -7,7 +7,14 @@ from torch.nn.utils import prune as torch_prune
 
 from polyticket.errors import UserError
 from polyticket.masks import Mask
-from polyticket.pruning import magnitude_prune, pruned_count, random_prune, sparsity_schedule
+from polyticket.pruning import (
+    magnitude_prune,
+    pruned_count,
+    random_like,
+    random_prune,
+    ranking_units,
+    sparsity_schedule,
+)
 
 
 def layers(seed=0):
@@ -110,3 +117,30 @@ def test_random_prune_is_reproducible_and_exact():
     assert a == random_prune(Mask.ones(shapes), 0.5, seed=3)
     assert a != random_prune(Mask.ones(shapes), 0.5, seed=4)
     assert a.sparsity() == 0.5
+
+
+def test_random_like_prunes_as_many_as_the_reference_in_each_unit():
+    w = {
+        "encoder.block.0.q.weight": torch.randn(30, 30) * 100,
+        "encoder.block.1.q.weight": torch.randn(30, 30),
+        "decoder.block.0.q.weight": torch.randn(30, 30) * 0.001,
+    }
+    groups = {n: n.split(".")[0] for n in w}
+    ones = Mask.ones({n: t.shape for n, t in w.items()})
+    # A ticket at 50% in each group (mT5's encoder and decoder) but 70% / 30% by layer.
+    ticket = magnitude_prune(w, ones, Fraction(1, 2), groups)
+    pruned = {n: int((~m).sum()) for n, m in ticket.items()}
+    assert pruned["decoder.block.0.q.weight"] == 450 and pruned["encoder.block.0.q.weight"] < 300
+
+    def counts(mask, units):
+        return {k: sum(int((~mask[n]).sum()) for n in names) for k, names in units.items()}
+
+    for scope in ("global", "layer", "matrix"):
+        units = ranking_units(list(w), groups, scope)
+        random = random_like(ticket, seed=1, groups=groups, scope=scope)
+        assert counts(random, units) == counts(ticket, units), scope
+        assert random != ticket and random == random_like(ticket, 1, groups, scope)
+    # Without the groups one unit: the total alone is kept (the decoder gets its share).
+    alone = random_like(ticket, seed=1)
+    assert alone.numel() - alone.kept() == ticket.numel() - ticket.kept()
+    assert int((~alone["decoder.block.0.q.weight"]).sum()) != 450

@@ -361,11 +361,6 @@ CASES = [
         "not both",
     ),  # fmt: skip
     (
-        "layer-matched-alone",
-        lambda w: train(w, "--mask", "random", "--sparsity", "0.3", "--layer-matched"),
-        "layer_matched matches the layers of sparsity_from",
-    ),
-    (
         "synth-one-file",
         lambda w: ["data", "synth", "--task", "nli", "--language", "en,fr", "--size", "2",
                    "--out", str(w / "x.tsv")],

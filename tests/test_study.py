@@ -457,6 +457,21 @@ def test_oneshot_reference_cells_rows_and_overlap(with_references, capsys):
     assert overlap["summary"]["beyond_theta0"] is not None
 
 
+def test_the_study_scope_ranks_its_control_masks_as_its_tickets(tmp_path, bert_dir):
+    from polyticket.layout import RunLayout
+    from polyticket.study.kinds.base import training_config
+
+    settings = {"max_steps": 4, "rate": 0.5, "scope": "layer"}
+    path = write_study(tmp_path, bert_dir, tmp_path / "run", settings=settings,
+                       run={"oneshot": True})  # fmt: skip
+    study = load_study(path)
+    by_kind = {c.kind: c for c in cells(study)}
+    out = RunLayout(tmp_path / "x")
+    oneshot = training_config(study, by_kind["oneshot"], out, mask="oneshot", sparsity=0.5)
+    random = training_config(study, by_kind["random"], out, mask="random", sparsity=0.5)
+    assert (oneshot.scope, random.scope) == ("layer", "layer")
+
+
 def test_core_cells_train_the_core_and_its_residues(with_references):
     from polyticket.analysis.core import core_plus_residue, shared
     from polyticket.analysis.packed import PackedMask

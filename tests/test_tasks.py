@@ -312,7 +312,8 @@ def test_random_and_oneshot_controls(mlm_run, bert_dir, conll_files, tmp_path):
                 "random",
                 "--sparsity-from",
                 str(mlm_run / "ticket.safetensors"),
-                "--layer-matched",
+                "--scope",
+                "layer",
                 "--out",
                 str(tmp_path / "lm"),
             ]
@@ -334,6 +335,13 @@ def test_random_and_oneshot_controls(mlm_run, bert_dir, conll_files, tmp_path):
     kept = torch.cat([theta0[n].detach().abs()[oneshot[n]] for n in oneshot])
     pruned = torch.cat([theta0[n].detach().abs()[~oneshot[n]] for n in oneshot])
     assert kept.min() >= pruned.max()
+
+    # --scope layer: each layer at the sparsity, the lowest of each layer gone
+    layer_args = ["--mask", "oneshot", "--sparsity", "0.4", "--scope", "layer"]
+    assert main([*base, *layer_args, "--out", str(tmp_path / "ol")]) == 0
+    by_layer = Mask.load(tmp_path / "ol" / "mask.safetensors")
+    assert list(by_layer.sparsity_by_layer().values()) == pytest.approx([0.4, 0.4], abs=1e-3)
+    assert by_layer != oneshot
 
 
 @pytest.mark.parametrize("task", ["ner", "nli", "mlm"])
