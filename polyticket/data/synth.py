@@ -55,6 +55,7 @@ import ast
 import functools
 import hashlib
 import importlib.util
+import itertools
 import json
 import random
 import re
@@ -798,18 +799,35 @@ def synth_parallel(
     for lang in languages:
         check_language(lang)
     _check_size(size)
-    part = _part(split)
-    templates = _in_part(T.PARALLEL_TEMPLATES, part)
-    cities = _parallel_cities(part)
+    contents = parallel_contents(split)
     out: dict[str, list[str]] = {lang: [] for lang in languages}
     rng = _rng(seed, "parallel", split)
-    for _ in range(size):
-        template = rng.choice(templates)
-        i, j = rng.sample(cities, 2)
-        year = str(rng.randint(1950, 2023))
+    rng.shuffle(contents)
+    years = list(range(1950, 2024))
+    used: dict[int, list[int]] = {}  # content -> its years left, once every content is used
+    for k in range(size):
+        template, i, j = contents[k % len(contents)]
+        # Every content once before any twice, then with a year it has not had: a line
+        # that repeats another could be retrieved by neither.
+        left = used.setdefault(k % len(contents), rng.sample(years, len(years)))
+        year = str(left.pop() if left else rng.choice(years))
         for lang in out:
             out[lang].append(_parallel_sentence(template[lang], i, j, year, lang))
     return out
+
+
+def parallel_contents(split: str) -> list[tuple[dict[str, str], int, int]]:
+    """The distinct (template, city, second city) contents of a part's parallel sentences,
+    the second city only for templates that name one: beyond their number, lines of one
+    content differ by the year alone."""
+    part = _part(split)
+    cities = _parallel_cities(part)
+    contents = []
+    for template in _in_part(T.PARALLEL_TEMPLATES, part):
+        two = "{LOC2}" in template["en"]
+        pairs = itertools.permutations(cities, 2) if two else ((i, i) for i in cities)
+        contents += [(template, i, j) for i, j in pairs]
+    return contents
 
 
 def synth_text(language: str, size: int, seed: int, split: str = "train") -> list[str]:
