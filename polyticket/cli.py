@@ -401,9 +401,15 @@ def _similarity(args: argparse.Namespace) -> None:
         raise UserError(f"--measures: unknown {unknown[0]!r}; use {', '.join(MEASURES)}")
     if not 0 <= args.epsilon < math.inf:  # NaN fails it too
         raise UserError(f"--epsilon must be a number of at least 0, got {args.epsilon}")
+    parallel = parse_parallel(args.parallel)
+    if len(parallel) < 2 and not args.masks:
+        raise UserError(
+            "similarity compares masks with the dense model, or languages with each other: "
+            "give --masks, or --parallel files of two or more languages"
+        )
     if args.out:
         prepare_output_file(args.out, args.masks)
-    inputs = read_inputs(args.model, args.masks, parse_parallel(args.parallel))
+    inputs = read_inputs(args.model, args.masks, parallel)
     rows = similarity(inputs, args.pooling, measures, args.epsilon, args.batch_size)
     settings = {
         "model": args.model,

@@ -348,18 +348,7 @@ def finetune(config: TrainConfig, out: Path) -> dict[str, Any]:
     prunable = find_prunable(model, _scope(config)).params
     if mask is not None:
         mask.check_fits({n: p.shape for n, p in params.items()}, source=str(config.mask))
-        made_for = mask.metadata.get("model")
-        if made_for and made_for != config.model.model:  # same shapes, another model (XLM-R)
-            log.warning(
-                "the mask %s was made for the model %s, and trains %s", config.mask,
-                made_for, config.model.model,
-            )  # fmt: skip
-        unmasked = [n for n in prunable if n not in mask]
-        if unmasked:  # a mask of another pruning scope, or cut by hand: said, then trained
-            log.warning(
-                "%d prunable matrices are not in the mask %s and train dense (first: %s)",
-                len(unmasked), config.mask, unmasked[0],
-            )  # fmt: skip
+        mask.check_covers(prunable, config.model.model, source=str(config.mask))
     described = (
         {"source": config.mask, "sparsity": mask.sparsity(), **mask.metadata}
         if mask is not None

@@ -9,10 +9,11 @@ the 32 of the original code's float pickles.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,8 @@ from safetensors.numpy import load_file
 
 from polyticket.errors import UserError
 from polyticket.io import atomic_path
+
+log = logging.getLogger(__name__)
 
 FORMAT = "polyticket-mask/1"
 _LAYER = re.compile(r"^(.*?\.\d+)\.")
@@ -165,6 +168,24 @@ class Mask(Mapping[str, torch.Tensor]):
                     f"{source}: parameter {name} has shape {list(shape)} in the mask "
                     f"but {list(shapes[name])} in the model"
                 )
+
+    def check_covers(self, prunable: Iterable[str], model: str, source: str = "mask") -> None:
+        """Say what a mask that fits leaves to chance: made for another model of the same
+        shapes (XLM-R and e5), or without some prunable matrices (they stay dense). A mask
+        with no matrix at all is refused: it would pass for the dense model."""
+        if not self._tensors:
+            raise UserError(f"{source}: the mask holds no matrix")
+        made_for = self.metadata.get("model")
+        if made_for and made_for != model:
+            log.warning(
+                "the mask %s was made for the model %s, used on %s", source, made_for, model
+            )
+        unmasked = [name for name in prunable if name not in self._tensors]
+        if unmasked:  # a mask of another pruning scope, or cut by hand
+            log.warning(
+                "%d prunable matrices are not in the mask %s and stay dense (first: %s)",
+                len(unmasked), source, unmasked[0],
+            )  # fmt: skip
 
     # File I/O
     def save(self, path: str | Path, **metadata: object) -> Path:

@@ -61,14 +61,14 @@ def test_find_then_train_with_the_ticket(found, bert_dir, conll_files, tmp_path,
     other = ticket.save(tmp_path / "other-model.safetensors", model="xlm-roberta-base")
     with caplog.at_level("WARNING", logger="polyticket"):
         assert main(train_args(bert_dir, conll_files, other, tmp_path / "other")) == 0
-    assert f"was made for the model xlm-roberta-base, and trains {bert_dir}" in caplog.text
+    assert f"was made for the model xlm-roberta-base, used on {bert_dir}" in caplog.text
 
     # a mask that lacks a prunable matrix: that matrix trains dense, and the user is told
     first, *rest = ticket
     cut = Mask({name: ticket[name] for name in rest}).save(tmp_path / "cut.safetensors")
     with caplog.at_level("WARNING", logger="polyticket"):
         assert main(train_args(bert_dir, conll_files, cut, tmp_path / "cut")) == 0
-    assert f"1 prunable matrices are not in the mask {cut} and train dense (first: {first})" in (
+    assert f"1 prunable matrices are not in the mask {cut} and stay dense (first: {first})" in (
         caplog.text
     )
     # and the sparsity it reports is of the model's prunable weights, not of the mask's own

@@ -105,13 +105,6 @@ def test_batches_by_length_give_the_states_in_the_sentences_order(tiny):
     torch.testing.assert_close(by_length, alone, atol=1e-5, rtol=1e-5)
 
 
-def test_bf16_states_come_back_in_fp32_close_to_fp32_ones(tiny):
-    sentences = unique_sentences(8)
-    exact, autocast = encode(*tiny, sentences), encode(*tiny, sentences, bf16=True)
-    assert autocast.dtype == torch.float32 and not torch.equal(autocast, exact)
-    torch.testing.assert_close(autocast, exact, atol=5e-2, rtol=5e-2)
-
-
 def test_a_mask_is_applied_to_theta0_and_undone(tiny, half_mask):
     model, tokenizer = tiny
     mask = Mask.load(half_mask)
@@ -222,3 +215,24 @@ def test_retrieve_command_errors_exit_2(bert_dir, tmp_path, capsys):
     flags = ["--model", str(bert_dir), "--masks", str(tmp_path / "wrong.safetensors")]
     assert main(["retrieve", *flags, *parallel]) == 2
     assert "wrong.safetensors: parameter encoder.layer.0" in capsys.readouterr().err
+
+
+def test_the_analyses_say_what_a_fitting_mask_leaves_out(
+    bert_dir, half_mask, tmp_path, caplog, capsys
+):
+    """As train does: a mask made for another model, or without some prunable matrices
+    (they stay dense), is said; one without any matrix is refused (it is the dense model)."""
+    text = tmp_path / "en.txt"
+    text.write_text("\n".join(unique_sentences(6)) + "\n", encoding="utf-8")
+    ticket = Mask.load(half_mask)
+    first, *rest = ticket
+    other = Mask({name: ticket[name] for name in rest}, {"model": "xlm-roberta-base"})
+    path = other.save(tmp_path / "other.safetensors")
+    flags = ["--model", str(bert_dir), "--parallel", f"en={text}", f"copy={text}"]
+    with caplog.at_level("WARNING", logger="polyticket"):
+        assert main(["retrieve", *flags, "--masks", str(path)]) == 0
+    assert f"{path} was made for the model xlm-roberta-base, used on {bert_dir}" in caplog.text
+    assert f"1 prunable matrices are not in the mask {path} and stay dense" in caplog.text
+    empty = Mask({}).save(tmp_path / "empty.safetensors")
+    assert main(["similarity", *flags, "--masks", str(empty)]) == 2
+    assert f"{empty}: the mask holds no matrix" in capsys.readouterr().err

@@ -149,6 +149,15 @@ def test_similarity_command_writes_csv_and_json(bert_dir, half_mask, tmp_path, c
     assert {r["mask"] for r in report["rows"]} == {"dense", "half"}
     assert main(["similarity", *flags, "--measures", "cka,nope"]) == 2
     assert "unknown 'nope'" in capsys.readouterr().err
+    # nothing to compare: one language and no mask (it printed a warning and exited 0)
+    alone = ["--model", str(bert_dir), "--parallel", f"a={tmp_path / 'a.txt'}"]
+    assert main(["similarity", *alone]) == 2
+    assert "give --masks, or --parallel files of two or more languages" in capsys.readouterr().err
+    # two sentences span one direction once centred: every measure was 1
+    (tmp_path / "two.txt").write_text("one\ntwo\n", encoding="utf-8")
+    two = ["--parallel", f"a={tmp_path / 'two.txt'}", f"b={tmp_path / 'two.txt'}"]
+    assert main(["similarity", "--model", str(bert_dir), *two]) == 2
+    assert "similarity needs at least 3 sentences, has 2" in capsys.readouterr().err
 
 
 def test_a_nan_in_the_table_is_explained():

@@ -24,6 +24,7 @@ from polyticket.study import cells, load_study, run_study
 from polyticket.study.runner import Outcome, prepare_models, seconds_by_kind
 
 LANGS = ["en", "fr", "de"]
+SETTINGS = {"max_steps": 4, "batch_size": 16, "learning_rate": 0.002, "rate": 0.5, "eval_steps": 2}
 
 
 def write_study(root: Path, bert_dir: Path, out: Path, **extra) -> Path:
@@ -38,13 +39,7 @@ def write_study(root: Path, bert_dir: Path, out: Path, **extra) -> Path:
         "languages": LANGS,
         "seeds": [1, 2],
         "sparsities": [0.5],
-        "settings": {
-            "max_steps": 4,
-            "batch_size": 16,
-            "learning_rate": 0.002,
-            "rate": 0.5,
-            "eval_steps": 2,
-        },
+        "settings": SETTINGS,
         "tasks": {
             "ner": {"train_file": "data/{lang}-train.conll", "eval_file": "data/{lang}-dev.conll"}
         },
@@ -416,6 +411,7 @@ def with_references(tmp_path_factory, bert_dir):
         bert_dir,
         root / "run",
         seeds=[1],
+        settings={**SETTINGS, "mixed_precision": "bf16"},  # the representations stay fp32
         run={
             "transfer": False,
             "random": False,
@@ -513,6 +509,30 @@ def test_representations_cell_retrieval_and_similarity_per_layer(with_references
     assert {r["comparison"] for r in similarity} == {"dense", "cross-lingual"}
     assert {r["measure"] for r in similarity} == {"cka", "svcca", "pwcca"}
     assert {r["task"] for r in retrieval + similarity} == {"ner"}
+    # The cell's numbers are the command's (both in fp32; the cell once ran bf16 autocast).
+    study = with_references
+    ticket = study.layout.cells / "ner/en/seed1/imp/level_01/mask.safetensors"
+    parallel = str(study.resolve(study.run["representations"]["parallel"]))
+    files = [f"{lang}={parallel.replace('{lang}', lang)}" for lang in LANGS]
+    out = study.out / "alone.csv"
+    args = ["--model", study.tasks["ner"].model, "--masks", str(ticket), "--parallel", *files]
+    assert main(["similarity", *args, "--out", str(out)]) == 0
+    alone = {(r["mask"] == "dense", r["comparison"], r["measure"], r["layer"], r.get("src"),
+              r.get("tgt")): float(r["value"]) for r in read_csv(out)}  # fmt: skip
+    cell = {(r["mask"] == "dense", r["comparison"], r["measure"], r["layer"], r.get("src"),
+             r.get("tgt")): float(r["value"]) for r in similarity
+            if r["mask"] in ("dense", "en/seed1/s50")}  # fmt: skip
+    assert cell.keys() == alone.keys() and cell == pytest.approx(alone, rel=0, abs=1e-10)
+
+
+def test_the_representations_cell_says_when_cca_is_biased(tmp_path, bert_dir, caplog):
+    run = {"random": False, "transfer": False, "representations": {"parallel": "p-{lang}.txt"}}
+    path = write_study(tmp_path, bert_dir, tmp_path / "run", languages=["en", "fr"],
+                       seeds=[1], run=run)  # fmt: skip
+    for lang in ("en", "fr"):
+        (tmp_path / f"p-{lang}.txt").write_text("\n".join(unique_sentences(12)) + "\n")
+    assert main(["study", str(path)]) == 0
+    assert "12 sentences for 32 hidden units: SVCCA/PWCCA are biased towards 1" in caplog.text
 
 
 def test_compare_a_study_directory(with_references, capsys):

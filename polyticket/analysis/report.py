@@ -934,7 +934,9 @@ def similarity_section(files: StudyFiles) -> Section:
         "Representation similarity per layer (App. F)",
         "SVCCA, PWCCA (and CKA) per layer: each mask's representations against the dense "
         "model's of the same sentences, and between languages (a language's sentences against "
-        "their translations, through the same mask); mean over language sets and seeds.",
+        "their translations, through the same mask); mean over language sets and seeds. "
+        "SVCCA and PWCCA need several times more sentences than hidden units: with fewer they "
+        "are biased towards 1 (the study says so when its cell runs); CKA is not.",
     )
     known = ("svcca", "pwcca", "cka")
     for task, rows in _by_task(files.similarity).items():

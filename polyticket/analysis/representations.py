@@ -26,6 +26,7 @@ from transformers import PreTrainedModel
 from polyticket.errors import UserError
 from polyticket.layout import StudyLayout
 from polyticket.masks import FORMAT, Mask, read_metadata
+from polyticket.models.families import find_prunable
 
 Pooling = Literal["mean", "cls"]
 DENSE = "dense"  # the label of the unmasked model in every output
@@ -141,11 +142,9 @@ class Inputs:
     tokenizer: Any
 
     def states(
-        self, pooling: Pooling = "mean", batch_size: int = 32, bf16: bool = False
+        self, pooling: Pooling = "mean", batch_size: int = 32
     ) -> Iterator[tuple[str, dict[str, torch.Tensor]]]:
-        return mask_states(
-            self.model, self.tokenizer, self.masks, self.texts, pooling, batch_size, bf16
-        )
+        return mask_states(self.model, self.tokenizer, self.masks, self.texts, pooling, batch_size)
 
     def describe(self) -> dict[str, Any]:
         """For the JSON output: which masks and how much text."""
@@ -165,8 +164,11 @@ def read_inputs(
     mask_files = dict(masks) if isinstance(masks, Mapping) else find_masks(masks)
     # e5-small's vocabulary is trimmed to the pieces of these files (others are ignored).
     encoder, tokenizer = load_encoder(model, vocab_from=list(parallel.values()))
+    prunable = find_prunable(encoder).params
     for path in mask_files.values():  # before minutes of encoding, not after
-        load_mask(encoder, path).check_fits(_shapes(encoder), str(path))
+        mask = load_mask(encoder, path)
+        mask.check_fits(_shapes(encoder), str(path))
+        mask.check_covers(prunable, model, str(path))
     return Inputs(texts, mask_files, encoder, tokenizer)
 
 
@@ -206,15 +208,15 @@ def encode(
     pooling: Pooling = "mean",
     batch_size: int = 32,
     max_length: int = 128,
-    bf16: bool = False,
 ) -> torch.Tensor:
     """Pooled states, shape (layers, sentences, hidden): the embedding output, then each block.
 
     ``mean`` averages the real tokens (the attention mask leaves padding out); ``cls`` takes
     the first token. An encoder-decoder model is read through its encoder. Sentences are
     batched by length (and the states put back in their order), so that batches carry
-    little padding: the states do not depend on the batching. ``bf16``: under bf16 autocast
-    (a study's ``mixed_precision``), states returned in fp32.
+    little padding: the states do not depend on the batching. Always in fp32, a study's
+    cell as the commands: under bf16 autocast, SVCCA moved by up to 0.017 and retrieval by a
+    sentence in 60 (measured), more than tickets differ by.
     """
     if pooling not in ("mean", "cls"):
         raise UserError(f"unknown pooling {pooling!r}: use mean or cls")
@@ -229,12 +231,11 @@ def encode(
         batch = tokenizer.pad({"input_ids": [tokens[i] for i in chosen]}, return_tensors="pt").to(
             device
         )
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            hidden = encoder(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                output_hidden_states=True,
-            ).hidden_states
+        hidden = encoder(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            output_hidden_states=True,
+        ).hidden_states
         states = torch.stack(hidden).float()  # (layers, batch, tokens, hidden)
         if pooling == "cls":
             states = states[:, :, 0]
@@ -253,7 +254,6 @@ def mask_states(
     texts: Mapping[str, Sequence[str]],
     pooling: Pooling = "mean",
     batch_size: int = 32,
-    bf16: bool = False,
 ) -> Iterator[tuple[str, dict[str, torch.Tensor]]]:
     """(label, {language: states}) for the dense model, then each mask.
 
@@ -263,10 +263,7 @@ def mask_states(
     """
 
     def encode_all() -> dict[str, torch.Tensor]:
-        return {
-            lang: encode(model, tokenizer, s, pooling, batch_size, bf16=bf16)
-            for lang, s in texts.items()
-        }
+        return {lang: encode(model, tokenizer, s, pooling, batch_size) for lang, s in texts.items()}
 
     yield DENSE, encode_all()
     for label, path in masks.items():

@@ -36,7 +36,7 @@ or a larger ``epsilon``, before reading SVCCA/PWCCA values; CKA has no such bias
 
 Public API: :func:`spectrum`, :func:`linear_cka`, :func:`cca`, :func:`svcca`,
 :func:`pwcca_weights`, :func:`pwcca`, :data:`MEASURES`, :func:`similarity_rows`,
-:func:`similarity` and :func:`format_similarity`.
+:func:`check_sample_size`, :func:`similarity` and :func:`format_similarity`.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from dataclasses import dataclass
 import torch
 
 from polyticket.analysis.representations import DENSE, Inputs, Pooling, layer_table
+from polyticket.errors import UserError
 
 log = logging.getLogger("polyticket")
 
@@ -200,6 +201,24 @@ def similarity_rows(
     return rows
 
 
+def check_sample_size(inputs: Inputs, measures: Sequence[str] = tuple(MEASURES)) -> None:
+    """Refuse two sentences (centred, they span one direction: every measure is 1) and say
+    when there are too few for CCA (the module's docstring: why)."""
+    sentences, hidden = inputs.describe()["sentences"], inputs.model.config.hidden_size
+    if sentences < 3:
+        raise UserError(
+            f"similarity needs at least 3 sentences, has {sentences}: two span one direction "
+            "once centred, and every measure is 1"
+        )
+    if {"svcca", "pwcca"} & set(measures) and sentences < 5 * hidden:
+        log.warning(
+            "%d sentences for %d hidden units: SVCCA/PWCCA are biased towards 1 "
+            "(use several times more sentences, or a larger epsilon)",
+            sentences,
+            hidden,
+        )
+
+
 def similarity(
     inputs: Inputs,
     pooling: Pooling = "mean",
@@ -209,14 +228,7 @@ def similarity(
 ) -> list[dict]:
     """Rows (mask, comparison, languages, layer, measure, value): the dense model across
     languages, then each mask against the dense model and across languages."""
-    sentences, hidden = inputs.describe()["sentences"], inputs.model.config.hidden_size
-    if {"svcca", "pwcca"} & set(measures) and sentences < 5 * hidden:
-        log.warning(
-            "%d sentences for %d hidden units: SVCCA/PWCCA are biased towards 1 "
-            "(use several times more sentences, or a larger epsilon)",
-            sentences,
-            hidden,
-        )
+    check_sample_size(inputs, measures)
     rows: list[dict] = []
     dense = None
     for label, states in inputs.states(pooling, batch_size):

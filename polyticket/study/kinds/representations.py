@@ -71,18 +71,16 @@ class Representations(CellKind):
     def run(self, study: Study, cell: Cell) -> None:
         from polyticket.analysis.representations import read_inputs
         from polyticket.analysis.retrieval import retrieval_rows
-        from polyticket.analysis.similarity import similarity_rows
-        from polyticket.training import resolve_precision
+        from polyticket.analysis.similarity import check_sample_size, similarity_rows
 
         option = study.run["representations"]
         template = str(study.resolve(option["parallel"]))
         languages = study.tasks[cell.task].languages
         parallel = {lang: Path(template.replace("{lang}", lang)) for lang in languages}
         inputs = read_inputs(study.tasks[cell.task].model, masks(study, cell.task), parallel)
-        # the study's precision (mixed_precision: auto is bf16 on CPUs that have it)
-        bf16 = resolve_precision(study.tasks[cell.task].config.train) == "bf16"
+        check_sample_size(inputs)
         retrieval, similarity, dense = [], [], None
-        for label, states in inputs.states(option.get("pooling", "mean"), bf16=bf16):
+        for label, states in inputs.states(option.get("pooling", "mean")):
             retrieval += retrieval_rows(label, states)
             similarity += similarity_rows(label, states, dense)
             dense = dense or states
