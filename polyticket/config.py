@@ -194,6 +194,11 @@ class TrainConfig:
     sparsity_from: Path | None = knob(
         None, "a random mask takes the sparsity of this mask file instead"
     )
+    start_from: Path | None = knob(
+        None,
+        "a random or one-shot mask starts from this mask file: its pruned weights stay "
+        "pruned, more go up to --sparsity (the paper's earlier tickets pruned further)",
+    )
     scope: Literal["global", "layer", "matrix"] = knob(
         "global",
         "a random or one-shot mask ranks weights over all prunable matrices, within each "
@@ -473,6 +478,7 @@ def check_mask_knobs(config: TrainConfig, source: str) -> None:
     for knob, given in (
         ("sparsity", config.sparsity is not None),
         ("sparsity_from", config.sparsity_from is not None),
+        ("start_from", config.start_from is not None),
     ):
         if given and not control:
             raise UserError(
@@ -481,6 +487,8 @@ def check_mask_knobs(config: TrainConfig, source: str) -> None:
             )
     if config.sparsity is not None and config.sparsity_from is not None:
         raise UserError(f"{source}: give sparsity or sparsity_from, not both")
+    if config.start_from is not None and config.sparsity is None:
+        raise UserError(f"{source}: start_from prunes further up to a sparsity: give sparsity")
 
 
 def check_mixed_precision(precision: str, cpu: bool, source: str) -> None:

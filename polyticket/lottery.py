@@ -171,12 +171,16 @@ def control_mask(config: TrainConfig, model: nn.Module) -> Mask | None:
         mask = random_like(reference, seed, prunable.groups, config.scope)
     else:
         sparsity = config.sparsity if config.sparsity is not None else reference.sparsity()
-        everything = Mask.ones(prunable.shapes)
+        start = Mask.ones(prunable.shapes)
+        if config.start_from is not None:
+            given = read_mask(Path(config.start_from), prunable.params)
+            given.check_fits(prunable.shapes, source=str(config.start_from))
+            start = Mask({**start, **given})  # a matrix it lacks starts whole
         units = (prunable.groups, config.scope)
         if choice == "oneshot":
-            mask = magnitude_prune(prunable.params, everything, sparsity, *units)
+            mask = magnitude_prune(prunable.params, start, sparsity, *units)
         else:
-            mask = random_prune(everything, sparsity, seed, *units)
+            mask = random_prune(start, sparsity, seed, *units)
     return Mask(mask, {"method": choice, "seed": str(seed)})
 
 

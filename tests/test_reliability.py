@@ -361,6 +361,17 @@ CASES = [
         "not both",
     ),  # fmt: skip
     (
+        "start-from-without-sparsity",
+        lambda w: train(w, "--mask", "random", "--start-from", str(w / "good.safetensors")),
+        "start_from prunes further up to a sparsity: give sparsity",
+    ),
+    (
+        "start-from-a-mask-file",
+        lambda w: train(w, "--mask", str(w / "good.safetensors"),
+                        "--start-from", str(w / "good.safetensors")),
+        "start_from applies to mask random or oneshot, not to a mask file",
+    ),  # fmt: skip
+    (
         "synth-one-file",
         lambda w: ["data", "synth", "--task", "nli", "--language", "en,fr", "--size", "2",
                    "--out", str(w / "x.tsv")],

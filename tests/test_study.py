@@ -468,6 +468,37 @@ def test_the_study_scope_ranks_its_control_masks_as_its_tickets(tmp_path, bert_d
     assert (oneshot.scope, random.scope) == ("layer", "layer")
 
 
+def test_earlier_levels_pruned_further_at_random_are_rows_of_the_transfer_matrix(
+    tmp_path, bert_dir, capsys
+):
+    """The paper's second baseline: the level at 25% pruned at random up to 50%."""
+    settings = {**SETTINGS, "rate": 0.25}
+    run = {"random": False, "transfer": False, "random_further": True}
+    path = write_study(tmp_path, bert_dir, tmp_path / "run", languages=["en", "fr"],
+                       seeds=[1], settings=settings, run=run)  # fmt: skip
+    assert main(["study", str(path)]) == 0
+    study = load_study(path)
+    further = [c for c in cells(study) if c.kind == "random-further"]
+    assert [c.name for c in further] == [
+        "ner/en/seed1/random-from-s25-s50",
+        "ner/fr/seed1/random-from-s25-s50",
+    ]
+    imp = study.layout.cells / "ner/en/seed1/imp"
+    start = Mask.load(imp / "level_01/mask.safetensors")
+    ticket = Mask.load(imp / "level_02/mask.safetensors")
+    mask = Mask.load(study.layout.cell(further[0].name).mask)
+    assert start.sparsity() == pytest.approx(0.25, abs=1e-3)
+    assert mask.sparsity() == pytest.approx(0.5, abs=1e-3) and mask != ticket
+    assert all(not (mask[n] & ~start[n]).any() for n in start)  # pruned stays pruned
+    matrix = StudyResults(study).transfer("ner", Fraction(1, 2))
+    assert matrix["rows"] == ["en", "fr", "dense", "random-from-s25"]
+    score = read_json(study.layout.cell(further[0].name).metrics)["best_score"]
+    assert matrix["mean"]["random-from-s25"]["en"] == score
+    assert main(["report", str(study.out)]) == 0
+    page = (study.out / "report" / "index.html").read_text()
+    assert "s25 level + random" in page
+
+
 def test_core_cells_train_the_core_and_its_residues(with_references):
     from polyticket.analysis.core import core_plus_residue, shared
     from polyticket.analysis.packed import PackedMask

@@ -37,10 +37,10 @@ from polyticket.analysis import plots
 from polyticket.analysis.cluster import GROUPINGS, language_similarity
 from polyticket.analysis.overlap import language_pairs, same_language_pairs
 from polyticket.analysis.results import (
-    BASELINES,
     GOAL_JACCARD,
     GOAL_SPARSITY,
     headline_text,
+    is_reference,
     not_done_text,
     sparsity_tags,
     with_spread,
@@ -50,6 +50,7 @@ from polyticket.io import atomic_path, prepare_output_dir, read_json, write_text
 from polyticket.layout import ReportLayout, RunLayout, StudyLayout
 from polyticket.study.grid import percent
 from polyticket.study.kinds.imp import imp_cell
+from polyticket.study.kinds.random_further import ROW_PREFIX
 
 SPARSITY = "sparsity (% of prunable weights pruned)"
 JACCARD = "Jaccard (weights both keep / weights either keeps, 0–1)"
@@ -57,7 +58,6 @@ BEYOND = "Jaccard of departures from θ0 (0–1)"
 BLOCK = "transformer block"
 # Representations are numbered from the embeddings: hidden state k is block k − 1's output.
 HIDDEN_STATE = "layer (0: embeddings; k: output of block k − 1)"
-REFERENCE_ROWS = ("dense", *BASELINES)
 # The two overlap measures the figures draw, each with its random expectation and how its
 # axis is labelled: the plain Jaccard (the paper's) and the overlap beyond θ0 (the overlap
 # of what training changed, which the plain Jaccard hides under θ0's magnitudes).
@@ -225,7 +225,10 @@ def _stem(kind: str, entry: dict[str, Any] | str) -> str:
 
 
 def _shown(row: str) -> str:
-    """A transfer row as the page names it: ``oneshot`` -> ``one-shot θ0``."""
+    """A transfer row as the page names it: ``oneshot`` -> ``one-shot θ0``,
+    ``random-from-s10`` -> ``s10 level + random``."""
+    if row.startswith(ROW_PREFIX):
+        return f"{row.removeprefix(ROW_PREFIX)} level + random"
     return "one-shot θ0" if row == "oneshot" else row
 
 
@@ -731,7 +734,7 @@ def transfer_section(files: StudyFiles) -> Section:
             [_mean_std(m, s, "\n") for m, s in zip(mr, sr, strict=True)]
             for mr, sr in zip(mean, std, strict=True)
         ]
-        first_reference = next((i for i, r in enumerate(rows) if r in REFERENCE_ROWS), len(rows))
+        first_reference = next((i for i, r in enumerate(rows) if is_reference(r)), len(rows))
         name = _set_name(matrix)
         section.parts.append(
             Plot(
@@ -807,7 +810,7 @@ def drop_section(files: StudyFiles) -> Section:
     ]
     for task in dict.fromkeys(d["task"] for d in drops):
         of_task = [d for d in drops if d["task"] == task]
-        if all(d["source"] in REFERENCE_ROWS for d in of_task):
+        if all(is_reference(d["source"]) for d in of_task):
             continue  # references alone (transfer off): nothing to stand beside
         section.parts.append(_drop_plot(task, of_task))
     return section.done("No data: no transfer cells are done (run.transfer).")
@@ -832,7 +835,7 @@ def _drop_plot(task: str, drops: list[dict[str, Any]]) -> Plot:
                 axis,
                 [_shown(source) for source in by_source],
                 [values[sparsities[0]] for values in by_source.values()],
-                {_shown(r) for r in REFERENCE_ROWS},
+                {_shown(source) for source in by_source if is_reference(source)},
             ),
         )
     series = [
@@ -840,7 +843,7 @@ def _drop_plot(task: str, drops: list[dict[str, Any]]) -> Plot:
             _shown(source),
             [sparsities.index(s) for s in values],
             list(values.values()),
-            reference=source in REFERENCE_ROWS,
+            reference=is_reference(source),
         )
         for source, values in by_source.items()
     ]
@@ -884,7 +887,7 @@ def _layer_series(files: StudyFiles, rows: list[dict[str, str]], value: str) -> 
             label,
             sorted(layers),
             [_mean(layers[k]) for k in sorted(layers)],
-            reference=sets[label] in REFERENCE_ROWS,
+            reference=is_reference(sets[label]),
             style=files.style(sets[label]),
         )
         for label, layers in grouped.items()

@@ -42,6 +42,7 @@ from polyticket.study.kinds.methods import method_cell
 from polyticket.study.kinds.oneshot import KIND as ONESHOT
 from polyticket.study.kinds.oneshot import oneshot_cell
 from polyticket.study.kinds.random import random_cell
+from polyticket.study.kinds.random_further import ROW_PREFIX, further_cell, row_name, starts
 from polyticket.study.kinds.representations import representations_cell
 from polyticket.study.kinds.transfer import transfer_cell
 from polyticket.study.outputs import (
@@ -64,6 +65,14 @@ def _std(values: list[float]) -> float:
 
 
 BASELINES = ("random", "oneshot")  # rows of a transfer matrix besides the sources and dense
+
+
+def is_reference(row: str) -> bool:
+    """A transfer matrix's row that is no ticket of a source: the dense model, a random or
+    one-shot mask, an earlier level pruned further at random (``random-from-s10``)."""
+    return row in ("dense", *BASELINES) or row.startswith(ROW_PREFIX)
+
+
 STUDY_TICKET = "study-ticket"  # exported name of the study's tickets (rule SEED_STD)
 # issue 9.8: a finder matches IMP when at 50% its score is within the task's epsilon, its
 # mask has a Jaccard of at least 0.95 to IMP's, and choosing it took at most half the steps
@@ -189,8 +198,8 @@ class StudyResults:
         return rows
 
     def transfer(self, task: str, sparsity: Fraction) -> dict[str, Any]:
-        """Rows source (and dense, random, one-shot), columns target: mean, std and count
-        over seeds."""
+        """Rows source (and dense, random, one-shot, earlier levels pruned further at
+        random), columns target: mean, std and count over seeds."""
         targets = self.study.tasks[task].languages
         rows: dict[str, dict[str, list[float]]] = {}
 
@@ -203,13 +212,17 @@ class StudyResults:
                 add("dense", target, self.level_score(task, target, seed, Fraction(0)))
                 add("random", target, self.score(random_cell(task, target, seed, sparsity).name))
                 add("oneshot", target, self.score(oneshot_cell(task, target, seed, sparsity).name))
+                for start in starts(self.study, task, sparsity):
+                    cell = further_cell(task, target, seed, start, sparsity)
+                    add(row_name(start), target, self.score(cell.name))
                 for source in self.study.sources(task):
                     if source == target:
                         value = self.level_score(task, target, seed, sparsity)
                     else:
                         value = self.score(transfer_cell(task, target, seed, source, sparsity).name)
                     add(source, target, value)
-        order = [*self.study.sources(task), "dense", *BASELINES]
+        further = [row_name(start) for start in starts(self.study, task, sparsity)]
+        order = [*self.study.sources(task), "dense", *BASELINES, *further]
         metric, greater = self.metric(task)
         return {
             "task": task,
@@ -465,7 +478,7 @@ def headline(matrix: dict[str, Any], overlap: dict[str, Any]) -> dict[str, Any]:
     transfer_cells = [
         (s, t)
         for s in matrix["rows"]
-        if s not in ("dense", *BASELINES)
+        if not is_reference(s)
         for t in matrix["targets"]
         if s != t and not math.isnan(mean[s][t])
     ]

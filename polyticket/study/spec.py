@@ -37,7 +37,7 @@ CELL_KNOBS = {
     "language": "give 'languages'",
     "seed": "give 'seeds'",
     "task": "give the task entry's 'task'",
-    **dict.fromkeys(["mask", "sparsity", "sparsity_from"], "'run:' sets it"),
+    **dict.fromkeys(["mask", "sparsity", "sparsity_from", "start_from"], "'run:' sets it"),
     **dict.fromkeys(  # another stop would leave the cells at the other sparsities no mask
         ["target_sparsity", "levels", "budget_steps", "budget_epochs"],
         "IMP's levels run to the largest of 'sparsities', where the other cells find masks",
