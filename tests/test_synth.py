@@ -175,6 +175,87 @@ def test_train_and_held_out_parts_are_disjoint(lang: str) -> None:
     assert synth_ner(lang, 50, 2, "dev") != synth_ner(lang, 50, 2, "test")
 
 
+def _frames(templates: set[str] | list[str]) -> set[str]:
+    """Sentence frames, computed here independently of the module: slot names without their
+    number, case or bound ({LOC2}, {LOC:gen} -> {LOC}; {NUMLO} -> {NUM}), both genders,
+    punctuation, spacing and case ignored."""
+    out = set()
+    for t in templates:
+        t = re.sub(r"\{(PER|LOC|ORG|YEAR|NUM|SUR)[A-Z0-9]*(?::[a-z]+)?\}", r" @\1@ ", t)
+        t = t.replace("@SUR@", "@PER@")
+        for g in (1, 2):
+            text = re.sub(r"\[([^|\]]*)\|([^\]]*)\]", lambda m, g=g: m.group(g), t)
+            text = "".join(" " if unicodedata.category(c)[0] == "P" and c not in "'’@" else c
+                           for c in text)  # fmt: skip
+            out.add(" ".join(text.casefold().split()))
+    return out
+
+
+@pytest.mark.parametrize("lang", SYNTH_LANGUAGES)
+def test_held_out_frames_are_new_to_every_task(lang: str) -> None:
+    """No sentence frame of the held-out part of any task (NER sentences with and without
+    entities, organisation patterns, NLI premises and hypotheses, parallel sentences: raw
+    text draws on all of them) is a frame of the training part of any task."""
+    train = set().union(*_templates(synth._Sampler(lang, 1, "check", "train")).values())
+    held = _templates(synth._Sampler(lang, 2, "check", "dev"))
+    shared = {task: _frames(ts) & _frames(train) for task, ts in held.items()}
+    assert not any(shared.values()), shared
+    # and the rule keeps every held-out overlap item and some of every list
+    assert len(held["nli"]) > 10 and all(held.values())
+    assert len(synth._Sampler(lang, 2, "check", "dev").nli_hard) == len(T.NLI_HARD_KINDS) // 3
+
+
+_NEGATION = {
+    "en": {"never", "not", "no", "none"},
+    "fr": {"jamais", "pas", "aucun", "aucune", "ne", "plus"},
+    "de": {"nie", "nicht", "kein", "keine", "keiner", "keinen"},
+    "es": {"nunca", "no", "ningún", "ninguno", "ninguna"},
+    "ru": {"никогда", "не", "ни"},
+    "zh": set("不没未无"),
+    "ar": {"لا", "لم", "لن", "ليس"},
+    "hi": {"नहीं"},
+    "fa": {"هرگز", "نیست", "نمی\u200cکند", "نکرد", "نخواهد", "نشده\u200cاند"},
+    "ur": {"نہیں"},
+}
+
+
+def _words(text: str, lang: str) -> list[str]:
+    tokens = synth.tokenize(text, lang)
+    words = [t.casefold() for t in tokens if any(c.isalnum() for c in t)]
+    return words + ["ne" for w in words if lang == "fr" and w.startswith("n'")]
+
+
+@pytest.mark.parametrize("lang", SYNTH_LANGUAGES)
+def test_nli_word_overlap_does_not_give_the_label(lang: str) -> None:
+    """On held-out pairs, a hypothesis made only of the premise's words is not mostly
+    entailed, a reordering of the premise is not mostly a contradiction (some are entailed:
+    symmetric relations), and a negation in the hypothesis does not mark a contradiction
+    (some such hypotheses are neutral).  Bounds: 0.5 where a label would be a good guess
+    (chance is 1/3; 0.5 leaves room for sampling noise on ~100-500 pairs) and, for the
+    reorderings, which come from two kinds only (swaps: contradiction; symmetric relations:
+    entailment), 0.65."""
+    rows = synth.synth_nli(lang, 3000, 4, "dev")
+    subset: Counter[str] = Counter()
+    reordered: Counter[str] = Counter()
+    negated: Counter[str] = Counter()
+    for p, h, label in rows:
+        premise, hyp = _words(p, lang), _words(h, lang)
+        if sorted(premise) == sorted(hyp):
+            reordered[label] += 1
+        elif set(hyp) <= set(premise):
+            subset[label] += 1
+        if set(hyp) & _NEGATION[lang]:
+            negated[label] += 1
+    for counts in (subset, reordered, negated):
+        assert sum(counts.values()) > 0.02 * len(rows), (subset, reordered, negated)
+    assert subset["entailment"] / sum(subset.values()) < 0.5, subset
+    assert subset["neutral"] and subset["contradiction"], subset
+    assert reordered["contradiction"] / sum(reordered.values()) < 0.65, reordered
+    assert reordered["entailment"] > 0.3 * sum(reordered.values()), reordered
+    assert negated["contradiction"] / sum(negated.values()) < 0.65, negated
+    assert negated["neutral"] > 0.1 * sum(negated.values()), negated
+
+
 def _task_lines(task: str, lang: str, size: int, seed: int, split: str) -> list[str]:
     if task == "nli":
         return [p + "\t" + h for p, h, _ in synth_nli(lang, size, seed, split)]
@@ -189,7 +270,11 @@ def test_split_counts_and_unknown_split(tmp_path: Path) -> None:
         assert set(counts) == {"train", "eval"}
         for key, n in counts["eval"].items():
             assert 0 < n <= counts["train"][key] or key == "ambiguous", (lang, key)
-        assert counts["train"]["ner"] + counts["eval"]["ner"] == len(T.NER_TEMPLATES[lang])
+        # held-out templates with a training frame (of any task) are dropped, no others
+        held = synth._in_part(T.NER_TEMPLATES[lang], "eval")
+        dropped = [t for t in held if synth.template_frames(t) & synth.training_frames(lang)]
+        assert counts["eval"]["ner"] == len(held) - len(dropped)
+        assert counts["train"]["ner"] + len(held) == len(T.NER_TEMPLATES[lang])
     with pytest.raises(UserError, match="train, dev, test"):
         write_synth("ner", "en", 3, 0, tmp_path / "a.conll", split="valid")
     assert not list(tmp_path.iterdir())
