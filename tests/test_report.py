@@ -328,6 +328,33 @@ def test_representation_figures_keep_tasks_apart(tmp_path):
             assert list(handle.lines[0].get_ydata()) == [value] * 3, name
 
 
+def test_a_reference_looks_the_same_in_every_figure(tmp_path):
+    """The random mask had one marker in the retrieval figure and another in the SVCCA one
+    (reference styles went by order of appearance, and only the former has the dense model)."""
+    results = tmp_path / "results"
+    results.mkdir()
+    masks = ("en/seed1/s50", "random/seed1/s50", "oneshot/s50")
+    retrieval = ["mask,src,tgt,layer,accuracy"] + [
+        f"{mask},en,fr,{layer},0.5" for mask in ("dense", *masks) for layer in range(3)
+    ]
+    similarity = ["mask,comparison,languages,layer,measure,value"] + [
+        f"{mask},dense,en,{layer},svcca,0.9" for mask in masks for layer in range(3)
+    ]
+    (results / "retrieval.csv").write_text("\n".join(retrieval) + "\n")
+    (results / "similarity.csv").write_text("\n".join(similarity) + "\n")
+    markers: dict[str, set[str]] = {}
+    figures = [p.figure for s in build(tmp_path) if s.key in ("retrieval", "similarity")
+               for p in s.parts]  # fmt: skip
+    assert len(figures) == 2
+    for figure in figures:
+        for ax in figure.axes:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                if label.startswith(("random", "one-shot")):
+                    markers.setdefault(label, set()).add(handle.lines[0].get_marker())
+    assert set(markers) == {"random mask, 50%", "one-shot θ0 mask, 50%"}
+    assert all(len(found) == 1 for found in markers.values()), markers
+
+
 def test_headline_leads_with_the_overlap_beyond_theta0():
     line = {
         "task": "ner",

@@ -36,7 +36,9 @@ class Series:
     y: Sequence[float]
     err: Sequence[float] | None = None
     reference: bool = False
-    style: int | None = None  # which data style (colour, marker): one per language, say
+    # which style (colour, marker): a data series' one per language, say; a reference's one
+    # per kind of reference (the dense model, random masks), the same in every figure
+    style: int | None = None
 
 
 def _new(width: float = WIDTH, height: float = HEIGHT) -> Figure:
@@ -66,19 +68,24 @@ REFERENCE_STYLES = (
     ("dimgrey", "x", (0, (4, 2))),
     ("black", "+", (0, (1, 1.5))),
     ("grey", "1", (0, (4, 1, 1, 1))),
+    ("darkgrey", "2", (0, (2, 2))),
 )
 
 
 def _styles(panels: Sequence[Sequence[Series]]) -> dict[str, dict]:
-    """Each label's style, the same in every panel: a data series its ``style`` (else the
-    next free one), a reference the next reference style."""
+    """Each label's style, the same in every panel: a series its ``style`` (else the next
+    free one), from the data styles or, for a reference, the reference styles."""
     every = list({s.label: s for series in panels for s in series}.values())
     data = [s for s in every if not s.reference]
     taken = {s.style for s in data}
     free = (i for i in itertools.count() if i not in taken)
     styles = {s.label: _data_style(next(free) if s.style is None else s.style) for s in data}
     references = [s for s in every if s.reference]
-    for (c, m, ls), s in zip(itertools.cycle(REFERENCE_STYLES), references, strict=False):
+    taken = {s.style for s in references}
+    free = (i for i in itertools.count() if i not in taken)
+    for s in references:
+        index = next(free) if s.style is None else s.style
+        c, m, ls = REFERENCE_STYLES[index % len(REFERENCE_STYLES)]
         styles[s.label] = dict(color=c, marker=m, linestyle=ls, linewidth=1.3, markersize=8)
     return styles
 

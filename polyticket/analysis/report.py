@@ -58,6 +58,8 @@ BEYOND = "Jaccard of departures from θ0 (0–1)"
 BLOCK = "transformer block"
 # Representations are numbered from the embeddings: hidden state k is block k − 1's output.
 HIDDEN_STATE = "layer (0: embeddings; k: output of block k − 1)"
+# A reference's style (plots.REFERENCE_STYLES) by what it is: alike in every figure.
+REFERENCE_STYLE = {"dense": 0, "random": 1, "oneshot": 2, "bound": 3}
 # The two overlap measures the figures draw, each with its random expectation and how its
 # axis is labelled: the plain Jaccard (the paper's) and the overlap beyond θ0 (the overlap
 # of what training changed, which the plain Jaccard hides under θ0's magnitudes).
@@ -446,7 +448,9 @@ def score_section(files: StudyFiles) -> Section:
         ]
         if random:
             x, y = zip(*random, strict=True)
-            series.append(plots.Series("random mask", x, y, reference=True))
+            series.append(
+                plots.Series("random mask", x, y, reference=True, style=REFERENCE_STYLE["random"])
+            )
         section.parts.append(
             Plot(
                 _stem("score", task),
@@ -518,21 +522,22 @@ def _layer_plot(overlap: dict[str, Any], measure: str) -> Plot:
     pairs = overlap["pairs"]
     between = language_pairs(pairs)
     same = same_language_pairs(pairs)
-    curves = [  # (label, entries averaged, measure, is a reference)
-        ("between languages", between, measure, False),
-        ("same language, other seed (bound)", same, measure, True),
-        ("random expectation", between or same, chance, True),
+    curves = [  # (label, entries averaged, measure, which reference if one)
+        ("between languages", between, measure, None),
+        ("same language, other seed (bound)", same, measure, "bound"),
+        ("random expectation", between or same, chance, "random"),
     ]
     if measure == "jaccard":  # beyond θ0, θ0's own mask departs from itself nowhere
         with_theta0 = overlap.get("with_baseline", [])
-        curves.append(("ticket vs θ0 one-shot mask", with_theta0, measure, True))
+        curves.append(("ticket vs θ0 one-shot mask", with_theta0, measure, "oneshot"))
     layers = list(pairs[0]["by_layer"])
     series = [
         plots.Series(
             label,
             range(len(layers)),
             [_group_mean(entries, "by_layer", layer, m) for layer in layers],
-            reference=reference,
+            reference=reference is not None,
+            style=REFERENCE_STYLE.get(reference),
         )
         for label, entries, m, reference in curves
         if entries
@@ -888,7 +893,7 @@ def _layer_series(files: StudyFiles, rows: list[dict[str, str]], value: str) -> 
             sorted(layers),
             [_mean(layers[k]) for k in sorted(layers)],
             reference=is_reference(sets[label]),
-            style=files.style(sets[label]),
+            style=REFERENCE_STYLE.get(sets[label], files.style(sets[label])),
         )
         for label, layers in grouped.items()
     ]
