@@ -355,6 +355,28 @@ def test_a_reference_looks_the_same_in_every_figure(tmp_path):
     assert all(len(found) == 1 for found in markers.values()), markers
 
 
+def test_representation_curves_show_the_spread_over_seeds(tmp_path):
+    """Each seed's mean over language pairs, then their mean and standard deviation."""
+    results = tmp_path / "results"
+    results.mkdir()
+    rows = ["mask,src,tgt,layer,accuracy"] + [
+        f"{mask},{src},{tgt},{layer},{value}"
+        for mask, values in (("dense", (0.5, 0.5)), ("en/seed1/s50", (0.2, 0.4)),
+                             ("en/seed2/s50", (0.6, 0.8)))  # fmt: skip
+        for (src, tgt), value in zip((("en", "fr"), ("fr", "en")), values, strict=True)
+        for layer in range(2)
+    ]
+    (results / "retrieval.csv").write_text("\n".join(rows) + "\n")
+    (figure,) = [p.figure for s in build(tmp_path) if s.key == "retrieval" for p in s.parts]
+    handles = dict(zip(*reversed(figure.axes[0].get_legend_handles_labels()), strict=True))
+    ticket = handles["en ticket, 50%"]
+    assert list(ticket.lines[0].get_ydata()) == pytest.approx([0.5, 0.5])
+    (bars,) = ticket.lines[2]
+    spread = [segment[1][1] - segment[0][1] for segment in bars.get_segments()]
+    assert spread == pytest.approx([2 * math.sqrt(0.08)] * 2)  # ± the std of 0.3 and 0.7
+    assert not handles["dense"].has_yerr  # one "seed": no bars
+
+
 def test_headline_leads_with_the_overlap_beyond_theta0():
     line = {
         "task": "ner",

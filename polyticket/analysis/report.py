@@ -863,6 +863,7 @@ def _drop_plot(task: str, drops: list[dict[str, Any]]) -> Plot:
 
 # --- representations: retrieval and similarity ---------------------------------------------
 MASK_LABEL = re.compile(r"(?P<set>[^/]+)(?:/seed\d+)?/s(?P<percent>[\d.]+)")
+SEED = re.compile(r"/seed\d+(?=/|$)")
 
 
 def _mask_label(mask: str) -> tuple[str, str]:
@@ -871,32 +872,40 @@ def _mask_label(mask: str) -> tuple[str, str]:
     50%``). Seeds are dropped: curves average them. Other labels are kept as they are."""
     match = MASK_LABEL.fullmatch(mask)
     if not match:
-        return mask, re.sub(r"/seed\d+(?=/|$)", "", mask)
+        return mask, SEED.sub("", mask)
     which, percent = match["set"], f"{float(match['percent']):g}%"
     kind = {"random": "random mask", "oneshot": "one-shot θ0 mask"}.get(which, f"{which} ticket")
     return which, f"{kind}, {percent}"
 
 
 def _layer_series(files: StudyFiles, rows: list[dict[str, str]], value: str) -> list:
-    """One series per mask (averaged over seeds and language pairs): the dense model and
-    the masks of no language (random, one-shot) are references, a language's ticket keeps
-    the language's style."""
-    grouped: dict[str, dict[int, list[float]]] = {}
+    """One series per mask: at each layer the mean over seeds of each seed's mean over
+    language pairs, with the standard deviation over seeds as bars (two seeds or more). The
+    dense model and the masks of no language (random, one-shot) are references, a language's
+    ticket keeps the language's style."""
+    grouped: dict[str, dict[int, dict[str, list[float]]]] = {}
     sets: dict[str, str] = {}
     for row in rows:
         which, label = _mask_label(row["mask"])
         sets[label] = which
-        grouped.setdefault(label, {}).setdefault(int(row["layer"]), []).append(_nan(row[value]))
-    return [
-        plots.Series(
-            label,
-            sorted(layers),
-            [_mean(layers[k]) for k in sorted(layers)],
-            reference=is_reference(sets[label]),
-            style=REFERENCE_STYLE.get(sets[label], files.style(sets[label])),
+        seed = SEED.search(row["mask"])
+        layer = grouped.setdefault(label, {}).setdefault(int(row["layer"]), {})
+        layer.setdefault(seed[0] if seed else "", []).append(_nan(row[value]))
+    series = []
+    for label, layers in grouped.items():
+        per_seed = [[_mean(v) for v in layers[k].values()] for k in sorted(layers)]
+        seeds = max(len(means) for means in per_seed)
+        series.append(
+            plots.Series(
+                label,
+                sorted(layers),
+                [_mean(means) for means in per_seed],
+                err=[_std(means) for means in per_seed] if seeds > 1 else None,
+                reference=is_reference(sets[label]),
+                style=REFERENCE_STYLE.get(sets[label], files.style(sets[label])),
+            )
         )
-        for label, layers in grouped.items()
-    ]
+    return series
 
 
 def _by_task(rows: list[dict[str, str]]) -> dict[str, list[dict[str, str]]]:
@@ -912,7 +921,8 @@ def retrieval_section(files: StudyFiles) -> Section:
         "retrieval",
         "Retrieval per layer (Fig. 7)",
         "Sentence retrieval accuracy across languages from each layer's representations, "
-        "dense model against the tickets (mean over language pairs and seeds).",
+        "dense model against the tickets (mean over language pairs and seeds; bars: standard "
+        "deviation over seeds).",
     )
     for task, rows in _by_task(files.retrieval).items():
         unit = _unit(_nan(r["accuracy"]) for r in rows)
@@ -942,7 +952,8 @@ def similarity_section(files: StudyFiles) -> Section:
         "Representation similarity per layer (App. F)",
         "SVCCA, PWCCA (and CKA) per layer: each mask's representations against the dense "
         "model's of the same sentences, and between languages (a language's sentences against "
-        "their translations, through the same mask); mean over language sets and seeds. "
+        "their translations, through the same mask); mean over language sets and seeds (bars: "
+        "standard deviation over seeds). "
         "SVCCA and PWCCA need several times more sentences than hidden units: with fewer they "
         "are biased towards 1 (the study says so when its cell runs); CKA is not.",
     )
