@@ -361,8 +361,11 @@ def test_representation_curves_show_the_spread_over_seeds(tmp_path):
     results.mkdir()
     rows = ["mask,src,tgt,layer,accuracy"] + [
         f"{mask},{src},{tgt},{layer},{value}"
-        for mask, values in (("dense", (0.5, 0.5)), ("en/seed1/s50", (0.2, 0.4)),
-                             ("en/seed2/s50", (0.6, 0.8)))  # fmt: skip
+        for mask, values in (
+            ("dense", (0.5, 0.5)),
+            ("en/seed1/s50", (0.2, 0.4)),
+            ("en/seed2/s50", (0.6, 0.8)),
+        )  # fmt: skip
         for (src, tgt), value in zip((("en", "fr"), ("fr", "en")), values, strict=True)
         for layer in range(2)
     ]
