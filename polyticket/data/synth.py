@@ -12,7 +12,7 @@ that share no template and no string (``split="train"`` draws on the first; ``"d
 ``"test"`` on the second, with different random streams), so that evaluation sentences use
 templates and names never seen in training.  NER slots often take names that other sentences
 use with another type (a city as a person or a club, a family name as a firm; NLI slots
-never do), organisations contain places and family names, some sentences have no entity;
+take none of these), organisations contain places and family names, some sentences have no entity;
 60% of the NLI pairs reuse the premise's words (swapped arguments, negation, quantifiers,
 numbers, beliefs, "it is not true that", symmetric relations), so that neither a hypothesis
 made of the premise's words nor a reordering nor a negation gives the label.  No held-out
