@@ -380,6 +380,24 @@ def test_representation_curves_show_the_spread_over_seeds(tmp_path):
     assert not handles["dense"].has_yerr  # one "seed": no bars
 
 
+def test_retrieve_on_a_studys_exported_masks_is_drawn_as_the_study_cell(tmp_path):
+    """`polyticket retrieve --masks STUDY` labels masks by their exported paths."""
+    results = tmp_path / "results"
+    results.mkdir()
+    masks = ("dense", "ner/en/seed1/s50", "ner/en/seed1/oneshot-s50", "nli/en/seed1/s50")
+    rows = ["mask,src,tgt,layer,accuracy"] + [
+        f"{mask},en,fr,{layer},0.5" for mask in masks for layer in range(2)
+    ]
+    (results / "retrieval.csv").write_text("\n".join(rows) + "\n")
+    (figure,) = [p.figure for s in build(tmp_path) if s.key == "retrieval" for p in s.parts]
+    handles = dict(zip(*reversed(figure.axes[0].get_legend_handles_labels()), strict=True))
+    assert set(handles) == {
+        "dense", "ner: en ticket, 50%", "ner: one-shot θ0 mask, 50%", "nli: en ticket, 50%"
+    }  # fmt: skip
+    grey = {label for label, h in handles.items() if h.lines[0].get_linewidth() < 2}
+    assert grey == {"dense", "ner: one-shot θ0 mask, 50%"}  # references are thin and grey
+
+
 def test_headline_leads_with_the_overlap_beyond_theta0():
     line = {
         "task": "ner",

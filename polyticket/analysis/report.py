@@ -862,20 +862,28 @@ def _drop_plot(task: str, drops: list[dict[str, Any]]) -> Plot:
 
 
 # --- representations: retrieval and similarity ---------------------------------------------
-MASK_LABEL = re.compile(r"(?P<set>[^/]+)(?:/seed\d+)?/s(?P<percent>[\d.]+)")
+# A study's cell labels (``en/seed1/s50``, ``oneshot/s50``) and, from ``retrieve`` on its
+# ``results/masks``, the exported ones (``ner/en/seed1/s50``, ``ner/en/seed1/oneshot-s50``).
+MASK_LABEL = re.compile(
+    r"(?:(?P<task>[^/]+)/)?(?P<set>(?!seed\d)[^/]+)(?:/seed\d+)?/"
+    r"(?:(?P<oneshot>oneshot)-)?s(?P<percent>[\d.]+)"
+)
 SEED = re.compile(r"/seed\d+(?=/|$)")
 
 
 def _mask_label(mask: str) -> tuple[str, str]:
     """A representation table's mask as (the set it belongs to, a label): ``en/seed1/s50``
     -> (``en``, ``en ticket, 50%``), ``oneshot/s50`` -> (``oneshot``, ``one-shot θ0 mask,
-    50%``). Seeds are dropped: curves average them. Other labels are kept as they are."""
+    50%``), an exported ``ner/en/seed1/s50`` -> (``en``, ``ner: en ticket, 50%``; the task
+    kept, so that two tasks' curves are never averaged). Seeds are dropped: curves average
+    them. Other labels are kept as they are."""
     match = MASK_LABEL.fullmatch(mask)
     if not match:
         return mask, SEED.sub("", mask)
-    which, percent = match["set"], f"{float(match['percent']):g}%"
+    which, percent = match["oneshot"] or match["set"], f"{float(match['percent']):g}%"
     kind = {"random": "random mask", "oneshot": "one-shot θ0 mask"}.get(which, f"{which} ticket")
-    return which, f"{kind}, {percent}"
+    task = f"{match['task']}: " if match["task"] else ""
+    return which, f"{task}{kind}, {percent}"
 
 
 def _layer_series(files: StudyFiles, rows: list[dict[str, str]], value: str) -> list:
