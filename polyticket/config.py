@@ -202,7 +202,8 @@ class TrainConfig:
     scope: Literal["global", "layer", "matrix"] = knob(
         "global",
         "a random or one-shot mask ranks weights over all prunable matrices, within each "
-        "layer, or each matrix (with --sparsity-from: as many pruned as the file in each)",
+        "layer, or each matrix (a random one with --sparsity-from: as many pruned as the file "
+        "in each)",
     )
 
 
@@ -573,8 +574,20 @@ def with_preset(
         raise UserError(f"{source}: unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
     merged = {k: v for k, v in PRESETS.get(preset, {}).items() if k in knobs}
     for layer in layers:
-        merged |= layer
+        merged = _epochs_replace_steps(merged, layer) | layer
     return merged
+
+
+def _epochs_replace_steps(values: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+    """A later layer (a config file over a preset, flags over both) that gives epochs and no
+    max_steps means to train by epochs: the max_steps given before it, which would win as in
+    HF's Trainer, goes (said)."""
+    if "epochs" in later and "max_steps" not in later and values.get("max_steps"):
+        logging.getLogger("polyticket").warning(
+            "epochs %s replaces max_steps %s given before it", later["epochs"], values["max_steps"]
+        )
+        return {k: v for k, v in values.items() if k != "max_steps"}
+    return values
 
 
 def _local_files_win(values: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -604,6 +617,8 @@ def parse_config(cls: type, args: argparse.Namespace) -> Any:
         file_values = translate_config(read_config_file(path), knobs | {"preset"}, source)
     preset = getattr(args, "preset", None) or file_values.pop("preset", None)
     values = with_preset(preset, file_values, knobs=knobs, source=source)
+    flags = {k: getattr(args, k) for k in ("epochs", "max_steps") if hasattr(args, k)}
+    values = _epochs_replace_steps(values, flags)
     config = build_config(cls, args, _local_files_win(values, args), source=source)
     if hasattr(config, "out") and config.out is None:
         raise UserError("give --out (or out in the config file; output_dir in the original's)")

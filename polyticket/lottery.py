@@ -148,12 +148,6 @@ def _prepare(config: FindConfig | TrainConfig):
     return task, accelerator, data, model
 
 
-def _scope(config: FindConfig | TrainConfig) -> PruneScope:
-    return PruneScope(
-        config.model.prune_pooler, config.model.prune_include, config.model.prune_exclude
-    )
-
-
 def control_mask(config: TrainConfig, model: nn.Module) -> Mask | None:
     """The mask ``train`` uses: a file (polyticket's or the original code's .pt), a random
     mask, or one-shot magnitude pruning of θ0; None for dense training."""
@@ -165,7 +159,7 @@ def control_mask(config: TrainConfig, model: nn.Module) -> Mask | None:
     reference = Mask.load(config.sparsity_from) if config.sparsity_from else None
     if config.sparsity is None and reference is None:
         raise UserError(f"--mask {choice} needs --sparsity or --sparsity-from")
-    prunable = find_prunable(model, _scope(config))
+    prunable = find_prunable(model, PruneScope.of(config.model))
     seed = config.train.seed
     if choice == "random" and reference is not None and config.sparsity is None:
         mask = random_like(reference, seed, prunable.groups, config.scope)
@@ -173,15 +167,40 @@ def control_mask(config: TrainConfig, model: nn.Module) -> Mask | None:
         sparsity = config.sparsity if config.sparsity is not None else reference.sparsity()
         start = Mask.ones(prunable.shapes)
         if config.start_from is not None:
-            given = read_mask(Path(config.start_from), prunable.params)
-            given.check_fits(prunable.shapes, source=str(config.start_from))
-            start = Mask({**start, **given})  # a matrix it lacks starts whole
+            start = _start_mask(config, model, prunable.params)
         units = (prunable.groups, config.scope)
-        if choice == "oneshot":
-            mask = magnitude_prune(prunable.params, start, sparsity, *units)
-        else:
-            mask = random_prune(start, sparsity, seed, *units)
+        try:
+            if choice == "oneshot":
+                mask = magnitude_prune(prunable.params, start, sparsity, *units)
+            else:
+                mask = random_prune(start, sparsity, seed, *units)
+        except UserError as exc:  # a start sparser than the target, in some unit
+            if config.start_from is None:
+                raise
+            raise UserError(
+                f"--start-from {config.start_from}: {exc}; give a denser start mask or a "
+                "higher --sparsity"
+            ) from None
     return Mask(mask, {"method": choice, "seed": str(seed)})
+
+
+def _start_mask(config: TrainConfig, model: nn.Module, prunable: dict[str, Any]) -> Mask:
+    """``--start-from``'s mask over the prunable matrices: a matrix it lacks starts whole, a
+    matrix it has that is not prunable here (embeddings, the pooler) is left out, and said."""
+    params = dict(model.base_model.named_parameters())
+    source = str(config.start_from)
+    given = read_mask(Path(config.start_from), params)
+    given.check_fits({n: p.shape for n, p in params.items()}, source=source)
+    given.check_covers(prunable, config.model.model, source=source)
+    outside = [n for n in given if n not in prunable]
+    if outside:
+        log.warning(
+            "%d matrices of %s are not prunable here and are left out (first: %s; "
+            "--prune-include or --prune-pooler would prune them)",
+            len(outside), source, outside[0],
+        )  # fmt: skip
+    inside = {n: given[n] for n in given if n in prunable}
+    return Mask({**Mask.ones({n: p.shape for n, p in prunable.items()}), **inside})
 
 
 def _run_info(
@@ -249,7 +268,7 @@ def find(config: FindConfig, out: Path) -> dict[str, Any]:
     _check_same_inputs(run, previous, info["inputs"])
     schedule = fit_budget(schedule, config, len(data.train), accelerator.num_processes)
     main = accelerator.is_main_process
-    prunable = find_prunable(model, _scope(config))
+    prunable = find_prunable(model, PruneScope.of(config.model))
     theta0 = snapshot(model)
     info |= {
         "started": previous.get("started", now()),
@@ -349,7 +368,7 @@ def finetune(config: TrainConfig, out: Path) -> dict[str, Any]:
     task, accelerator, data, model = _prepare(config)
     params = dict(model.base_model.named_parameters())
     mask = control_mask(config, model)
-    prunable = find_prunable(model, _scope(config)).params
+    prunable = find_prunable(model, PruneScope.of(config.model)).params
     if mask is not None:
         mask.check_fits({n: p.shape for n, p in params.items()}, source=str(config.mask))
         mask.check_covers(prunable, config.model.model, source=str(config.mask))

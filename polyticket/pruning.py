@@ -150,9 +150,10 @@ def random_like(
     """A random mask over the same weights with exactly as many pruned as ``reference`` in
     each ranking unit (each layer with scope ``layer``): the paper's random baseline for a
     ticket."""
+    scores = random_scores(reference.shapes, seed)  # one draw: no unit shares another seed's
     parts: dict[str, torch.Tensor] = {}
-    for offset, names in enumerate(ranking_units(list(reference), groups or {}, scope).values()):
+    for names in ranking_units(list(reference), groups or {}, scope).values():
         unit = reference.subset(names)
         sparsity = Fraction(unit.numel() - unit.kept(), unit.numel())
-        parts.update(random_prune(Mask.ones(unit.shapes), sparsity, seed + offset))
+        parts.update(select({n: scores[n] for n in names}, Mask.ones(unit.shapes), sparsity))
     return Mask({name: parts[name] for name in reference}, {"method": "random"})

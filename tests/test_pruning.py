@@ -140,6 +140,10 @@ def test_random_like_prunes_as_many_as_the_reference_in_each_unit():
         random = random_like(ticket, seed=1, groups=groups, scope=scope)
         assert counts(random, units) == counts(ticket, units), scope
         assert random != ticket and random == random_like(ticket, 1, groups, scope)
+    # Units draw on one stream of the seed: seed 2's first block is not seed 1's second.
+    even = magnitude_prune(w, ones, Fraction(1, 2), groups, "layer")  # 450 of 900 in each
+    one, two = (random_like(even, seed, groups, "layer") for seed in (1, 2))
+    assert not torch.equal(one["encoder.block.1.q.weight"], two["encoder.block.0.q.weight"])
     # Without the groups one unit: the total alone is kept (the decoder gets its share).
     alone = random_like(ticket, seed=1)
     assert alone.numel() - alone.kept() == ticket.numel() - ticket.kept()

@@ -353,6 +353,13 @@ def test_a_reference_looks_the_same_in_every_figure(tmp_path):
                     markers.setdefault(label, set()).add(handle.lines[0].get_marker())
     assert set(markers) == {"random mask, 50%", "one-shot θ0 mask, 50%"}
     assert all(len(found) == 1 for found in markers.values()), markers
+    # the references of a figure with many (earlier levels pruned further) stay apart
+    from polyticket.analysis import plots
+
+    rows = [("dense", 0), ("random", 1), ("oneshot", 2)] + [(f"s{k}", None) for k in range(5)]
+    series = [plots.Series(r, [0], [0], reference=True, style=i) for r, i in rows]
+    styles = plots._styles([series])
+    assert len({(v["marker"], v["linestyle"], v["color"]) for v in styles.values()}) == 8
 
 
 def test_representation_curves_show_the_spread_over_seeds(tmp_path):
@@ -384,7 +391,8 @@ def test_retrieve_on_a_studys_exported_masks_is_drawn_as_the_study_cell(tmp_path
     """`polyticket retrieve --masks STUDY` labels masks by their exported paths."""
     results = tmp_path / "results"
     results.mkdir()
-    masks = ("dense", "ner/en/seed1/s50", "ner/en/seed1/oneshot-s50", "nli/en/seed1/s50")
+    masks = ("dense", "ner/en/seed1/s50", "ner/en/seed1/oneshot-s50", "nli/en/seed1/s50",
+             "ner/en/seed1/study-ticket")  # fmt: skip
     rows = ["mask,src,tgt,layer,accuracy"] + [
         f"{mask},en,fr,{layer},0.5" for mask in masks for layer in range(2)
     ]
@@ -392,7 +400,8 @@ def test_retrieve_on_a_studys_exported_masks_is_drawn_as_the_study_cell(tmp_path
     (figure,) = [p.figure for s in build(tmp_path) if s.key == "retrieval" for p in s.parts]
     handles = dict(zip(*reversed(figure.axes[0].get_legend_handles_labels()), strict=True))
     assert set(handles) == {
-        "dense", "ner: en ticket, 50%", "ner: one-shot θ0 mask, 50%", "nli: en ticket, 50%"
+        "dense", "ner: en ticket, 50%", "ner: one-shot θ0 mask, 50%", "nli: en ticket, 50%",
+        "ner: en study ticket",
     }  # fmt: skip
     grey = {label for label, h in handles.items() if h.lines[0].get_linewidth() < 2}
     assert grey == {"dense", "ner: one-shot θ0 mask, 50%"}  # references are thin and grey

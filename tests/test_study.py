@@ -454,18 +454,18 @@ def test_oneshot_reference_cells_rows_and_overlap(with_references, capsys):
 
 
 def test_the_study_scope_ranks_its_control_masks_as_its_tickets(tmp_path, bert_dir):
-    from polyticket.layout import RunLayout
-    from polyticket.study.kinds.base import training_config
-
-    settings = {"max_steps": 4, "rate": 0.5, "scope": "layer"}
-    path = write_study(tmp_path, bert_dir, tmp_path / "run", settings=settings,
-                       run={"oneshot": True})  # fmt: skip
+    settings = {**SETTINGS, "scope": "layer"}
+    run = {"transfer": False, "oneshot": True}
+    path = write_study(tmp_path, bert_dir, tmp_path / "run", languages=["en"], seeds=[1],
+                       settings=settings, run=run)  # fmt: skip
+    assert main(["study", str(path)]) == 0
     study = load_study(path)
-    by_kind = {c.kind: c for c in cells(study)}
-    out = RunLayout(tmp_path / "x")
-    oneshot = training_config(study, by_kind["oneshot"], out, mask="oneshot", sparsity=0.5)
-    random = training_config(study, by_kind["random"], out, mask="random", sparsity=0.5)
-    assert (oneshot.scope, random.scope) == ("layer", "layer")
+    cell = study.layout.cells / "ner/en/seed1"
+    ticket = Mask.load(cell / "imp/level_01/mask.safetensors")
+    assert list(ticket.sparsity_by_layer().values()) == [0.5, 0.5]
+    for control in ("oneshot-s50", "random-s50", "random-at-ticket"):
+        mask = Mask.load(cell / control / "mask.safetensors")
+        assert mask.sparsity_by_layer() == ticket.sparsity_by_layer(), control
 
 
 def test_earlier_levels_pruned_further_at_random_are_rows_of_the_transfer_matrix(
@@ -558,12 +558,15 @@ def test_representations_cell_retrieval_and_similarity_per_layer(with_references
 
 def test_the_representations_cell_says_when_cca_is_biased(tmp_path, bert_dir, caplog):
     run = {"random": False, "transfer": False, "representations": {"parallel": "p-{lang}.txt"}}
+    # the study prunes all but one matrix: its masks cover what it prunes, nothing to say
+    settings = {**SETTINGS, "prune_exclude": [r"encoder\.layer\.0\.attention\.self\.query\..*"]}
     path = write_study(tmp_path, bert_dir, tmp_path / "run", languages=["en", "fr"],
-                       seeds=[1], run=run)  # fmt: skip
+                       seeds=[1], run=run, settings=settings)  # fmt: skip
     for lang in ("en", "fr"):
         (tmp_path / f"p-{lang}.txt").write_text("\n".join(unique_sentences(12)) + "\n")
     assert main(["study", str(path)]) == 0
     assert "12 sentences for 32 hidden units: SVCCA/PWCCA are biased towards 1" in caplog.text
+    assert "stay dense" not in caplog.text
 
 
 def test_compare_a_study_directory(with_references, capsys):

@@ -344,6 +344,28 @@ def test_random_and_oneshot_controls(mlm_run, bert_dir, conll_files, tmp_path):
     assert by_layer != oneshot
 
 
+def test_start_from_prunes_further_from_a_mask(bert_dir, conll_files, tmp_path, caplog, capsys):
+    from transformers import AutoModel
+
+    base = ["train", "--task", "ner", "--model", str(bert_dir), *files(*conll_files), *FAST]
+    assert main([*base, "--mask", "random", "--sparsity", "0.3", "--out", str(tmp_path / "a")]) == 0
+    start = Mask.load(tmp_path / "a" / "mask.safetensors")
+    # the pooler or embeddings of another scope: left out, and said
+    wider = Mask({**start, "embeddings.word_embeddings.weight": torch.ones(
+        AutoModel.from_pretrained(bert_dir).embeddings.word_embeddings.weight.shape, dtype=bool
+    )}).save(tmp_path / "wider.safetensors")  # fmt: skip
+    further = ["--mask", "random", "--sparsity", "0.5", "--start-from", str(wider)]
+    assert main([*base, *further, "--out", str(tmp_path / "b")]) == 0
+    assert "1 matrices of" in caplog.text and "are not prunable here" in caplog.text
+    mask = Mask.load(tmp_path / "b" / "mask.safetensors")
+    assert set(mask) == set(start) and mask.sparsity() == pytest.approx(0.5, abs=1e-3)
+    assert all(not (mask[n] & ~start[n]).any() for n in start)  # pruned stays pruned
+    # a start sparser than the target
+    denser = ["--mask", "random", "--sparsity", "0.2", "--start-from", str(wider)]
+    assert main([*base, *denser, "--out", str(tmp_path / "c")]) == 2
+    assert "give a denser start mask or a higher --sparsity" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("task", ["ner", "nli", "mlm"])
 def test_random_init_works_for_every_task(
     task, bert_dir, conll_files, nli_files, text_file, tmp_path
@@ -482,6 +504,26 @@ def test_presets_set_the_papers_settings_and_flags_win():
     assert config.train.batch_size == 32 and config.train.epochs == 3
     assert config.train.learning_rate == 1e-5
     assert config.model.model == "bert-base-multilingual-cased"
+
+
+def test_epochs_given_over_a_presets_steps_train_by_epochs(tmp_path, caplog):
+    """paper-mlm sets max_steps (which wins over epochs, as in HF's Trainer): --epochs over
+    it, or epochs in a config file, means epochs."""
+    from polyticket.cli import build_parser
+    from polyticket.config import FindConfig, parse_config
+
+    def parse(*flags):
+        args = build_parser().parse_args(["find", "--preset", "paper-mlm", *flags, "--out", "x"])
+        return parse_config(FindConfig, args).train
+
+    assert parse().max_steps == 10_000
+    by_epochs = parse("--epochs", "0.5")
+    assert (by_epochs.max_steps, by_epochs.epochs) == (None, 0.5)
+    assert "epochs 0.5 replaces max_steps 10000 given before it" in caplog.text
+    both = parse("--epochs", "0.5", "--max-steps", "7")
+    assert (both.max_steps, both.epochs) == (7, 0.5)
+    (tmp_path / "c.yaml").write_text("epochs: 2\n")
+    assert parse("--config", str(tmp_path / "c.yaml")).max_steps is None
 
 
 def test_xnli_from_the_hub_uses_the_language_and_label_ids(xlmr_dir, monkeypatch, caplog):

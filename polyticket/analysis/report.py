@@ -849,6 +849,7 @@ def _drop_plot(task: str, drops: list[dict[str, Any]]) -> Plot:
             [sparsities.index(s) for s in values],
             list(values.values()),
             reference=is_reference(source),
+            style=REFERENCE_STYLE.get(source),
         )
         for source, values in by_source.items()
     ]
@@ -866,7 +867,7 @@ def _drop_plot(task: str, drops: list[dict[str, Any]]) -> Plot:
 # ``results/masks``, the exported ones (``ner/en/seed1/s50``, ``ner/en/seed1/oneshot-s50``).
 MASK_LABEL = re.compile(
     r"(?:(?P<task>[^/]+)/)?(?P<set>(?!seed\d)[^/]+)(?:/seed\d+)?/"
-    r"(?:(?P<oneshot>oneshot)-)?s(?P<percent>[\d.]+)"
+    r"(?:(?:(?P<oneshot>oneshot)-)?s(?P<percent>[\d.]+)|(?P<ticket>study-ticket))"
 )
 SEED = re.compile(r"/seed\d+(?=/|$)")
 
@@ -880,10 +881,11 @@ def _mask_label(mask: str) -> tuple[str, str]:
     match = MASK_LABEL.fullmatch(mask)
     if not match:
         return mask, SEED.sub("", mask)
-    which, percent = match["oneshot"] or match["set"], f"{float(match['percent']):g}%"
+    which, task = match["oneshot"] or match["set"], f"{match['task']}: " if match["task"] else ""
+    if match["ticket"]:
+        return which, f"{task}{which} study ticket"
     kind = {"random": "random mask", "oneshot": "one-shot θ0 mask"}.get(which, f"{which} ticket")
-    task = f"{match['task']}: " if match["task"] else ""
-    return which, f"{task}{kind}, {percent}"
+    return which, f"{task}{kind}, {float(match['percent']):g}%"
 
 
 def _layer_series(files: StudyFiles, rows: list[dict[str, str]], value: str) -> list:

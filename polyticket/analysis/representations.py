@@ -26,7 +26,7 @@ from transformers import PreTrainedModel
 from polyticket.errors import UserError
 from polyticket.layout import StudyLayout
 from polyticket.masks import FORMAT, Mask, read_metadata
-from polyticket.models.families import find_prunable
+from polyticket.models.families import PruneScope, find_prunable
 
 Pooling = Literal["mean", "cls"]
 DENSE = "dense"  # the label of the unmasked model in every output
@@ -156,15 +156,19 @@ class Inputs:
 
 
 def read_inputs(
-    model: str, masks: Sequence[Path] | Mapping[str, Path], parallel: Mapping[str, Path]
+    model: str,
+    masks: Sequence[Path] | Mapping[str, Path],
+    parallel: Mapping[str, Path],
+    scope: PruneScope | None = None,
 ) -> Inputs:
     """Every input checked before the model is loaded, so that a typo fails fast. ``masks``
-    are files and folders (``find_masks``), or files already labelled."""
+    are files and folders (``find_masks``), or files already labelled; ``scope`` is what
+    they should cover (a study's ``prune_*`` knobs)."""
     texts = read_parallel(parallel)
     mask_files = dict(masks) if isinstance(masks, Mapping) else find_masks(masks)
     # e5-small's vocabulary is trimmed to the pieces of these files (others are ignored).
     encoder, tokenizer = load_encoder(model, vocab_from=list(parallel.values()))
-    prunable = find_prunable(encoder).params
+    prunable = find_prunable(encoder, scope or PruneScope()).params
     for path in mask_files.values():  # before minutes of encoding, not after
         mask = load_mask(encoder, path)
         mask.check_fits(_shapes(encoder), str(path))

@@ -11,6 +11,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from torch import nn
 from transformers.pytorch_utils import Conv1D
@@ -88,6 +89,12 @@ class PruneScope:
     prune_pooler: bool = False
     include: Sequence[str] = field(default_factory=tuple)
     exclude: Sequence[str] = field(default_factory=tuple)
+
+    @classmethod
+    def of(cls, model_args: Any) -> PruneScope:
+        """The scope a config's model knobs set (``--prune-pooler``, ``--prune-include``,
+        ``--prune-exclude``)."""
+        return cls(model_args.prune_pooler, model_args.prune_include, model_args.prune_exclude)
 
 
 @dataclass(frozen=True)

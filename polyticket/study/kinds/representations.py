@@ -72,12 +72,15 @@ class Representations(CellKind):
         from polyticket.analysis.representations import read_inputs
         from polyticket.analysis.retrieval import retrieval_rows
         from polyticket.analysis.similarity import check_sample_size, similarity_rows
+        from polyticket.models.families import PruneScope
 
         option = study.run["representations"]
         template = str(study.resolve(option["parallel"]))
         languages = study.tasks[cell.task].languages
         parallel = {lang: Path(template.replace("{lang}", lang)) for lang in languages}
-        inputs = read_inputs(study.tasks[cell.task].model, masks(study, cell.task), parallel)
+        config = study.tasks[cell.task].config
+        scope = PruneScope.of(config.model)  # what the masks cover: no warning for the rest
+        inputs = read_inputs(config.model.model, masks(study, cell.task), parallel, scope)
         check_sample_size(inputs)
         retrieval, similarity, dense = [], [], None
         for label, states in inputs.states(option.get("pooling", "mean")):
