@@ -615,7 +615,8 @@ def parse_config(cls: type, args: argparse.Namespace) -> Any:
     file_values = {}
     if path:
         file_values = translate_config(read_config_file(path), knobs | {"preset"}, source)
-    preset = getattr(args, "preset", None) or file_values.pop("preset", None)
+    file_preset = file_values.pop("preset", None)  # --preset wins over the file's, as flags do
+    preset = getattr(args, "preset", None) or file_preset
     values = with_preset(preset, file_values, knobs=knobs, source=source)
     flags = {k: getattr(args, k) for k in ("epochs", "max_steps") if hasattr(args, k)}
     values = _epochs_replace_steps(values, flags)

@@ -524,6 +524,9 @@ def test_epochs_given_over_a_presets_steps_train_by_epochs(tmp_path, caplog):
     assert (both.max_steps, both.epochs) == (7, 0.5)
     (tmp_path / "c.yaml").write_text("epochs: 2\n")
     assert parse("--config", str(tmp_path / "c.yaml")).max_steps is None
+    # --preset wins over a preset the file names (it said "unknown key 'preset'")
+    (tmp_path / "d.yaml").write_text("preset: paper-ner\n")
+    assert parse("--config", str(tmp_path / "d.yaml")).max_steps == 10_000
 
 
 def test_xnli_from_the_hub_uses_the_language_and_label_ids(xlmr_dir, monkeypatch, caplog):
