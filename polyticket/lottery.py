@@ -37,7 +37,7 @@ from polyticket.models import (
     model_revision,
     position_limit,
 )
-from polyticket.models.families import PruneScope, find_prunable
+from polyticket.models.families import Prunable, PruneScope, find_prunable
 from polyticket.pruning import magnitude_prune, random_like, random_prune, select, sparsity_schedule
 from polyticket.tasks.base import get_task
 from polyticket.tickets import epsilon_ticket
@@ -165,9 +165,11 @@ def control_mask(config: TrainConfig, model: nn.Module) -> Mask | None:
         mask = random_like(reference, seed, prunable.groups, config.scope)
     else:
         sparsity = config.sparsity if config.sparsity is not None else reference.sparsity()
-        start = Mask.ones(prunable.shapes)
-        if config.start_from is not None:
-            start = _start_mask(config, model, prunable.params)
+        start = (
+            Mask.ones(prunable.shapes)
+            if config.start_from is None
+            else _start_mask(config, model, prunable)
+        )
         units = (prunable.groups, config.scope)
         try:
             if choice == "oneshot":
@@ -184,23 +186,23 @@ def control_mask(config: TrainConfig, model: nn.Module) -> Mask | None:
     return Mask(mask, {"method": choice, "seed": str(seed)})
 
 
-def _start_mask(config: TrainConfig, model: nn.Module, prunable: dict[str, Any]) -> Mask:
+def _start_mask(config: TrainConfig, model: nn.Module, prunable: Prunable) -> Mask:
     """``--start-from``'s mask over the prunable matrices: a matrix it lacks starts whole, a
     matrix it has that is not prunable here (embeddings, the pooler) is left out, and said."""
     params = dict(model.base_model.named_parameters())
     source = str(config.start_from)
     given = read_mask(Path(config.start_from), params)
     given.check_fits({n: p.shape for n, p in params.items()}, source=source)
-    given.check_covers(prunable, config.model.model, source=source)
-    outside = [n for n in given if n not in prunable]
+    given.check_covers(prunable.params, config.model.model, source=source)
+    outside = [n for n in given if n not in prunable.params]
     if outside:
         log.warning(
             "%d matrices of %s are not prunable here and are left out (first: %s; "
             "--prune-include or --prune-pooler would prune them)",
             len(outside), source, outside[0],
         )  # fmt: skip
-    inside = {n: given[n] for n in given if n in prunable}
-    return Mask({**Mask.ones({n: p.shape for n, p in prunable.items()}), **inside})
+    inside = {n: given[n] for n in given if n in prunable.params}
+    return Mask({**Mask.ones(prunable.shapes), **inside})
 
 
 def _run_info(

@@ -168,7 +168,7 @@ def read_inputs(
     mask_files = dict(masks) if isinstance(masks, Mapping) else find_masks(masks)
     # e5-small's vocabulary is trimmed to the pieces of these files (others are ignored).
     encoder, tokenizer = load_encoder(model, vocab_from=list(parallel.values()))
-    prunable = find_prunable(encoder, scope or PruneScope()).params
+    prunable = find_prunable(encoder, scope or PruneScope()).params if mask_files else {}
     for path in mask_files.values():  # before minutes of encoding, not after
         mask = load_mask(encoder, path)
         mask.check_fits(_shapes(encoder), str(path))

@@ -201,6 +201,7 @@ class StudyResults:
         """Rows source (and dense, random, one-shot, earlier levels pruned further at
         random), columns target: mean, std and count over seeds."""
         targets = self.study.tasks[task].languages
+        further = starts(self.study, task, sparsity)  # earlier levels pruned further
         rows: dict[str, dict[str, list[float]]] = {}
 
         def add(row: str, target: str, value: float | None) -> None:
@@ -212,7 +213,7 @@ class StudyResults:
                 add("dense", target, self.level_score(task, target, seed, Fraction(0)))
                 add("random", target, self.score(random_cell(task, target, seed, sparsity).name))
                 add("oneshot", target, self.score(oneshot_cell(task, target, seed, sparsity).name))
-                for start in starts(self.study, task, sparsity):
+                for start in further:
                     cell = further_cell(task, target, seed, start, sparsity)
                     add(row_name(start), target, self.score(cell.name))
                 for source in self.study.sources(task):
@@ -221,8 +222,7 @@ class StudyResults:
                     else:
                         value = self.score(transfer_cell(task, target, seed, source, sparsity).name)
                     add(source, target, value)
-        further = [row_name(start) for start in starts(self.study, task, sparsity)]
-        order = [*self.study.sources(task), "dense", *BASELINES, *further]
+        order = [*self.study.sources(task), "dense", *BASELINES, *map(row_name, further)]
         metric, greater = self.metric(task)
         return {
             "task": task,
