@@ -181,6 +181,10 @@ class FindConfig:
     out: Path | None = knob(None, "run directory (required); an existing run is continued")
 
 
+# Masks ``train`` makes itself (from a sparsity), as opposed to a mask file or dense training.
+CONTROL_MASKS = ("random", "oneshot")
+
+
 @dataclass
 class TrainConfig:
     model: ModelArgs = field(default_factory=ModelArgs)
@@ -475,11 +479,12 @@ def check_config(config: Any, source: str = "config") -> Any:
 
 def check_mask_knobs(config: TrainConfig, source: str) -> None:
     """The knobs of a control mask go with one: given without it they would be ignored."""
-    control = config.mask in ("random", "oneshot")
+    control = config.mask in CONTROL_MASKS
     for knob, given in (
         ("sparsity", config.sparsity is not None),
         ("sparsity_from", config.sparsity_from is not None),
         ("start_from", config.start_from is not None),
+        ("scope", config.scope != "global"),
     ):
         if given and not control:
             raise UserError(

@@ -23,7 +23,7 @@ from torch import nn
 
 import polyticket
 from polyticket.compat import read_mask
-from polyticket.config import FindConfig, TrainConfig, to_dict
+from polyticket.config import CONTROL_MASKS, FindConfig, TrainConfig, to_dict
 from polyticket.criteria import CRITERIA
 from polyticket.criteria.base import Level
 from polyticket.errors import UserError
@@ -154,7 +154,7 @@ def control_mask(config: TrainConfig, model: nn.Module) -> Mask | None:
     choice = config.mask
     if choice in (None, "dense"):
         return None
-    if choice not in ("random", "oneshot"):
+    if choice not in CONTROL_MASKS:
         return read_mask(Path(choice), dict(model.base_model.named_parameters()))
     reference = Mask.load(config.sparsity_from) if config.sparsity_from else None
     if config.sparsity is None and reference is None:

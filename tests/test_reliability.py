@@ -372,6 +372,12 @@ CASES = [
         "start_from applies to mask random or oneshot, not to a mask file",
     ),  # fmt: skip
     (
+        "scope-with-file",
+        lambda w: train(w, "--mask", str(w / "good.safetensors"), "--scope", "layer"),
+        "scope applies to mask random or oneshot, not to a mask file",
+    ),
+    ("scope-dense", lambda w: train(w, "--scope", "matrix"), "not to dense training"),
+    (
         "synth-one-file",
         lambda w: ["data", "synth", "--task", "nli", "--language", "en,fr", "--size", "2",
                    "--out", str(w / "x.tsv")],

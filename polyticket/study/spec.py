@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from polyticket.config import (
+    CONTROL_MASKS,
     FindConfig,
     TrainConfig,
     build_config,
@@ -199,8 +200,17 @@ def _task_spec(
     config = build_config(
         FindConfig, None, {**_only(merged, FindConfig), "task": task, "out": out}, source
     )
-    build_config(TrainConfig, None, {**_only(merged, TrainConfig), "task": task}, source)
+    build_config(TrainConfig, None, training_knobs({**merged, "task": task}), source)
     return TaskSpec(str(key), task, chosen, merged, config)
+
+
+def training_knobs(values: dict[str, Any]) -> dict[str, Any]:
+    """The knobs of a study's settings a training cell takes: the study's ``scope`` ranks its
+    control masks as it ranks its tickets, and means nothing to dense or mask-file training."""
+    knobs = _only(values, TrainConfig)
+    if knobs.get("mask") not in CONTROL_MASKS:
+        knobs.pop("scope", None)
+    return knobs
 
 
 def _only(values: dict[str, Any], cls: type) -> dict[str, Any]:

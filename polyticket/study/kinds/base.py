@@ -8,13 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from polyticket.config import TrainConfig, build_config, knob_names, to_dict
+from polyticket.config import TrainConfig, build_config, to_dict
 from polyticket.errors import UserError
 from polyticket.io import write_json
 from polyticket.layout import RunLayout
 from polyticket.study.grid import Cell, percent
 from polyticket.study.kinds import CELL_KINDS
-from polyticket.study.spec import CELL_KNOBS, PATH_KNOBS, Study
+from polyticket.study.spec import CELL_KNOBS, PATH_KNOBS, Study, training_knobs
 
 
 class CellKind:
@@ -142,10 +142,7 @@ def training_config(study: Study, cell: Cell, out: RunLayout, **knobs: Any) -> T
         "out": out.root,
         **knobs,
     }
-    known = knob_names(TrainConfig)
-    return build_config(
-        TrainConfig, None, {k: v for k, v in values.items() if k in known}, str(study.path)
-    )
+    return build_config(TrainConfig, None, training_knobs(values), str(study.path))
 
 
 def into_place(study: Study, cell: Cell, write: Callable[[RunLayout], Any]) -> None:
