@@ -360,6 +360,11 @@ def test_a_reference_looks_the_same_in_every_figure(tmp_path):
     series = [plots.Series(r, [0], [0], reference=True, style=i) for r, i in rows]
     styles = plots._styles([series])
     assert len({(v["marker"], v["linestyle"], v["color"]) for v in styles.values()}) == 8
+    # two series of one language (its NER and NLI tickets) keep its colour, and differ
+    series = [plots.Series(label, [0], [0], style=1) for label in ("ner: en", "nli: en")]
+    first, second = plots._styles([series]).values()
+    assert first["color"] == second["color"]
+    assert first["marker"] != second["marker"] and first["linestyle"] != second["linestyle"]
 
 
 def test_representation_curves_show_the_spread_over_seeds(tmp_path):

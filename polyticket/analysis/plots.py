@@ -45,18 +45,20 @@ def _new(width: float = WIDTH, height: float = HEIGHT) -> Figure:
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
-def _data_style(index: int) -> dict:
+def _data_style(index: int, variant: int = 0) -> dict:
     """Data style ``index``: colour, marker and line style, so that any two styles differ in
     marker (and in line style unless there are more than four), and grey prints keep them
     apart. A series' ``style`` picks its index: the same language looks the same in every
-    figure."""
+    figure. ``variant`` keeps the colour and changes marker and line style, for the second
+    series of one language (its NER and its NLI ticket, say)."""
     from matplotlib import colormaps
 
     colours = colormaps["tab10"].colors
     return {
         "color": colours[index % len(colours)],
-        "marker": MARKERS[index % len(MARKERS)],
-        "linestyle": LINESTYLES[index % len(LINESTYLES)],
+        # a step coprime with the number of markers: a language's variants all differ
+        "marker": MARKERS[(index + 5 * variant) % len(MARKERS)],
+        "linestyle": LINESTYLES[(index + variant) % len(LINESTYLES)],
         "linewidth": 2,
         "markersize": 7,
     }
@@ -80,12 +82,18 @@ REFERENCE_STYLES = (
 
 def _styles(panels: Sequence[Sequence[Series]]) -> dict[str, dict]:
     """Each label's style, the same in every panel: a series its ``style`` (else the next
-    free one), from the data styles or, for a reference, the reference styles."""
+    free one), from the data styles or, for a reference, the reference styles. Data series
+    asking for one style share its colour and differ in marker and line style."""
     every = list({s.label: s for series in panels for s in series}.values())
     data = [s for s in every if not s.reference]
     taken = {s.style for s in data}
     free = (i for i in itertools.count() if i not in taken)
-    styles = {s.label: _data_style(next(free) if s.style is None else s.style) for s in data}
+    variants: dict[int, int] = {}
+    styles = {}
+    for s in data:
+        index = next(free) if s.style is None else s.style
+        styles[s.label] = _data_style(index, variants.get(index, 0))
+        variants[index] = variants.get(index, 0) + 1
     references = [s for s in every if s.reference]
     taken = {s.style for s in references}
     free = (i for i in itertools.count() if i not in taken)
