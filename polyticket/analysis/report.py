@@ -42,6 +42,7 @@ from polyticket.analysis.results import (
     headline_text,
     is_reference,
     not_done_text,
+    number,
     sparsity_tags,
     with_spread,
 )
@@ -194,18 +195,13 @@ def _std(values: Sequence[float]) -> float:
     return statistics.stdev(finite) if len(finite) > 1 else 0.0
 
 
-def _number(value: Any, digits: int = 3) -> str:
-    value = _nan(value) if not isinstance(value, float) else value
-    return "–" if math.isnan(value) else f"{value:.{digits}f}"
-
-
 def _row(record: dict[str, Any], text: str, percents: str, numbers: str) -> list[str]:
     """A table row of ``record``'s fields: those named in ``text`` as they are, then those
     in ``percents`` as percentages, then those in ``numbers`` to three decimals."""
     return [
         *(str(record[key]) for key in text.split()),
         *(_percent(record[key]) for key in percents.split()),
-        *(_number(record[key]) for key in numbers.split()),
+        *(number(record[key]) for key in numbers.split()),
     ]
 
 
@@ -331,7 +327,7 @@ def headline_section(files: StudyFiles) -> Section:
                         line["task"],
                         _percent(line["sparsity"]),
                         line["metric"],
-                        *(_number(line[key]) for _, key in columns),
+                        *(number(line[key]) for _, key in columns),
                     ]
                     for line in lines
                 ],
@@ -408,8 +404,8 @@ def _dense_far_behind(files: StudyFiles) -> list[str]:
         ]
         if far:
             cases = ", ".join(
-                f"{r['language']} seed {r['seed']}: {_number(r['score'])} vs dense "
-                f"{_number(r['dense_score'])}"
+                f"{r['language']} seed {r['seed']}: {number(r['score'])} vs dense "
+                f"{number(r['dense_score'])}"
                 for r in far[:4]
             )
             more = f" and {len(far) - 4} more" if len(far) > 4 else ""
@@ -651,10 +647,10 @@ def _head_plot(overlap: dict[str, Any], measure: str) -> Plot | None:
     return Plot(
         _stem("overlap-head", overlap),
         f"{name}: {what} per attention head between languages (random expectation "
-        f"{_number(min(chances))}–{_number(max(chances))} by head; the colours span the "
-        f"heads' range {_number(np.nanmin(values))}–{_number(np.nanmax(values))}).",
+        f"{number(min(chances))}–{number(max(chances))} by head; the colours span the "
+        f"heads' range {number(np.nanmin(values))}–{number(np.nanmax(values))}).",
         plots.heatmap(
-            f"{name}: {what} per head (random ≈ {_number(_mean(chances))})",
+            f"{name}: {what} per head (random ≈ {number(_mean(chances))})",
             values,
             [_layer_label(layer) for layer in layers],
             [h.replace("head", "") for h in heads],
@@ -687,10 +683,10 @@ def beyond_section(files: StudyFiles) -> Section:
         section.parts.append(
             Plot(
                 _stem("beyond-theta0", overlap),
-                f"{name}: overlap beyond θ0 (random expectation {_number(chance)})"
+                f"{name}: overlap beyond θ0 (random expectation {number(chance)})"
                 + ("; blank diagonal: one seed only." if not same else "."),
                 plots.heatmap(
-                    f"{name}: overlap beyond θ0 (random ≈ {_number(chance)})",
+                    f"{name}: overlap beyond θ0 (random ≈ {number(chance)})",
                     similarity,
                     languages,
                     languages,
@@ -1053,7 +1049,7 @@ def dendrogram_section(files: StudyFiles) -> Section:
                     "so read the index with care)",
                     ["grouping", "adjusted Rand", "purity"],
                     [
-                        [g, _number(v["adjusted_rand"]), _number(v["purity"])]
+                        [g, number(v["adjusted_rand"]), number(v["purity"])]
                         for g, v in groups.items()
                     ],
                 )
@@ -1109,7 +1105,7 @@ def core_section(files: StudyFiles) -> Section:
                         "recovered",
                     ],
                     [
-                        [r["language"], str(r["seed"]), *(_number(r.get(k)) for k in keys)]
+                        [r["language"], str(r["seed"]), *(number(r.get(k)) for k in keys)]
                         for r in scores
                     ],
                 )
@@ -1159,11 +1155,11 @@ def finders_section(files: StudyFiles) -> Section:
 def _finder_cells(row: dict[str, Any], tag: str) -> list[str]:
     """Score, Jaccard to IMP, steps, difference to IMP at one sparsity (``s50``)."""
     difference = (
-        with_spread(row, f"diff_{tag}", f"diff_{tag}_se", _number) if f"diff_{tag}" in row else "–"
+        with_spread(row, f"diff_{tag}", f"diff_{tag}_se", number) if f"diff_{tag}" in row else "–"
     )
     return [
-        with_spread(row, f"score_{tag}", f"score_{tag}_std", _number),
-        _number(row[f"jaccard_{tag}"]),
+        with_spread(row, f"score_{tag}", f"score_{tag}_std", number),
+        number(row[f"jaccard_{tag}"]),
         f"{row[f'steps_{tag}']:g}",
         difference,
     ]

@@ -664,10 +664,15 @@ def _export_level_masks(results: StudyResults) -> None:
             stale.unlink()
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+def number(value: Any, digits: int = 3) -> str:
+    """A score or overlap as the summary and the report both write it: three decimals, "–"
+    for a missing one (None, NaN or an empty cell of a table read back)."""
+    if value is None or value == "":
+        return "–"
+    if isinstance(value, int):  # a count, a level
+        return str(value)
+    value = float(value)
+    return "–" if math.isnan(value) else f"{value:.{digits}f}"
 
 
 def _beats(a: float, b: float, greater_is_better: bool) -> str:
@@ -687,14 +692,14 @@ def _beats_beyond_seeds(a: float, b: float, line: dict[str, Any]) -> str:
     gap = abs(a - b)
     seeds, spread = line["score_seeds"], line["score_seed_std"]
     if seeds < 2 or math.isnan(spread):
-        return f"{verdict}, by {_fmt(gap, 3)} (one seed: no spread to judge the margin by)"
+        return f"{verdict}, by {number(gap)} (one seed: no spread to judge the margin by)"
     margin = 2 * spread * math.sqrt(2 / seeds)
     if gap > margin:
-        return f"{verdict}, by {_fmt(gap, 3)} (twice the seeds' standard error: {_fmt(margin, 3)})"
+        return f"{verdict}, by {number(gap)} (twice the seeds' standard error: {number(margin)})"
     where = "ahead" if verdict == "yes" else "behind"
     return (
-        f"not clearly: {where} by {_fmt(gap, 3)}, within twice the seeds' standard error "
-        f"({_fmt(margin, 3)})"
+        f"not clearly: {where} by {number(gap)}, within twice the seeds' standard error "
+        f"({number(margin)})"
     )
 
 
@@ -702,12 +707,12 @@ def _same_seed_text(value: float) -> str:
     """The overlap of pairs of languages in one seed, beside the answer (of other seeds)."""
     if math.isnan(value):
         return ""
-    return f" (pairs of other seeds; {_fmt(value, 3)} for pairs of one seed)"
+    return f" (pairs of other seeds; {number(value)} for pairs of one seed)"
 
 
 def _bound_text(value: float) -> str:
     """The same language's other seeds: the bound the overlap between languages stands by."""
-    return "" if math.isnan(value) else f", {_fmt(value, 3)} between seeds of a language"
+    return "" if math.isnan(value) else f", {number(value)} between seeds of a language"
 
 
 def headline_text(line: dict[str, Any]) -> str:
@@ -727,19 +732,19 @@ def headline_text(line: dict[str, Any]) -> str:
         lines.append(
             "  Did training move different languages to the same weights (overlap of their "
             f"departures from θ0's magnitude mask)? {_beats(beyond, chance, True)}: "
-            f"Jaccard {_fmt(beyond, 3)} vs {_fmt(chance, 3)} at random"
+            f"Jaccard {number(beyond)} vs {number(chance)} at random"
             + _same_seed_text(line.get("overlap_beyond_theta0_same_seed", math.nan))
             + _bound_text(line.get("overlap_beyond_theta0_same_language", math.nan))
         )
     overlap_text = (
-        f"{_beats(overlap, line['overlap_random'], True)}: Jaccard {_fmt(overlap, 3)} vs "
-        f"{_fmt(line['overlap_random'], 3)} at random"
+        f"{_beats(overlap, line['overlap_random'], True)}: Jaccard {number(overlap)} vs "
+        f"{number(line['overlap_random'])} at random"
         + _same_seed_text(line.get("overlap_same_seed", math.nan))
     )
     overlap_text += _bound_text(line["overlap_same_language"])
     oneshot = line["overlap_oneshot"]
     if not math.isnan(oneshot):
-        overlap_text += f", {_fmt(oneshot, 3)} with the one-shot mask of θ0"
+        overlap_text += f", {number(oneshot)} with the one-shot mask of θ0"
         if not math.isnan(overlap) and overlap <= oneshot:
             overlap_text += " (no more than θ0's magnitudes alone give)"
     lines.append(
@@ -751,13 +756,13 @@ def headline_text(line: dict[str, Any]) -> str:
             "initialisation, order of batches and dropout alone raise their overlap. A second "
             "seed tells by how much.)"
         )
-    reference = f"dense {_fmt(line['dense_score'], 3)}"
+    reference = f"dense {number(line['dense_score'])}"
     if not math.isnan(line["oneshot_score"]):
-        reference += f", one-shot mask {_fmt(line['oneshot_score'], 3)}"
+        reference += f", one-shot mask {number(line['oneshot_score'])}"
     verdict = _beats_beyond_seeds(transfer, line["random_score"], line)
     lines.append(
         f"  Do transferred tickets beat random masks? {verdict}: "
-        f"{metric} {_fmt(transfer, 3)} vs {_fmt(line['random_score'], 3)} ({reference})"
+        f"{metric} {number(transfer)} vs {number(line['random_score'])} ({reference})"
     )
     return "\n".join(lines)
 
@@ -776,15 +781,15 @@ def format_summary(everything: dict[str, Any]) -> str:
         for row in matrix["rows"]:
             lines.append(
                 f"{row:<{width}}"
-                + "".join(f"{_fmt(matrix['mean'][row][t]):>10}" for t in matrix["targets"])
+                + "".join(f"{number(matrix['mean'][row][t]):>10}" for t in matrix["targets"])
             )
     if everything["tickets"]:
         lines += ["", f"study tickets (rule {SEED_STD}: {RULES[SEED_STD]})"]
         for row in everything["tickets"]:
             lines.append(
                 f"  {row['task']} {row['language']} seed {row['seed']}: level {row['level']} "
-                f"({row['sparsity']:.0%}) score {_fmt(row['score'])}, dense "
-                f"{_fmt(row['dense_score'])}, random {_fmt(row['random_score'])}"
+                f"({row['sparsity']:.0%}) score {number(row['score'])}, dense "
+                f"{number(row['dense_score'])}, random {number(row['random_score'])}"
             )
     lines += finder_lines(everything.get("methods") or [], everything.get("methods_mean") or [])
     lines += ["", *(headline_text(line) for line in everything["headline"])]
@@ -828,7 +833,7 @@ def finder_lines(rows: list[dict[str, Any]], means: list[dict[str, Any]] = ()) -
     for row in rows:
         tags = sparsity_tags(row)
         parts = [
-            f"{tag}: {_fmt(row[f'score_{tag}'])}, J {_fmt(row[f'jaccard_{tag}'])}, "
+            f"{tag}: {number(row[f'score_{tag}'])}, J {number(row[f'jaccard_{tag}'])}, "
             f"{row[f'steps_{tag}']} steps"
             for tag in tags
         ]
@@ -843,11 +848,11 @@ def finder_lines(rows: list[dict[str, Any]], means: list[dict[str, Any]] = ()) -
         parts = []
         for tag in tags:
             part = (
-                f"{tag}: {with_spread(row, f'score_{tag}', f'score_{tag}_std', _fmt)}, "
-                f"J {_fmt(row[f'jaccard_{tag}'])}, {row[f'steps_{tag}']:g} steps"
+                f"{tag}: {with_spread(row, f'score_{tag}', f'score_{tag}_std', number)}, "
+                f"J {number(row[f'jaccard_{tag}'])}, {row[f'steps_{tag}']:g} steps"
             )
             if f"diff_{tag}" in row:
-                part += f", vs IMP {with_spread(row, f'diff_{tag}', f'diff_{tag}_se', _fmt)}"
+                part += f", vs IMP {with_spread(row, f'diff_{tag}', f'diff_{tag}_se', number)}"
             parts.append(part)
         if goal_key in row:
             parts.append(
