@@ -21,6 +21,7 @@ import yaml
 
 from polyticket.criteria import CRITERIA
 from polyticket.errors import UserError
+from polyticket.pruning import Scope
 from polyticket.tasks import TASKS
 
 
@@ -140,8 +141,11 @@ class PruneArgs:
     method: str = knob(
         "magnitude", "pruning criterion: how weights are scored for removal", choices=CRITERIA
     )
-    scope: Literal["global", "layer", "matrix"] = knob(
-        "global", "rank weights over all prunable matrices, within each layer, or each matrix"
+    scope: Scope | None = knob(
+        None,
+        "rank weights over all prunable matrices, within each layer, each matrix or each output "
+        "row (default: the method's own: row for wanda, as its paper compares them, global for "
+        "the others)",
     )
     rate: float = knob(
         0.1, "fraction of the ORIGINAL prunable weights removed per level", above=0, below=1
@@ -170,6 +174,15 @@ class PruneArgs:
         minimum=0,
         below=1,
     )
+
+    def __post_init__(self) -> None:
+        if self.scope is None:
+            self.scope = scope_for(self.method)
+
+
+def scope_for(method: str, scope: Scope | None = None) -> Scope:
+    """The scope a level of ``method`` ranks with: the given one, else the method's own."""
+    return scope if scope is not None else CRITERIA[method].scope
 
 
 @dataclass
@@ -203,11 +216,11 @@ class TrainConfig:
         "a random or one-shot mask starts from this mask file: its pruned weights stay "
         "pruned, more go up to --sparsity (the paper's earlier tickets pruned further)",
     )
-    scope: Literal["global", "layer", "matrix"] = knob(
+    scope: Scope = knob(
         "global",
         "a random or one-shot mask ranks weights over all prunable matrices, within each "
-        "layer, or each matrix (a random one with --sparsity-from: as many pruned as the file "
-        "in each)",
+        "layer, each matrix or each output row (a random one with --sparsity-from: as many "
+        "pruned as the file in each)",
     )
 
 

@@ -162,7 +162,7 @@ def control_mask(config: TrainConfig, model: nn.Module) -> Mask | None:
     prunable = find_prunable(model, PruneScope.of(config.model))
     seed = config.train.seed
     if choice == "random" and reference is not None and config.sparsity is None:
-        mask = random_like(reference, seed, prunable.groups, config.scope)
+        mask = random_like(reference, seed, prunable.ranking(config.scope))
     else:
         sparsity = config.sparsity if config.sparsity is not None else reference.sparsity()
         start = (
@@ -170,12 +170,12 @@ def control_mask(config: TrainConfig, model: nn.Module) -> Mask | None:
             if config.start_from is None
             else _start_mask(config, model, prunable)
         )
-        units = (prunable.groups, config.scope)
+        ranking = prunable.ranking(config.scope)
         try:
             if choice == "oneshot":
-                mask = magnitude_prune(prunable.params, start, sparsity, *units)
+                mask = magnitude_prune(prunable.params, start, sparsity, ranking)
             else:
-                mask = random_prune(start, sparsity, seed, *units)
+                mask = random_prune(start, sparsity, seed, ranking)
         except UserError as exc:  # a start sparser than the target, in some unit
             if config.start_from is None:
                 raise
@@ -314,8 +314,7 @@ def find(config: FindConfig, out: Path) -> dict[str, Any]:
             params=prunable.params,
             mask=mask,
             next_sparsity=schedule[k + 1] if k + 1 < len(schedule) else sparsity,
-            groups=prunable.groups,
-            scope=config.prune.scope,
+            ranking=prunable.ranking(config.prune.scope),
             seed=config.train.seed + k,
             model=model,
             data=data,
@@ -340,7 +339,7 @@ def find(config: FindConfig, out: Path) -> dict[str, Any]:
             mask.save(staging.mask, **meta, level=k)
             if k + 1 < len(schedule):  # scoring first: the criterion may report in level.stats
                 following = select(
-                    criterion.scores(level), mask, level.next_sparsity, level.groups, level.scope
+                    criterion.scores(level), mask, level.next_sparsity, level.ranking
                 )
                 following.save(run.partial(k + 1).mask, **meta, level=k + 1)
             metrics = {"level": k, "sparsity": mask.sparsity(), **result.to_json()}

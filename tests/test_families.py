@@ -116,6 +116,8 @@ def test_gpt2_conv1d():
     found = find_prunable(GPT2LMHeadModel(config))
     parts = ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"]
     assert set(found.params) == expected("h.{i}.{part}.weight", 2, parts)
+    # Conv1D stores (in, out): its input features are axis 0, which scope row ranks along
+    assert found.input_axes == {name: 0 for name in found.params}
 
 
 def test_llama():

@@ -25,11 +25,11 @@ from polyticket.criteria import CRITERIA
 from polyticket.criteria.base import Criterion, Level
 from polyticket.criteria.early_bird import EarlyBird, EarlyBirdStop, hamming
 from polyticket.criteria.movement import MovementScores
-from polyticket.criteria.wanda import input_norms, wanda_scores
+from polyticket.criteria.wanda import input_norms, owning_modules, wanda_scores
 from polyticket.errors import UserError
 from polyticket.io import read_json
 from polyticket.masks import Mask
-from polyticket.pruning import pruned_count
+from polyticket.pruning import Ranking, pruned_count
 from polyticket.study import cells, load_study, run_study
 from polyticket.study.changes import changes as study_changes
 from polyticket.training import lr_multipliers
@@ -157,6 +157,12 @@ def test_exact_sparsity_nested_masks_and_the_same_masks_for_a_seed(runs, method)
 def test_wanda_chooses_its_masks_without_training(runs):
     metrics = read_json(runs["wanda", 1] / "level_01/metrics.json")
     assert metrics["selection_steps"] == 0 and metrics["steps"] == 8
+    # ranked as its paper ranks them unless told otherwise: each output row of each matrix
+    # keeps the same share of its inputs
+    mask = level_masks(runs["wanda", 1])[1]
+    for name, kept in mask.items():
+        per_row = (~kept).sum(dim=1)
+        assert set(per_row.tolist()) == {pruned_count(SCHEDULE[1], kept.shape[1])}, name
     assert metrics["calibration_examples"] == 96 and metrics["calibration_tokens"] > 96
 
 
@@ -195,7 +201,7 @@ def test_early_bird_distance_is_the_share_of_departures_that_changed():
     """Four weights, half to prune: the step-0 mask keeps the two largest; each check's
     distance is Hamming(previous, current) / Hamming(step 0, current)."""
     weight = nn.Parameter(torch.tensor([4.0, 3.0, 2.0, 1.0]))
-    level = Level({"w": weight}, Mask.ones({"w": (4,)}), Fraction(1, 2), {}, "global", 0)
+    level = Level({"w": weight}, Mask.ones({"w": (4,)}), Fraction(1, 2), Ranking(), 0)
     stop = Unprojected(level, threshold=0.6)
     stop.on_train_start(None, total_steps=20)  # a check every step
     with torch.no_grad():
@@ -219,9 +225,7 @@ def test_early_bird_scores_the_weights_projected_to_the_end_of_the_schedule():
     assert lr_multipliers(train, 10) == pytest.approx(
         [0, 0.5, 1, *(k / 8 for k in range(7, 0, -1))]
     )
-    level = Level(
-        {"w": weight}, Mask.ones({"w": (4,)}), Fraction(3, 4), {}, "global", 0, train=train
-    )
+    level = Level({"w": weight}, Mask.ones({"w": (4,)}), Fraction(3, 4), Ranking(), 0, train=train)
     criterion = EarlyBird()
     (stop,) = criterion.callbacks(level)
     stop.on_train_start(None, total_steps=10)
@@ -278,6 +282,49 @@ def test_wanda_scores_equal_a_direct_computation():
     assert torch.allclose(scores["linear"], model.linear.weight.abs() * direct[None, :])
     assert torch.allclose(scores["conv"], model.conv.weight.abs() * direct[:, None])
     assert scores["linear"].shape == (2, 3) and scores["conv"].shape == (3, 2)
+
+
+def test_wanda_leaves_out_the_encoders_padding_only_where_it_reads_encoder_tokens():
+    """mT5 with a decoder as long as the padded inputs: the decoder's own layers count every
+    position, its cross-attention keys read the encoder's output without its padding."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=50, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2,
+                      decoder_start_token_id=0)  # fmt: skip
+    model = T5ForConditionalGeneration(config).eval()
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    batch = {
+        "input_ids": torch.randint(1, 50, (2, 4)),
+        "attention_mask": mask,
+        "labels": torch.randint(1, 50, (2, 4)),  # 4 decoder positions: the inputs' shape
+    }
+    cross = model.decoder.block[0].layer[1].EncDecAttention
+    modules = {
+        "encoder_q": model.encoder.block[0].layer[0].SelfAttention.q,
+        "decoder_q": model.decoder.block[0].layer[0].SelfAttention.q,
+        "cross_q": cross.q,
+        "cross_k": cross.k,
+    }
+    seen = {}
+    handles = [m.register_forward_hook(lambda m, i, o, n=n: seen.__setitem__(n, i[0]))
+               for n, m in modules.items()]  # fmt: skip
+    with torch.no_grad():
+        model(**batch)
+    for handle in handles:
+        handle.remove()
+    norms, _ = input_norms(model, modules, [batch])
+    for name, x in seen.items():
+        tokens = x[mask.bool()] if name in ("encoder_q", "cross_k") else x.reshape(-1, 16)
+        assert torch.allclose(norms[name], tokens.pow(2).sum(0).sqrt()), name
+
+
+def test_wanda_refuses_a_weight_no_linear_layer_owns():
+    model = TwoLayers()
+    norm = nn.LayerNorm(3)
+    model.add_module("norm", norm)
+    with pytest.raises(UserError, match="norm.weight is not one's"):
+        owning_modules(model, {"norm.weight": norm.weight})
 
 
 def test_movement_scores_equal_minus_the_sum_of_weight_times_gradient():
@@ -340,6 +387,11 @@ def test_methods_cells_and_their_table(tmp_path, bert_dir):
         == read_json(cell / "ner/fr/seed1/imp-movement/level_01/metrics.json")["best_score"]
     )
     assert by["imp", "fr"]["steps_s50"] == 4 and by["imp", "fr"]["steps_run"] == 8
+    # each method ranks with its own scope (the study gives none), and its cell says so
+    scopes = {
+        m: read_json(study.layout.cell_settings(f"ner/fr/seed1/imp-{m}"))["scope"] for m in NEW
+    }
+    assert scopes == {"movement": "global", "wanda": "row", "early-bird": "global"}
     assert by["wanda", "fr"]["steps_s50"] == 0 and by["wanda", "fr"]["steps_run"] == 8
     assert by["wanda", "fr"]["goal_s50"] == (
         by["wanda", "fr"]["score_s50"] >= by["imp", "fr"]["score_s50"] - 0.01

@@ -209,7 +209,7 @@ CASES = [
     ("fp16-cpu", lambda w: find(w, "--mixed-precision", "fp16"), "'fp16' for mixed_precision"),
     ("regex", lambda w: find(w, "--prune-include", "("), "not a regular expression"),
     ("task", lambda w: find(w, "--task", "pos"), "--task"),
-    ("scope", lambda w: find(w, "--scope", "row"), "--scope"),
+    ("scope", lambda w: find(w, "--scope", "column"), "--scope"),
     # knobs in config files: one schema for every source
     ("yaml-bool", lambda w: with_config(w, "bool.yaml", "batch_size: true\n"), "batch_size"),
     ("yaml-word", lambda w: with_config(w, "word.yaml", "batch_size: 32x\n"), "batch_size"),

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from polyticket.masks import Mask
+from polyticket.pruning import Ranking, Scope
 
 
 @dataclass
@@ -21,8 +22,7 @@ class Level:
     params: Mapping[str, nn.Parameter]  # base-model name -> live parameter
     mask: Mask
     next_sparsity: Fraction
-    groups: Mapping[str, str]  # name -> ranking group (mT5: encoder, decoder)
-    scope: str  # global | layer | matrix
+    ranking: Ranking  # which weights compete: the scope, mT5's stacks apart
     seed: int
     # for criteria that look at activations (a calibration pass): the model and its data
     model: nn.Module | None = None
@@ -41,6 +41,8 @@ class Criterion:
     #: cell pruned by another criterion does not depend on them, so changing one does not
     #: make that cell "made with other settings" (``study.changes``)
     knobs: tuple[str, ...] = ()
+    #: the ranking scope when none is given (``--scope``): the one its paper uses
+    scope: Scope = "global"
 
     def callbacks(self, level: Level) -> list[Any]:
         """Training hooks (``training.Callback``) the criterion needs during the level, e.g.

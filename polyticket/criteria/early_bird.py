@@ -1,7 +1,7 @@
 """Early-bird search (You et al. 2020): stop a level's training once its next mask has settled.
 
 During the level's training the magnitude mask that the level would hand on (the projected
-|W|, below, pruned to ``next_sparsity`` within the level's mask, groups and scope) is taken
+|W|, below, pruned to ``next_sparsity`` within the level's mask and ranking) is taken
 every ``ceil(planned steps / CHECKS_PER_LEVEL)`` steps, and at step 0 (θ0). The distance of
 a check is the share of the mask's *departures* (the weights where it differs from the
 step-0 mask: what training has decided so far) that changed since the previous check:
@@ -11,13 +11,15 @@ and training stops at the next evaluation, so that the level's score comes from 
 evaluation like every other level's (the steps saved are a multiple of ``eval_steps``).
 The scores are the projected |W| at the stop.
 
-Why relative: You et al. compare consecutive masks as a share of all weights (their
-threshold 0.1, over channels). For single weights of a pretrained model that share is tiny
-from the first steps on, because θ0's magnitudes decide almost every entry (on e5-small,
-0.0011 of the weights changed at step 3 of 50, during warm-up): measured on the demo data,
-stopping on it chose masks at step 9 with a Jaccard of 0.985 to IMP's and less than half
-IMP's F1 (0.37 against 0.77 in English). What makes a ticket is the ~2% of weights where it
-departs from θ0's magnitude mask, so that is what must have settled.
+Why relative: You et al. take a mask of BatchNorm channels once an epoch and stop when the
+newest's distances to the four before it (the share of all channels that differ) are all at
+most 0.1 (``EarlyBird`` in GATECH-EIC/Early-Bird-Tickets). For single weights of a
+pretrained model the share of all weights that changed is tiny from the first steps on,
+because θ0's magnitudes decide almost every entry (on e5-small, 0.0011 of the weights
+changed at step 3 of 50, during warm-up): measured on the demo data, stopping on it chose
+masks at step 9 with a Jaccard of 0.985 to IMP's and less than half IMP's F1 (0.37 against
+0.77 in English). What makes a ticket is the ~2% of weights where it departs from θ0's
+magnitude mask, so that is what must have settled.
 
 Why projected: a level stopped early has gone only part of the way its schedule would take
 it. The weights are scored where they would end if they kept their direction for the
@@ -36,8 +38,9 @@ weights (θ0) while the level trains: 4 bytes a weight.
   with the IMP cell's fully trained ones instead. The last level hands on no mask (nothing
   left to prune at its sparsity): it never stops early, so the ticket's own sparsity is
   scored after full training.
-- The threshold (``config.PruneArgs.early_bird_threshold``, 0.1 as You et al.'s): at most
-  a tenth of the departures changed between two checks.
+- The threshold (``config.PruneArgs.early_bird_threshold``, 0.1): at most a tenth of the
+  departures changed between two checks. You et al.'s 0.1 bounds another quantity (a share
+  of all channels), so the number is a starting point, not their setting carried over.
 - ``PATIENCE`` checks in a row, and stopping only at an evaluation, guard against a single
   quiet check.
 - The metrics of each level report ``planned_steps``, ``steps_saved``, ``converged_at``,
@@ -124,9 +127,7 @@ class EarlyBirdStop(Callback):
 
     def next_mask(self) -> Mask:
         level = self.level
-        return magnitude_prune(
-            self.weights(), level.mask, level.next_sparsity, level.groups, level.scope
-        )
+        return magnitude_prune(self.weights(), level.mask, level.next_sparsity, level.ranking)
 
     def on_train_start(self, model: nn.Module, total_steps: int) -> None:
         self.planned = total_steps

@@ -17,6 +17,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from polyticket.errors import UserError
+from polyticket.pruning import Ranking
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +104,15 @@ class Prunable:
 
     params: dict[str, nn.Parameter]
     groups: dict[str, str]  # name -> ranking group
+    input_axes: dict[str, int] = field(default_factory=dict)  # GPT-2's Conv1D: 0 (in, out)
 
     @property
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {name: tuple(p.shape) for name, p in self.params.items()}
+
+    def ranking(self, scope: str) -> Ranking:
+        """How these weights are ranked with ``scope`` (mT5's stacks apart)."""
+        return Ranking(scope, self.groups, self.input_axes)
 
 
 def _block_weights(base: nn.Module) -> list[str]:
@@ -166,4 +172,10 @@ def find_prunable(model: nn.Module, scope: PruneScope = PruneScope()) -> Prunabl
     return Prunable(
         params={n: params[n] for n in names},
         groups={n: family.group_of(n) for n in names},
+        input_axes={n: 0 for n in names if isinstance(_owner(base, n), Conv1D)},
     )
+
+
+def _owner(base: nn.Module, name: str) -> nn.Module:
+    """The module a parameter belongs to."""
+    return base.get_submodule(name.rpartition(".")[0])

@@ -136,6 +136,7 @@ def training_config(study: Study, cell: Cell, out: RunLayout, **knobs: Any) -> T
     spec = study.tasks[cell.task]
     values = {
         **spec.settings,
+        "scope": spec.config.prune.scope,  # control masks ranked as the tickets are
         "task": spec.task,
         "seed": cell.seed,
         "language": cell.language,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from polyticket.config import scope_for
 from polyticket.criteria import CRITERIA
 from polyticket.errors import UserError
 from polyticket.study.grid import Cell
@@ -67,4 +68,6 @@ class Methods(Imp):
         find_cell(study, cell, method=method_of(cell))
 
     def settings(self, study: Study, cell: Cell) -> dict[str, Any]:
-        return {**super().settings(study, cell), "method": method_of(cell)}
+        method = method_of(cell)
+        scope = scope_for(method, study.tasks[cell.task].settings.get("scope"))
+        return {**super().settings(study, cell), "method": method, "scope": scope}
