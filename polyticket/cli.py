@@ -171,10 +171,17 @@ def _run_study(
     outcome = None if summary_only else run_study(study, shard, executor, rerun_changed, **options)
     print(format_summary(write_results(study)))
     print(f"\nresults: {study.layout.results}")
-    if outcome is not None and outcome.failed:
-        print(f"\n{len(outcome.failed)} cell(s) failed:", file=sys.stderr)
+    if outcome is not None and (outcome.failed or outcome.blocked):
+        if outcome.failed:
+            print(f"\n{len(outcome.failed)} cell(s) failed:", file=sys.stderr)
         for name, error in outcome.failed.items():
             print(f"  {name}: {error}", file=sys.stderr)
+        if outcome.blocked:
+            print(
+                f"{len(outcome.blocked)} cell(s) not run: they need one that failed (run the "
+                "study again once it is fixed)",
+                file=sys.stderr,
+            )
         return 1, outcome
     return 0, outcome
 
@@ -615,7 +622,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("file", type=Path, help="polyticket mask file")
     export.add_argument("out", type=Path, help="file to write (.pt)")
     export.add_argument("--format", choices=["torch-prune"], default="torch-prune")
-    export.add_argument("--prefix", default="", help="prepended to every name, e.g. 'bert.'")
+    export.add_argument(
+        "--prefix",
+        help="prepended to every name (default: what the original code reads: 'bert.' for "
+        "BERT's layers, none for mT5's; 'roberta.' for XLM-R's wrappers)",
+    )
     export.set_defaults(handler=_masks_export)
 
     _add_compare(commands)

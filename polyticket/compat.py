@@ -40,6 +40,20 @@ MODEL_PREFIXES = (
 _DATA_PARALLEL = "module."
 _MASK_SUFFIX = "_mask"
 _UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+# The original's XNLI masks always carry the pooler; its loader skips the entry on models
+# without one (token classification, MLM), so a mask transfers across its tasks.
+_POOLER = "pooler.dense.weight"
+# What the original's ``pruning_model_custom`` reads of every BERT layer (and the pooler,
+# where the model has one): ``bert.encoder.layer.{i}.{matrix}.weight_mask``.
+ORIGINAL_MATRICES = (
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+)
+_BERT_LAYER = re.compile(r"encoder\.layer\.(\d+)\.")
 
 
 def _torch_load(path: Path) -> Any:
@@ -51,6 +65,12 @@ def _torch_load(path: Path) -> Any:
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "Unsupported operand" in str(exc):  # torch's safe unpickler reads protocol 2 only
+            raise UserError(
+                f"{path.name}: saved with a pickle protocol torch.load(weights_only=True) "
+                "cannot read; save it again with torch.save(..., pickle_protocol=2), the "
+                "default, which the original code used"
+            ) from None
         unsafe = _UNSAFE_GLOBAL.search(str(exc))
         what = f"a Python object ({unsafe.group(1)})" if unsafe else "Python objects"
         raise UserError(
@@ -97,6 +117,7 @@ def import_torch_mask(path: Path, known_names: Iterable[str] | None = None) -> M
     known = set(known_names) if known_names is not None else None
     tensors: dict[str, torch.Tensor] = {}
     keys: dict[str, str] = {}
+    skipped: list[str] = []
     for key, value in data.items():
         if not (isinstance(key, str) and key.endswith(_MASK_SUFFIX)):
             continue
@@ -106,28 +127,69 @@ def import_torch_mask(path: Path, known_names: Iterable[str] | None = None) -> M
             raise UserError(f"{path.name}: entry {key!r} holds values other than 0 and 1")
         name = _base_name(key, known)
         if known is not None and name not in known:
-            raise UserError(f"{path.name}: entry {key!r}: parameter {name} is not in the model")
+            if _base_name(key, None) == _POOLER:
+                skipped.append(key)
+                continue
+            raise UserError(
+                f"{path.name}: entry {key!r}: parameter {_base_name(key, None)} is not in the model"
+            )
         if name in tensors:
             raise UserError(f"{path.name}: entries {keys[name]!r} and {key!r} both mask {name}")
         tensors[name] = value != 0
         keys[name] = key
     if not tensors:
         raise UserError(f"{path.name}: no mask entries (keys ending in '{_MASK_SUFFIX}')")
+    if skipped:
+        log.warning(
+            "%s: the model has no pooler; its mask entry %s is left out, as the original "
+            "code did (its XNLI masks carry one)",
+            path.name, skipped[0],
+        )  # fmt: skip
+    empty = [name for name, kept in tensors.items() if not kept.any()]
+    if empty:
+        log.warning(
+            "%s: %d of its %d matrices have every weight pruned (first: %s); the original's "
+            "last IMP rounds reach 100%%",
+            path.name, len(empty), len(tensors), empty[0],
+        )  # fmt: skip
     return Mask(tensors, {"method": "imported", "source": path.name})
 
 
-def export_torch_prune(mask: Mask, path: Path, prefix: str = "") -> Path:
+def export_torch_prune(mask: Mask, path: Path, prefix: str | None = None) -> Path:
     """Write ``mask`` as the original code's ``.pt`` file: ``{prefix + X.weight_mask: float}``.
 
-    These are the buffers ``torch.nn.utils.prune`` keeps (``module.weight_mask``), so the
-    original ``pruning_model_custom`` loads the file with ``prefix="bert."``. Written to a
-    temporary name and renamed, so a crash never leaves half a file.
+    These are the buffers ``torch.nn.utils.prune`` keeps (``module.weight_mask``). Without a
+    ``prefix``, the one the original's loader reads: ``bert.`` for BERT's layer names, none
+    for mT5's (its base names are the wrapper's). Says what that loader would not read, or
+    would miss. Written to a temporary name and renamed, so a crash never leaves half a file.
     """
     path = Path(path)
+    bert = any(_BERT_LAYER.match(name) for name in mask)
+    if prefix is None:
+        prefix = "bert." if bert else ""
+    if bert and prefix.removeprefix(_DATA_PARALLEL) == "bert.":
+        _check_original_set(mask)
     state = {f"{prefix}{name}{_MASK_SUFFIX}": t.to(torch.float32) for name, t in mask.items()}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
     return path
+
+
+def _check_original_set(mask: Mask) -> None:
+    """Warn where a BERT mask is not the set ``pruning_model_custom`` reads: six matrices of
+    every layer (a missing one is a KeyError there) and the pooler (entries besides those
+    are ignored there: the original code would train them dense)."""
+    layers = {int(m[1]) for name in mask if (m := _BERT_LAYER.match(name))}
+    expected = {f"encoder.layer.{i}.{m}.weight" for i in layers for m in ORIGINAL_MATRICES}
+    missing = sorted(expected - set(mask))
+    ignored = sorted(set(mask) - expected - {_POOLER})
+    for names, what, consequence in (
+        (missing, "the original code's loader reads are not in the mask", "fail (KeyError)"),
+        (ignored, "of the mask are not read by the original code's loader", "leave them dense"),
+    ):
+        if names:
+            log.warning("%d matrices %s (first: %s): it would %s", len(names), what, names[0],
+                        consequence)  # fmt: skip
 
 
 def read_mask(path: Path, known_names: Iterable[str] | None = None) -> Mask:

@@ -112,7 +112,7 @@ def test_export_then_import_round_trips(tmp_path, mask, shapes):
 
 
 def test_exported_file_prunes_exactly_the_masked_weights(tmp_path, mask):
-    path = export_torch_prune(mask, tmp_path / "mask.pt")
+    path = export_torch_prune(mask, tmp_path / "mask.pt", prefix="")
     state = torch.load(path, map_location="cpu", weights_only=True)
     base = tiny_model().base_model
     for key, buffer in state.items():
@@ -127,6 +127,71 @@ def test_exported_file_prunes_exactly_the_masked_weights(tmp_path, mask):
         original = weights[name.removesuffix(".weight") + ".weight_orig"]
         assert torch.equal(weight == 0, ~kept | (original == 0))
         assert torch.equal(weight[kept], original[kept])
+
+
+def pruning_model_custom(model: BertForTokenClassification, mask_dict: dict) -> None:
+    """The original code's loader (helpers/pruning_utils.py), its ``range(12)`` made the
+    model's layer count: six matrices of every layer by their ``bert.`` keys (a missing one is
+    a KeyError), the pooler where the model has one and the file names it."""
+    parameters, masks = [], []
+    for ii in range(model.config.num_hidden_layers):
+        layer = model.bert.encoder.layer[ii]
+        for matrix in MATRICES:
+            parameters.append(layer.get_submodule(matrix))
+            masks.append(mask_dict[f"bert.encoder.layer.{ii}.{matrix}.weight_mask"])
+    if model.bert.pooler is not None and "bert.pooler.dense.weight_mask" in mask_dict:
+        parameters.append(model.bert.pooler.dense)
+        masks.append(mask_dict["bert.pooler.dense.weight_mask"])
+    for module, kept in zip(parameters, masks, strict=True):
+        prune.CustomFromMask.apply(module, "weight", mask=kept)
+
+
+def test_the_original_loader_reads_an_export_as_polyticket_applies_it(tmp_path, mask, caplog):
+    path = export_torch_prune(mask, tmp_path / "mask.pt")  # the prefix it reads: bert.
+    model = tiny_model()
+    pruning_model_custom(model, torch.load(path, weights_only=True))
+    for name, kept in mask.items():
+        weight = model.bert.get_submodule(name.removesuffix(".weight")).weight
+        assert torch.equal(weight != 0, kept), name
+    # Masks it cannot read whole are said: a matrix missing (its KeyError), one it ignores.
+    partial = Mask({n: t for n, t in mask.items() if "layer.1.output.dense" not in n})
+    with caplog.at_level(logging.WARNING, logger="polyticket"):
+        export_torch_prune(partial, tmp_path / "partial.pt")
+    assert "1 matrices the original code's loader reads are not in the mask" in caplog.text
+    assert "(first: encoder.layer.1.output.dense.weight): it would fail (KeyError)" in caplog.text
+    caplog.clear()
+    embeddings = Mask(
+        {**mask, "embeddings.word_embeddings.weight": torch.ones(100, 32, dtype=torch.bool)}
+    )
+    with caplog.at_level(logging.WARNING, logger="polyticket"):
+        export_torch_prune(embeddings, tmp_path / "more.pt")
+        export_torch_prune(mask, tmp_path / "plain.pt")
+    assert caplog.text.count("not read by the original code's loader") == 1
+    assert "(first: embeddings.word_embeddings.weight): it would leave them dense" in caplog.text
+    # mT5's names are the wrapper's: no prefix
+    t5 = Mask(
+        {"encoder.block.0.layer.0.SelfAttention.q.weight": torch.ones(2, 2, dtype=torch.bool)}
+    )
+    keys = torch.load(export_torch_prune(t5, tmp_path / "t5.pt"), weights_only=True)
+    assert list(keys) == ["encoder.block.0.layer.0.SelfAttention.q.weight_mask"]
+
+
+def test_an_xnli_mask_goes_to_a_model_without_a_pooler_as_in_the_original(
+    tmp_path, mask, shapes, caplog
+):
+    """The original's XNLI masks always carry the pooler; NER and MLM models have none and
+    its loader skips the entry, so its cross-task transfers work."""
+    path = original_file(tmp_path / "xnli.pt", mask, "bert.")
+    state = torch.load(path, weights_only=True)
+    state["bert.pooler.dense.weight_mask"] = torch.ones(32, 32)
+    torch.save(state, path)
+    with caplog.at_level(logging.WARNING, logger="polyticket"):
+        imported = import_torch_mask(path, known_names=shapes)
+    assert imported == mask
+    assert "xnli.pt: the model has no pooler; its mask entry bert.pooler.dense.weight_mask" in (
+        caplog.text
+    )
+    assert "pooler.dense.weight" in import_torch_mask(path)  # no model: every entry read
 
 
 def test_refuses_pickled_objects(tmp_path):
@@ -163,6 +228,26 @@ def test_bad_contents(tmp_path):
     torch.save({"classifier.weight_mask": torch.ones(2)}, path)
     with pytest.raises(UserError, match="parameter classifier.weight is not in the model"):
         import_torch_mask(path, ["encoder.layer.0.output.dense.weight"])
+    torch.save({"bert.encoder.layer.7.output.dense.weight_mask": torch.ones(2)}, path)
+    with pytest.raises(UserError, match=r"parameter encoder\.layer\.7\.output\.dense\.weight is"):
+        import_torch_mask(path, ["encoder.layer.0.output.dense.weight"])  # named as the model's
+    # torch's safe loader reads pickle protocol 2 (torch.save's default) only
+    torch.save({"bert.encoder.layer.0.output.dense.weight_mask": torch.ones(2)}, path,
+               pickle_protocol=4)  # fmt: skip
+    with pytest.raises(
+        UserError, match=r"m\.pt: saved with a pickle protocol .* pickle_protocol=2"
+    ):
+        import_torch_mask(path)
+
+
+def test_a_matrix_pruned_whole_is_said(tmp_path, caplog):
+    path = tmp_path / "last-round.pt"
+    layer = "bert.encoder.layer.0"
+    torch.save({f"{layer}.output.dense.weight_mask": torch.zeros(2, 2),
+                f"{layer}.intermediate.dense.weight_mask": torch.eye(2)}, path)  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="polyticket"):
+        import_torch_mask(path)
+    assert "last-round.pt: 1 of its 2 matrices have every weight pruned (first: " in caplog.text
 
 
 def test_read_mask_takes_both_formats(tmp_path, mask):
