@@ -18,6 +18,7 @@ from test_study import events, write_study
 
 from polyticket.cli import main
 from polyticket.errors import UserError
+from polyticket.io import read_json
 from polyticket.study import cells, load_study, run_study
 
 ray_cluster_utils = pytest.importorskip("ray.cluster_utils")
@@ -72,21 +73,75 @@ def test_a_failing_cell_is_tried_again_then_recorded_and_the_rest_go_on(
     outcome = run_study(study, executor="ray", address=cluster.address, retries=1)
     assert set(outcome.failed) == {
         "ner/fr/seed1/imp",  # its own error, twice
-        "ner/fr/seed1/random-at-ticket",  # needs the ticket
-        "ner/en/seed1/transfer-from-fr-s50",
-        "ner/fr/seed1/transfer-from-en-s50",
         "ner/fr/seed1/random-s50",  # trains on French: no dev file either
+        "ner/fr/seed1/transfer-from-en-s50",
+    }
+    assert outcome.blocked == {  # not run: they need the French ticket
+        "ner/fr/seed1/random-at-ticket": "ner/fr/seed1/imp",
+        "ner/en/seed1/transfer-from-fr-s50": "ner/fr/seed1/imp",
     }
     assert "fr-dev.conll" in outcome.failed["ner/fr/seed1/imp"]
-    assert "needs ner/fr/seed1/imp" in outcome.failed["ner/fr/seed1/random-at-ticket"]
     assert sorted(outcome.ran) == sorted(c.name for c in cells(study) if c.done(study))
     assert len(outcome.ran) == 3
-    starts = Counter(e["cell"] for e in events(study.out) if e["event"] == "start")
+    log = events(study.out)
+    starts = Counter(e["cell"] for e in log if e["event"] == "start")
     assert starts["ner/fr/seed1/imp"] == 2  # one retry
     assert "ner/fr/seed1/random-at-ticket" not in starts  # never started
+    # A try with a retry left fails quietly (other shards go on waiting); the last is written.
+    ends = [e["event"] for e in log if e["cell"] == "ner/fr/seed1/imp" and e["event"] != "start"]
+    assert ends == ["try failed", "failed"]
+    assert sorted(p.name for p in study.layout.cells.rglob("*.failed.json")) == [
+        "imp.failed.json",
+        "random-s50.failed.json",
+        "transfer-from-en-s50.failed.json",
+    ]
     err = capsys.readouterr().err
     assert "ner/fr/seed1/imp: try 1 failed" in err and "FAILED after 2 tries" in err
     assert "[8/8]" in err  # a progress line for every cell
+
+
+def test_a_failure_file_beside_a_done_cell_blocks_nothing(cluster, tmp_path, bert_dir):
+    """An earlier run's failure left beside a cell done since (a try that wrote its result,
+    then failed or lost its worker) is no failure: its dependants run, under Ray as under
+    the serial executor."""
+    study = load_study(write_study(tmp_path, bert_dir, tmp_path / "run", **TINY))
+    assert not run_study(study).failed
+    ticket, dependant = "ner/fr/seed1/imp", "ner/fr/seed1/random-at-ticket"
+    study.layout.cell_failure(ticket).write_text('{"error": "an earlier try"}')
+    for executor, options in (("ray", {"address": cluster.address}), ("serial", {})):
+        shutil.rmtree(study.layout.cell(dependant).root)
+        outcome = run_study(study, executor=executor, **options)
+        assert outcome.ran == [dependant] and not outcome.blocked, executor
+
+
+def test_a_cell_lost_with_its_node_on_its_last_try_is_recorded_failed(cluster, tmp_path, bert_dir):
+    """No worker lives to write the failure down: the driver does, so that another shard
+    waiting for the cell stops waiting, and a re-run runs it (and only what is missing)."""
+    path = write_study(tmp_path, bert_dir, tmp_path / "run", **TINY)
+    doomed = cluster.add_node(num_cpus=1, object_store_memory=STORE)
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "polyticket", "study", str(path), "--executor", "ray"]
+    command += ["--address", cluster.address, "--retries", "0"]
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(lambda: _running(out) >= 2, driver, "two cells running at once")
+        cluster.remove_node(doomed, allow_graceful=False)
+        output, _ = driver.communicate(timeout=900)
+    finally:
+        driver.kill()
+    assert driver.returncode == 1, output
+    study = load_study(path)
+    lost = {e["cell"] for e in events(out) if e["event"] == "failed"}
+    assert lost and all(study.layout.cell_failure(name).is_file() for name in lost), output
+    assert all("Error" in read_json(study.layout.cell_failure(n))["error"] for n in lost)
+    assert "cell(s) not run: they need one that failed" in output or all(
+        not c.deps or not set(c.deps) & lost for c in cells(study)
+    )
+    again = run_study(study, executor="ray", address=cluster.address)
+    assert not again.failed and not again.blocked and lost <= set(again.ran)
+    done = Counter(e["cell"] for e in events(out) if e["event"] == "done")
+    assert set(done) == {c.name for c in cells(study)} and set(done.values()) == {1}
+    assert not list(out.rglob("*.failed.json"))
 
 
 def test_killing_a_worker_node_mid_study_changes_nothing(cluster, tmp_path, bert_dir):

@@ -326,7 +326,7 @@ def test_a_failing_cell_is_reported_and_the_others_complete(tmp_path, bert_dir, 
         ({"settings": {"max_stepz": 1}}, "unknown key 'max_stepz'"),
         ({"languages": []}, "languages"),
         ({"settings": {"max_steps": "many"}}, "bad value 'many' for max_steps"),
-        ({"settings": {"scope": "row"}}, "bad value 'row' for scope"),
+        ({"settings": {"scope": "column"}}, "bad value 'column' for scope"),
         # A budget stopped IMP short of the sparsities the other cells read masks at.
         ({"settings": {"budget-steps": 8}}, "settings: budget_steps is not a study setting"),
         ({"tasks": {"ner": {"levels": 2}}}, "tasks.ner: levels is not a study setting"),
@@ -554,6 +554,24 @@ def test_representations_cell_retrieval_and_similarity_per_layer(with_references
              r.get("tgt")): float(r["value"]) for r in similarity
             if r["mask"] in ("dense", "en/seed1/s50")}  # fmt: skip
     assert cell.keys() == alone.keys() and cell == pytest.approx(alone, rel=0, abs=1e-10)
+
+
+def test_the_representations_cell_waits_for_the_control_masks_it_encodes(tmp_path, bert_dir):
+    """It reads the random and one-shot masks of the first language and seed: as its
+    dependencies, whatever the order or the executor (under Ray it once ran before a slow
+    random cell and left its rows out)."""
+
+    def deps(**run):
+        run = {"transfer": False, "representations": {"parallel": "p-{lang}.txt"}, **run}
+        study = load_study(write_study(tmp_path, bert_dir, tmp_path / "run", run=run))
+        (cell,) = [c for c in cells(study) if c.kind == "representations"]
+        return {d for d in cell.deps if "/imp" not in d}
+
+    assert deps(random=True, oneshot=True) == {
+        "ner/en/seed1/random-s50",
+        "ner/en/seed1/oneshot-s50",
+    }
+    assert deps(random=False, oneshot=False) == set()
 
 
 def test_the_representations_cell_says_when_cca_is_biased(tmp_path, bert_dir, caplog):

@@ -28,6 +28,7 @@ class Outcome:
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    blocked: dict[str, str] = field(default_factory=dict)  # not run: a dependency failed
     # seconds of the steps before the cells: writing the data, preparing the model
     phases: dict[str, float] = field(default_factory=dict)
 
@@ -36,6 +37,14 @@ class Outcome:
             self.ran.append(cell.name)
         else:
             self.failed[cell.name] = error
+
+    def block(self, cell: Cell, dependency: str) -> str:
+        """``cell`` is not run: ``dependency`` failed. What to print."""
+        self.blocked[cell.name] = dependency
+        return f"not run: needs {dependency}, which failed"
+
+    def failed_or_blocked(self, name: str) -> bool:
+        return name in self.failed or name in self.blocked
 
 
 def event(study: Study, cell: Cell, what: str, **extra: object) -> None:
@@ -46,9 +55,11 @@ def event(study: Study, cell: Cell, what: str, **extra: object) -> None:
         f.write(line + "\n")
 
 
-def execute(study: Study, cell: Cell) -> str | None:
-    """Run one cell; None when it succeeded, else the error (also written to disk)."""
-    failure = study.layout.cell_failure(cell.name)
+def execute(study: Study, cell: Cell, last_try: bool = True) -> str | None:
+    """Run one cell; None when it succeeded, else the error. A failed last try is written
+    to disk (``record_failure``): other shards then stop waiting for the cell. A try starts
+    by removing an earlier run's failure, so that they wait while it is tried again."""
+    study.layout.cell_failure(cell.name).unlink(missing_ok=True)
     event(study, cell, "start", host=socket.gethostname(), pid=os.getpid())
     started = time.monotonic()
     try:
@@ -57,14 +68,22 @@ def execute(study: Study, cell: Cell) -> str | None:
         raise
     except Exception as exc:  # a failing cell must not stop the others
         message = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
-        write_json(
-            failure, {"cell": cell.name, "error": message, "traceback": traceback.format_exc()}
-        )
-        event(study, cell, "failed", error=message)
+        if last_try:
+            record_failure(study, cell, message, traceback.format_exc())
+        else:
+            event(study, cell, "try failed", error=message)
         return message
-    failure.unlink(missing_ok=True)
     event(study, cell, "done", seconds=round(time.monotonic() - started, 2))
     return None
+
+
+def record_failure(study: Study, cell: Cell, message: str, trace: str = "") -> None:
+    """A cell failed for good in this run: ``NAME.failed.json`` and a "failed" event."""
+    write_json(
+        study.layout.cell_failure(cell.name),
+        {"cell": cell.name, "error": message, "traceback": trace},
+    )
+    event(study, cell, "failed", error=message)
 
 
 def failed_elsewhere(study: Study, name: str) -> bool:

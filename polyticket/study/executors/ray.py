@@ -29,7 +29,7 @@ from polyticket.errors import UserError
 from polyticket.study.executors import EXECUTORS
 from polyticket.study.executors.base import Executor
 from polyticket.study.grid import Cell, cells
-from polyticket.study.runner import Outcome, execute, failed_elsewhere
+from polyticket.study.runner import Outcome, execute, failed_elsewhere, record_failure
 from polyticket.study.spec import Study
 
 log = logging.getLogger("polyticket")
@@ -40,13 +40,15 @@ POLL_SECONDS = 5.0
 FORWARDED_ENV = ("POLYTICKET_", "HF_", "TRANSFORMERS_", "TOKENIZERS_")
 
 
-def run_cell(study: Study, cell: Cell) -> dict[str, Any]:
+def run_cell(study: Study, cell: Cell, last_try: bool) -> dict[str, Any]:
     """One try of a cell, on a worker. A cell that is already done (an earlier try completed
-    it, then its worker died before answering) is not run again."""
+    it, then its worker died before answering) is not run again, and an earlier run's
+    failure next to it goes."""
     if cell.done(study):
+        study.layout.cell_failure(cell.name).unlink(missing_ok=True)
         return {"error": None, "seconds": 0.0, "node": socket.gethostname(), "again": True}
     started = time.monotonic()
-    error = execute(study, cell)
+    error = execute(study, cell, last_try)
     seconds = time.monotonic() - started
     _release_gpu_memory()
     return {"error": error, "seconds": seconds, "node": socket.gethostname(), "again": False}
@@ -213,8 +215,7 @@ class _Schedule:
         for cell in self.waiting:
             blocker = self._failed_dependency(cell)
             if blocker is not None:
-                self.outcome.failed[cell.name] = f"needs {blocker}, which failed"
-                self.progress.line(cell, f"not run: needs {blocker}, which failed")
+                self.progress.line(cell, self.outcome.block(cell, blocker))
             elif self._dependencies_done(cell):
                 self._submit(_Try(cell, 1))
             else:
@@ -222,14 +223,18 @@ class _Schedule:
         self.waiting = still
 
     def _submit(self, attempt: _Try) -> None:
-        self.running[self.task.remote(self.study_ref, attempt.cell)] = attempt
+        last_try = attempt.number > self.retries
+        self.running[self.task.remote(self.study_ref, attempt.cell, last_try)] = attempt
 
     def _failed_dependency(self, cell: Cell) -> str | None:
+        """A dependency that failed in this run, or for good in another shard's (a failure
+        file beside a done cell is an earlier run's)."""
         for dep in cell.deps:
-            if dep in self.outcome.failed:
+            if self.outcome.failed_or_blocked(dep):
                 return dep
-            if dep not in self.mine and failed_elsewhere(self.study, dep):
-                return dep
+            if dep not in self.mine and not self._done_on_disk(dep):
+                if failed_elsewhere(self.study, dep):
+                    return dep
         return None
 
     def _dependencies_done(self, cell: Cell) -> bool:
@@ -241,10 +246,12 @@ class _Schedule:
 
     def _finish(self, attempt: _Try, ref) -> None:
         cell = attempt.cell
+        crashed = False
         try:
             answer = self.ray.get(ref)
         except self.ray.exceptions.RayError as exc:  # the worker or its node died
             answer = {"error": f"{type(exc).__name__}: {_first_line(exc)}", "seconds": None}
+            crashed = True
         error = answer["error"]
         if error is not None and attempt.number <= self.retries:
             print(
@@ -254,6 +261,8 @@ class _Schedule:
             )
             self._submit(_Try(cell, attempt.number + 1))
             return
+        if crashed and error is not None:  # no worker lived to write it down
+            record_failure(self.study, cell, error)
         self.outcome.record(cell, error)
         if error is None:
             self.succeeded.add(cell.name)

@@ -25,7 +25,8 @@ class Serial(Executor):
         for index, cell in enumerate(bar, 1):
             blocker = self._blocker(study, cell, mine, outcome)
             if blocker is not None:
-                outcome.failed[cell.name] = f"needs {blocker}, which failed"
+                what = outcome.block(cell, blocker)
+                tqdm.write(f"[{index}/{len(pending)}] {cell.name}: {what}", file=sys.stderr)
                 continue
             started = time.monotonic()
             error = execute(study, cell)
@@ -39,7 +40,7 @@ class Serial(Executor):
 
         by_name = {c.name: c for c in cells(study)} if cell.deps else {}
         for dep in cell.deps:
-            if dep in outcome.failed:
+            if outcome.failed_or_blocked(dep):
                 return dep
             if dep in mine or by_name[dep].done(study):
                 continue

@@ -16,6 +16,7 @@ cls) is optional.
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,9 @@ from polyticket.study.grid import Cell, percent
 from polyticket.study.kinds import CELL_KINDS
 from polyticket.study.kinds.base import CellKind, into_place, needs_tickets
 from polyticket.study.kinds.imp import imp_cell
+from polyticket.study.kinds.oneshot import KIND as ONESHOT
 from polyticket.study.kinds.oneshot import oneshot_cell
+from polyticket.study.kinds.random import KIND as RANDOM
 from polyticket.study.kinds.random import random_cell
 from polyticket.study.spec import Study
 
@@ -35,11 +38,24 @@ OPTIONS = {"parallel", "pooling"}
 
 
 def representations_cell(study: Study, task: str) -> Cell:
+    """After every ticket of the task and the control cells whose masks it encodes with (a
+    cell that reads a mask must wait for it: whether it ran first was the order's luck)."""
     seed = study.seeds[0]
-    deps = tuple(
-        imp_cell(task, lang, s).name for lang in study.tasks[task].languages for s in study.seeds
-    )
-    return Cell(KIND, task, "all", seed, KIND, deps=deps)
+    tickets = [imp_cell(task, lang, s) for lang in study.tasks[task].languages for s in study.seeds]
+    controls = [c for s in study.sparsities for c in _control_cells(study, task, s).values()]
+    return Cell(KIND, task, "all", seed, KIND, deps=tuple(c.name for c in tickets + controls))
+
+
+def _control_cells(study: Study, task: str, sparsity: Fraction) -> dict[str, Cell]:
+    """The random and one-shot cells of a target sparsity (first language and seed) by
+    their label here (``random/seed1/s50``, ``oneshot/s50``), where the study has them."""
+    language, seed, tag = study.tasks[task].languages[0], study.seeds[0], percent(sparsity)
+    found = {}
+    if CELL_KINDS[RANDOM]().enabled(study):
+        found[f"random/seed{seed}/{tag}"] = random_cell(task, language, seed, sparsity)
+    if CELL_KINDS[ONESHOT]().enabled(study):
+        found[f"oneshot/{tag}"] = oneshot_cell(task, language, seed, sparsity)
+    return found
 
 
 @CELL_KINDS.register(KIND)
@@ -105,16 +121,11 @@ def masks(study: Study, task: str) -> dict[str, Path]:
     from polyticket.study.outputs import level_run
 
     found = {}
-    languages, seed = study.tasks[task].languages, study.seeds[0]
     for sparsity in study.sparsities:
-        tag = percent(sparsity)
-        for lang in languages:
+        for lang in study.tasks[task].languages:
             for s in study.seeds:
-                found[f"{lang}/seed{s}/{tag}"] = level_run(study, task, lang, s, sparsity).mask
-        random = random_cell(task, languages[0], seed, sparsity)
-        if random.done(study):
-            found[f"random/seed{seed}/{tag}"] = study.layout.cell(random.name).mask
-        oneshot = oneshot_cell(task, languages[0], seed, sparsity)
-        if oneshot.done(study):
-            found[f"oneshot/{tag}"] = study.layout.cell(oneshot.name).mask
+                tag = f"{lang}/seed{s}/{percent(sparsity)}"
+                found[tag] = level_run(study, task, lang, s, sparsity).mask
+        for label, cell in _control_cells(study, task, sparsity).items():
+            found[label] = study.layout.cell(cell.name).mask
     return found
