@@ -118,18 +118,9 @@ def test_a_cell_lost_with_its_node_on_its_last_try_is_recorded_failed(cluster, t
     """No worker lives to write the failure down: the driver does, so that another shard
     waiting for the cell stops waiting, and a re-run runs it (and only what is missing)."""
     path = write_study(tmp_path, bert_dir, tmp_path / "run", **TINY)
-    doomed = cluster.add_node(num_cpus=1, object_store_memory=STORE)
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "polyticket", "study", str(path), "--executor", "ray"]
-    command += ["--address", cluster.address, "--retries", "0"]
-    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        _wait_for(lambda: _running(out) >= 2, driver, "two cells running at once")
-        cluster.remove_node(doomed, allow_graceful=False)
-        output, _ = driver.communicate(timeout=900)
-    finally:
-        driver.kill()
-    assert driver.returncode == 1, output
+    code, output = _kill_a_node_mid_study(cluster, path, out, retries=0)
+    assert code == 1, output
     study = load_study(path)
     lost = {e["cell"] for e in events(out) if e["event"] == "failed"}
     assert lost and all(study.layout.cell_failure(name).is_file() for name in lost), output
@@ -154,18 +145,9 @@ def test_killing_a_worker_node_mid_study_changes_nothing(cluster, tmp_path, bert
     assert not run_study(serial).failed
 
     path = write_study(tmp_path / "ray", bert_dir, tmp_path / "ray" / "run", **TINY)
-    doomed = cluster.add_node(num_cpus=1, object_store_memory=STORE)
     out = tmp_path / "ray" / "run"
-    command = [sys.executable, "-m", "polyticket", "study", str(path), "--executor", "ray"]
-    command += ["--address", cluster.address, "--retries", "2"]
-    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        _wait_for(lambda: _running(out) >= 2, driver, "two cells running at once")
-        cluster.remove_node(doomed, allow_graceful=False)
-        output, _ = driver.communicate(timeout=900)
-    finally:
-        driver.kill()
-    assert driver.returncode == 0, output
+    code, output = _kill_a_node_mid_study(cluster, path, out, retries=2)
+    assert code == 0, output
     assert "trying again" in output  # the killed node's cell
 
     study = load_study(path)
@@ -183,6 +165,22 @@ def test_options_of_another_executor_are_refused(tmp_path, bert_dir):
         UserError, match="--gpus-per-cell: not an option of --executor serial \\(it takes none\\)"
     ):
         run_study(study, gpus_per_cell=0.5)
+
+
+def _kill_a_node_mid_study(cluster, path: Path, out: Path, retries: int) -> tuple[int, str]:
+    """``polyticket study --executor ray`` on a fresh worker node, killed while two cells
+    run (one of them on it): the driver's exit code and output."""
+    doomed = cluster.add_node(num_cpus=1, object_store_memory=STORE)
+    command = [sys.executable, "-m", "polyticket", "study", str(path), "--executor", "ray"]
+    command += ["--address", cluster.address, "--retries", str(retries)]
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(lambda: _running(out) >= 2, driver, "two cells running at once")
+        cluster.remove_node(doomed, allow_graceful=False)
+        output, _ = driver.communicate(timeout=900)
+    finally:
+        driver.kill()
+    return driver.returncode, output
 
 
 def _running(out: Path) -> int:
