@@ -303,8 +303,13 @@ def _mask_sets(files: list[Path], baseline: Path | None):
         if re.fullmatch(r"s[\d.]+", label):  # a sparsity: the tickets' levels there
             oneshot = sets.get((task, f"oneshot-{label}"), {})
             baseline = PackedMask.load(next(iter(oneshot.values())), "oneshot") if oneshot else None
+            if len(paths) < 2:  # as the study's own overlap tables do
+                print(f"{task} {label}: one ticket, nothing to compare it with", file=sys.stderr)
+                continue
             masks = [PackedMask.load(path, label=name) for name, path in paths.items()]
             out.append((f"{task} {label}", masks, baseline))
+    if not out:
+        raise UserError(f"{files[0]}: no task has two tickets at one sparsity to compare")
     return out
 
 

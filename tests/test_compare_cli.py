@@ -49,6 +49,7 @@ def test_json_and_csv(files, tmp_path, capsys):
         "jaccard",
         "random",
         "agreement",
+        "agreement_random",
         "beyond_theta0",
         "beyond_theta0_random",
     }
@@ -93,7 +94,7 @@ def test_text_columns_line_up_and_heads_are_a_grid(files, capsys):
     assert main(["compare", str(files["en"]), str(files["fr"])]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert not any(line.startswith("seed unknown") for line in lines)
-    headers = [line for line in lines if line.rstrip().endswith("agreement")]
+    headers = [line for line in lines if line.rstrip().endswith("agr. random")]
     assert len(headers) == 3  # pairs, by layer, by component
     rows = [line for line in lines if line.startswith(("en/0 ~ fr/0", "query", "ffn out"))]
     ends = {len(line.rstrip()) for line in headers + rows}
@@ -117,3 +118,22 @@ def test_masks_of_one_language_and_seed_are_not_called_other_seeds(files, tmp_pa
     # with other seeds there, the one-seed twin is left out of the bound, which stays "other seed"
     assert main(["compare", str(files["en"]), str(files["fr"]), str(same), str(other)]) == 0
     assert "same language, other seed" in capsys.readouterr().out
+
+
+def test_a_study_task_with_one_ticket_is_passed_over(files, tmp_path, capsys):
+    """NER in two languages and NLI in one: NER's tickets are compared, NLI's one is said
+    (the study's own overlap tables pass it over too)."""
+    import shutil
+
+    masks = tmp_path / "study" / "results" / "masks"
+    for task, langs in (("ner", ("en", "fr")), ("nli", ("en",))):
+        for lang in langs:
+            (masks / task / lang / "seed1").mkdir(parents=True)
+            shutil.copy(files[lang], masks / task / lang / "seed1" / "s50.safetensors")
+    assert main(["compare", str(tmp_path / "study")]) == 0
+    captured = capsys.readouterr()
+    assert "== ner s50 ==" in captured.out and "nli s50" not in captured.out
+    assert "nli s50: one ticket, nothing to compare it with" in captured.err
+    shutil.rmtree(masks / "ner" / "fr")
+    assert main(["compare", str(tmp_path / "study")]) == 2
+    assert "no task has two tickets at one sparsity to compare" in capsys.readouterr().err

@@ -67,6 +67,13 @@ def test_core_plus_residue_saves_as_a_mask(tmp_path):
     assert again.kept() == 2 * 5
 
 
+def test_sizes_need_one_label_per_mask():
+    """Residues are named by label: two masks of one label would share a row unsaid."""
+    unlabelled = [PackedMask(m.words, m.shapes) for m in constructed()]
+    with pytest.raises(UserError, match="names each residue by its mask's label"):
+        core_sizes(unlabelled)
+
+
 def test_sizes_per_layer_and_component():
     rows = {(r["scope"], r["group"], r["set"]): r for r in core_sizes(constructed(), at_least=[2])}
     assert rows["overall", "all", "core"]["kept"] == 8

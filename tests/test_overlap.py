@@ -158,6 +158,49 @@ def test_random_expectation_is_the_mean_of_sampled_pairs():
     assert abs(np.mean(values) - random_jaccard(k1, k2)) < 3 * error
 
 
+def test_agreement_stands_beside_its_random_expectation():
+    """Fixed kept counts k1·n, k2·n: E[agreement] = 1 − k1 − k2 + 2·k1·k2 exactly."""
+    from polyticket.analysis.overlap import pair_measures
+
+    n, a, b = 1000, 200, 550
+    rng = np.random.default_rng(1)
+    both = [len(set(rng.choice(n, a, replace=False)) & set(rng.choice(n, b, replace=False)))
+            for _ in range(400)]  # fmt: skip
+    sampled = np.mean([pair_measures(n, a, b, k)["agreement"] for k in both])
+    expected = pair_measures(n, a, b, 0)["agreement_random"]
+    assert expected == pytest.approx(1 - 0.2 - 0.55 + 2 * 0.2 * 0.55)
+    assert abs(sampled - expected) < 3 * np.std([2 * k / n for k in both]) / math.sqrt(400)
+
+
+def test_grouped_query_heads_are_told_by_the_shapes():
+    """Llama's k/v projections have fewer heads than q: with only the query head count
+    known (a mask's num_heads), their blocks are the key/value heads, not query heads."""
+    from polyticket.analysis.overlap import head_splits
+
+    a = "layers.0.self_attn"
+    shapes = {f"{a}.q_proj.weight": (32, 32), f"{a}.k_proj.weight": (16, 32),
+              f"{a}.v_proj.weight": (16, 32), f"{a}.o_proj.weight": (32, 32)}  # fmt: skip
+    for heads in (Heads(4), Heads(4, 2)):
+        splits = head_splits(shapes, heads)
+        assert splits[f"{a}.k_proj.weight"].keys == ("layers.0.kv_head0", "layers.0.kv_head1")
+        assert len(splits[f"{a}.q_proj.weight"].keys) == 4
+    assert head_splits({**shapes, f"{a}.k_proj.weight": (32, 32)}, Heads(4))[
+        f"{a}.k_proj.weight"
+    ].keys == tuple(f"layers.0.head{h}" for h in range(4))
+
+
+def test_a_baseline_of_another_sparsity_is_said(caplog):
+    from polyticket.pruning import random_prune
+
+    ones = Mask.ones(bert_shapes())
+    half = [PackedMask.from_mask(random_prune(ones, 0.5, seed), f"m{seed}") for seed in (1, 2, 3)]
+    with caplog.at_level("WARNING", logger="polyticket"):
+        compare(half[:2], half[2])  # the same sparsity: nothing to say
+        assert not caplog.text
+        compare(half[:2], PackedMask.from_mask(random_prune(ones, 0.3, 4), "oneshot"))
+    assert "the baseline is 30.0% pruned but m1 is 50.0% (2 of 2 masks differ)" in caplog.text
+
+
 def test_beyond_theta0_random_expectation_is_the_mean_of_sampled_departures():
     """Masks that keep the one-shot mask's weights but move a set number of them at random."""
     rng = np.random.default_rng(1)

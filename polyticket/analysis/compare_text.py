@@ -15,7 +15,11 @@ from typing import Any
 from polyticket.analysis.overlap import language_pairs, same_language_pairs
 
 BEYOND = ("beyond_theta0", "beyond_theta0_random")
-TITLES = {"beyond_theta0": "beyond θ0", "beyond_theta0_random": "its random"}
+TITLES = {
+    "agreement_random": "agr. random",
+    "beyond_theta0": "beyond θ0",
+    "beyond_theta0_random": "its random",
+}
 
 
 def _num(value: float | None) -> str:
@@ -37,7 +41,8 @@ def format_comparison(result: Mapping[str, Any]) -> str:
     head (means over the pairs that compare languages, else over all; the per-pair detail
     is in --json and --csv) and the clusters."""
     pairs = result["pairs"]
-    columns = ["jaccard", "random", "agreement"] + (list(BEYOND) if result["baseline"] else [])
+    columns = ["jaccard", "random", "agreement", "agreement_random"]
+    columns += list(BEYOND) if result["baseline"] else []
     labels = [f"{p['a']} ~ {p['b']}" for p in pairs]
     compared = language_pairs(pairs)
     over = "pairs of languages" if compared else "pairs"

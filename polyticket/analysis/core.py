@@ -109,6 +109,9 @@ def core_sizes(
     """Kept weights of the core, of each ``at_least`` level and of each mask's residue, per
     scope (overall, layer, component) and group: rows of ``{scope, group, set, kept,
     weights, fraction}``; ``set`` is ``core``, ``at_least_m`` or ``residue:LABEL``."""
+    labels = [m.label for m in masks]
+    if len(set(labels)) < len(labels):
+        raise UserError(f"core_sizes names each residue by its mask's label: labels {labels}")
     n = len(masks)
     levels = {"core": n, **{f"at_least_{m}": _at_least(masks, m) for m in at_least}}
     sets = [*levels, *(f"residue:{m.label}" for m in masks)]

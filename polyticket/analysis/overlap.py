@@ -8,6 +8,7 @@ For every pair of masks, overall and per layer, component and attention head:
   E|a ∧ b| / E|a ∨ b|, exact as the number of weights grows (for one head of 49k weights
   the difference is far below the third decimal; for 64 weights at 50% it is 0.336 vs 0.333);
 - ``agreement``: the fraction of weights both keep or both prune;
+- ``agreement_random``: its expectation for independent random masks, 1 − k1 − k2 + 2·k1·k2;
 
 and, given the one-shot magnitude mask ``o`` of θ0 at the same sparsity (``baseline``):
 
@@ -67,6 +68,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import re
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -85,6 +87,8 @@ from polyticket.analysis.packed import (
 )
 from polyticket.errors import UserError
 from polyticket.masks import component_of, layer_of
+
+log = logging.getLogger("polyticket")
 
 Counts = dict[str, dict[str, int]]  # scope ("overall", "layer", ...) -> group -> count
 SCOPES = {"overall": "overall", "layer": "by_layer", "component": "by_component", "head": "by_head"}
@@ -247,7 +251,7 @@ def head_splits(shapes: Mapping[str, tuple[int, ...]], heads: Heads) -> dict[str
         if rule is None or len(shape) != 2:
             continue
         _, axis, kind = rule
-        kv = heads.kv_heads or heads.heads
+        kv = heads.kv_heads or _kv_heads(name, shapes, heads.heads)
         blocks = {"heads": heads.heads, "kv_heads": kv, "3heads": 3 * heads.heads}[kind]
         if shape[axis] % blocks:
             raise UserError(
@@ -263,6 +267,17 @@ def head_splits(shapes: Mapping[str, tuple[int, ...]], heads: Heads) -> dict[str
             keys = tuple(f"{layer}.head{b % heads.heads}" for b in range(blocks))
         splits[name] = HeadSplit((shape[0], shape[1]), axis, keys)
     return splits
+
+
+def _kv_heads(name: str, shapes: Mapping[str, tuple[int, ...]], heads: int) -> int:
+    """Key/value heads where nothing states them: as many as the query heads unless the
+    layer's key or value projection is narrower than its query projection (grouped-query
+    attention: Llama, Mistral, Qwen2 share each key/value head among several query heads)."""
+    query = shapes.get(re.sub(r"\b[kv]_proj\b", "q_proj", name))
+    rows = shapes[name][0]
+    if query is None or query[0] == rows or query[0] % heads or rows % (query[0] // heads):
+        return heads
+    return rows // (query[0] // heads)  # the query heads' width gives the key/value heads'
 
 
 class Grouping:
@@ -334,11 +349,14 @@ def _share(part: float, whole: float) -> float:
 
 
 def pair_measures(n: int, a: int, b: int, both: int) -> dict[str, float]:
-    """Jaccard, its random expectation and agreement from the four counts of one group."""
+    """Jaccard and agreement with their random expectations, from the four counts of one
+    group."""
+    k1, k2 = (a / n, b / n) if n else (1.0, 1.0)
     return {
         "jaccard": _ratio(both, a + b - both),
-        "random": random_jaccard(a / n, b / n) if n else 1.0,
+        "random": random_jaccard(k1, k2),
         "agreement": (n - a - b + 2 * both) / n if n else 1.0,
+        "agreement_random": 1 - k1 - k2 + 2 * k1 * k2,
     }
 
 
@@ -409,6 +427,8 @@ def compare(
     if len(masks) < 2:
         raise UserError("compare needs at least two masks")
     check_same_shapes([*masks, *([baseline] if baseline else [])])
+    if baseline is not None:
+        _check_baseline_sparsity(masks, baseline)
     grouping = Grouping(masks[0].shapes, heads)
     size = grouping.sizes
     kept = [grouping.counts(m.words) for m in masks]
@@ -435,6 +455,24 @@ def compare(
         "with_baseline": with_baseline,
         "summary": summarize(pairs, with_baseline),
     }
+
+
+# Kept fractions this far apart are no rounding: the baseline is of another sparsity.
+BASELINE_TOLERANCE = 0.005
+
+
+def _check_baseline_sparsity(masks: Sequence[PackedMask], baseline: PackedMask) -> None:
+    """The overlap beyond θ0 counts departures from the baseline: against a baseline of
+    another sparsity, most of them are the difference in sparsity, not training's choice."""
+    other = [m for m in masks if abs(m.sparsity() - baseline.sparsity()) > BASELINE_TOLERANCE]
+    if other:
+        log.warning(
+            "the baseline is %.1f%% pruned but %s is %.1f%% (%d of %d masks differ): the "
+            "overlap beyond θ0 then mostly counts the difference in sparsity; give the "
+            "one-shot mask of θ0 at the masks' sparsity",
+            100 * baseline.sparsity(), other[0].label,
+            100 * other[0].sparsity(), len(other), len(masks),
+        )  # fmt: skip
 
 
 def _against_baseline(

@@ -125,6 +125,10 @@ class PackedMask:
         """Kept weights per parameter."""
         return {name: popcount(w) for name, w in self.words.items()}
 
+    def sparsity(self) -> float:
+        """The fraction of all weights pruned."""
+        return 1 - sum(self.kept_counts().values()) / self.numel()
+
     def combine(self, other: PackedMask, op: Callable, label: str = "") -> PackedMask:
         """A new mask from a bitwise ``op`` on the words of each parameter."""
         check_same_shapes([self, other])
