@@ -130,7 +130,7 @@ def _as_rows(tensor: torch.Tensor, axis: int) -> torch.Tensor:
 
 
 def _from_rows(rows: torch.Tensor, like: torch.Tensor, axis: int) -> torch.Tensor:
-    return rows.reshape(like.movedim(axis, -1).shape).movedim(-1, axis)
+    return rows.reshape(like.movedim(axis, -1).shape).movedim(-1, axis).contiguous()
 
 
 def _select_rows(

@@ -75,6 +75,17 @@ def test_entities_truncation_leaves_unscored_are_counted(bert_dir, tmp_path, cap
             NerTask().prepare(data, tokenizer, 0)
         said = f"{cut} of the evaluation data's 4 entities (in 1 sentences) lie wholly or partly"
         assert (said in caplog.text) == bool(cut), caplog.text
+    # and unscored they are: cut between "New" and "York", "New" keeps no tag to count as a
+    # whole entity of its own (in training it keeps its tag)
+    words = [line.split("\t")[0] for line in long.splitlines()]
+    york = tokenizer(words, is_split_into_words=True).word_ids().index(4)
+    data = NerTask().prepare(
+        DataArgs(train_file=path, eval_file=path, max_seq_length=york + 1), tokenizer, 0
+    )
+    names = data.info["labels"]
+    scored = [names[x] for x in data.eval[0]["labels"] if x != -100]
+    assert scored == ["B-PER", "O", "O"]
+    assert [names[x] for x in data.train[0]["labels"] if x != -100] == ["B-PER", "O", "O", "B-LOC"]
     # a word with no pieces (a zero-width space) is no cut, at exactly the full length
     words = ["\u200b", "Anna", "lives", "in", "Paris"]
     tags = ["O", "B-PER", "O", "O", "B-LOC"]
@@ -103,7 +114,12 @@ def test_the_tag_goes_on_the_first_piece_that_shows_the_word(tmp_path):
     data = NerTask().prepare(DataArgs(train_file=path, eval_file=path), tokenizer, 0)
     feature = data.train[0]
     assert tokenizer.convert_ids_to_tokens(feature["input_ids"]) == [
-        "▁", "北", "京", "▁Paris", "▁", "京"
+        "▁",
+        "北",
+        "京",
+        "▁Paris",
+        "▁",
+        "京",
     ]
     loc, o = WIKIANN_LABELS.index("B-LOC"), WIKIANN_LABELS.index("O")
     assert feature["labels"] == [-100, loc, -100, loc, -100, o]

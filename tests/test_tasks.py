@@ -230,6 +230,26 @@ def test_mlm_validation_split_is_by_document_and_perplexity_is_repeatable(bert_d
     chosen = sum(sum(1 for x in ex["labels"] if x != -100) for ex in data.eval)
     total = sum(len(ex["labels"]) - 2 for ex in data.eval)
     assert 0.05 < chosen / total < 0.3
+    # Every seed's run is scored on the same held-out documents and masked tokens (its
+    # spread over seeds is then the training's alone); the training draws are the seed's.
+    other = task.prepare(data_args, load_tokenizer(model_args), 8)
+    assert task.read(data_args, "eval", "en", 8) == eval_docs
+    assert other.eval == data.eval
+    assert task.evaluate(model, eval_loader(other.eval, other.eval_collator, 8), accelerator,
+                         other) == first  # fmt: skip
+
+
+def test_the_evaluation_share_is_the_same_for_every_seed(bert_dir, conll_files):
+    """--max-eval-samples draws the same sentences whatever the seed, --max-train-samples
+    the seed's own."""
+    from polyticket.tasks.ner import NerTask
+
+    train, dev = conll_files
+    args = DataArgs(train_file=train, eval_file=dev, max_train_samples=20, max_eval_samples=10)
+    tokenizer = load_tokenizer(ModelArgs(model=str(bert_dir)))
+    one, two = (NerTask().prepare(args, tokenizer, seed) for seed in (1, 2))
+    assert len(one.eval) == 10 and one.eval == two.eval
+    assert len(one.train) == 20 and one.train != two.train
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,8 @@
 
 Fixes of the original code: every block of every document is kept (it kept the first and
 the last), attention masks are passed, evaluation masks once with a fixed seed (so the same
-model always gets the same perplexity), and a validation split taken from one file splits
-documents before chunking (so no text is in both splits).
+model always gets the same perplexity, whatever the run's seed), and a validation split
+taken from one file splits documents before chunking (so no text is in both splits).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from polyticket.errors import UserError
 from polyticket.io import numbered_lines, read_text
 from polyticket.models import load_model
 from polyticket.tasks import TASKS
-from polyticket.tasks.base import Split, Task, TaskData, loss_sums
+from polyticket.tasks.base import EVAL_SEED, Split, Task, TaskData, loss_sums
 
 
 def read_documents(path: Path, text_column: str = "text") -> list[str]:
@@ -118,7 +118,7 @@ class MlmTask(Task):
         if data.validation_ratio is None:
             return super().read(data, split, language, seed)
         train, held_out = split_documents(
-            super().read(data, "train", language, seed), data.validation_ratio, seed
+            super().read(data, "train", language, seed), data.validation_ratio, EVAL_SEED
         )
         return train if split == "train" else held_out
 
@@ -132,10 +132,11 @@ class MlmTask(Task):
         if tokenizer.mask_token is None:
             raise UserError("MLM needs a tokenizer with a mask token")
         collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=data.mlm_probability)
-        # Evaluation masks once, with its own seeded generator: the same model always gets
-        # the same perplexity (the original re-masked at random on every evaluation).
+        # Evaluation masks once, with its own generator: the same model always gets the same
+        # perplexity (the original re-masked at random on every evaluation), in every seed's
+        # run (the study's seed spread is then the training's alone).
         fixed = DataCollatorForLanguageModeling(
-            tokenizer, mlm_probability=data.mlm_probability, seed=seed
+            tokenizer, mlm_probability=data.mlm_probability, seed=EVAL_SEED
         )
         eval_blocks = blocks(dev, tokenizer, data.block_size)
         masked = []

@@ -180,8 +180,10 @@ class NerTask(Task):
         max_length: int,
         covered: list[int | None] | None = None,
     ) -> list[dict[str, Any]]:
-        """Tokenised sentences with their tags on one piece per word; ``covered`` (if given)
-        gets, per truncated sentence, how many of its first words fit, else None."""
+        """Tokenised sentences with their tags on one piece per word; ``covered`` (if given:
+        the evaluation data) gets, per truncated sentence, how many of its first words fit,
+        else None, and the words of an entity that the cut runs through lose their tags
+        (scored, its start would count as a whole entity)."""
         features = []
         batch = 1000
 
@@ -214,6 +216,10 @@ class NerTask(Task):
                     reached = words[-1] + 1 if words else 0
                     cut = len(pieces) == max_length and reached < len(tags)
                     covered.append(reached if cut else None)
+                    if cut:  # an entity the cut runs through is not scored, its start neither
+                        for _, first, last in get_entities(list(tags)):
+                            for word in range(first, reached) if first < reached <= last else ():
+                                labels[carrier[word]] = -100
                 features.append({k: v[i] for k, v in encoded.items()} | {"labels": labels})
         return features
 
