@@ -517,11 +517,19 @@ def test_the_headline_takes_the_seeds_spread_from_the_transfer_matrix():
         },
         "n": {"en": grid(2, 2), "fr": grid(3, 2), "dense": grid(2, 2), "random": grid(2, 0)},
     }
-    line = headline(matrix, {"summary": {}})
+    line = headline(matrix, {"summary": {}}, 2)
     # the off-diagonal sources (en→fr, fr→en) and the random row's one known target
     assert line["transfer_score"] == pytest.approx(0.65) and line["random_score"] == 0.2
     assert line["score_seeds"] == 2
     assert line["score_seed_std"] == pytest.approx((0.03 + 0.02 + 0.05) / 3)
+    from polyticket.analysis.results import headline_text
+
+    assert "twice the seeds' standard error" in headline_text(line)
+    # a study of three seeds, some cells with two (one failed, or not run yet): no verdict
+    # as if the means were whole, nor a "one seed" one
+    text = headline_text(headline(matrix, {"summary": {}}, 3))
+    assert "yes so far, by 0.450 (some cells have 2 of the study's 3 seeds" in text
+    assert "standard error" not in text and "one seed" not in text
 
 
 def test_tickets_far_ahead_of_their_dense_model_are_called_out(tmp_path):
@@ -611,3 +619,27 @@ def test_the_finders_table_shows_every_target_sparsity_and_a_spread_over_seeds(t
         ["wanda", "en", "2", "0.800 ± 0.020", "0.900", "0", "-0.010 ± 0.005",
          "0.700 ± 0.020", "0.900", "0", "-0.010 ± 0.005", "–"],
     ]  # fmt: skip
+
+
+def test_a_transfer_mean_over_fewer_seeds_says_so(tmp_path):
+    """A failed or pending cell leaves a mean over fewer of the study's seeds: the page and
+    the summary say how many, rather than show it beside the whole means as one of them."""
+    from polyticket.analysis.results import format_summary
+
+    results = tmp_path / "results"
+    results.mkdir()
+    matrix = {
+        "task": "ner", "sparsity": 0.5, "metric": "f1", "greater_is_better": True,
+        "targets": ["en", "fr"], "rows": ["en", "fr"], "seeds": 2,
+        "mean": {"en": {"en": 0.8, "fr": 0.5}, "fr": {"en": 0.6, "fr": 0.9}},
+        "std": {"en": {"en": 0.01, "fr": 0.0}, "fr": {"en": 0.02, "fr": 0.03}},
+        "n": {"en": {"en": 2, "fr": 1}, "fr": {"en": 2, "fr": 2}},
+    }  # fmt: skip
+    (results / "results.json").write_text(json.dumps({"transfer": [matrix]}))
+    sections = {section.key: section for section in build(tmp_path)}
+    table = next(p for p in sections["transfer"].parts if hasattr(p, "rows"))
+    assert table.rows[0] == ["en", "0.800 ±0.010", "0.500 (1 of 2 seeds)"]
+    assert table.rows[1] == ["fr", "0.600 ±0.020", "0.900 ±0.030"]
+    summary = format_summary({"transfer": [matrix], "tickets": [], "headline": []})
+    assert "0.500*" in summary and "0.800*" not in summary
+    assert "(* a mean over fewer than the study's 2 seeds so far)" in summary

@@ -556,6 +556,21 @@ def test_representations_cell_retrieval_and_similarity_per_layer(with_references
     assert cell.keys() == alone.keys() and cell == pytest.approx(alone, rel=0, abs=1e-10)
 
 
+def test_representation_tables_of_a_cell_left_out_are_removed(with_references, monkeypatch):
+    """A representations cell made with other settings (or removed) leaves the tables: an
+    earlier pass's retrieval.csv must not stay for the report to draw."""
+    study = with_references
+    tables = [study.layout.table(name) for name in ("retrieval", "similarity")]
+    assert all(path.is_file() for path in tables)
+    with monkeypatch.context() as patch:
+        patch.setattr(StudyResults, "representation_tables", lambda self: {"retrieval": [],
+                      "similarity": []})  # fmt: skip
+        write_results(study)
+        assert not any(path.is_file() for path in tables)
+    write_results(study)  # as it was, for the tests after this one
+    assert all(path.is_file() for path in tables)
+
+
 def test_the_representations_cell_waits_for_the_control_masks_it_encodes(tmp_path, bert_dir):
     """It reads the random and one-shot masks of the first language and seed: as its
     dependencies, whatever the order or the executor (under Ray it once ran before a slow

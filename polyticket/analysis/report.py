@@ -43,6 +43,7 @@ from polyticket.analysis.results import (
     is_reference,
     not_done_text,
     number,
+    partial_cells,
     sparsity_tags,
     with_spread,
 )
@@ -712,6 +713,18 @@ def _mean_std(mean: float, std: float, between: str) -> str:
     return f"{mean:.3f}" + ("" if math.isnan(std) else f"{between}±{std:.3f}")
 
 
+def _transfer_cell(
+    matrix: dict[str, Any], partial: set, cell: tuple[str, str], mean: float, std: float,
+    between: str,
+) -> str:  # fmt: skip
+    """Mean ± std, and how many seeds where it lacks some of the study's."""
+    text = _mean_std(mean, std, between)
+    if text and cell in partial:
+        row, target = cell
+        text += f"{between}({matrix['n'][row][target]} of {matrix['seeds']} seeds)"
+    return text
+
+
 def transfer_section(files: StudyFiles) -> Section:
     section = Section(
         "transfer",
@@ -731,9 +744,13 @@ def transfer_section(files: StudyFiles) -> Section:
             [_nan(matrix["std"][r][t]) if matrix["n"][r][t] > 1 else math.nan for t in targets]
             for r in rows
         ]
+        partial = partial_cells(matrix)
         text = [
-            [_mean_std(m, s, "\n") for m, s in zip(mr, sr, strict=True)]
-            for mr, sr in zip(mean, std, strict=True)
+            [
+                _transfer_cell(matrix, partial, (r, t), m, s, "\n")
+                for t, m, s in zip(targets, mr, sr, strict=True)
+            ]
+            for r, mr, sr in zip(rows, mean, std, strict=True)
         ]
         first_reference = next((i for i, r in enumerate(rows) if is_reference(r)), len(rows))
         name = _set_name(matrix)
@@ -759,7 +776,13 @@ def transfer_section(files: StudyFiles) -> Section:
                 f"{name}: transfer, {matrix['metric']} mean ± std over seeds",
                 ["source \\ target", *targets],
                 [
-                    [_shown(r), *(_mean_std(m, s, " ") or "–" for m, s in zip(mr, sr, strict=True))]
+                    [
+                        _shown(r),
+                        *(
+                            _transfer_cell(matrix, partial, (r, t), m, s, " ") or "–"
+                            for t, m, s in zip(targets, mr, sr, strict=True)
+                        ),
+                    ]
                     for r, mr, sr in zip(rows, mean, std, strict=True)
                 ],
             )

@@ -236,6 +236,7 @@ class StudyResults:
             },
             "std": {r: {t: _std(rows[r].get(t, [])) for t in targets} for r in order if r in rows},
             "n": {r: {t: len(rows[r].get(t, [])) for t in targets} for r in order if r in rows},
+            "seeds": len(self.study.seeds),  # what each cell's n reaches when all are done
         }
 
     @staticmethod
@@ -471,9 +472,10 @@ def goal(row: dict[str, Any], imp: dict[str, Any], epsilon: float, greater: bool
     return {f"goal_{tag}": close and similar and cheaper}
 
 
-def headline(matrix: dict[str, Any], overlap: dict[str, Any]) -> dict[str, Any]:
+def headline(matrix: dict[str, Any], overlap: dict[str, Any], seeds: int) -> dict[str, Any]:
     """For one task and sparsity: do languages' tickets overlap more than random masks, and
-    do transferred tickets beat random masks? (From tables already computed.)"""
+    do transferred tickets beat random masks? (From tables already computed; ``seeds``: the
+    study's, which a cell of a study in progress or with a failure may not all have.)"""
     mean, summary = matrix["mean"], overlap["summary"]
     transfer_cells = [
         (s, t)
@@ -508,6 +510,7 @@ def headline(matrix: dict[str, Any], overlap: dict[str, Any]) -> dict[str, Any]:
         "random_score": _row_mean(mean, "random"),
         # how far apart seeds land: the margin the two scores above must clear
         "score_seeds": min((matrix["n"][r][t] for r, t in compared), default=0),
+        "study_seeds": seeds,
         "score_seed_std": _mean(
             [matrix["std"][r][t] for r, t in compared if matrix["n"][r][t] > 1]
         ),
@@ -588,7 +591,7 @@ def write_results(study: Study) -> dict[str, Any]:
                 )
             overlap = results.overlap(task, sparsity)
             everything["overlap"].append(overlap)
-            everything["headline"].append(headline(matrix, overlap))
+            everything["headline"].append(headline(matrix, overlap, len(study.seeds)))
             _table(
                 layout.table(f"overlap_{tag}"), overlap_rows(overlap) if overlap["pairs"] else []
             )
@@ -598,8 +601,7 @@ def write_results(study: Study) -> dict[str, Any]:
             trained = any(row["core"] is not None for row in core["scores"])
             _table(layout.table(f"core_{tag}"), core["scores"] if trained else [])
     for name, rows in results.representation_tables().items():
-        if rows:
-            _csv(layout.table(name), rows)
+        _table(layout.table(name), rows)
     _csv(layout.table("transfer_drop"), drops)
     cross = results.cross_task()
     _table(layout.table("cross_task"), cross)
@@ -685,12 +687,19 @@ def _beats_beyond_seeds(a: float, b: float, line: dict[str, Any]) -> str:
     """``_beats`` for two means over seeds, both ways: "yes" or "no" only when ``a`` is
     ahead or behind by more than twice the standard error of a difference of two seed means
     (the cells' typical spread over seeds), "not clearly" within it; with one seed the
-    difference is given as it is, with no margin to judge it by."""
+    difference is given as it is, with no margin to judge it by, and while some cells lack
+    some of the study's seeds it is given as it stands so far."""
     verdict = _beats(a, b, line["greater_is_better"])
     if verdict == "not known yet" or "score_seeds" not in line:  # results of < 0.4.4
         return verdict
     gap = abs(a - b)
     seeds, spread = line["score_seeds"], line["score_seed_std"]
+    planned = line.get("study_seeds", seeds)
+    if seeds < planned:  # a failed or pending cell: means over fewer seeds than the others
+        return (
+            f"{verdict} so far, by {number(gap)} (some cells have {seeds} of the study's "
+            f"{planned} seeds: not judged until they have all)"
+        )
     if seeds < 2 or math.isnan(spread):
         return f"{verdict}, by {number(gap)} (one seed: no spread to judge the margin by)"
     margin = 2 * spread * math.sqrt(2 / seeds)
@@ -767,6 +776,18 @@ def headline_text(line: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def partial_cells(matrix: dict[str, Any]) -> set[tuple[str, str]]:
+    """The (row, target) cells of a transfer matrix whose mean lacks some of the study's
+    seeds (a failed or pending cell), where it has a value at all."""
+    planned = matrix.get("seeds", 0)  # results of < 0.4.7 do not say
+    return {
+        (row, target)
+        for row, by_target in matrix["n"].items()
+        for target, n in by_target.items()
+        if 0 < n < planned
+    }
+
+
 def format_summary(everything: dict[str, Any]) -> str:
     """The main tables as plain text for the terminal, the headline last."""
     lines: list[str] = []
@@ -778,11 +799,17 @@ def format_summary(everything: dict[str, Any]) -> str:
         ]
         width = max([8, *(len(r) for r in matrix["rows"])])
         lines.append(" " * width + "".join(f"{t:>10}" for t in matrix["targets"]))
+        partial = partial_cells(matrix)
         for row in matrix["rows"]:
             lines.append(
                 f"{row:<{width}}"
-                + "".join(f"{number(matrix['mean'][row][t]):>10}" for t in matrix["targets"])
+                + "".join(
+                    f"{number(matrix['mean'][row][t]) + ('*' if (row, t) in partial else ''):>10}"
+                    for t in matrix["targets"]
+                )
             )
+        if partial:
+            lines.append(f"(* a mean over fewer than the study's {matrix['seeds']} seeds so far)")
     if everything["tickets"]:
         lines += ["", f"study tickets (rule {SEED_STD}: {RULES[SEED_STD]})"]
         for row in everything["tickets"]:

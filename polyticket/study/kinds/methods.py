@@ -1,8 +1,8 @@
 """Other ticket finders beside IMP (``run.methods: [movement, wanda, early-bird]``): one
 ``find`` run per task, language, seed and pruning criterion, with the IMP cell's settings
-and schedule and only ``method`` changed (with its own scope where the study sets none), so that ``methods_TASK.csv`` (``analysis.results``)
-compares their levels with the IMP cell's at each target sparsity. Named
-``ner/en/seed1/imp-movement``."""
+and schedule and only ``method`` changed (with its own scope where the study sets none),
+so that ``methods_TASK.csv`` (``analysis.results``) compares their levels with the IMP
+cell's at each target sparsity. Named ``ner/en/seed1/imp-movement``."""
 
 from __future__ import annotations
 
