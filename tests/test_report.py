@@ -643,3 +643,60 @@ def test_a_transfer_mean_over_fewer_seeds_says_so(tmp_path):
     summary = format_summary({"transfer": [matrix], "tickets": [], "headline": []})
     assert "0.500*" in summary and "0.800*" not in summary
     assert "(* a mean over fewer than the study's 2 seeds so far)" in summary
+
+
+def test_a_level_not_every_seed_has_reached_is_not_drawn(tmp_path):
+    """Seed 2 still at level 0: the curve stops there, rather than put seed 1's level 1
+    alone on a curve of means."""
+    from polyticket.analysis.report import StudyFiles, level_scores
+
+    for seed, scores in ((1, [0.8, 0.7]), (2, [0.6])):
+        for k, score in enumerate(scores):
+            level = tmp_path / f"cells/ner/en/seed{seed}/imp/level_{k:02d}"
+            level.mkdir(parents=True)
+            (level / "metrics.json").write_text(
+                json.dumps({"metric": "f1", "sparsity": 0.5 * k, "best_score": score})
+            )
+    files = StudyFiles.read(tmp_path)
+    points, metric = level_scores(files, "ner", "en", [1, 2])
+    assert metric == "f1" and len(points) == 1
+    assert points[0][:2] == (0.0, pytest.approx(0.7))
+
+
+def test_series_without_a_language_take_no_languages_style(study_dir):
+    """A language keeps its colour in every figure: its residue in the core figure has it,
+    and the mean over pairs of languages does not borrow the first language's."""
+    sections = {s.key: s for s in build(study_dir)}
+
+    def colours(section: str) -> dict[str, tuple]:
+        found = {}
+        for part in sections[section].parts:
+            for ax in getattr(getattr(part, "figure", None), "axes", []):
+                for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                    line = handle.lines[0] if hasattr(handle, "lines") else handle
+                    found[label] = tuple(line.get_color()) if not isinstance(
+                        line.get_color(), str) else line.get_color()  # fmt: skip
+        return found
+
+    score = colours("score-vs-sparsity")
+    core = colours("core")
+    layers = colours("overlap-by-layer")
+    assert core["residue of fr"] == score["fr"] and core["residue of de"] == score["de"]
+    assert core["core"] not in {score[lang] for lang in ("en", "fr", "de")}
+    assert layers["between languages"] not in {score[lang] for lang in ("en", "fr", "de")}
+
+
+def test_the_component_maps_random_row_is_over_the_pairs_they_compare():
+    """As in the layer and head figures: over pairs of languages, not the same language's."""
+    from polyticket.analysis.report import _component_plot
+
+    def pair(a, b, jaccard, random):
+        by = {"query": {"jaccard": jaccard, "random": random}}
+        return {"a": f"{a}/seed1", "b": f"{b}/seed2", "languages": [a, b],
+                "same_language": a == b, "same_seed": False, "by_component": by}  # fmt: skip
+
+    overlap = {"task": "ner", "sparsity": 0.5, "with_baseline": [],
+               "pairs": [pair("en", "fr", 0.4, 0.3), pair("en", "en", 0.6, 0.5)]}  # fmt: skip
+    plot = _component_plot(overlap, "jaccard", ["en", "fr"])
+    values = plot.figure.axes[0].images[0].get_array()
+    assert values[-1][0] == pytest.approx(0.3)  # the last row: the random expectation

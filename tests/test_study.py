@@ -315,6 +315,14 @@ def test_a_failing_cell_is_reported_and_the_others_complete(tmp_path, bert_dir, 
     assert not states["ner/de/seed1/imp"] and not states["ner/en/seed1/transfer-from-de-s50"]
     failure = read_json(study.layout.cells / "ner/de/seed1/imp.failed.json")
     assert "de-dev.conll" in failure["error"]
+    assert "cell(s) not run: they need one that failed" in err
+    # The tables say which cells wait for the failure, and do not count them as still to do.
+    everything = write_results(study)
+    problems = {p["cell"]: p["problem"] for p in everything["problems"]}
+    assert problems["ner/en/seed1/transfer-from-de-s50"] == (
+        "not run: needs ner/de/seed1/imp, which failed"
+    )
+    assert not everything.get("not_done")
 
 
 @pytest.mark.parametrize(

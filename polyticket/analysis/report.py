@@ -360,22 +360,29 @@ def imp_runs(files: StudyFiles) -> dict[str, dict[str, list[int]]]:
 
 
 def level_scores(files: StudyFiles, task: str, language: str, seeds: list[int]):
-    """Per level: (mean sparsity, mean score, std over seeds) and the metric's name."""
-    by_level: dict[int, list[tuple[float, float]]] = {}
+    """Per level that every seed has reached: (mean sparsity, mean score, std over seeds),
+    and the metric's name (a level of fewer seeds would put a one-seed point on a curve of
+    means, while a seed's run is still going)."""
+    per_seed: list[dict[int, tuple[float, float]]] = []
     metric = "score"
     for seed in seeds:
         name = imp_cell(task, language, seed).name
         if name in files.left_out:  # named in the headline
             continue
         run = files.layout.cell(name)
+        levels = {}
         for k in run.completed_levels():
             metrics = read_json(run.level(k).metrics)
             metric = metrics.get("metric", metric)
-            by_level.setdefault(k, []).append((metrics["sparsity"], _nan(metrics["best_score"])))
-    points = [
-        (_mean(s for s, _ in v), _mean(x for _, x in v), _std([x for _, x in v]))
-        for _, v in sorted(by_level.items())
-    ]
+            levels[k] = (metrics["sparsity"], _nan(metrics["best_score"]))
+        per_seed.append(levels)
+    common = sorted(set.intersection(*(set(levels) for levels in per_seed))) if per_seed else []
+    points = []
+    for k in common:
+        values = [levels[k] for levels in per_seed]
+        points.append(
+            (_mean(s for s, _ in values), _mean(x for _, x in values), _std([x for _, x in values]))
+        )
     return points, metric
 
 
@@ -423,9 +430,9 @@ def score_section(files: StudyFiles) -> Section:
     section = Section(
         "score-vs-sparsity",
         "Score against sparsity per language (Fig. 2)",
-        "Each IMP level's best evaluation score (mean over seeds; bars: standard deviation, "
-        "with two or more seeds) beside random masks of the target sparsities (run.random); "
-        "0% is the dense model.",
+        "Each IMP level's best evaluation score (mean over seeds, at the levels every seed "
+        "has reached; bars: standard deviation, with two or more seeds) beside random masks "
+        "of the target sparsities (run.random); 0% is the dense model.",
     )
     for task, languages in imp_runs(files).items():
         series, metric = [], "score"
@@ -443,6 +450,8 @@ def score_section(files: StudyFiles) -> Section:
             for m in files.results.get("transfer", [])
             if m["task"] == task and "random" in m["mean"]
         ]
+        if not series:  # every IMP cell of the task left out: nothing to draw
+            continue
         if random:
             x, y = zip(*random, strict=True)
             series.append(
@@ -508,13 +517,16 @@ def layer_overlap_section(files: StudyFiles) -> Section:
         "training moved in or out of each ticket, how many two languages share.",
     )
     for overlap in _overlaps(files):
-        section.parts += [_layer_plot(overlap, measure) for measure in _measures(overlap)]
+        section.parts += [
+            _layer_plot(overlap, measure, len(files.languages)) for measure in _measures(overlap)
+        ]
     return section.done(
         "No data: fewer than two tickets at every target sparsity (run the study's IMP cells)."
     )
 
 
-def _layer_plot(overlap: dict[str, Any], measure: str) -> Plot:
+def _layer_plot(overlap: dict[str, Any], measure: str, no_language: int) -> Plot:
+    """``no_language``: a data style no language of the study has, for the pairs' mean."""
     chance, axis, what = MEASURES[measure]
     pairs = overlap["pairs"]
     between = language_pairs(pairs)
@@ -534,7 +546,7 @@ def _layer_plot(overlap: dict[str, Any], measure: str) -> Plot:
             range(len(layers)),
             [_group_mean(entries, "by_layer", layer, m) for layer in layers],
             reference=reference is not None,
-            style=REFERENCE_STYLE.get(reference),
+            style=REFERENCE_STYLE[reference] if reference else no_language,
         )
         for label, entries, m, reference in curves
         if entries
@@ -603,7 +615,8 @@ def _component_plot(overlap: dict[str, Any], measure: str, order: list[str]) -> 
         rows["same language, other seed"] = (same, measure)
     if overlap.get("with_baseline") and measure == "jaccard":
         rows["vs θ0 one-shot"] = (overlap["with_baseline"], measure)
-    rows["random expectation"] = (pairs, chance)
+    # over the pairs the data rows compare, as in the layer and head figures
+    rows["random expectation"] = (language_pairs(pairs) or same, chance)
     values = np.array(
         [
             [_group_mean(entries, "by_component", c, m) for c in components]
@@ -1108,7 +1121,7 @@ def core_section(files: StudyFiles) -> Section:
                     ],
                 )
             )
-            section.parts.append(_core_layers_plot(core))
+            section.parts.append(_core_layers_plot(core, files))
             section.parts.append(_core_components_table(core))
         scores = [r for r in core["scores"] if not math.isnan(_nan(r.get("core")))]
         if scores:
@@ -1210,8 +1223,9 @@ def _core_components_table(core: dict[str, Any]) -> Table:
     )
 
 
-def _core_layers_plot(core: dict[str, Any]) -> Plot:
-    """Kept share per layer of the core and of each residue (mean over seeds)."""
+def _core_layers_plot(core: dict[str, Any], files: StudyFiles) -> Plot:
+    """Kept share per layer of the core and of each residue (mean over seeds); a residue
+    in its language's style, the core in one no language has."""
     rows = [r for r in core["sizes"] if r["scope"] == "layer"]
     layers = list(dict.fromkeys(r["group"] for r in rows))
     sets = list(dict.fromkeys(r["set"] for r in rows))
@@ -1223,6 +1237,11 @@ def _core_layers_plot(core: dict[str, Any]) -> Plot:
                 _mean(100 * r["fraction"] for r in rows if r["set"] == which and r["group"] == g)
                 for g in layers
             ],
+            style=(
+                files.style(which.removeprefix("residue:"))
+                if which.startswith("residue:")
+                else len(files.languages)
+            ),
         )
         for which in sets
     ]

@@ -115,10 +115,20 @@ class StudyResults:
                 self.problems[name] = f"made with other settings than the study file's: {why}"
             else:
                 self.problems[name] = "depends on a cell that is left out"
+        failed: dict[str, str] = {}  # cell -> the failed cell it is, or waits for
         for cell in self.cells:
             failure = study.layout.cell_failure(cell.name)
             if failure.is_file() and not cell.done(study):
                 self.problems.setdefault(cell.name, "failed (see its .failed.json)")
+                failed[cell.name] = cell.name
+        # not run for want of a failed cell (dependencies come first): no more "to do" than
+        # the failure is fixed
+        for cell in self.cells:
+            if cell.name not in self.problems and not cell.done(study):
+                blocker = next((failed[d] for d in cell.deps if d in failed), None)
+                if blocker is not None:
+                    self.problems[cell.name] = f"not run: needs {blocker}, which failed"
+                    failed[cell.name] = blocker
 
     def _unreadable_levels(self, skip: set[str]) -> dict[str, str]:
         """IMP cells whose completed levels cannot all be read, with why: found before any
