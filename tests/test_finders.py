@@ -438,6 +438,9 @@ def test_methods_cells_and_their_table(tmp_path, bert_dir):
         f"ner/{lang}/seed1/imp-early-bird": ["early_bird_threshold 0.1 -> 0.3"]
         for lang in ("en", "fr")
     }
+    # and the tables leave those cells out, as every other table does
+    rows = write_results(load_study(path))["methods"]
+    assert {r["method"] for r in rows} == {"imp", "movement", "wanda"}
     study_json["settings"]["max_steps"] = 6  # every cell's
     path.write_text(json.dumps(study_json))
     assert len(study_changes(load_study(path), cells(load_study(path)))) == len(names)

@@ -743,3 +743,52 @@ def test_an_unreadable_level_leaves_its_cell_out_of_every_table(finished, tmp_pa
     labels = {m["label"] for o in everything["overlap"] for m in o["masks"]}
     assert "fr/seed1" in labels and "fr/seed2" not in labels
     assert write_report(study.layout.root).index.is_file()  # no traceback from the bad file
+
+
+def test_what_a_cell_depends_on_beyond_its_task_settings_is_recorded(tmp_path, bert_dir):
+    """Cells whose results depend on more than their task's knobs are flagged when that
+    changes: the representations cell (its sentences, pooling and masks), the core (the
+    languages that share it), the random mask at the study's ticket (every seed decides the
+    ticket), and every training cell when a local model is saved again at its path."""
+    import shutil
+
+    from polyticket.study.changes import changes
+    from polyticket.study.runner import plan
+
+    model = tmp_path / "model"
+    shutil.copytree(bert_dir, model)
+    run = {"transfer": False, "core": True, "representations": {"parallel": "p-{lang}.txt"}}
+    base = {"seeds": [1], "languages": ["en", "fr"], "settings": {**SETTINGS, "max_steps": 2}}
+
+    def study(**change):
+        return load_study(write_study(tmp_path, model, tmp_path / "run", **{**base, **change}))
+
+    for lang in LANGS:
+        (tmp_path / f"p-{lang}.txt").write_text("\n".join(unique_sentences(6)) + "\n")
+    assert main(["study", str(study(run=run).path)]) == 0
+
+    def changed(s) -> set[str]:
+        return set(changes(s, cells(s)))
+
+    rep, at_ticket = "ner/all/seed1/representations", "ner/en/seed1/random-at-ticket"
+    assert changed(study(run=run)) == set()
+    assert changed(study(run={**run, "representations": {**run["representations"],
+                                                          "pooling": "cls"}})) == {rep}  # fmt: skip
+    fr = tmp_path / "p-fr.txt"
+    kept = fr.read_text()
+    fr.write_text(kept + "One more sentence.\n")
+    assert changed(study(run=run)) == {rep}
+    fr.write_text(kept)
+    more_seeds = changed(study(run=run, seeds=[1, 2]))
+    assert {rep, at_ticket} <= more_seeds and "ner/en/seed1/imp" not in more_seeds
+    assert "ner/en/seed1/core-s50" in changed(study(run=run, languages=LANGS))
+    # a local model saved again at the same path with other weights
+    from transformers import AutoModel
+
+    torch_model = AutoModel.from_pretrained(model)
+    for p in torch_model.parameters():
+        p.data.add_(0.01)
+    torch_model.save_pretrained(model)
+    again = study(run=run)
+    assert "ner/en/seed1/imp" in changed(again)
+    assert {r["state"] for r in plan(again) if r["cell"] == "ner/en/seed1/imp"} == {"changed"}

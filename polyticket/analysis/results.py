@@ -391,16 +391,20 @@ class StudyResults:
         for lang in study.tasks[task].languages:
             for seed in study.seeds:
                 reference = imp_cell(task, lang, seed)
-                if not reference.done(study):
+                if not self._usable(reference):
                     continue
                 imp = self._finder_row(task, "imp", reference, reference)
                 rows.append(imp)
                 for method in study.run.get("methods") or []:
                     cell = method_cell(task, lang, seed, method)
-                    if cell.done(study):
+                    if self._usable(cell):
                         row = self._finder_row(task, method, cell, reference)
                         rows.append(row | goal(row, imp, epsilon, greater))
         return rows
+
+    def _usable(self, cell: Cell) -> bool:
+        """Done, and not left out of the tables (made with other settings, or reading one)."""
+        return cell.name not in self.excluded and cell.done(self.study)
 
     def _finder_row(self, task: str, method: str, cell: Cell, reference: Cell) -> dict[str, Any]:
         study = self.study

@@ -66,12 +66,14 @@ def changes(study: Study, cells: list[Cell]) -> dict[str, list[str]]:
 
 
 def _data_changes(run_json: Path, digests: dict[Path, str]) -> list[str]:
-    """The data files a cell read (its run.json's fingerprints) that have another size now,
-    or that were written after the cell and hash otherwise: regenerated at the same path,
-    they would otherwise leave the cell's results standing for data that is gone. A file
-    no longer there is left to the study's own check of its data."""
+    """The data and model files a cell read (its run.json's fingerprints) that have another
+    size now, or that were written after the cell and hash otherwise: regenerated at the
+    same path (a local model saved again), they would otherwise leave the cell's results
+    standing for inputs that are gone. A file no longer there is left to the study's own
+    check of its data."""
     try:
-        recorded = read_json(run_json)["inputs"]["data"]
+        inputs = read_json(run_json)["inputs"]
+        recorded = [*inputs["data"], *inputs.get("model", [])]
         made = run_json.stat().st_mtime
     except (OSError, ValueError, KeyError, TypeError):
         return []

@@ -10,6 +10,8 @@ the language's own ticket.
 
 from __future__ import annotations
 
+from typing import Any
+
 from polyticket.analysis.core import core_plus_residue, shared
 from polyticket.analysis.packed import PackedMask
 from polyticket.errors import UserError
@@ -65,6 +67,11 @@ class Core(CellKind):
             for sparsity in study.sparsities
             for variant in VARIANTS
         ]
+
+    def settings(self, study: Study, cell: Cell) -> dict[str, Any]:
+        """The core is what the task's languages share: another list is another core."""
+        languages = sorted(study.tasks[cell.task].languages)
+        return {**super().settings(study, cell), "languages": languages}
 
     def run(self, study: Study, cell: Cell) -> None:
         from polyticket.lottery import finetune

@@ -4,6 +4,7 @@ study's ticket (the paper's baseline; reusing the target's cell when they coinci
 from __future__ import annotations
 
 import shutil
+from typing import Any
 
 from polyticket.pruning import as_fraction
 from polyticket.study.grid import Cell
@@ -39,6 +40,12 @@ class Random(CellKind):
                     out += [random_cell(task, lang, seed, s) for s in study.sparsities]
                     out.append(random_cell(task, lang, seed, deps=every_seed))
         return out
+
+    def settings(self, study: Study, cell: Cell) -> dict[str, Any]:
+        """The mask at the study's ticket depends on every seed's run (the ticket rule
+        compares each seed with their mean): another list of seeds, another ticket."""
+        own = super().settings(study, cell)
+        return own if cell.sparsity is not None else {**own, "seeds": list(study.seeds)}
 
     def run(self, study: Study, cell: Cell) -> None:
         if cell.sparsity is not None:

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from polyticket.errors import UserError
-from polyticket.io import write_csv
+from polyticket.io import file_fingerprint, write_csv
 from polyticket.layout import RunLayout
 from polyticket.study.grid import Cell, percent
 from polyticket.study.kinds import CELL_KINDS
-from polyticket.study.kinds.base import CellKind, into_place, needs_tickets
+from polyticket.study.kinds.base import CellKind, in_out, into_place, needs_tickets
 from polyticket.study.kinds.imp import imp_cell
 from polyticket.study.kinds.oneshot import KIND as ONESHOT
 from polyticket.study.kinds.oneshot import oneshot_cell
@@ -112,6 +112,28 @@ class Representations(CellKind):
 
     def result(self, study: Study, cell: Cell) -> Path:
         return study.layout.cell(cell.name).table("similarity")
+
+    def settings(self, study: Study, cell: Cell) -> dict[str, Any]:
+        """Besides the task's knobs, what the cell encodes: its sentences (the files and
+        their contents), the pooling, and the masks (the study's languages, seeds and
+        sparsities, and the control masks it has)."""
+        option = study.run[KIND]
+        template = str(study.resolve(option["parallel"]))
+        files = {
+            lang: Path(template.replace("{lang}", lang))
+            for lang in study.tasks[cell.task].languages
+        }
+        sentences = {  # a file since removed reads as changed
+            lang: file_fingerprint(path)["sha256"] if path.is_file() else None
+            for lang, path in files.items()
+        }
+        return {
+            **super().settings(study, cell),
+            "parallel": in_out(template, study.out),
+            "parallel_sha256": sentences,
+            "pooling": option.get("pooling", "mean"),
+            "masks": sorted(masks(study, cell.task)),
+        }
 
 
 def masks(study: Study, task: str) -> dict[str, Path]:
