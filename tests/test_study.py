@@ -577,6 +577,12 @@ def test_representation_tables_of_a_cell_left_out_are_removed(with_references, m
         assert not any(path.is_file() for path in tables)
     write_results(study)  # as it was, for the tests after this one
     assert all(path.is_file() for path in tables)
+    # so does any table this pass does not write: of a sparsity or run option gone since
+    gone = [study.layout.table(n) for n in ("transfer_ner_s75", "methods_ner", "core_ner_s75")]
+    for path in gone:
+        path.write_text("a,b\n1,2\n")
+    write_results(study)
+    assert not any(path.exists() for path in gone) and all(path.is_file() for path in tables)
 
 
 def test_the_representations_cell_waits_for_the_control_masks_it_encodes(tmp_path, bert_dir):
@@ -666,6 +672,27 @@ def test_concurrent_shards_wait_for_a_ticket_another_shard_makes(tmp_path, bert_
     assert all(c.done(study) for c in cells(study))
     starts = Counter(e["cell"] for e in events(study.out) if e["event"] == "start")
     assert set(starts.values()) == {1} and len(starts) == len(cells(study))
+
+    # French data written again: every shard refuses (one of its cells may read a changed
+    # cell of another shard), and all of them with --rerun-changed make exactly the stale
+    # cells again, each removing only its own, and waiting for the others' remade ones
+    from polyticket.study.changes import changes, with_dependents
+
+    write_conll(tmp_path / "data" / "fr-train.conll", ner_sentences(48, 7))
+    stale = with_dependents(cells(study), set(changes(study, cells(study))))
+    assert stale and len(stale) < len(cells(study))
+    for i in range(1, 6):
+        with pytest.raises(UserError, match="made with other settings"):
+            run_study(study, shard=(i, 5))
+    again = [
+        subprocess.Popen(command + [f"{i}/5", "--rerun-changed"], env=CHILD_ENV,
+                         stdout=subprocess.DEVNULL)
+        for i in range(1, 6)
+    ]  # fmt: skip
+    assert [p.wait(timeout=600) for p in again] == [0] * 5
+    assert all(c.done(study) for c in cells(study)) and not changes(study, cells(study))
+    done = Counter(e["cell"] for e in events(study.out) if e["event"] == "done")
+    assert {name for name, n in done.items() if n == 2} == stale
 
 
 def test_cross_task_on_an_encoder_decoder_refuses_tasks_that_prune_other_parts(

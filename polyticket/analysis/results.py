@@ -31,6 +31,7 @@ from polyticket.analysis.overlap import compare, heads_for, overlap_rows, pair_m
 from polyticket.analysis.packed import PackedMask, intersection_counts
 from polyticket.errors import UserError
 from polyticket.io import copy_file, read_csv, read_json, write_csv, write_json
+from polyticket.layout import StudyLayout
 from polyticket.study import Study, cells
 from polyticket.study.changes import changed_cells, with_dependents
 from polyticket.study.grid import Cell, percent
@@ -553,17 +554,27 @@ def missing_as_none(value: Any) -> Any:
     return value
 
 
-def _csv(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    write_csv(path, missing_as_none(list(rows)))
+class _Tables:
+    """The CSV tables of one pass of ``write_results``: a table with no rows is not
+    written, and at the end every table of ``results/`` this pass did not write goes (an
+    earlier pass's, of cells since left out, of a sparsity or run option the study file no
+    longer has), so that nothing drawn or read stands for cells the study no longer has."""
 
+    def __init__(self, layout: StudyLayout):
+        self.layout = layout
+        self.written: set[Path] = set()
 
-def _table(path: Path, rows: list[dict[str, Any]]) -> None:
-    """A table that exists only when there is something in it: with nothing, an earlier
-    pass's file (of cells since excluded, or of another study file) is removed."""
-    if rows:
-        _csv(path, rows)
-    else:
-        path.unlink(missing_ok=True)
+    def write(self, name: str, rows: Iterable[dict[str, Any]]) -> None:
+        rows = missing_as_none(list(rows))
+        if rows:
+            path = self.layout.table(name)
+            write_csv(path, rows)
+            self.written.add(path)
+
+    def remove_the_rest(self) -> None:
+        for path in self.layout.results.glob("*.csv"):
+            if path not in self.written:
+                path.unlink()
 
 
 def _matrix_rows(matrix: dict[str, Any], which: str) -> list[dict[str, Any]]:
@@ -576,8 +587,9 @@ def write_results(study: Study) -> dict[str, Any]:
     """Every table as CSV and JSON under ``results/``; returns the headline and paths."""
     results = StudyResults(study)
     layout = study.layout
+    tables = _Tables(layout)
     tickets = results.tickets()
-    _csv(layout.table("tickets"), tickets)
+    tables.write("tickets", tickets)
     write_json(layout.table_json("tickets"), missing_as_none(tickets))
     everything: dict[str, Any] = {
         "tickets": tickets,
@@ -592,8 +604,8 @@ def write_results(study: Study) -> dict[str, Any]:
             tag = f"{task}_{percent(sparsity)}"
             matrix = results.transfer(task, sparsity)
             everything["transfer"].append(matrix)
-            _csv(layout.table(f"transfer_{tag}"), _matrix_rows(matrix, "mean"))
-            _csv(layout.table(f"transfer_{tag}_std"), _matrix_rows(matrix, "std"))
+            tables.write(f"transfer_{tag}", _matrix_rows(matrix, "mean"))
+            tables.write(f"transfer_{tag}_std", _matrix_rows(matrix, "std"))
             for source, drop in results.transfer_drop(matrix).items():
                 drops.append(
                     {
@@ -606,19 +618,17 @@ def write_results(study: Study) -> dict[str, Any]:
             overlap = results.overlap(task, sparsity)
             everything["overlap"].append(overlap)
             everything["headline"].append(headline(matrix, overlap, len(study.seeds)))
-            _table(
-                layout.table(f"overlap_{tag}"), overlap_rows(overlap) if overlap["pairs"] else []
-            )
+            tables.write(f"overlap_{tag}", overlap_rows(overlap) if overlap["pairs"] else [])
             core = results.core(task, sparsity)
             everything["core"].append(core)
-            _table(layout.table(f"core_sizes_{tag}"), core["sizes"])
+            tables.write(f"core_sizes_{tag}", core["sizes"])
             trained = any(row["core"] is not None for row in core["scores"])
-            _table(layout.table(f"core_{tag}"), core["scores"] if trained else [])
+            tables.write(f"core_{tag}", core["scores"] if trained else [])
     for name, rows in results.representation_tables().items():
-        _table(layout.table(name), rows)
-    _csv(layout.table("transfer_drop"), drops)
+        tables.write(name, rows)
+    tables.write("transfer_drop", drops)
     cross = results.cross_task()
-    _table(layout.table("cross_task"), cross)
+    tables.write("cross_task", cross)
     problems = [{"cell": name, "problem": why} for name, why in sorted(results.problems.items())]
     # cells still to run (neither done nor a problem): a study in progress, said as a count
     not_done = sum(not c.done(study) and c.name not in results.problems for c in results.cells)
@@ -635,12 +645,13 @@ def write_results(study: Study) -> dict[str, Any]:
     if study.run.get("methods"):
         for task in study.tasks:
             rows = results.finders(task)
-            _csv(layout.table(f"methods_{task}"), rows)
+            tables.write(f"methods_{task}", rows)
             everything["methods"] += rows
             config = study.tasks[task].config
             means = finder_means(rows, config.prune.epsilon, results.metric(task)[1])
-            _csv(layout.table(f"methods_{task}_mean"), means)
+            tables.write(f"methods_{task}_mean", means)
             everything["methods_mean"] += means
+    tables.remove_the_rest()
     write_json(layout.table_json("results"), missing_as_none(everything))
     _export_level_masks(results)
     return everything
