@@ -200,7 +200,7 @@ def _study(args: argparse.Namespace) -> int:
     for row in rows:
         changes = "; ".join(row.get("changes", []))
         print(f"{row['state']:<8} {row['cell']}" + (f"  ({changes})" if changes else ""))
-    states = ("done", "changed", "started", "ready", "waiting", "failed")
+    states = ("done", "changed", "stale", "started", "ready", "waiting", "failed")
     counts = {s: sum(r["state"] == s for r in rows) for s in states}
     print(f"{len(rows)} cells: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     if args.shard:

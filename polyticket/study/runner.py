@@ -204,17 +204,21 @@ def seconds_by_kind(study: Study, names: list[str]) -> dict[str, tuple[int, floa
 
 
 def plan(study: Study, shard: tuple[int, int] | None = None) -> list[dict[str, object]]:
-    """Each cell with its state (changed: made with other settings, then done, failed on
-    its last try, started (levels done, continues from them), ready, or waiting for a
+    """Each cell with its state (changed: made with other settings; stale: done, but it
+    read a changed cell, so --rerun-changed makes it again too; then done, failed on its
+    last try, started (levels done, continues from them), ready, or waiting for a
     dependency), its kind and its expected cost."""
     every = cells(study)
     chosen = shard_of(every, *shard) if shard else every
     changed, _ = changed_cells(study, every)
+    stale = with_dependents(every, set(changed))
     done = {c.name for c in every if c.done(study)}
     rows = []
     for cell in chosen:
         if cell.name in changed:
             state = "changed"
+        elif cell.name in stale and cell.name in done:
+            state = "stale"
         elif cell.name in done:
             state = "done"
         elif failed_elsewhere(study, cell.name):
