@@ -48,9 +48,7 @@ LINEAR = (nn.Linear, Conv1D)
 
 def owning_modules(model: nn.Module, params: Mapping[str, nn.Parameter]) -> dict[str, nn.Module]:
     """For each parameter, the linear layer whose ``weight`` it is."""
-    by_id = {
-        id(module.weight): module for module in model.modules() if isinstance(module, LINEAR)
-    }
+    by_id = {id(module.weight): module for module in model.modules() if isinstance(module, LINEAR)}
     missing = [name for name, p in params.items() if id(p) not in by_id]
     if missing:
         raise UserError(
