@@ -196,6 +196,12 @@ def _study(args: argparse.Namespace) -> int:
             study, args.shard, args.summary, args.executor, args.rerun_changed, **options
         )
         return code
+    if args.rerun_changed:
+        from polyticket.study.runner import remove_changed
+
+        removed = remove_changed(study)
+        print(f"removed {removed} cell(s) made with other settings or reading one: the next "
+              "run (or every shard) makes them again")  # fmt: skip
     rows = plan(study, args.shard)
     for row in rows:
         changes = "; ".join(row.get("changes", []))
@@ -670,7 +676,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--rerun-changed",
         action="store_true",
         help="rerun the cells made with other settings than the study file's now (and the "
-        "cells that depend on them); without it such a study is refused",
+        "cells that depend on them); without it such a study is refused. With --plan: only "
+        "remove them (before starting shards, which then make them again)",
     )
     _add_executor_options(study)
     study.set_defaults(handler=_study)

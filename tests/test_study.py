@@ -674,8 +674,9 @@ def test_concurrent_shards_wait_for_a_ticket_another_shard_makes(tmp_path, bert_
     assert set(starts.values()) == {1} and len(starts) == len(cells(study))
 
     # French data written again: every shard refuses (one of its cells may read a changed
-    # cell of another shard), and all of them with --rerun-changed make exactly the stale
-    # cells again, each removing only its own, and waiting for the others' remade ones
+    # cell of another shard), with --rerun-changed too (removing cells another shard may be
+    # running is unsafe); `--plan --rerun-changed` removes them once, then the shards, all
+    # started together, make exactly them again
     from polyticket.study.changes import changes, with_dependents
 
     write_conll(tmp_path / "data" / "fr-train.conll", ner_sentences(48, 7))
@@ -684,11 +685,12 @@ def test_concurrent_shards_wait_for_a_ticket_another_shard_makes(tmp_path, bert_
     for i in range(1, 6):
         with pytest.raises(UserError, match="made with other settings"):
             run_study(study, shard=(i, 5))
-    again = [
-        subprocess.Popen(command + [f"{i}/5", "--rerun-changed"], env=CHILD_ENV,
-                         stdout=subprocess.DEVNULL)
-        for i in range(1, 6)
-    ]  # fmt: skip
+        with pytest.raises(UserError, match="--plan --rerun-changed`\\), then start the shards"):
+            run_study(study, shard=(i, 5), rerun_changed=True)
+    assert main(["study", str(path), "--plan", "--rerun-changed"]) == 0
+    assert not any(study.layout.cell(name).root.exists() for name in stale)
+    again = [subprocess.Popen(command + [f"{i}/5"], env=CHILD_ENV, stdout=subprocess.DEVNULL)
+             for i in range(1, 6)]  # fmt: skip
     assert [p.wait(timeout=600) for p in again] == [0] * 5
     assert all(c.done(study) for c in cells(study)) and not changes(study, cells(study))
     done = Counter(e["cell"] for e in events(study.out) if e["event"] == "done")

@@ -29,10 +29,6 @@ class Outcome:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     blocked: dict[str, str] = field(default_factory=dict)  # not run: a dependency failed
-    # cells of other shards being made again (--rerun-changed): done only once remade,
-    # which their "done" event past ``log_start`` (the study log's size at the start) says
-    redone_elsewhere: set[str] = field(default_factory=set)
-    log_start: int = 0
     # seconds of the steps before the cells: writing the data, preparing the model
     phases: dict[str, float] = field(default_factory=dict)
 
@@ -94,19 +90,16 @@ def failed_elsewhere(study: Study, name: str) -> bool:
     return study.layout.cell_failure(name).is_file()
 
 
-def done_elsewhere(study: Study, cell: Cell, outcome: Outcome) -> bool:
-    """A dependency that another shard runs is done: its result is there and, if that
-    shard is making it again (``--rerun-changed``), made since this run started: until the
-    other shard removes it, the old one is there. Told by the study log's events, appended
-    in one write each, so no clock of any machine is compared."""
-    if not cell.done(study):
-        return False
-    if cell.name not in outcome.redone_elsewhere:
-        return True
-    with open(study.layout.log, encoding="utf-8") as f:
-        f.seek(outcome.log_start)
-        later = [json.loads(line) for line in f.read().splitlines() if line.strip()]
-    return any(e.get("cell") == cell.name and e.get("event") == "done" for e in later)
+def remove_changed(study: Study) -> int:
+    """``study --plan --rerun-changed``: remove the cells made with other settings and every
+    cell that read them, running nothing, so that shards started next make them again (one
+    pass, before the shards: a shard removing them itself could pull a cell from under
+    another). How many were removed."""
+    every = cells(study)
+    changed, unstarted = changed_cells(study, every)
+    stale = with_dependents(every, set(changed)) | unstarted
+    forget(study, stale)
+    return len(stale)
 
 
 def run_study(
@@ -127,19 +120,22 @@ def run_study(
     every = cells(study)
     todo = shard_of(every, *shard) if shard is not None else every
     mine = {cell.name for cell in todo}
-    # Every shard judges the whole study (a cell of its own may read a changed one of
-    # another's), and removes only its own cells: another shard may be running its own.
+    # Every shard judges the whole study: one of its cells may read a changed cell of another.
     changed, unstarted = changed_cells(study, every)
     forget(study, unstarted & mine)  # they start afresh with the study's settings
-    outcome = Outcome()
     if changed:
         stale = with_dependents(every, set(changed))
         if not rerun_changed:
             raise refuse(study, changed, len(stale - set(changed)))
-        print(f"rerunning {len(stale & mine)} cell(s) made with other settings", file=sys.stderr)
-        forget(study, stale & mine)
-        outcome.redone_elsewhere = stale - mine
-        outcome.log_start = study.layout.log.stat().st_size if study.layout.log.is_file() else 0
+        if shard is not None:  # removing them here could pull a cell from under another shard
+            raise UserError(
+                f"{study.path}: {len(stale)} cell(s) are to be made again, in several shards: "
+                f"remove them once first (`polyticket study {study.path} --plan "
+                "--rerun-changed`), then start the shards, which make them again"
+            )
+        print(f"rerunning {len(stale)} cell(s) made with other settings", file=sys.stderr)
+        forget(study, stale)
+    outcome = Outcome()
     started = time.monotonic()
     synthesize(study)
     check_data(study)

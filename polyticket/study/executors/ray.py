@@ -29,13 +29,7 @@ from polyticket.errors import UserError
 from polyticket.study.executors import EXECUTORS
 from polyticket.study.executors.base import Executor
 from polyticket.study.grid import Cell, cells
-from polyticket.study.runner import (
-    Outcome,
-    done_elsewhere,
-    execute,
-    failed_elsewhere,
-    record_failure,
-)
+from polyticket.study.runner import Outcome, execute, failed_elsewhere, record_failure
 from polyticket.study.spec import Study
 
 log = logging.getLogger("polyticket")
@@ -248,7 +242,7 @@ class _Schedule:
 
     def _done_on_disk(self, name: str) -> bool:
         """A dependency outside this run (done before, or by another shard)."""
-        return name not in self.mine and done_elsewhere(self.study, self.every[name], self.outcome)
+        return name not in self.mine and self.every[name].done(self.study)
 
     def _finish(self, attempt: _Try, ref) -> None:
         cell = attempt.cell

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from polyticket.study.executors import EXECUTORS
 from polyticket.study.executors.base import Executor
 from polyticket.study.grid import Cell
-from polyticket.study.runner import Outcome, done_elsewhere, execute, failed_elsewhere
+from polyticket.study.runner import Outcome, execute, failed_elsewhere
 from polyticket.study.spec import Study
 
 POLL_SECONDS = 5.0
@@ -42,11 +42,11 @@ class Serial(Executor):
         for dep in cell.deps:
             if outcome.failed_or_blocked(dep):
                 return dep
-            if dep in mine or done_elsewhere(study, by_name[dep], outcome):
+            if dep in mine or by_name[dep].done(study):
                 continue
             tqdm.write(f"{cell.name}: waiting for {dep} (another shard)", file=sys.stderr)
-            while not done_elsewhere(study, by_name[dep], outcome):
-                if failed_elsewhere(study, dep) and not by_name[dep].done(study):
+            while not by_name[dep].done(study):
+                if failed_elsewhere(study, dep):
                     return dep
                 time.sleep(POLL_SECONDS)
         return None
