@@ -232,9 +232,9 @@ class _Schedule:
         for dep in cell.deps:
             if self.outcome.failed_or_blocked(dep):
                 return dep
-            if dep not in self.mine and not self._done_on_disk(dep):
-                if failed_elsewhere(self.study, dep):
-                    return dep
+            elsewhere = dep not in self.mine and not self._done_on_disk(dep)
+            if elsewhere and failed_elsewhere(self.study, dep):
+                return dep
         return None
 
     def _dependencies_done(self, cell: Cell) -> bool:
