@@ -1,3 +1,3 @@
 """polyticket: lottery-ticket sub-networks of multilingual transformers."""
 
-__version__ = "0.4.7"
+__version__ = "0.4.8"

@@ -200,11 +200,14 @@ def _study(args: argparse.Namespace) -> int:
         from polyticket.study.runner import remove_changed
 
         removed = remove_changed(study)
-        print(f"removed {removed} cell(s) made with other settings or reading one: the next "
-              "run (or every shard) makes them again")  # fmt: skip
+        print(f"removed {removed} cell(s) made with other settings or reading one (IMP cells "
+              "keep the levels they continue from): the next run (or every shard) makes them "
+              "again")  # fmt: skip
     rows = plan(study, args.shard)
     for row in rows:
         changes = "; ".join(row.get("changes", []))
+        if row.get("continues"):
+            changes += "; continues from its levels"
         print(f"{row['state']:<8} {row['cell']}" + (f"  ({changes})" if changes else ""))
     states = ("done", "changed", "stale", "started", "ready", "waiting", "failed")
     counts = {s: sum(r["state"] == s for r in rows) for s in states}
@@ -235,7 +238,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     name = "demo-full.yaml" if args.full else "demo.yaml"
     study = load_study(Path(str(files("polyticket") / "studies" / name)), out=args.out)
-    changed, _ = changed_cells(study, cells(study))
+    changed = changed_cells(study, cells(study)).cells
     if changed:  # the study command's advice (--rerun-changed, --plan) is not the demo's
         raise UserError(
             f"{study.out} holds {len(changed)} cell(s) made with other settings than the "

@@ -121,7 +121,9 @@ class TrainArgs:
     eval_steps: int | None = knob(
         None, "evaluate every N optimizer steps (default: each epoch)", minimum=1
     )
-    log_steps: int = knob(10, "log the training loss every N optimizer steps", minimum=1)
+    log_steps: int = knob(
+        10, "log the training loss every N optimizer steps", minimum=1, changes_results=False
+    )
     seed: int = knob(57, "random seed of the head, data order and dropout", minimum=0, below=2**32)
     cpu: bool = knob(False, "run on the CPU even where an accelerator is present")
     mixed_precision: Literal["no", "fp16", "bf16", "auto"] = knob(
@@ -570,6 +572,12 @@ def suggestion(key: str, names: typing.Iterable[str], cutoff: float = 0.6) -> st
 
 def knob_names(cls: type) -> set[str]:
     return {f.name for _, f, _ in _knobs(cls)}
+
+
+def logging_knobs(cls: type) -> set[str]:
+    """Knobs that change what is logged and no result (``changes_results=False``): a run
+    continues, and a study's cells stand, whatever their values."""
+    return {f.name for _, f, _ in _knobs(cls) if f.metadata.get("changes_results") is False}
 
 
 def path_knobs(cls: type) -> set[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from torch import nn
 
 import polyticket
 from polyticket.compat import read_mask
-from polyticket.config import CONTROL_MASKS, FindConfig, TrainConfig, to_dict
+from polyticket.config import CONTROL_MASKS, FindConfig, TrainConfig, logging_knobs, to_dict
 from polyticket.criteria import CRITERIA
 from polyticket.criteria.base import Level
 from polyticket.errors import UserError
@@ -64,12 +65,22 @@ def rewind(model: nn.Module, theta0: dict[str, torch.Tensor]) -> None:
     model.load_state_dict(theta0)
 
 
-def _changed(previous: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """``section.knob old -> new`` of every setting that differs. A knob the earlier run did not
-    record (it came with a later polyticket) is unchanged when it has its default."""
+# Knobs a find run is continued under when they change: the ticket rule (the ticket is
+# picked again from the levels) and where the levels stop (``_fit_levels``).
+CONTINUABLE = {
+    f"prune.{name}"
+    for name in ("epsilon", "target_sparsity", "levels", "budget_steps", "budget_epochs")
+}
+
+
+def _changed(previous: dict[str, Any], current: dict[str, Any]) -> dict[str, str]:
+    """``section.knob`` -> ``section.knob old -> new`` for every setting that differs, but
+    knobs that change no result (``log_steps``). A knob the earlier run did not record (it
+    came with a later polyticket) is unchanged when it has its default."""
     defaults = to_dict(FindConfig())
+    unrecorded = logging_knobs(FindConfig)
     missing = object()
-    changed = []
+    changed = {}
     for section, values in current.items():
         if not isinstance(values, dict):
             continue
@@ -77,12 +88,16 @@ def _changed(previous: dict[str, Any], current: dict[str, Any]) -> list[str]:
             before = previous.get(section, {}).get(key, missing)
             if before is missing:
                 before = defaults.get(section, {}).get(key)
-            if before != value:
-                changed.append(f"{section}.{key} {json.dumps(before)} -> {json.dumps(value)}")
-    return sorted(changed)
+            if before != value and key not in unrecorded:
+                name = f"{section}.{key}"
+                changed[name] = f"{name} {json.dumps(before)} -> {json.dumps(value)}"
+    return dict(sorted(changed.items()))
 
 
 def _check_same_settings(run: RunLayout, config: dict[str, Any]) -> dict[str, Any]:
+    """The earlier run's ``run.json``, if it may be continued with ``config``: the same
+    settings but for ``CONTINUABLE`` ones, which it is continued under where its schedule
+    can tell (``_previous_schedule``)."""
     previous = read_json(run.run_json)
     if "prune" not in previous.get("config", {}):
         raise UserError(
@@ -90,8 +105,10 @@ def _check_same_settings(run: RunLayout, config: dict[str, Any]) -> dict[str, An
             "use another --out"
         )
     changed = _changed(previous.get("config", {}), config)
+    if _previous_schedule(previous) is not None:
+        changed = {k: v for k, v in changed.items() if k not in CONTINUABLE}
     if changed:
-        what = f"{run.root} holds a run with other settings ({', '.join(changed)})"
+        what = f"{run.root} holds a run with other settings ({', '.join(changed.values())})"
         if run.completed_levels():
             raise UserError(f"{what}; use another --out to start a new run")
         # Not removed here even so: it may be hours into its first level.
@@ -99,6 +116,47 @@ def _check_same_settings(run: RunLayout, config: dict[str, Any]) -> dict[str, An
             f"{what} and no completed level; delete it to start afresh there, or use another --out"
         )
     return previous
+
+
+def _previous_schedule(previous: dict[str, Any]) -> list[Fraction] | None:
+    """The sparsities of an earlier run's levels: recorded, or (runs of polyticket 0.4.7 and
+    before) computed from its settings where no budget cut them."""
+    if "schedule" in previous:
+        return [Fraction(s) for s in previous["schedule"]]
+    prune = previous["config"]["prune"]
+    if prune.get("budget_steps") is not None or prune.get("budget_epochs") is not None:
+        return None
+    return sparsity_schedule(prune["rate"], prune["target_sparsity"], prune.get("levels"))
+
+
+def _fit_levels(run: RunLayout, previous: dict[str, Any], schedule: list[Fraction]) -> None:
+    """Fit a continued run's levels to another schedule (a larger or smaller target, other
+    levels or budget, at the same rate): the levels both schedules share stand but for the
+    last of them, which is trained again, since a level is trained toward its successor (the
+    next mask is pruned from its trained weights; early-bird stops by it). Levels beyond it
+    are removed, and the ticket is picked again."""
+    before = _previous_schedule(previous) if previous else None
+    if before is None or before == schedule:
+        return
+    shared = 0
+    while shared < min(len(before), len(schedule)) and before[shared] == schedule[shared]:
+        shared += 1
+    beyond = [p for p in run.root.glob("level_*") if p.is_dir()]
+    for path in sorted(beyond, reverse=True):
+        if int(path.name[len("level_") :][:2]) >= shared:
+            shutil.rmtree(path)
+    last = shared - 1
+    if run.level(last).root.is_dir():  # its mask stays: the one it was pruned to
+        shutil.rmtree(run.partial(last).root, ignore_errors=True)
+        run.level(last).root.rename(run.partial(last).root)
+        run.partial(last).metrics.unlink(missing_ok=True)
+    run.ticket.unlink(missing_ok=True)
+    run.ticket_json.unlink(missing_ok=True)
+    log.warning(
+        "continuing the run in %s up to %.0f%% pruned (it went up to %.0f%%): the levels "
+        "before level %d stand, level %d is trained again", run.root,
+        100 * float(schedule[-1]), 100 * float(before[-1]), last, last,
+    )  # fmt: skip
 
 
 def _check_same_inputs(run: RunLayout, previous: dict[str, Any], inputs: dict) -> None:
@@ -270,9 +328,13 @@ def find(config: FindConfig, out: Path) -> dict[str, Any]:
     _check_same_inputs(run, previous, info["inputs"])
     schedule = fit_budget(schedule, config, len(data.train), accelerator.num_processes)
     main = accelerator.is_main_process
+    if main:
+        _fit_levels(run, previous, schedule)
+    wait_for_everyone(accelerator)
     prunable = find_prunable(model, PruneScope.of(config.model))
     theta0 = snapshot(model)
     info |= {
+        "schedule": [str(sparsity) for sparsity in schedule],  # what a continued run fits
         "started": previous.get("started", now()),
         "prunable": {
             "matrices": len(prunable.params),

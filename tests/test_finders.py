@@ -31,7 +31,7 @@ from polyticket.io import read_json
 from polyticket.masks import Mask
 from polyticket.pruning import Ranking, pruned_count
 from polyticket.study import cells, load_study, run_study
-from polyticket.study.changes import changes as study_changes
+from polyticket.study.changes import changed_cells
 from polyticket.training import lr_multipliers
 
 NEW = ["movement", "wanda", "early-bird"]
@@ -433,7 +433,7 @@ def test_methods_cells_and_their_table(tmp_path, bert_dir):
     study_json = json.loads(path.read_text())
     study_json["settings"]["early_bird_threshold"] = 0.3
     path.write_text(json.dumps(study_json))
-    changed = study_changes(load_study(path), cells(load_study(path)))
+    changed = changed_cells(load_study(path), cells(load_study(path))).cells
     assert changed == {
         f"ner/{lang}/seed1/imp-early-bird": ["early_bird_threshold 0.1 -> 0.3"]
         for lang in ("en", "fr")
@@ -443,7 +443,7 @@ def test_methods_cells_and_their_table(tmp_path, bert_dir):
     assert {r["method"] for r in rows} == {"imp", "movement", "wanda"}
     study_json["settings"]["max_steps"] = 6  # every cell's
     path.write_text(json.dumps(study_json))
-    assert len(study_changes(load_study(path), cells(load_study(path)))) == len(names)
+    assert len(changed_cells(load_study(path), cells(load_study(path))).cells) == len(names)
 
 
 def finder_row(method, seed, score, jaccard=1.0, steps=100, language="en"):

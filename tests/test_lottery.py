@@ -104,6 +104,76 @@ def test_other_settings_in_an_existing_run_are_refused(full_run, bert_dir, conll
         lottery.find(config(bert_dir, conll_files, rate=0.1), run)
 
 
+def _copy_of(run: Path, where: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(run, where / "run"))
+
+
+def _same_levels(run: Path, fresh: Path, count: int) -> None:
+    assert sorted(p.name for p in run.glob("level_*")) == [f"level_{k:02d}" for k in range(count)]
+    for k in range(count):
+        level = f"level_{k:02d}"
+        assert Mask.load(run / level / "mask.safetensors") == Mask.load(
+            fresh / level / "mask.safetensors"
+        ), level
+        assert read_json(run / level / "metrics.json")["losses"] == pytest.approx(
+            read_json(fresh / level / "metrics.json")["losses"]
+        ), level
+    assert read_json(run / "ticket.json") == read_json(fresh / "ticket.json")
+
+
+@pytest.mark.parametrize("target, retrained", [(0.7, [2, 3, 4]), (0.3, [1, 2])])
+def test_a_run_continues_to_another_target_as_a_fresh_run_would_have_made_it(
+    full_run, tmp_path, bert_dir, conll_files, monkeypatch, caplog, target, retrained
+):
+    """[0, .2, .4, .5] continued to 0.7 ([0, .2, .4, .6, .7]) keeps levels 0-1 and trains
+    level 2 again (the level after it, now 60%, is pruned from its trained weights), then
+    levels 3 and 4; to 0.3 ([0, .2, .3]) it keeps level 0, trains level 1 again and makes
+    level 2 at 30%, dropping the old levels 2 and 3. Either way the levels equal a fresh
+    run's at the new target."""
+    run = _copy_of(full_run[0], tmp_path)
+    if target == 0.3:  # a run of polyticket 0.4.7 recorded no schedule: it is computed
+        info = read_json(run / "run.json")
+        del info["schedule"]
+        (run / "run.json").write_text(__import__("json").dumps(info))
+    real_train = lottery.train
+    levels_trained = []
+
+    def recording(*args, **kwargs):
+        levels_trained.append(args[8]["level"])
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(lottery, "train", recording)
+    with caplog.at_level("WARNING", logger="polyticket"):
+        ticket = lottery.find(config(bert_dir, conll_files, target_sparsity=target), run)
+    assert levels_trained == retrained
+    assert f"the levels before level {retrained[0]} stand" in caplog.text
+    monkeypatch.setattr(lottery, "train", real_train)
+    fresh = tmp_path / "fresh"
+    assert lottery.find(config(bert_dir, conll_files, target_sparsity=target), fresh) == ticket
+    _same_levels(run, fresh, len(retrained) + retrained[0])
+    assert not list(run.glob("*.partial"))
+    assert read_json(run / "run.json")["config"]["prune"]["target_sparsity"] == target
+
+
+def test_another_epsilon_or_log_interval_picks_the_ticket_again_without_training(
+    full_run, tmp_path, bert_dir, conll_files, monkeypatch
+):
+    run = _copy_of(full_run[0], tmp_path)
+    monkeypatch.setattr(lottery, "train", lambda *a, **k: pytest.fail("retrained"))
+    ticket = lottery.find(config(bert_dir, conll_files, epsilon=0.5), run)
+    scores = [read_json(run / f"level_{k:02d}/metrics.json") for k in range(4)]
+    assert ticket == epsilon_ticket(scores, 0.5, True) == read_json(run / "ticket.json")
+    assert ticket["epsilon"] == 0.5
+    assert Mask.load(run / "ticket.safetensors") == Mask.load(
+        run / f"level_{ticket['level']:02d}/mask.safetensors"
+    )
+    logged = config(bert_dir, conll_files, epsilon=0.5)
+    logged.train.log_steps = 3  # what is logged, not what is trained
+    assert lottery.find(logged, run) == ticket
+
+
 def levels(*scores):
     return [{"level": k, "sparsity": k / 10, "best_score": s} for k, s in enumerate(scores)]
 

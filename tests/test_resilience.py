@@ -121,6 +121,65 @@ def test_data_written_again_at_the_same_path_makes_its_cells_changed(tmp_path, b
     assert main(["study", str(path)]) == 0  # consistent again
 
 
+def test_a_study_remakes_only_the_cells_a_change_concerns(tmp_path, bert_dir, capsys):
+    """Another epsilon picks the tickets again and remakes the random mask at them, training
+    no level; a larger sparsity continues the IMP cells (their last shared level trained
+    again) and keeps the transfers; another rate remakes IMP and what reads it, but not the
+    random and one-shot masks, which never read it; log_steps changes nothing."""
+    out = tmp_path / "run"
+    settings = {"max_steps": 4, "batch_size": 16, "learning_rate": 0.002, "rate": 0.25}
+    run = {"oneshot": True}
+    path = write_study(tmp_path, bert_dir, out, languages=["en", "fr"], seeds=[1],
+                       settings=settings, run=run)  # fmt: skip
+    assert main(["study", str(path)]) == 0
+    study = json.loads(path.read_text())
+
+    def rerun(**change) -> set[str]:
+        """The cells run again after ``change``, by --rerun-changed."""
+        study.update(change)
+        path.write_text(json.dumps(study))
+        before = len((out / "study.log.jsonl").read_text().splitlines())
+        capsys.readouterr()
+        assert main(["study", str(path), "--rerun-changed"]) == 0
+        lines = (out / "study.log.jsonl").read_text().splitlines()[before:]
+        assert main(["study", str(path)]) == 0  # consistent again
+        return {e["cell"] for e in map(json.loads, lines) if e["event"] == "done"}
+
+    def levels(cell: str) -> dict[str, float]:
+        root = out / "cells" / cell / "imp"
+        return {p.name: p.stat().st_mtime for p in sorted(root.glob("level_*"))}
+
+    trained = levels("ner/en/seed1")
+    study["settings"] = {**settings, "log_steps": 3}
+    assert rerun() == set()
+
+    study["settings"] = {**settings, "log_steps": 3, "epsilon": 0.5}
+    path.write_text(json.dumps(study))
+    assert main(["study", str(path), "--plan"]) == 0
+    assert "changed  ner/en/seed1/imp  (epsilon 0.01 -> 0.5; continues from its levels)" in (
+        capsys.readouterr().out
+    )
+    again = rerun()
+    assert again == {f"ner/{lang}/seed1/{c}" for lang in ("en", "fr")
+                     for c in ("imp", "random-at-ticket")}  # fmt: skip
+    assert levels("ner/en/seed1") == trained  # no level trained again
+    assert read_json(out / "cells/ner/en/seed1/imp/ticket.json")["epsilon"] == 0.5
+
+    transfer = "ner/fr/seed1/transfer-from-en-s50"
+    again = rerun(sparsities=[0.5, 0.75])
+    assert {"ner/en/seed1/imp", "ner/en/seed1/random-at-ticket"} <= again
+    assert transfer not in again and "ner/en/seed1/oneshot-s50" not in again
+    now = levels("ner/en/seed1")
+    assert {k: now[k] for k in ("level_00", "level_01")} == {
+        k: trained[k] for k in ("level_00", "level_01")
+    }
+    assert now["level_02"] != trained["level_02"] and "level_03" in now  # 50%, then 75%
+
+    again = rerun(settings={**settings, "rate": 0.5}, sparsities=[0.5])
+    assert {"ner/en/seed1/imp", transfer} <= again
+    assert not {"ner/en/seed1/random-s50", "ner/en/seed1/oneshot-s50"} & again
+
+
 def test_two_shards_finishing_at_once(tmp_path, bert_dir):
     out = tmp_path / "run"
     path = write_study(tmp_path, bert_dir, out, **TICKETS_ONLY)

@@ -677,10 +677,10 @@ def test_concurrent_shards_wait_for_a_ticket_another_shard_makes(tmp_path, bert_
     # cell of another shard), with --rerun-changed too (removing cells another shard may be
     # running is unsafe); `--plan --rerun-changed` removes them once, then the shards, all
     # started together, make exactly them again
-    from polyticket.study.changes import changes, with_dependents
+    from polyticket.study.changes import changed_cells
 
     write_conll(tmp_path / "data" / "fr-train.conll", ner_sentences(48, 7))
-    stale = with_dependents(cells(study), set(changes(study, cells(study))))
+    stale = changed_cells(study, cells(study)).stale(cells(study))
     assert stale and len(stale) < len(cells(study))
     for i in range(1, 6):
         with pytest.raises(UserError, match="made with other settings"):
@@ -692,7 +692,7 @@ def test_concurrent_shards_wait_for_a_ticket_another_shard_makes(tmp_path, bert_
     again = [subprocess.Popen(command + [f"{i}/5"], env=CHILD_ENV, stdout=subprocess.DEVNULL)
              for i in range(1, 6)]  # fmt: skip
     assert [p.wait(timeout=600) for p in again] == [0] * 5
-    assert all(c.done(study) for c in cells(study)) and not changes(study, cells(study))
+    assert all(c.done(study) for c in cells(study)) and not changed_cells(study, cells(study)).cells
     done = Counter(e["cell"] for e in events(study.out) if e["event"] == "done")
     assert {name for name, n in done.items() if n == 2} == stale
 
@@ -781,7 +781,7 @@ def test_what_a_cell_depends_on_beyond_its_task_settings_is_recorded(tmp_path, b
     ticket), and every training cell when a local model is saved again at its path."""
     import shutil
 
-    from polyticket.study.changes import changes
+    from polyticket.study.changes import changed_cells
     from polyticket.study.runner import plan
 
     model = tmp_path / "model"
@@ -797,7 +797,7 @@ def test_what_a_cell_depends_on_beyond_its_task_settings_is_recorded(tmp_path, b
     assert main(["study", str(study(run=run).path)]) == 0
 
     def changed(s) -> set[str]:
-        return set(changes(s, cells(s)))
+        return set(changed_cells(s, cells(s)).cells)
 
     rep, at_ticket = "ner/all/seed1/representations", "ner/en/seed1/random-at-ticket"
     assert changed(study(run=run)) == set()

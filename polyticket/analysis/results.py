@@ -97,9 +97,10 @@ class StudyResults:
         self.study = study
         self.cells = cells(study)
         self.problems: dict[str, str] = {}
-        changed, _ = changed_cells(study, self.cells)
+        found = changed_cells(study, self.cells)
+        changed = found.cells
         unreadable = self._unreadable_levels(set(changed))
-        self.excluded = with_dependents(self.cells, set(changed) | set(unreadable))
+        self.excluded = found.stale(self.cells) | with_dependents(self.cells, set(unreadable))
         if changed:  # said first: the tables below would otherwise look merely empty
             log.warning(
                 "%d cell(s) in %s were made with other settings than %s's and are left out "

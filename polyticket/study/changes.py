@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,43 +26,71 @@ from polyticket.study.spec import Study
 NAMED = 3
 
 
-def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """The knobs that differ, but for the knobs of pruning criteria the cell does not use
-    (a magnitude IMP cell or a random mask does not depend on ``early_bird_threshold``)."""
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> dict[str, str]:
+    """Knob -> ``key old -> new`` for the knobs the cell reads now that differ, but for the
+    knobs of pruning criteria the cell does not use (a magnitude IMP cell or a random mask
+    does not depend on ``early_bird_threshold``). A knob recorded and no longer read (a
+    random mask recorded ``rate`` before polyticket 0.4.8) is no difference."""
     unread = knobs_unread_by(new.get("method"))
-    return [
-        f"{key} {json.dumps(old.get(key))} -> {json.dumps(new.get(key))}"
-        for key in sorted(old.keys() | new.keys())
-        if old.get(key) != new.get(key) and key not in unread
-    ]
+    return {
+        key: f"{key} {json.dumps(old.get(key))} -> {json.dumps(new[key])}"
+        for key in sorted(new)
+        if old.get(key) != new[key] and key not in unread
+    }
 
 
-def changes(study: Study, cells: list[Cell]) -> dict[str, list[str]]:
-    """Cell name -> its knobs that differ (``max_steps 4 -> 6``) and its data files that
-    changed since it read them, for every cell that recorded other settings than the study's
-    or read other data; cells that recorded none are not judged."""
+@dataclass
+class Changed:
+    """The cells of a study made with other settings or data than it has now."""
+
+    # cell -> what differs, of the cells with work to keep or to refuse for (done, or IMP
+    # levels completed)
+    cells: dict[str, list[str]] = field(default_factory=dict)
+    # of those, the cells continued from what they made (``CellKind.continues``)
+    continued: set[str] = field(default_factory=set)
+    # changed cells with no work to keep (failed, or stopped in a first level): they only
+    # start afresh with the study's settings, as a user who fixed a setting after a failure
+    # expects, and no other cell has read their files
+    unstarted: set[str] = field(default_factory=set)
+
+    def stale(self, every: list[Cell]) -> set[str]:
+        """What ``--rerun-changed`` makes again: the changed cells and every cell that read
+        their files, but a continued cell's (its files stand)."""
+        return with_dependents(every, set(self.cells) - self.continued) | self.continued
+
+
+def changed_cells(study: Study, cells: list[Cell]) -> Changed:
+    """Every cell that recorded other settings than the study's or read other data (cells
+    that recorded none are not judged), sorted as ``Changed`` says."""
     from polyticket.study.kinds import CELL_KINDS
     from polyticket.study.kinds.base import in_out
 
-    out = {}
+    out = Changed()
     digests: dict[Path, str] = {}  # each data file hashed once, and only if it may differ
     for cell in cells:
         path = study.layout.cell_settings(cell.name)
         if not path.is_file():
             continue
+        kind = CELL_KINDS[cell.kind]()
         try:
             recorded = read_json(path)
         except (OSError, ValueError):
             recorded = None
-        if not isinstance(recorded, dict):
-            out[cell.name] = [f"{path.name} unreadable"]
+        if isinstance(recorded, dict):
+            # cells made before 0.4.4 recorded paths inside out in full: read them as {out}/…
+            recorded = {key: in_out(value, study.out) for key, value in recorded.items()}
+            knobs = _differences(recorded, kind.settings(study, cell))
+            data = _data_changes(study.layout.cell(cell.name).run_json, digests)
+        else:
+            knobs, data = {}, [f"{path.name} unreadable"]
+        if not knobs and not data:
             continue
-        # cells made before 0.4.4 recorded paths inside out in full: read them as {out}/…
-        recorded = {key: in_out(value, study.out) for key, value in recorded.items()}
-        differs = _differences(recorded, CELL_KINDS[cell.kind]().settings(study, cell))
-        differs += _data_changes(study.layout.cell(cell.name).run_json, digests)
-        if differs:
-            out[cell.name] = differs
+        if not cell.done(study) and not study.layout.cell(cell.name).completed_levels():
+            out.unstarted.add(cell.name)
+            continue
+        out.cells[cell.name] = [*knobs.values(), *data]
+        if not data and kind.continues(set(knobs)):
+            out.continued.add(cell.name)
     return out
 
 
@@ -92,21 +121,6 @@ def _data_changes(run_json: Path, digests: dict[Path, str]) -> list[str]:
     return out
 
 
-def changed_cells(study: Study, cells: list[Cell]) -> tuple[dict[str, list[str]], set[str]]:
-    """``changes`` split into the cells with work to keep or to refuse for (done, or IMP
-    levels completed) and the names of those with none (failed, or stopped in a first
-    level): those only start afresh with the study's settings, as a user who fixed a setting
-    after a failure expects, and no other cell has read their files."""
-    changed = changes(study, cells)
-    by_name = {cell.name: cell for cell in cells}
-    unstarted = {
-        name
-        for name in changed
-        if not by_name[name].done(study) and not study.layout.cell(name).completed_levels()
-    }
-    return {k: v for k, v in changed.items() if k not in unstarted}, unstarted
-
-
 def with_dependents(every: list[Cell], names: set[str]) -> set[str]:
     """``names`` and every cell that reads, directly or not, the files of one of them."""
     closed = set(names)
@@ -120,16 +134,20 @@ def with_dependents(every: list[Cell], names: set[str]) -> set[str]:
     return closed
 
 
-def refuse(study: Study, changed: dict[str, list[str]], dependents: int) -> UserError:
+def refuse(study: Study, changed: Changed, every: list[Cell]) -> UserError:
     """The error that stops a study whose cells were made with other settings."""
-    named = [f"{name} ({', '.join(diffs)})" for name, diffs in list(changed.items())[:NAMED]]
-    more = len(changed) - len(named)
+    items = list(changed.cells.items())
+    named = [f"{name} ({', '.join(diffs)})" for name, diffs in items[:NAMED]]
+    more = len(items) - len(named)
     listed = "; ".join(named) + (f"; and {more} more" if more else "")
-    also = f" (and {dependents} cell(s) that depend on them)" if dependents else ""
+    dependents = len(changed.stale(every) - set(changed.cells))
+    also = f" and {dependents} cell(s) that read them" if dependents else ""
+    kept = len(changed.continued)
+    continued = f"; {kept} continue from their levels" if kept else ""
     return UserError(
-        f"{study.path}: {len(changed)} cell(s) in {study.out} were made with other settings "
-        f"than the study file's: {listed}. Run again with --rerun-changed to rerun them{also}, "
-        "or give another out; --plan lists them all"
+        f"{study.path}: {len(items)} cell(s) in {study.out} were made with other settings "
+        f"than the study file's: {listed}. Run again with --rerun-changed to rerun them{also}"
+        f"{continued}, or give another out; --plan lists them all"
     )
 
 
@@ -140,3 +158,17 @@ def forget(study: Study, names: set[str]) -> None:
         shutil.rmtree(layout.cell(name).root, ignore_errors=True)
         shutil.rmtree(layout.cell_partial(name).root, ignore_errors=True)
         layout.cell_failure(name).unlink(missing_ok=True)
+
+
+def make_again(study: Study, every: list[Cell], changed: Changed) -> int:
+    """Remove what ``--rerun-changed`` makes again (``Changed.stale``): all a cell wrote,
+    but for a continued cell its result alone, so that it runs and continues from the rest.
+    How many cells run again."""
+    from polyticket.study.kinds import CELL_KINDS
+
+    stale = changed.stale(every)
+    forget(study, stale - changed.continued)
+    for cell in every:
+        if cell.name in changed.continued:
+            CELL_KINDS[cell.kind]().reopen(study, cell)
+    return len(stale)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from polyticket.errors import UserError
 from polyticket.io import now, write_json
-from polyticket.study.changes import changed_cells, forget, refuse, with_dependents
+from polyticket.study.changes import changed_cells, forget, make_again, refuse
 from polyticket.study.grid import Cell, cells, shard_of
 from polyticket.study.kinds import CELL_KINDS
 from polyticket.study.spec import Study, synthesize
@@ -96,10 +96,9 @@ def remove_changed(study: Study) -> int:
     pass, before the shards: a shard removing them itself could pull a cell from under
     another). How many were removed."""
     every = cells(study)
-    changed, unstarted = changed_cells(study, every)
-    stale = with_dependents(every, set(changed)) | unstarted
-    forget(study, stale)
-    return len(stale)
+    changed = changed_cells(study, every)
+    forget(study, changed.unstarted)
+    return make_again(study, every, changed) + len(changed.unstarted)
 
 
 def run_study(
@@ -121,20 +120,19 @@ def run_study(
     todo = shard_of(every, *shard) if shard is not None else every
     mine = {cell.name for cell in todo}
     # Every shard judges the whole study: one of its cells may read a changed cell of another.
-    changed, unstarted = changed_cells(study, every)
-    forget(study, unstarted & mine)  # they start afresh with the study's settings
-    if changed:
-        stale = with_dependents(every, set(changed))
+    changed = changed_cells(study, every)
+    forget(study, changed.unstarted & mine)  # they start afresh with the study's settings
+    if changed.cells:
         if not rerun_changed:
-            raise refuse(study, changed, len(stale - set(changed)))
+            raise refuse(study, changed, every)
         if shard is not None:  # removing them here could pull a cell from under another shard
             raise UserError(
-                f"{study.path}: {len(stale)} cell(s) are to be made again, in several shards: "
-                f"remove them once first (`polyticket study {study.path} --plan "
-                "--rerun-changed`), then start the shards, which make them again"
+                f"{study.path}: {len(changed.stale(every))} cell(s) are to be made again, in "
+                f"several shards: remove them once first (`polyticket study {study.path} "
+                "--plan --rerun-changed`), then start the shards, which make them again"
             )
-        print(f"rerunning {len(stale)} cell(s) made with other settings", file=sys.stderr)
-        forget(study, stale)
+        again = make_again(study, every, changed)
+        print(f"rerunning {again} cell(s) made with other settings", file=sys.stderr)
     outcome = Outcome()
     started = time.monotonic()
     synthesize(study)
@@ -206,12 +204,12 @@ def plan(study: Study, shard: tuple[int, int] | None = None) -> list[dict[str, o
     dependency), its kind and its expected cost."""
     every = cells(study)
     chosen = shard_of(every, *shard) if shard else every
-    changed, _ = changed_cells(study, every)
-    stale = with_dependents(every, set(changed))
+    changed = changed_cells(study, every)
+    stale = changed.stale(every)
     done = {c.name for c in every if c.done(study)}
     rows = []
     for cell in chosen:
-        if cell.name in changed:
+        if cell.name in changed.cells:
             state = "changed"
         elif cell.name in stale and cell.name in done:
             state = "stale"
@@ -226,5 +224,8 @@ def plan(study: Study, shard: tuple[int, int] | None = None) -> list[dict[str, o
         else:
             state = "waiting"
         row = {"cell": cell.name, "kind": cell.kind, "state": state, "cost": cell.cost}
-        rows.append(row | ({"changes": changed[cell.name]} if cell.name in changed else {}))
+        if cell.name in changed.cells:
+            row["changes"] = changed.cells[cell.name]
+            row["continues"] = cell.name in changed.continued
+        rows.append(row)
     return rows

@@ -18,10 +18,12 @@ import yaml
 from polyticket.config import (
     CONTROL_MASKS,
     FindConfig,
+    ModelArgs,
     TrainConfig,
     build_config,
     knob_keys,
     knob_names,
+    logging_knobs,
     path_knobs,
     with_preset,
 )
@@ -46,6 +48,13 @@ CELL_KNOBS = {
 }
 KNOBS = knob_names(FindConfig) | knob_names(TrainConfig)
 SETTING_KNOBS = KNOBS - CELL_KNOBS.keys()
+# What a cell records of its task's knobs (``CellKind.reads``): those that change its result
+# (logging knobs change none). A cell training a control mask reads train's knobs; another
+# training cell all but scope, which only ranks a control mask; an IMP cell reads find's.
+CONTROL_KNOBS = knob_names(TrainConfig) - CELL_KNOBS.keys() - logging_knobs(TrainConfig)
+TRAINING_KNOBS = CONTROL_KNOBS - {"scope"}
+FINDING_KNOBS = knob_names(FindConfig) - CELL_KNOBS.keys() - logging_knobs(FindConfig)
+MODEL_KNOBS = knob_names(ModelArgs)
 PATH_KNOBS = path_knobs(FindConfig) | path_knobs(TrainConfig)
 STUDY_KEYS = {
     "name",

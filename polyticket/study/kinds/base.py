@@ -14,7 +14,7 @@ from polyticket.io import write_json
 from polyticket.layout import RunLayout
 from polyticket.study.grid import Cell, percent
 from polyticket.study.kinds import CELL_KINDS
-from polyticket.study.spec import CELL_KNOBS, PATH_KNOBS, Study, training_knobs
+from polyticket.study.spec import PATH_KNOBS, TRAINING_KNOBS, Study, training_knobs
 
 
 class CellKind:
@@ -47,18 +47,33 @@ class CellKind:
         """The file whose existence means the cell is done."""
         return study.layout.cell(cell.name).metrics
 
+    def continues(self, knobs: set[str]) -> bool:
+        """Whether a cell whose recorded ``knobs`` differ from the study's is continued from
+        what it made (``reopen``) rather than made again with every cell that read it."""
+        return False
+
+    def reopen(self, study: Study, cell: Cell) -> None:
+        """Make a cell that ``continues`` not done, keeping what it continues from."""
+        raise NotImplementedError
+
+    def reads(self, cell: Cell) -> set[str]:
+        """The knobs of its task that change the cell's result (``spec``'s sets): by
+        default, a training run's."""
+        return TRAINING_KNOBS
+
     def settings(self, study: Study, cell: Cell) -> dict[str, Any]:
-        """What makes the cell: every knob of its task (defaults filled in, paths absolute,
-        so that running the study from elsewhere changes nothing, and inside the study's
-        ``out`` as ``{out}/…``, so that a study copied elsewhere is the same study) and the
-        cell's own."""
+        """What makes the cell: the knobs of its task it reads (defaults filled in, paths
+        absolute, so that running the study from elsewhere changes nothing, and inside the
+        study's ``out`` as ``{out}/…``, so that a study copied elsewhere is the same study)
+        and the cell's own."""
         spec = study.tasks[cell.task]
+        reads = self.reads(cell)
         values = {
             name: in_out(_absolute(value), study.out) if name in PATH_KNOBS else value
             for section in to_dict(spec.config).values()
             if isinstance(section, dict)
             for name, value in section.items()
-            if name not in CELL_KNOBS
+            if name in reads
         }
         sparsity = float(cell.sparsity) if cell.sparsity is not None else None
         own = {"task": spec.task, "language": cell.language, "seed": cell.seed}

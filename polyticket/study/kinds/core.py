@@ -26,7 +26,7 @@ from polyticket.study.kinds.base import (
     training_config,
 )
 from polyticket.study.kinds.imp import imp_cell
-from polyticket.study.spec import Study
+from polyticket.study.spec import CONTROL_KNOBS, TRAINING_KNOBS, Study
 
 KIND = "core"
 VARIANTS = ("core", "core-residue", "random-core")
@@ -35,6 +35,10 @@ VARIANTS = ("core", "core-residue", "random-core")
 def core_cell(task: str, language: str, seed: int, variant: str, sparsity, languages) -> Cell:
     deps = tuple(imp_cell(task, lang, seed).name for lang in languages)
     return Cell(KIND, task, language, seed, label(variant, sparsity=sparsity), None, sparsity, deps)
+
+
+def _variant(cell: Cell) -> str:
+    return cell.label.rsplit("-s", 1)[0]
 
 
 def language_tickets(study: Study, task: str, seed: int, sparsity) -> list[PackedMask]:
@@ -68,6 +72,9 @@ class Core(CellKind):
             for variant in VARIANTS
         ]
 
+    def reads(self, cell: Cell) -> set[str]:
+        return CONTROL_KNOBS if _variant(cell) == "random-core" else TRAINING_KNOBS
+
     def settings(self, study: Study, cell: Cell) -> dict[str, Any]:
         """The core is what the task's languages share: another list is another core."""
         languages = sorted(study.tasks[cell.task].languages)
@@ -76,7 +83,7 @@ class Core(CellKind):
     def run(self, study: Study, cell: Cell) -> None:
         from polyticket.lottery import finetune
 
-        variant = cell.label.rsplit("-s", 1)[0]
+        variant = _variant(cell)
         masks = language_tickets(study, cell.task, cell.seed, cell.sparsity)
         if variant == "core-residue":
             index = study.tasks[cell.task].languages.index(cell.language)

@@ -15,7 +15,7 @@ from polyticket.io import write_json
 from polyticket.study.grid import Cell
 from polyticket.study.kinds import CELL_KINDS
 from polyticket.study.kinds.base import CellKind
-from polyticket.study.spec import Study
+from polyticket.study.spec import FINDING_KNOBS, Study
 
 KIND = "imp"
 
@@ -72,8 +72,23 @@ class Imp(CellKind):
     def run(self, study: Study, cell: Cell) -> None:
         find_cell(study, cell)
 
+    def reads(self, cell: Cell) -> set[str]:
+        return FINDING_KNOBS
+
+    def continues(self, knobs: set[str]) -> bool:
+        """Another ticket rule or largest target sparsity: ``find`` continues the run, its
+        levels standing (``lottery.CONTINUABLE``); the cells that read them stand too."""
+        from polyticket.lottery import CONTINUABLE
+
+        return knobs <= {name.split(".")[-1] for name in CONTINUABLE}
+
+    def reopen(self, study: Study, cell: Cell) -> None:
+        run = study.layout.cell(cell.name)
+        run.ticket_json.unlink(missing_ok=True)  # the result: the cell runs again
+        run.ticket.unlink(missing_ok=True)
+
     def settings(self, study: Study, cell: Cell) -> dict[str, Any]:
-        # The levels run up to the largest target sparsity: another largest one, another run.
+        # The levels run up to the largest target sparsity (another one continues the run).
         return {**super().settings(study, cell), "target_sparsity": float(max(study.sparsities))}
 
     def result(self, study: Study, cell: Cell) -> Path:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from polyticket.study.grid import Cell
 from polyticket.study.kinds import CELL_KINDS
 from polyticket.study.kinds.base import CellKind, label, train_cell
-from polyticket.study.spec import Study
+from polyticket.study.spec import CONTROL_KNOBS, Study
 
 KIND = "oneshot"
 
@@ -30,6 +30,9 @@ class Oneshot(CellKind):
             for seed in study.seeds
             for sparsity in study.sparsities
         ]
+
+    def reads(self, cell: Cell) -> set[str]:
+        return CONTROL_KNOBS
 
     def run(self, study: Study, cell: Cell) -> None:
         train_cell(study, cell, mask="oneshot", sparsity=float(cell.sparsity))

@@ -11,7 +11,7 @@ from polyticket.study.grid import Cell
 from polyticket.study.kinds import CELL_KINDS
 from polyticket.study.kinds.base import CellKind, into_place, label, needs_tickets, train_cell
 from polyticket.study.kinds.imp import imp_cell
-from polyticket.study.spec import Study
+from polyticket.study.spec import CONTROL_KNOBS, Study
 
 KIND = "random"
 AT_TICKET = "random-at-ticket"
@@ -41,11 +41,22 @@ class Random(CellKind):
                     out.append(random_cell(task, lang, seed, deps=every_seed))
         return out
 
+    def reads(self, cell: Cell) -> set[str]:
+        return CONTROL_KNOBS
+
     def settings(self, study: Study, cell: Cell) -> dict[str, Any]:
-        """The mask at the study's ticket depends on every seed's run (the ticket rule
-        compares each seed with their mean): another list of seeds, another ticket."""
+        """The mask at the study's ticket depends on what picks the ticket: every seed's run
+        (the rule compares each seed with their mean), the levels up to the largest target
+        and ``epsilon``."""
         own = super().settings(study, cell)
-        return own if cell.sparsity is not None else {**own, "seeds": list(study.seeds)}
+        if cell.sparsity is not None:
+            return own
+        return {
+            **own,
+            "seeds": list(study.seeds),
+            "target_sparsity": float(max(study.sparsities)),
+            "epsilon": study.tasks[cell.task].config.prune.epsilon,
+        }
 
     def run(self, study: Study, cell: Cell) -> None:
         if cell.sparsity is not None:

@@ -13,7 +13,7 @@ from polyticket.study.grid import Cell, percent
 from polyticket.study.kinds import CELL_KINDS
 from polyticket.study.kinds.base import CellKind, label, needs_tickets, train_cell
 from polyticket.study.kinds.imp import imp_cell
-from polyticket.study.spec import Study
+from polyticket.study.spec import CONTROL_KNOBS, Study
 
 KIND = "random-further"
 ROW_PREFIX = "random-from-"
@@ -54,6 +54,9 @@ class RandomFurther(CellKind):
             for sparsity in study.sparsities
             for start in starts(study, task, sparsity)
         ]
+
+    def reads(self, cell: Cell) -> set[str]:
+        return CONTROL_KNOBS
 
     def run(self, study: Study, cell: Cell) -> None:
         from polyticket.study.outputs import level_run

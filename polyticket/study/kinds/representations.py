@@ -31,7 +31,7 @@ from polyticket.study.kinds.oneshot import KIND as ONESHOT
 from polyticket.study.kinds.oneshot import oneshot_cell
 from polyticket.study.kinds.random import KIND as RANDOM
 from polyticket.study.kinds.random import random_cell
-from polyticket.study.spec import Study
+from polyticket.study.spec import MODEL_KNOBS, Study
 
 KIND = "representations"
 OPTIONS = {"parallel", "pooling"}
@@ -113,8 +113,11 @@ class Representations(CellKind):
     def result(self, study: Study, cell: Cell) -> Path:
         return study.layout.cell(cell.name).table("similarity")
 
+    def reads(self, cell: Cell) -> set[str]:
+        return MODEL_KNOBS  # the masks are applied to θ0: nothing is trained
+
     def settings(self, study: Study, cell: Cell) -> dict[str, Any]:
-        """Besides the task's knobs, what the cell encodes: its sentences (the files and
+        """Besides the model's knobs, what the cell encodes: its sentences (the files and
         their contents), the pooling, and the masks (the study's languages, seeds and
         sparsities, and the control masks it has)."""
         option = study.run[KIND]
