@@ -218,7 +218,8 @@ def file_fingerprint(path: str | Path) -> dict[str, Any]:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return {"file": str(path), "size": Path(path).stat().st_size, "sha256": digest.hexdigest()}
+    size = Path(path).stat().st_size
+    return {"file": os.path.abspath(path), "size": size, "sha256": digest.hexdigest()}
 
 
 def now() -> str:

@@ -100,6 +100,11 @@ class StudyLayout:
         return self.root / "data"
 
     @property
+    def synth_record(self) -> Path:
+        """What made each synthetic file (``synth:`` entries): another entry, new files."""
+        return self.data / "synth.json"
+
+    @property
     def cells(self) -> Path:
         return self.root / "cells"
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 from fractions import Fraction
 from pathlib import Path
@@ -160,22 +161,26 @@ def _fit_levels(run: RunLayout, previous: dict[str, Any], schedule: list[Fractio
 
 
 def _check_same_inputs(run: RunLayout, previous: dict[str, Any], inputs: dict) -> None:
-    """A run continues only on the data and model it started with."""
+    """A run continues only on the data and model it started with: the same contents (a
+    file's path may differ: a run folder moved with its data, or started from another
+    directory, is the same run)."""
     before = previous.get("inputs")
-    if before is None or before == inputs:
+    if before is None:
         return
-    old = {_input_key(i): i for i in before["data"] + before.get("model", [])}
+    old = {_input_key(i) for i in before["data"] + before.get("model", [])}
     new = {_input_key(i): i for i in inputs["data"] + inputs["model"]}
-    differs = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-    raise UserError(
-        f"{run.root} was started on other inputs: {differs[0]} changed since "
-        "(its size or content); use another --out to start a new run"
-    )
+    differs = sorted(new[key].get("file", key) for key in new.keys() - old)
+    if differs or len(old) != len(new):
+        what = Path(differs[0]).name if differs else "an input"
+        raise UserError(
+            f"{run.root} was started on other inputs: {what} changed since "
+            "(its size or content); use another --out to start a new run"
+        )
 
 
 def _input_key(fingerprint: dict[str, Any]) -> str:
     if "file" in fingerprint:
-        return fingerprint["file"]
+        return f"{fingerprint['size']} {fingerprint['sha256']}"
     return " ".join(str(fingerprint.get(k)) for k in ("dataset", "config", "split", "model"))
 
 
@@ -264,9 +269,10 @@ def _start_mask(config: TrainConfig, model: nn.Module, prunable: Prunable) -> Ma
 
 
 def _run_info(
-    config: FindConfig | TrainConfig, model: nn.Module, task, data, accelerator
+    config: FindConfig | TrainConfig, out: Path, model: nn.Module, task, data, accelerator
 ) -> dict[str, Any]:
     return {
+        "out": os.path.abspath(out),  # where the inputs' paths were seen from (a copy moves)
         "config": to_dict(config),
         "model": config.model.model,
         "revision": model_revision(model) or config.model.revision,
@@ -322,7 +328,7 @@ def find(config: FindConfig, out: Path) -> dict[str, Any]:
     criterion = CRITERIA[config.prune.method]()
     previous = _check_same_settings(run, to_dict(config)) if run.run_json.exists() else {}
     task, accelerator, data, model = _prepare(config)
-    info = _run_info(config, model, task, data, accelerator)
+    info = _run_info(config, run.root, model, task, data, accelerator)
     # Only a resumable run needs the model's files hashed (a train run is never continued).
     info["inputs"]["model"] = model_fingerprint(config.model)
     _check_same_inputs(run, previous, info["inputs"])
@@ -441,7 +447,7 @@ def finetune(config: TrainConfig, out: Path) -> dict[str, Any]:
         else None
     )
     info = {
-        **_run_info(config, model, task, data, accelerator),
+        **_run_info(config, run.root, model, task, data, accelerator),
         "started": now(),
         "mask": described,
     }

@@ -180,6 +180,78 @@ def test_a_study_remakes_only_the_cells_a_change_concerns(tmp_path, bert_dir, ca
     assert not {"ner/en/seed1/random-s50", "ner/en/seed1/oneshot-s50"} & again
 
 
+def test_a_changed_synth_entry_writes_its_files_again_and_remakes_their_readers(
+    tmp_path, bert_dir, capsys
+):
+    out = tmp_path / "run"
+    synth = {"ner-{lang}.conll": {"task": "ner", "size": 24, "seed": 3}}
+    files = {
+        "train_file": "{out}/data/ner-{lang}.conll",
+        "eval_file": "{out}/data/ner-{lang}.conll",
+    }
+    study = {"languages": ["en"], "synth": synth, "tasks": {"ner": files}, **TICKETS_ONLY}
+    path = write_study(tmp_path, bert_dir, out, **study)
+    assert main(["study", str(path)]) == 0
+    data = out / "data" / "ner-en.conll"
+    first = data.read_bytes()
+    assert read_json(out / "data" / "synth.json") == {
+        "ner-{lang}.conll": {"task": "ner", "size": 24, "seed": 3, "split": "train"}
+    }
+    (out / "data" / "synth.json").unlink()  # as a study of 0.4.7 left it: its files stand
+    assert main(["study", str(path)]) == 0 and data.read_bytes() == first
+
+    study["synth"] = {"ner-{lang}.conll": {"task": "ner", "size": 30, "seed": 3}}
+    path.write_text(json.dumps({**json.loads(path.read_text()), **study}))
+    capsys.readouterr()
+    assert main(["study", str(path), "--plan"]) == 0  # says so before writing anything
+    plan = capsys.readouterr().out
+    assert "changed  ner/en/seed1/imp  (ner-en.conll is made again (synth: size 24 -> 30))" in plan
+    assert data.read_bytes() == first
+    assert main(["study", str(path)]) == 2
+    assert (
+        "ner/en/seed1/imp (ner-en.conll changed since the cell read it)" in capsys.readouterr().err
+    )
+    assert main(["study", str(path), "--rerun-changed"]) == 0
+    assert data.read_bytes() != first and len(data.read_text().split("\n\n")) >= 30
+    assert main(["study", str(path)]) == 0  # consistent again
+
+
+def test_a_copied_study_judges_the_data_in_its_own_folder(tmp_path, bert_dir, monkeypatch):
+    """The cells recorded their data's paths in the first folder: a copy elsewhere compares
+    its own files (the first folder, still there, has nothing to do with it), from any
+    working directory."""
+    import shutil
+
+    from polyticket.study import load_study
+    from polyticket.study.changes import changed_cells
+    from polyticket.study.grid import cells
+
+    synth = {"ner-{lang}.conll": {"task": "ner", "size": 24, "seed": 3}}
+    files = {
+        "train_file": "{out}/data/ner-{lang}.conll",
+        "eval_file": "{out}/data/ner-{lang}.conll",
+    }
+    study = {"languages": ["en"], "seeds": [1], "synth": synth, "tasks": {"ner": files},
+             "run": {"transfer": False}}  # fmt: skip
+    path = write_study(tmp_path, bert_dir, tmp_path / "run", **study)
+    assert main(["study", str(path)]) == 0
+    shutil.copytree(tmp_path / "run", tmp_path / "copy")
+    monkeypatch.chdir(tmp_path / "copy")
+    copy = load_study(path, out=Path("."))
+
+    def changed() -> set[str]:
+        return set(changed_cells(copy, cells(copy)).cells)
+
+    assert changed() == set()
+    original = tmp_path / "run" / "data" / "ner-en.conll"
+    original.write_text(original.read_text().replace("\tO\n", "\tB-LOC\n", 1))
+    assert changed() == set()  # not the copy's data
+    data = tmp_path / "copy" / "data" / "ner-en.conll"
+    data.write_text(data.read_text().replace("\tO\n", "\tB-PER\n", 1))
+    # a training cell ran in NAME.partial: its recorded folder is found all the same
+    assert changed() == {f"ner/en/seed1/{c}" for c in ("imp", "random-s50", "random-at-ticket")}
+
+
 def test_two_shards_finishing_at_once(tmp_path, bert_dir):
     out = tmp_path / "run"
     path = write_study(tmp_path, bert_dir, out, **TICKETS_ONLY)

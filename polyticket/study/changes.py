@@ -11,7 +11,9 @@ starts in another ``out``; the results leave them out and say so.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from polyticket.criteria import knobs_unread_by
 from polyticket.errors import UserError
 from polyticket.io import file_fingerprint, read_json
 from polyticket.study.grid import Cell
-from polyticket.study.spec import Study
+from polyticket.study.spec import Study, synth_changes
 
 # How many changed cells the refusal names before "and N more" (--plan lists them all).
 NAMED = 3
@@ -67,6 +69,7 @@ def changed_cells(study: Study, cells: list[Cell]) -> Changed:
 
     out = Changed()
     digests: dict[Path, str] = {}  # each data file hashed once, and only if it may differ
+    remade = synth_changes(study)  # synthetic files the next run writes again
     for cell in cells:
         path = study.layout.cell_settings(cell.name)
         if not path.is_file():
@@ -80,7 +83,7 @@ def changed_cells(study: Study, cells: list[Cell]) -> Changed:
             # cells made before 0.4.4 recorded paths inside out in full: read them as {out}/…
             recorded = {key: in_out(value, study.out) for key, value in recorded.items()}
             knobs = _differences(recorded, kind.settings(study, cell))
-            data = _data_changes(study.layout.cell(cell.name).run_json, digests)
+            data = _data_changes(study, cell.name, digests, remade)
         else:
             knobs, data = {}, [f"{path.name} unreadable"]
         if not knobs and not data:
@@ -94,22 +97,30 @@ def changed_cells(study: Study, cells: list[Cell]) -> Changed:
     return out
 
 
-def _data_changes(run_json: Path, digests: dict[Path, str]) -> list[str]:
+def _data_changes(
+    study: Study, name: str, digests: dict[Path, str], remade: dict[Path, str]
+) -> list[str]:
     """The data and model files a cell read (its run.json's fingerprints) that have another
-    size now, or that were written after the cell and hash otherwise: regenerated at the
-    same path (a local model saved again), they would otherwise leave the cell's results
-    standing for inputs that are gone. A file no longer there is left to the study's own
-    check of its data."""
+    size now, or that were written after the cell and hash otherwise, or that the next run
+    writes again (``remade``: a changed ``synth:`` entry): regenerated at the same path (a
+    local model saved again), they would otherwise leave the cell's results standing for
+    inputs that are gone. A file no longer there is left to the study's own check of its
+    data."""
+    run_json = study.layout.cell(name).run_json
     try:
-        inputs = read_json(run_json)["inputs"]
-        recorded = [*inputs["data"], *inputs.get("model", [])]
+        info = read_json(run_json)
+        recorded = [*info["inputs"]["data"], *info["inputs"].get("model", [])]
         made = run_json.stat().st_mtime
     except (OSError, ValueError, KeyError, TypeError):
         return []
+    moved = _moved(study, name, info.get("out"))
     out = []
     for entry in recorded:
-        path = Path(str(entry.get("file", "")))
+        path = moved(Path(str(entry.get("file", ""))))
         if not path.is_file():
+            continue
+        if path.resolve() in remade:
+            out.append(remade[path.resolve()])
             continue
         stat = path.stat()
         if stat.st_size == entry.get("size") and stat.st_mtime <= made:
@@ -119,6 +130,24 @@ def _data_changes(run_json: Path, digests: dict[Path, str]) -> list[str]:
         if stat.st_size != entry.get("size") or digests[path] != entry.get("sha256"):
             out.append(f"{path.name} changed since the cell read it")
     return out
+
+
+def _moved(study: Study, name: str, made_in: str | None) -> Callable[[Path], Path]:
+    """Where a file a cell read is now: one inside the study's folder when the cell ran (its
+    data, made by ``synth:``) is at the same place in the folder now, wherever the study was
+    copied. ``made_in``: the folder the cell ran in (``run.json``'s ``out``, recorded since
+    polyticket 0.4.8; paths recorded before stay as they are)."""
+    here = study.layout.cell(name).root
+    depth = len(here.relative_to(study.layout.root).parts)  # cells/ner/en/seed1/imp
+    if made_in is None or len(Path(made_in).parts) <= depth:
+        return lambda path: path
+    then = Path(made_in).parents[depth - 1]  # the study's folder when the cell ran
+    now = Path(os.path.abspath(study.layout.root))
+
+    def located(path: Path) -> Path:
+        return now / path.relative_to(then) if path.is_relative_to(then) else path
+
+    return located
 
 
 def with_dependents(every: list[Cell], names: set[str]) -> set[str]:

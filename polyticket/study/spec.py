@@ -28,7 +28,7 @@ from polyticket.config import (
     with_preset,
 )
 from polyticket.errors import UserError
-from polyticket.io import parse_yaml, read_text
+from polyticket.io import parse_yaml, read_json, read_text, write_json
 from polyticket.layout import StudyLayout
 from polyticket.pruning import as_fraction, sparsity_schedule
 from polyticket.study.kinds import CELL_KINDS
@@ -348,15 +348,57 @@ def _synth(path: Path, values: Any) -> dict[str, dict[str, Any]]:
     return {str(k): dict(v) for k, v in values.items()}
 
 
+def _synth_entry(spec: dict[str, Any]) -> dict[str, Any]:
+    """A ``synth:`` entry with its defaults: what the files it names are made from."""
+    return {
+        "task": spec["task"],
+        "size": int(spec["size"]),
+        "seed": int(spec.get("seed", 0)),
+        "split": str(spec.get("split", "train")),
+    }
+
+
+def _synth_targets(study: Study) -> dict[str, dict[str, Path]]:
+    """Each ``synth:`` entry's file in each of the study's languages."""
+    languages = sorted({lang for spec in study.tasks.values() for lang in spec.languages})
+    return {
+        name: {lang: study.layout.data / name.replace("{lang}", lang) for lang in languages}
+        for name in study.synth
+    }
+
+
+def synth_changes(study: Study) -> dict[Path, str]:
+    """The synthetic files that exist and that ``synthesize`` writes again, because their
+    ``synth:`` entry changed since it wrote them: each with what changed."""
+    path = study.layout.synth_record
+    recorded = read_json(path) if path.is_file() else {}
+    out = {}
+    for name, targets in _synth_targets(study).items():
+        before, now = recorded.get(name), _synth_entry(study.synth[name])
+        if before is None or before == now:
+            continue
+        what = ", ".join(f"{k} {before.get(k)} -> {now[k]}" for k in now if before.get(k) != now[k])
+        for target in targets.values():
+            if target.exists():
+                out[target.resolve()] = f"{target.name} is made again (synth: {what})"
+    return out
+
+
 def synthesize(study: Study) -> None:
-    """Write the study's synthetic data files (``{out}/data/``) that do not exist yet."""
+    """Write the study's synthetic data files (``{out}/data/``) that do not exist yet, or
+    whose ``synth:`` entry changed since they were written (``data/synth.json`` records the
+    entries; a file written by polyticket 0.4.7 or before, or put there by hand, is kept)."""
     from polyticket.data.synth import write_synth
 
-    languages = sorted({lang for spec in study.tasks.values() for lang in spec.languages})
-    for name, spec in study.synth.items():
-        for lang in languages:
-            target = study.layout.data / name.replace("{lang}", lang)
-            if not target.exists():
-                seed = int(spec.get("seed", 0))
-                split = str(spec.get("split", "train"))
-                write_synth(spec["task"], lang, int(spec["size"]), seed, target, split)
+    again = synth_changes(study)
+    for name, targets in _synth_targets(study).items():
+        entry = _synth_entry(study.synth[name])
+        for lang, target in targets.items():
+            if not target.exists() or target.resolve() in again:
+                write_synth(
+                    entry["task"], lang, entry["size"], entry["seed"], target, entry["split"]
+                )
+    if study.synth:  # entries no longer in the file are kept: their files are too
+        path = study.layout.synth_record
+        recorded = read_json(path) if path.is_file() else {}
+        write_json(path, {**recorded, **{n: _synth_entry(s) for n, s in study.synth.items()}})
