@@ -104,7 +104,10 @@ class DataArgs:
 class TrainArgs:
     learning_rate: float = knob(2e-5, "peak learning rate of AdamW", above=0)
     batch_size: int = knob(
-        32, "training examples per optimizer step (before accumulation)", minimum=1
+        32,
+        "training examples per batch in each process (HF's per_device_train_batch_size): "
+        "an optimizer step takes processes x this x --gradient-accumulation-steps",
+        minimum=1,
     )
     eval_batch_size: int = knob(64, "examples per evaluation batch", minimum=1)
     epochs: float = knob(3.0, "passes over the training data (ignored with --max-steps)", above=0)

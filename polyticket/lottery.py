@@ -160,6 +160,25 @@ def _fit_levels(run: RunLayout, previous: dict[str, Any], schedule: list[Fractio
     )  # fmt: skip
 
 
+def _check_same_processes(
+    run: RunLayout, previous: dict[str, Any], schedule: list[Fraction], processes: int
+) -> None:
+    """A run trains its levels under the process count it started with: a level's steps and
+    its batches (--batch-size per process) depend on it, and the ticket rule compares the
+    levels. A run that recorded no count (made before polyticket did) is not checked: its
+    count is unknown, and refusing it could strand a run that was started the same way."""
+    before = previous.get("processes")
+    if before is None or before == processes:
+        return
+    if _previous_schedule(previous) == schedule and len(run.completed_levels()) >= len(schedule):
+        return  # nothing is trained: the ticket is picked again from the levels as they are
+    raise UserError(
+        f"{run.root} was trained by {before} process(es) and this is {processes}: a level's "
+        f"steps and batches depend on the count; continue it under {before} process(es), or "
+        "use another --out to start a new run"
+    )
+
+
 def _check_same_inputs(run: RunLayout, previous: dict[str, Any], inputs: dict) -> None:
     """A run continues only on the data and model it started with: the same contents (a
     file's path may differ: a run folder moved with its data, or started from another
@@ -205,6 +224,20 @@ def _prepare(config: FindConfig | TrainConfig):
             f"use at most {limit}"
         )
     accelerator = make_accelerator(config.train)
+    processes = accelerator.num_processes
+    if accelerator.is_main_process:
+        # Said once, by the main process. Several processes always: on a CPU `accelerate
+        # launch` starts one without --multi_gpu, and a missing line shows it. One process
+        # only with --verbose: it is the default, and every cell of a study has one.
+        log.log(
+            logging.WARNING if processes > 1 else logging.INFO,
+            "%d process%s: an optimizer step takes %d examples (--batch-size %d per process%s)",
+            processes, "es" if processes > 1 else "",
+            processes * config.train.batch_size * config.train.gradient_accumulation_steps,
+            config.train.batch_size,
+            f", {config.train.gradient_accumulation_steps} batches accumulated"
+            if config.train.gradient_accumulation_steps > 1 else "",
+        )  # fmt: skip
     tokenizer = load_tokenizer(config.model)
     data = task.prepare(config.data, tokenizer, config.train.seed)
     model = task.build_model(config.model, data, config.train.seed)
@@ -279,17 +312,20 @@ def _run_info(
         "inputs": {"data": data.inputs},
         "versions": _versions(),
         "mixed_precision": accelerator.mixed_precision,  # what "auto" became here
+        # --batch-size is per process: a step takes processes x batch size examples
+        "processes": accelerator.num_processes,
         "metric": task.metric,
         "greater_is_better": task.greater_is_better,
     }
 
 
 def fit_budget(
-    schedule: list[Fraction], config: FindConfig, examples: int, processes: int
+    schedule: list[Fraction], config: FindConfig, examples: int, processes: int, report: bool = True
 ) -> list[Fraction]:
     """The levels that fit the whole run's budget (``--budget-steps`` or
     ``--budget-epochs``, the original IMP scripts' total), each a full training run; the
-    schedule unchanged without a budget. Printed, so a user sees what will run."""
+    schedule unchanged without a budget. Printed (where ``report``: by the main process
+    only), so a user sees what will run."""
     batches = math.ceil(examples / (config.train.batch_size * processes))
     per_level = run_steps(config.train, batches)
     budget = config.prune.budget_steps
@@ -303,19 +339,20 @@ def fit_budget(
                 f"{2 * per_level} steps, or shorter levels"
             )
         schedule = schedule[: budget // per_level]
-        if schedule[-1] < config.prune.target_sparsity and config.prune.levels is None:
+        if report and schedule[-1] < config.prune.target_sparsity and config.prune.levels is None:
             log.warning(
                 "the budget of %d steps stops at %.0f%%, short of the target %.0f%%",
                 budget, 100 * float(schedule[-1]), 100 * config.prune.target_sparsity,
             )  # fmt: skip
-    log.warning(
-        "IMP schedule: levels 0-%d, %d steps each, up to %.0f%% pruned, %d steps in all%s",
-        len(schedule) - 1,
-        per_level,
-        100 * float(schedule[-1]),
-        len(schedule) * per_level,
-        f" (budget {budget} steps)" if budget is not None else "",
-    )
+    if report:
+        log.warning(
+            "IMP schedule: levels 0-%d, %d steps each, up to %.0f%% pruned, %d steps in all%s",
+            len(schedule) - 1,
+            per_level,
+            100 * float(schedule[-1]),
+            len(schedule) * per_level,
+            f" (budget {budget} steps)" if budget is not None else "",
+        )
     return schedule
 
 
@@ -332,8 +369,12 @@ def find(config: FindConfig, out: Path) -> dict[str, Any]:
     # Only a resumable run needs the model's files hashed (a train run is never continued).
     info["inputs"]["model"] = model_fingerprint(config.model)
     _check_same_inputs(run, previous, info["inputs"])
-    schedule = fit_budget(schedule, config, len(data.train), accelerator.num_processes)
     main = accelerator.is_main_process
+    schedule = fit_budget(schedule, config, len(data.train), accelerator.num_processes, report=main)
+    _check_same_processes(run, previous, schedule, accelerator.num_processes)
+    # the count the levels were trained under: a run that did not record it is assumed to
+    # have run as it is continued (its levels trained from now on are)
+    info["processes"] = previous.get("processes", accelerator.num_processes)
     if main:
         _fit_levels(run, previous, schedule)
     wait_for_everyone(accelerator)
@@ -362,7 +403,7 @@ def find(config: FindConfig, out: Path) -> dict[str, Any]:
     }
 
     done = run.completed_levels()
-    if done and len(done) < len(schedule):
+    if main and done and len(done) < len(schedule):
         log.warning(
             "continuing the run in %s: levels 0-%d are done, from level %d", run.root,
             max(done), len(done),

@@ -255,6 +255,42 @@ def test_find_under_two_distributed_processes(tmp_path, bert_dir, conll_files):
     ]
     assert sparsities == pytest.approx([0.0, 0.25, 0.5], abs=1e-4)
     assert (run / "log.jsonl").read_text().count('"kind": "eval"') == 3
+    assert read_json(run / "run.json")["processes"] == 2
+    # said once, by rank 0: the count, and what a step takes (8 per process)
+    assert result.stderr.count("2 processes: an optimizer step takes 16 examples") == 1
+    assert result.stderr.count("IMP schedule") == 1
+
+
+def test_a_run_is_continued_only_under_the_process_count_it_was_trained_by(
+    full_run, tmp_path, bert_dir, conll_files
+):
+    """Audit: a run started under 2 DDP processes and continued under 1 trained its later
+    levels with other steps and batches (--batch-size is per process), and the ticket rule
+    compared them. Its run.json records the count; the count is edited here, as if the run
+    had been started by two processes."""
+    import json
+    import shutil
+
+    run, ticket = full_run
+    assert read_json(run / "run.json")["processes"] == 1
+    shutil.copytree(run, tmp_path / "run")
+    info = read_json(tmp_path / "run" / "run.json")
+    (tmp_path / "run" / "run.json").write_text(json.dumps(info | {"processes": 2}))
+    # finished under the same settings: nothing to train, the ticket is read as it stands
+    assert lottery.find(config(bert_dir, conll_files), tmp_path / "run") == ticket
+    assert read_json(tmp_path / "run" / "run.json")["processes"] == 2
+    # a level to train (another target): refused before a level is touched
+    with pytest.raises(
+        lottery.UserError,
+        match=r"trained by 2 process\(es\) and this is 1: .* continue it under 2 process\(es\)",
+    ):
+        lottery.find(config(bert_dir, conll_files, target_sparsity=0.6), tmp_path / "run")
+    assert (tmp_path / "run" / "level_03").is_dir()
+    # a run from before the count was recorded continues as it did, and records it from then
+    del info["processes"]
+    (tmp_path / "run" / "run.json").write_text(json.dumps(info))
+    lottery.find(config(bert_dir, conll_files, target_sparsity=0.6), tmp_path / "run")
+    assert read_json(tmp_path / "run" / "run.json")["processes"] == 1
 
 
 def test_a_run_from_before_a_new_knob_continues_when_the_knob_has_its_default(
