@@ -10,7 +10,8 @@ lengths (``padding.py``'s distribution, dynamic padding). Variants: precision ``
 ``tf32`` (fp32 weights, TF32 matrix products) and ``bf16`` (autocast over fp32 weights:
 accelerate's mixed precision), each with AdamW ``foreach`` (torch's multi-tensor default)
 and ``fused`` (one kernel per group: polyticket's choice on CUDA). Steps alternate variant
-by variant, the same batches for all; ``time`` is each variant's median step over fp32 +
+by variant, each round starting with another (``train_step.rotated``), the same batches for
+all; ``time`` is each variant's median step over fp32 +
 foreach (polyticket 0.2). The profile of one step per variant counts the kernels launched
 and the time the GPU was busy: busy / wall near 1 means arithmetic or memory bound, far
 below 1 means launch bound (the GPU waits for Python to queue work). Without a CUDA device
@@ -27,7 +28,7 @@ from collections import Counter
 
 import torch
 from padding import padded, sentence_lengths
-from train_step import build, step, sync
+from train_step import build, rotated, step, sync
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 OPTIMIZERS = ("foreach", "fused")
@@ -84,7 +85,8 @@ def rows(smoke: bool = False, steps: int = 20) -> list[dict]:
     inputs = batches(2 if smoke else steps + 1, size, vocab, device)
     seconds: dict[tuple[str, str], list[float]] = {v: [] for v in VARIANTS}
     for index, batch in enumerate(inputs):  # the first batch warms kernels and allocators up
-        for variant, (model, optimizer, enforcer) in runs.items():
+        for variant in rotated(VARIANTS, index):  # the baseline not always first
+            model, optimizer, enforcer = runs[variant]
             sync(device)
             start = time.perf_counter()
             run_step(model, optimizer, enforcer, batch, variant[0])

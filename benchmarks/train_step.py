@@ -115,16 +115,21 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def rotated(variants: list, index: int) -> list:
+    """``variants`` in round ``index``'s order: each round starts with another variant, so
+    that none always runs first (with a fixed order, dense, always first, came out ~7%
+    slower than every other variant in ``times``)."""
+    shift = index % len(variants)
+    return [*variants[shift:], *variants[:shift]]
+
+
 def times(shape, size, length, device, dtype, steps: int, variants=VARIANTS) -> dict:
     """Median seconds per step of each variant, alternating step by step in a rotating order."""
     runs = {v: build(shape, v, device) for v in variants}
     inputs = batch(shape, size, length, device)
     seconds: dict[str, list[float]] = {v: [] for v in variants}
     for index in range(steps + 1):  # the first step warms allocators and kernels up
-        # each round starts with another variant, so that none always runs first (with a
-        # fixed order here, dense, always first, came out ~7% slower than every other)
-        shift = index % len(variants)
-        for variant in [*variants[shift:], *variants[:shift]]:
+        for variant in rotated(list(variants), index):
             model, optimizer, enforcer = runs[variant]
             sync(device)
             start = time.perf_counter()

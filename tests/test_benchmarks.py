@@ -52,3 +52,36 @@ def test_make_bench_runs_the_throughput_rows_on_the_study_it_is_given(tmp_path):
     assert [r["row"] for r in report["rows"]] == [
         f"{k} cells per GPU / 1, packed.yaml" for k in (1, 2, 4, 8)
     ]
+
+
+def test_padding_does_not_always_run_the_same_padding_first(monkeypatch):
+    """The first of a fixed order came out slower (train_step.py's dense, ~7%): each round
+    starts with another variant (``train_step.rotated``)."""
+    import padding
+
+    widths = []
+    real_padded = padding.padded
+    monkeypatch.setattr(
+        padding,
+        "padded",
+        lambda lengths, width, vocab: widths.append(width) or real_padded(lengths, width, vocab),
+    )
+    padding.rows(smoke=True, batches=1)
+    fixed = [w == padding.MAX_LENGTH for w in widths]
+    assert fixed == [False, True, True, False]  # rounds: dynamic first, then fixed first
+
+
+def test_precision_does_not_always_run_the_baseline_first(monkeypatch):
+    import precision
+
+    order = []
+    real_step = precision.run_step
+
+    def run_step(model, optimizer, enforcer, inputs, dtype):
+        order.append((dtype, bool(optimizer.defaults.get("fused"))))
+        real_step(model, optimizer, enforcer, inputs, dtype)
+
+    monkeypatch.setattr(precision, "run_step", run_step)
+    precision.rows(smoke=True)
+    rounds = [order[: len(precision.VARIANTS)], order[len(precision.VARIANTS) :]]
+    assert rounds[0][0] != rounds[1][0] and sorted(rounds[0]) == sorted(rounds[1])
