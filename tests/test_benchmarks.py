@@ -7,6 +7,8 @@ import json
 import runpy
 from pathlib import Path
 
+import pytest
+
 BENCH = runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "run.py"))
 
 
@@ -85,3 +87,52 @@ def test_precision_does_not_always_run_the_baseline_first(monkeypatch):
     precision.rows(smoke=True)
     rounds = [order[: len(precision.VARIANTS)], order[len(precision.VARIANTS) :]]
     assert rounds[0][0] != rounds[1][0] and sorted(rounds[0]) == sorted(rounds[1])
+
+
+def test_overlap_checks_the_layer_and_component_figures_too(monkeypatch):
+    """Only the overall Jaccard was compared: a wrong layer figure went unnoticed."""
+    import overlap
+
+    real = overlap.original_overlap
+
+    def off_in_one_layer(a, b):
+        found = real(a, b)
+        first = next(iter(found["layer"]))
+        found["layer"][first] += 0.01
+        return found
+
+    monkeypatch.setattr(overlap, "original_overlap", off_in_one_layer)
+    with pytest.raises(AssertionError, match="layer"):
+        overlap.main(["--smoke", "--masks", "2", "--repeats", "1"])
+
+
+def test_mask_files_runs_each_way_once_untimed_before_timing_it(monkeypatch):
+    """The first save and load paid one-off costs inside the timing."""
+    import mask_files
+    import torch
+
+    from polyticket.masks import Mask
+
+    timing, calls = [False], []
+
+    def timed(fn):
+        timing[0] = True
+        try:
+            return real_timed(fn)
+        finally:
+            timing[0] = False
+
+    def recorded(name, real):
+        return lambda *a, **k: calls.append((name, timing[0])) or real(*a, **k)
+
+    real_timed = mask_files.timed
+    monkeypatch.setattr(mask_files, "timed", timed)
+    monkeypatch.setattr(torch, "save", recorded("save_pt", torch.save))
+    monkeypatch.setattr(torch, "load", recorded("load_pt", torch.load))
+    monkeypatch.setattr(Mask, "save", recorded("save", Mask.save))
+    monkeypatch.setattr(Mask, "load", staticmethod(recorded("load", Mask.load)))
+    mask_files.rows(smoke=True)
+    first = {}
+    for name, was_timed in calls:
+        first.setdefault(name, was_timed)
+    assert first == {"save": False, "save_pt": False, "load": False, "load_pt": False}
