@@ -106,6 +106,34 @@ def test_overlap_checks_the_layer_and_component_figures_too(monkeypatch):
         overlap.main(["--smoke", "--masks", "2", "--repeats", "1"])
 
 
+def test_study_throughput_prepares_the_model_before_timing_any_packing(monkeypatch):
+    """The 1-per-GPU packing paid the model's conversion, which the later ones found done:
+    every "k per GPU / 1" ratio came out too high."""
+    import study_throughput
+
+    import polyticket.study
+    import polyticket.study.runner
+
+    events = []
+
+    class Outcome:
+        ran, failed = ["cell"], []
+
+    def run_study(study, gpus_per_cell, **_):
+        events.append(f"run 1/{round(1 / gpus_per_cell)}")
+        return Outcome()
+
+    monkeypatch.setattr(polyticket.study.runner, "prepare_models", lambda s: events.append("model"))
+    monkeypatch.setattr(polyticket.study, "run_study", run_study)
+    monkeypatch.setattr(study_throughput.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(study_throughput.torch.cuda, "get_device_name", lambda: "a GPU")
+    rows = list(study_throughput.rows())
+    assert events == ["model", "run 1/1", "run 1/2", "run 1/4", "run 1/8"]
+    assert [r["row"].split(",")[0] for r in rows] == [
+        f"{k} cells per GPU / 1" for k in (1, 2, 4, 8)
+    ]
+
+
 def test_mask_files_runs_each_way_once_untimed_before_timing_it(monkeypatch):
     """The first save and load paid one-off costs inside the timing."""
     import mask_files
