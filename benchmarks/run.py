@@ -49,10 +49,12 @@ def machine() -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = [f"{'benchmark':17} {'row':64} " + " ".join(f"{f:>8}" for f in FIGURES)]
+    # as wide as the longest row's name: a cut name loses what tells rows apart (their ends)
+    width = max([len("row"), *(len(row["row"]) for row in rows)])
+    lines = [f"{'benchmark':17} {'row':{width}} " + " ".join(f"{f:>8}" for f in FIGURES)]
     for row in rows:
         cells = [_figure(row.get(f)) for f in FIGURES]
-        lines.append(f"{row['benchmark']:17} {row['row'][:64]:64} " + " ".join(cells))
+        lines.append(f"{row['benchmark']:17} {row['row']:{width}} " + " ".join(cells))
     return "\n".join(lines)
 
 

@@ -56,6 +56,13 @@ def test_make_bench_runs_the_throughput_rows_on_the_study_it_is_given(tmp_path):
     ]
 
 
+def test_the_table_gives_every_row_name_whole():
+    """Names were cut at 64 characters, and rows lost the ends that tell them apart."""
+    name = "tokens/s dynamic / padded to 128, forward + backward, bert-base batch 8"
+    table = BENCH["table"]([{"benchmark": "padding", "row": name, "ratio": 2.5}])
+    assert name in table and table.splitlines()[1].endswith("2.500        -")
+
+
 def test_padding_does_not_always_run_the_same_padding_first(monkeypatch):
     """The first of a fixed order came out slower (train_step.py's dense, ~7%): each round
     starts with another variant (``train_step.rotated``)."""
