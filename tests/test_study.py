@@ -823,3 +823,48 @@ def test_what_a_cell_depends_on_beyond_its_task_settings_is_recorded(tmp_path, b
     states = {r["cell"]: r["state"] for r in plan(again)}
     assert states["ner/en/seed1/imp"] == "changed"
     assert states[rep] == "stale"  # done, but it read changed cells: --rerun-changed remakes it
+
+
+def _two_ner_tasks(first: list[str], second: list[str], **run) -> dict:
+    """A study change: two NER entries of the given languages (write_study's data)."""
+    data = {"train_file": "data/{lang}-train.conll", "eval_file": "data/{lang}-dev.conll"}
+    return {
+        "tasks": {
+            "ner": {**data, "languages": first},
+            "ner2": {**data, "task": "ner", "languages": second},
+        },
+        "run": run,
+    }
+
+
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        ([["en", "en"]], r"run.multi_language: en, en names 'en' twice"),
+        ([["en", "fr"], ["fr", "en"]], r"run.multi_language: fr, en is the set en, fr again"),
+        ([["en", "fr", "de"], ["de", "en", "fr"]], "is the set en, fr, de again"),
+    ],
+)
+def test_a_multi_language_set_names_each_language_and_each_set_once(
+    tmp_path, bert_dir, sets, message
+):
+    path = write_study(tmp_path, bert_dir, tmp_path / "run", run={"multi_language": sets})
+    with pytest.raises(UserError, match=message):
+        load_study(path)
+
+
+def test_a_multi_language_set_no_task_has_is_refused_and_one_some_lack_said(
+    tmp_path, bert_dir, caplog
+):
+    """A task trains a set only when it has all of its languages: a set no task has made no
+    cells, unsaid; a task lacking one made none of its own, unsaid too."""
+    change = _two_ner_tasks(["en", "de"], ["en", "fr"], multi_language=[["de", "fr"]])
+    path = write_study(tmp_path, bert_dir, tmp_path / "run", **change)
+    with pytest.raises(UserError, match=r"no task has all of de, fr \(ner: en, de; ner2: en, fr\)"):
+        load_study(path)
+    change = _two_ner_tasks(["en", "de"], ["en", "fr", "de"], multi_language=[["de", "fr"]])
+    path = write_study(tmp_path, bert_dir, tmp_path / "run", **change)
+    with caplog.at_level("WARNING", logger="polyticket"):
+        study = load_study(path)
+    assert "run.multi_language: no de+fr ticket in ner (no fr)" in caplog.text
+    assert study.sources("ner") == ["en", "de"] and study.sources("ner2")[-1] == "de+fr"

@@ -6,6 +6,7 @@ ticket trained on equal shares of several languages (named ``en+fr``).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,11 @@ from polyticket.io import write_json
 from polyticket.study.grid import Cell
 from polyticket.study.kinds import CELL_KINDS
 from polyticket.study.kinds.base import CellKind
-from polyticket.study.spec import FINDING_KNOBS, Study
+from polyticket.study.spec import FINDING_KNOBS, Study, joined
 
 KIND = "imp"
+
+log = logging.getLogger("polyticket")
 
 
 def imp_cell(task: str, source: str, seed: int, cost: float = 1.0) -> Cell:
@@ -46,6 +49,18 @@ class Imp(CellKind):
                 raise UserError(
                     f"{path}: run.multi_language: each entry must list two or more languages"
                 )
+            if len(set(combo)) < len(combo):  # "en+en" would be a ticket of English alone
+                twice = next(lang for lang in combo if combo.count(lang) > 1)
+                raise UserError(
+                    f"{path}: run.multi_language: {', '.join(combo)} names {twice!r} twice; "
+                    "give each language of a set once"
+                )
+            same = next((c for c in combos if set(c) == set(combo)), None)
+            if same is not None:  # [en, fr] and [fr, en]: two tickets of one set
+                raise UserError(
+                    f"{path}: run.multi_language: {', '.join(combo)} is the set "
+                    f"{', '.join(same)} again; give each set once"
+                )
             combos.append(list(combo))
         return combos
 
@@ -58,6 +73,27 @@ class Imp(CellKind):
                     f"{study.path}: run.multi_language: {unknown[0]!r} is none of the study's "
                     f"languages ({', '.join(sorted(known))})"
                 )
+            # A task trains a set's ticket only when it has all of its languages
+            # (``Study.sources``): a set no task has would make no cells, unsaid.
+            lacking = {
+                key: [lang for lang in combo if lang not in spec.languages]
+                for key, spec in study.tasks.items()
+                if not set(combo) <= set(spec.languages)
+            }
+            if len(lacking) == len(study.tasks):
+                have = "; ".join(
+                    f"{key}: {', '.join(spec.languages)}" for key, spec in study.tasks.items()
+                )
+                raise UserError(
+                    f"{study.path}: run.multi_language: no task has all of {', '.join(combo)} "
+                    f"({have}); give a set of languages one task has"
+                )
+            if lacking:
+                log.warning(
+                    "%s: run.multi_language: no %s ticket in %s (a task trains a set only "
+                    "when it has all of its languages)", study.path, joined(combo),
+                    ", ".join(f"{key} (no {', '.join(langs)})" for key, langs in lacking.items()),
+                )  # fmt: skip
 
     def expand(self, study: Study) -> list[Cell]:
         if not self.enabled(study):
