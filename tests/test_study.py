@@ -868,3 +868,30 @@ def test_a_multi_language_set_no_task_has_is_refused_and_one_some_lack_said(
         study = load_study(path)
     assert "run.multi_language: no de+fr ticket in ner (no fr)" in caplog.text
     assert study.sources("ner") == ["en", "de"] and study.sources("ner2")[-1] == "de+fr"
+
+
+@pytest.fixture(scope="module")
+def with_set(tmp_path_factory, bert_dir):
+    """One seed, the three languages' tickets and an en+fr ticket, transfers and random masks."""
+    root = tmp_path_factory.mktemp("multi")
+    path = write_study(
+        root, bert_dir, root / "run", seeds=[1], run={"multi_language": [["en", "fr"]]}
+    )
+    assert main(["study", str(path)]) == 0
+    return load_study(path)
+
+
+def test_the_transfer_drop_of_a_set_is_over_the_languages_outside_it(with_set):
+    """README: the drop is a transfer's, to languages a ticket was not trained on; the en+fr
+    ticket's drop averaged in its own en and fr too."""
+    results = StudyResults(with_set)
+    matrix = results.transfer("ner", Fraction(1, 2))
+    assert matrix["rows"][:4] == ["en", "fr", "de", "en+fr"]
+    mean = matrix["mean"]
+    drops = results.transfer_drop(matrix)
+    assert drops["en+fr"] == pytest.approx(
+        (mean["en+fr"]["de"] - mean["de"]["de"]) / mean["de"]["de"]
+    )
+    assert matrix["multi_language"] == {"en+fr": ["en", "fr"]}
+    others = [(mean["en"][t] - mean[t][t]) / mean[t][t] for t in ("fr", "de")]
+    assert drops["en"] == pytest.approx(sum(others) / 2)

@@ -249,20 +249,30 @@ class StudyResults:
             "std": {r: {t: _std(rows[r].get(t, [])) for t in targets} for r in order if r in rows},
             "n": {r: {t: len(rows[r].get(t, [])) for t in targets} for r in order if r in rows},
             "seeds": len(self.study.seeds),  # what each cell's n reaches when all are done
+            # the rows that are multi-language tickets, with their languages
+            "multi_language": {
+                s: self.study.languages_of(s)
+                for s in self.study.sources(task)
+                if s in rows and s not in targets
+            },
         }
 
     @staticmethod
     def transfer_drop(matrix: dict[str, Any]) -> dict[str, float]:
-        """Per row: mean over targets t != row of (a(row,t) - a(t,t)) / a(t,t)."""
+        """Per row: mean over targets t != row of (a(row,t) - a(t,t)) / a(t,t); for a
+        multi-language ticket, over the targets outside its set (a transfer is to a language
+        the ticket was not trained on)."""
         mean = matrix["mean"]
         drops = {}
         for row in matrix["rows"]:
+            own_languages = matrix.get("multi_language", {}).get(row, [row])
             values = []
             for target in matrix["targets"]:
                 own = mean.get(target, {}).get(target, math.nan)
                 value = mean[row].get(target, math.nan)
-                if row != target and not math.isnan(own) and not math.isnan(value) and own:
-                    values.append((value - own) / own)
+                if target in own_languages or math.isnan(own) or math.isnan(value) or not own:
+                    continue
+                values.append((value - own) / own)
             drops[row] = _mean(values)
         return drops
 

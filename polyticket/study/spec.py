@@ -116,6 +116,11 @@ class Study:
         combos = [joined(c) for c in self.multi_language if set(c) <= set(languages)]
         return [*languages, *combos]
 
+    def languages_of(self, source: str) -> list[str]:
+        """The languages a ticket of ``source`` trained on: a language alone, or each of a
+        multi-language set's (``en+fr``)."""
+        return next((list(c) for c in self.multi_language if joined(c) == source), [source])
+
     def schedule(self, task: str) -> list[Fraction]:
         """The sparsity of each IMP level of a task's tickets, up to the largest target."""
         return sparsity_schedule(self.tasks[task].rate, float(max(self.sparsities)))
