@@ -895,3 +895,51 @@ def test_the_transfer_drop_of_a_set_is_over_the_languages_outside_it(with_set):
     assert matrix["multi_language"] == {"en+fr": ["en", "fr"]}
     others = [(mean["en"][t] - mean[t][t]) / mean[t][t] for t in ("fr", "de")]
     assert drops["en"] == pytest.approx(sum(others) / 2)
+
+
+@pytest.mark.parametrize(
+    "ner, nli, message",
+    [
+        ({}, {"prune_pooler": True}, r"nli prunes 1 weight matrix that ner does not \(pooler"),
+        (  # the study's settings: NER's model has no pooler to prune
+            {"prune_pooler": True},
+            {"prune_pooler": True},
+            r"on .*, nli prunes 1 weight matrix that ner does not \(pooler.dense.weight\), so",
+        ),
+        (
+            {"prune_exclude": [r".*\.intermediate\.dense\.weight"]},
+            {},
+            r"nli prunes 2 weight matrices that ner does not \(encoder.layer.0.intermediate.*"
+            "give tasks.ner and tasks.nli the same prune_include and prune_exclude",
+        ),
+        ({"prune_pooler": True}, {}, None),  # nothing to prune in NER's model: the same weights
+    ],
+)
+def test_cross_task_refuses_tasks_that_prune_other_weights_of_one_encoder(
+    tmp_path, bert_dir, ner, nli, message
+):
+    """A ticket covering a weight the other task's model lacks failed its cross-task cell
+    after both tickets were made; one leaving out a weight the other prunes trained it
+    dense while cross_task.csv listed the ticket's sparsity."""
+    data = {"train_file": "x-{lang}", "eval_file": "y-{lang}"}
+    both = ner.get("prune_pooler") and nli.get("prune_pooler")
+    study = {
+        "model": str(bert_dir),
+        "languages": ["en"],
+        "settings": {"prune_pooler": True} if both else {},
+        "tasks": {
+            "ner": {**data, "task": "ner", **({} if both else ner)},
+            "nli": {**data, "task": "nli", **({} if both else nli)},
+        },
+        "run": {"cross_task": True},
+    }
+    path = tmp_path / "s.yaml"
+    path.write_text(json.dumps(study))
+    if message is None:
+        assert load_study(path).run["cross_task"]
+        return
+    with pytest.raises(UserError, match=message):
+        load_study(path)
+    study["run"]["cross_task"] = False  # only trading tickets needs the same weights
+    path.write_text(json.dumps(study))
+    assert not load_study(path).run["cross_task"]

@@ -3,7 +3,13 @@ task of the same model, in each language both have."""
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 from polyticket.errors import UserError
 from polyticket.study.grid import Cell
@@ -26,8 +32,8 @@ class CrossTask(LevelKind):
         return source, language  # the source task's ticket of the same language
 
     def validate(self, study: Study) -> None:
-        """On an encoder-decoder model, NER (the encoder) and text-to-text NLI (encoder and
-        decoder) prune different weights: a ticket of one cannot be trained on the other."""
+        """Two tasks of one model trade tickets only when both prune the same weights
+        (``_check_same_weights``)."""
         super().validate(study)
         if not self.enabled(study):
             return
@@ -46,25 +52,12 @@ class CrossTask(LevelKind):
                 "%s: run.cross_task: no other task shares the model and a language of %s, so "
                 "it has no cross-task cells", study.path, ", ".join(alone),
             )  # fmt: skip
-        configs = {spec.model: _local_config(spec.model) for spec in study.tasks.values()}
-
-        def pruned(task: str, config) -> str:
-            return "encoder and decoder" if get_task(task, config).uses_decoder else "encoder"
-
-        for source_task, source in study.tasks.items():
-            for task, spec in study.tasks.items():
-                config = configs[spec.model]
-                if task == source_task or source.model != spec.model:
-                    continue
-                if config is None or not config.is_encoder_decoder:
-                    continue
-                theirs, ours = pruned(source.task, config), pruned(spec.task, config)
-                if theirs != ours:
-                    raise UserError(
-                        f"{study.path}: run.cross_task: on {spec.model}, {source_task} prunes "
-                        f"the {theirs} and {task} the {ours}, so a ticket of one does not fit "
-                        "the other; list these tasks in separate studies"
-                    )
+        local = {spec.model: _local_model(spec.model) for spec in study.tasks.values()}
+        prunable: dict[str, frozenset[str] | None] = {}
+        for (first, a), (second, b) in itertools.combinations(study.tasks.items(), 2):
+            if not _pair(a, b) or local[a.model] is None:
+                continue  # no cells between them, or no model here (the cells will say)
+            _check_same_weights(study, *local[a.model], first, second, prunable)
 
     def expand(self, study: Study) -> list[Cell]:
         if not self.enabled(study):
@@ -86,13 +79,102 @@ def _pair(source, target) -> bool:
     return source.model == target.model and bool(set(source.languages) & set(target.languages))
 
 
-def _local_config(model: str):
-    """The model's config when it is on this machine (a directory, or the hub's cache);
-    None otherwise (the check is then left to the cells). Not ``models.load_config``: that
+def _check_same_weights(
+    study: Study, directory: str, config, first: str, second: str, prunable: dict
+) -> None:
+    """A ticket of one task trained on the other masks the same weights only when both
+    tasks prune the same ones: a mask covering a weight the other task's model lacks fails
+    that cell after both tickets were made (BERT's pooler, in sequence classification
+    models only), and one leaving out a weight the other prunes trains it dense, unseen in
+    ``cross_task.csv``. Each task's set is ``find``'s: its own head's model and its own
+    ``prune_pooler``, ``prune_include`` and ``prune_exclude``."""
+    a, b = study.tasks[first], study.tasks[second]
+    if config.is_encoder_decoder:  # the plainer words for the commonest case
+        parts = {
+            key: "encoder and decoder" if get_task(spec.task, config).uses_decoder else "encoder"
+            for key, spec in ((first, a), (second, b))
+        }
+        if parts[first] != parts[second]:
+            raise UserError(
+                f"{study.path}: run.cross_task: on {a.model}, {first} prunes the "
+                f"{parts[first]} and {second} the {parts[second]}, so a ticket of one does "
+                "not fit the other; list these tasks in separate studies"
+            )
+    for key in (first, second):
+        if key not in prunable:
+            prunable[key] = _prunable_names(study, key, directory, config)
+    if prunable[first] is None or prunable[second] is None or prunable[first] == prunable[second]:
+        return
+    differences = [
+        f"{one} prunes {len(only)} weight matri{'x' if len(only) == 1 else 'ces'} that "
+        f"{other} does not ({only[0]}{', …' if len(only) > 1 else ''})"
+        for one, other in ((first, second), (second, first))
+        if (only := sorted(prunable[one] - prunable[other]))
+    ]
+    raise UserError(
+        f"{study.path}: run.cross_task: on {a.model}, {' and '.join(differences)}, so a "
+        f"ticket of one does not fit the other; give tasks.{first} and tasks.{second} the "
+        "same prune_include and prune_exclude, and prune_pooler off where one task's model "
+        "has no pooler (BERT's sequence classification has one, its token classification "
+        "none), or list these tasks in separate studies"
+    )
+
+
+def _prunable_names(study: Study, key: str, directory: str, config) -> frozenset[str] | None:
+    """The base-model names of the weights a task's cells prune: the task's model built as
+    the task builds it (its head decides what is there) on the meta device, so no weight is
+    read or allocated, ranked as ``find`` ranks it. None when the task cannot build this
+    model (its own cells fail, and say why)."""
+    import torch
+
+    from polyticket.models.families import PruneScope, find_prunable
+    from polyticket.tasks.base import TaskData
+
+    spec = study.tasks[key]
+    args = replace(spec.config.model, model=directory, init="random")
+    # the head's size does not change which weights are prunable: one label will do
+    data = TaskData(train=[], eval=[], collator=None, info={"labels": ["O"]})
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"), _quiet(families_log):
+            model = get_task(spec.task, config).build_model(args, data, 0)
+    except ValueError:  # a head this model does not have (masked LM on mT5)
+        return None
+    try:
+        with _quiet(families_log):  # what stays dense is said by the cells, once
+            return frozenset(find_prunable(model, PruneScope.of(spec.config.model)).params)
+    except UserError as exc:
+        raise UserError(f"{study.path}: tasks.{key}: {exc}") from None
+
+
+families_log = logging.getLogger("polyticket.models.families")
+
+
+@contextmanager
+def _quiet(logger: logging.Logger) -> Iterator[None]:
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _local_model(model: str) -> tuple[str, Any] | None:
+    """The model's directory and config when it is on this machine (a directory, or the
+    hub's cache: the directory then stands for the name, so that nothing asks the hub);
+    None otherwise (the check is then left to the cells). Not ``models.resolve``: that
     would prepare the offline model (an encoder) and fail without the hub."""
     from transformers import AutoConfig
+    from transformers.utils import cached_file
 
     try:
-        return AutoConfig.from_pretrained(model, local_files_only=True)
+        if Path(model).expanduser().is_dir():
+            directory = str(Path(model).expanduser())
+        else:
+            found = cached_file(model, "config.json", local_files_only=True)
+            if not found:
+                return None
+            directory = str(Path(found).parent)
+        return directory, AutoConfig.from_pretrained(directory, local_files_only=True)
     except (OSError, ValueError):
         return None
