@@ -943,3 +943,29 @@ def test_cross_task_refuses_tasks_that_prune_other_weights_of_one_encoder(
     study["run"]["cross_task"] = False  # only trading tickets needs the same weights
     path.write_text(json.dumps(study))
     assert not load_study(path).run["cross_task"]
+
+
+def test_the_questions_between_languages_are_of_single_language_tickets(with_set):
+    """An en+fr ticket was counted as a language: its pairs in the overlap between
+    languages, a leaf of the clusters, its transfers to en and fr in the headline."""
+    everything = write_results(with_set)
+    overlap = next(o for o in everything["overlap"] if o["task"] == "ner")
+    languages = {"en/seed1", "fr/seed1", "de/seed1"}
+    assert {m["label"] for m in overlap["masks"]} == languages
+    assert {frozenset((p["a"], p["b"])) for p in overlap["pairs"]} == {
+        frozenset(pair) for pair in itertools.combinations(languages, 2)
+    }
+    jaccards = [p["overall"]["jaccard"] for p in overlap["pairs"]]
+    assert overlap["summary"]["between_languages"] == pytest.approx(sum(jaccards) / 3)
+    assert sorted(overlap["clusters"]["leaves"]) == ["de", "en", "fr"]
+    # the set's own pairs, with every ticket, stand apart, in a table of their own
+    multi = overlap["multi_language"]
+    assert {frozenset((p["a"], p["b"])) for p in multi["pairs"]} == {
+        frozenset((label, "en+fr/seed1")) for label in languages
+    }
+    rows = (with_set.layout.results / "overlap_multi_ner_s50.csv").read_text().splitlines()
+    assert rows[1].startswith("en/seed1,en+fr/seed1,overall,all,")
+    matrix = everything["transfer"][0]
+    line = everything["headline"][0]
+    single = [matrix["mean"][s][t] for s in LANGS for t in LANGS if s != t]
+    assert line["transfer_score"] == pytest.approx(sum(single) / len(single))

@@ -457,6 +457,34 @@ def compare(
     }
 
 
+def split(result: dict[str, Any], labels: set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``result`` (``compare``'s) in two: the comparison of only the masks labelled
+    ``labels`` (their pairs, each against the baseline, and the summary of those), and the
+    rest (the other masks, every pair with one of them, each of them against the baseline;
+    no summary). A study's multi-language tickets are compared with every ticket, but the
+    questions between languages are asked of single-language tickets only."""
+
+    def of(entries: list[dict[str, Any]], key: str, inside: bool) -> list[dict[str, Any]]:
+        return [e for e in entries if (e[key] in labels) == inside]
+
+    pairs = [p for p in result["pairs"] if p["a"] in labels and p["b"] in labels]
+    with_baseline = of(result["with_baseline"], "mask", True)
+    chosen = {
+        **result,
+        "masks": of(result["masks"], "label", True),
+        "pairs": pairs,
+        "with_baseline": with_baseline,
+        "summary": summarize(pairs, with_baseline),
+    }
+    rest = {
+        "masks": of(result["masks"], "label", False),
+        "baseline": result["baseline"],
+        "pairs": [p for p in result["pairs"] if p["a"] not in labels or p["b"] not in labels],
+        "with_baseline": of(result["with_baseline"], "mask", False),
+    }
+    return chosen, rest
+
+
 # Kept fractions this far apart are no rounding: the baseline is of another sparsity.
 BASELINE_TOLERANCE = 0.005
 

@@ -27,7 +27,13 @@ from typing import Any
 from polyticket import __version__
 from polyticket.analysis.cluster import add_clusters
 from polyticket.analysis.core import core_sizes
-from polyticket.analysis.overlap import compare, heads_for, overlap_rows, pair_measures
+from polyticket.analysis.overlap import (
+    compare,
+    heads_for,
+    overlap_rows,
+    pair_measures,
+    split,
+)
 from polyticket.analysis.packed import PackedMask, intersection_counts
 from polyticket.errors import UserError
 from polyticket.io import copy_file, read_csv, read_json, write_csv, write_json
@@ -287,11 +293,14 @@ class StudyResults:
         path = level_run(self.study, task, source, seed, sparsity).mask
         return self.packed(imp_cell(task, source, seed).name, path, label)
 
-    def ticket_masks(self, task: str, sparsity: Fraction) -> list[PackedMask]:
-        """Every source's level at ``sparsity`` that can be read, labelled ``SOURCE/seedS``."""
+    def ticket_masks(
+        self, task: str, sparsity: Fraction, sources: list[str] | None = None
+    ) -> list[PackedMask]:
+        """Every source's level at ``sparsity`` that can be read, labelled ``SOURCE/seedS``
+        (the sources given, else all the task's)."""
         masks = [
             self.level_mask(task, source, seed, sparsity, f"{source}/seed{seed}")
-            for source in self.study.sources(task)
+            for source in (self.study.sources(task) if sources is None else sources)
             for seed in self.study.seeds
         ]
         return [m for m in masks if m is not None]
@@ -309,13 +318,22 @@ class StudyResults:
 
     def overlap(self, task: str, sparsity: Fraction) -> dict[str, Any]:
         """``analysis.overlap.compare`` of the tickets at ``sparsity`` (every language and
-        seed), against the one-shot mask of θ0 where there is one; languages clustered."""
-        masks = self.ticket_masks(task, sparsity)
+        seed), against the one-shot mask of θ0 where there is one; languages clustered.
+        The summary and the clusters answer a question between languages: they are of the
+        single-language tickets; the pairs with a multi-language ticket (``en+fr``, which
+        shares its languages' data) are apart, under ``multi_language``."""
+        languages = self.study.tasks[task].languages
+        masks = self.ticket_masks(task, sparsity, languages)
         head = {"task": task, "sparsity": float(sparsity)}
         if len(masks) < 2:
             return {**head, "pairs": [], "summary": {}, "missing": "fewer than two tickets"}
+        sets = [s for s in self.study.sources(task) if s not in languages]
+        multi = self.ticket_masks(task, sparsity, sets)
         baseline = self.oneshot_mask(task, sparsity)
-        result = compare(masks, baseline, heads_for(masks))
+        everything = compare(masks + multi, baseline, heads_for(masks + multi))
+        result, others = split(everything, {m.label for m in masks})
+        if others["pairs"]:
+            result["multi_language"] = others
         # beyond θ0 where there is θ0's mask: the plain Jaccard differs between pairs of
         # languages by a few thousandths (θ0's magnitudes dominate it), too little for a tree
         add_clusters(result, "jaccard" if baseline is None else "beyond_theta0")
@@ -503,10 +521,11 @@ def headline(matrix: dict[str, Any], overlap: dict[str, Any], seeds: int) -> dic
     do transferred tickets beat random masks? (From tables already computed; ``seeds``: the
     study's, which a cell of a study in progress or with a failure may not all have.)"""
     mean, summary = matrix["mean"], overlap["summary"]
+    sets = matrix.get("multi_language", {})  # their rows stand apart (``transfer``)
     transfer_cells = [
         (s, t)
         for s in matrix["rows"]
-        if not is_reference(s)
+        if not is_reference(s) and s not in sets
         for t in matrix["targets"]
         if s != t and not math.isnan(mean[s][t])
     ]
@@ -630,6 +649,8 @@ def write_results(study: Study) -> dict[str, Any]:
             everything["overlap"].append(overlap)
             everything["headline"].append(headline(matrix, overlap, len(study.seeds)))
             tables.write(f"overlap_{tag}", overlap_rows(overlap) if overlap["pairs"] else [])
+            multi = overlap.get("multi_language")
+            tables.write(f"overlap_multi_{tag}", overlap_rows(multi) if multi else [])
             core = results.core(task, sparsity)
             everything["core"].append(core)
             tables.write(f"core_sizes_{tag}", core["sizes"])
