@@ -700,3 +700,29 @@ def test_the_component_maps_random_row_is_over_the_pairs_they_compare():
     plot = _component_plot(overlap, "jaccard", ["en", "fr"])
     values = plot.figure.axes[0].images[0].get_array()
     assert values[-1][0] == pytest.approx(0.3)  # the last row: the random expectation
+
+
+def test_the_headline_counts_languages_and_multi_language_sets_apart(tmp_path):
+    """It said "5 languages (en, fr, de, en+fr, en+de)", en+de among them though NLI has
+    no de."""
+    from polyticket.analysis.report import StudyFiles, headline_section
+    from polyticket.layout import StudyLayout
+
+    tickets = [
+        {"task": task, "language": lang, "seed": 1, "score": 0.5, "dense_score": 0.5}
+        for task, languages in (
+            ("ner", ["en", "fr", "de", "en+fr", "en+de"]),
+            ("nli", ["en", "fr", "en+fr"]),
+        )
+        for lang in languages
+    ]
+    transfer = [
+        {"task": task, "greater_is_better": True, "targets": targets}
+        for task, targets in (("ner", ["en", "fr", "de"]), ("nli", ["en", "fr"]))
+    ]
+    files = StudyFiles(StudyLayout(tmp_path), {"tickets": tickets, "transfer": transfer}, [], [])
+    text = headline_section(files).parts[0].text
+    assert text.startswith(
+        "Tickets for ner, nli in 3 languages (en, fr, de) and 2 multi-language sets "
+        "(en+fr, en+de (ner only)), seed 1."
+    )

@@ -128,6 +128,19 @@ class StudyFiles:
         return list(dict.fromkeys(found))
 
     @cached_property
+    def multi_language(self) -> dict[str, list[str]]:
+        """The multi-language tickets (``en+fr``), each with the tasks that have one: the
+        tickets' languages that are no target of a transfer matrix (those are the tasks'
+        own languages)."""
+        targets = {t for m in self.results.get("transfer", []) for t in m["targets"]}
+        sets: dict[str, list[str]] = {}
+        for row in self.results.get("tickets", []):
+            if row["language"] not in targets:
+                tasks = sets.setdefault(row["language"], [])
+                tasks += [row["task"]] if row["task"] not in tasks else []
+        return sets
+
+    @cached_property
     def left_out(self) -> set[str]:
         """The cells results.json names as left out of its tables (their files may not even
         parse): the report's own reads of cells skip them too."""
@@ -263,12 +276,24 @@ def headline_section(files: StudyFiles) -> Section:
     tickets = files.results.get("tickets", [])
     if tickets:
         seeds = sorted({row["seed"] for row in tickets})
-        tasks = ", ".join(dict.fromkeys(row["task"] for row in tickets))
+        tasks = list(dict.fromkeys(row["task"] for row in tickets))
+        sets = files.multi_language
+        languages = [x for x in files.languages if x not in sets]
+        # a set is named with its tasks where not every task has it (none lacking a language)
+        named = [
+            x if len(on) == len(tasks) else f"{x} ({', '.join(on)} only)" for x, on in sets.items()
+        ]
         section.parts.append(
             Text(
-                f"Tickets for {tasks} in {len(files.languages)} languages "
-                f"({', '.join(files.languages)}), seed{'s' if len(seeds) > 1 else ''} "
-                f"{', '.join(map(str, seeds))}."
+                f"Tickets for {', '.join(tasks)} in {len(languages)} "
+                f"language{'s' if len(languages) != 1 else ''} ({', '.join(languages)})"
+                + (
+                    f" and {len(sets)} multi-language set{'s' if len(sets) > 1 else ''} "
+                    f"({', '.join(named)})"
+                    if sets
+                    else ""
+                )
+                + f", seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}."
                 + (
                     " One seed: no spread over seeds (no ± and no error bars), no "
                     "same-language bound, and every pair of languages shares the seed, which "
