@@ -276,11 +276,15 @@ def _compare(args: argparse.Namespace) -> None:
         # before any work: a bad path fails at once
         prepare_output_file(args.csv, [*args.files, *([args.baseline] if args.baseline else [])])
     results = [
-        {"set": name, **_compare_masks(masks, baseline, args)}
-        for name, masks, baseline in _mask_sets(args.files, args.baseline)
+        {"set": name, **_compare_masks(masks, baseline, args, languages)}
+        for name, masks, baseline, languages in _mask_sets(args.files, args.baseline)
     ]
     if args.csv:
-        write_csv(args.csv, [{"set": r["set"], **row} for r in results for row in overlap_rows(r)])
+        parts = [(r["set"], part) for r in results for part in (r, r.get("multi_language"))]
+        write_csv(
+            args.csv,
+            [{"set": name, **row} for name, part in parts if part for row in overlap_rows(part)],
+        )
     if args.json:
         # a study directory gives a list of sets; mask files one comparison
         shown = results if results[0]["set"] else results[0]
@@ -290,18 +294,26 @@ def _compare(args: argparse.Namespace) -> None:
         if result["set"]:
             print(f"\n== {result['set']} ==")
         print(format_comparison(result))
+        if result.get("multi_language"):
+            labels = ", ".join(m["label"] for m in result["multi_language"]["masks"])
+            print(
+                f"(multi-language tickets {labels}: not among the languages above; their "
+                "pairs are in --json and --csv)"
+            )
     if args.csv:
         print(f"\nwritten: {args.csv}")
 
 
 def _mask_sets(files: list[Path], baseline: Path | None):
-    """(name, masks, baseline) to compare: the files given, or, for a study directory, its
-    exported tickets per task and sparsity against that sparsity's one-shot mask."""
+    """(name, masks, baseline, languages) to compare: the files given, or, for a study
+    directory, its exported tickets per task and sparsity against that sparsity's one-shot
+    mask, with the labels of its single-language tickets (None: every mask counts)."""
     from polyticket.analysis.packed import PackedMask, load_all
     from polyticket.layout import StudyLayout
+    from polyticket.study.spec import is_multi_language
 
     if not (len(files) == 1 and files[0].is_dir()):
-        return [("", load_all(files), PackedMask.load(baseline) if baseline else None)]
+        return [("", load_all(files), PackedMask.load(baseline) if baseline else None, None)]
     sets = StudyLayout(files[0]).exported_sets()
     if not sets:
         raise UserError(
@@ -316,17 +328,24 @@ def _mask_sets(files: list[Path], baseline: Path | None):
                 print(f"{task} {label}: one ticket, nothing to compare it with", file=sys.stderr)
                 continue
             masks = [PackedMask.load(path, label=name) for name, path in paths.items()]
-            out.append((f"{task} {label}", masks, baseline))
+            languages = {name for name in paths if not is_multi_language(name.rpartition("/")[0])}
+            out.append((f"{task} {label}", masks, baseline, languages))
     if not out:
         raise UserError(f"{files[0]}: no task has two tickets at one sparsity to compare")
     return out
 
 
-def _compare_masks(masks, baseline, args: argparse.Namespace) -> dict:
+def _compare_masks(masks, baseline, args: argparse.Namespace, languages=None) -> dict:
+    """``compare`` of ``masks``, languages clustered; with ``languages`` (a study's
+    single-language tickets), the summary and clusters of those only, as the study's own
+    tables (``StudyResults.overlap``), and the pairs with a multi-language ticket apart."""
     from polyticket.analysis.cluster import add_clusters
-    from polyticket.analysis.overlap import compare, heads_for
+    from polyticket.analysis.overlap import compare, heads_for, split
 
     result = compare(masks, baseline, heads_for(masks, args.heads, args.model_config))
+    if languages is not None and len(languages) < len(masks):
+        result, others = split(result, languages)
+        result["multi_language"] = others
     measure = args.cluster_by or ("beyond_theta0" if baseline is not None else "jaccard")
     return add_clusters(result, measure)
 

@@ -969,3 +969,14 @@ def test_the_questions_between_languages_are_of_single_language_tickets(with_set
     line = everything["headline"][0]
     single = [matrix["mean"][s][t] for s in LANGS for t in LANGS if s != t]
     assert line["transfer_score"] == pytest.approx(sum(single) / len(single))
+
+
+def test_compare_a_study_directory_leaves_multi_language_tickets_apart(with_set, capsys):
+    """As the study's own tables: en+fr was a language of the summary and the clusters."""
+    write_results(with_set)
+    assert main(["compare", str(with_set.out), "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert {m["label"] for m in result["masks"]} == {f"{lang}/seed1" for lang in LANGS}
+    assert sorted(result["clusters"]["leaves"]) == sorted(LANGS)
+    assert {m["label"] for m in result["multi_language"]["masks"]} == {"en+fr/seed1"}
+    assert len(result["multi_language"]["pairs"]) == 3

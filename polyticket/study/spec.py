@@ -137,6 +137,12 @@ def joined(languages: list[str] | tuple[str, ...]) -> str:
     return "+".join(languages)
 
 
+def is_multi_language(source: str) -> bool:
+    """Whether a ticket's source (a cell's or an exported mask's folder name) is a
+    multi-language set (``joined``) rather than one language."""
+    return "+" in source
+
+
 def _fail(path: Path, message: str) -> UserError:
     return UserError(f"{path}: {message}")
 
