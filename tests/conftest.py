@@ -271,3 +271,29 @@ def half_mask(tmp_path_factory, bert_dir) -> Path:
     shapes = find_prunable(AutoModel.from_pretrained(bert_dir)).shapes
     path = tmp_path_factory.mktemp("masks") / "half.safetensors"
     return random_prune(Mask.ones(shapes), 0.5, seed=0).save(path, method="random")
+
+
+@pytest.fixture
+def hub_dataset(tmp_path, monkeypatch):
+    """Make a hub-like dataset folder that ``datasets.load_dataset(folder, config,
+    split=...)`` reads as it reads a hub repository (README.md listing the configurations,
+    ``{config}/{split}-00000-of-00001.parquet``), its cache inside ``tmp_path``:
+    ``hub_dataset(name, {config: {split: columns}}, features)`` returns the folder."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+
+    def make(name: str, configs: dict, features) -> str:
+        root = tmp_path / "hub" / name
+        lines = ["---", "configs:"]
+        for config, splits in configs.items():
+            (root / config).mkdir(parents=True, exist_ok=True)
+            lines += [f"- config_name: {config}", "  data_files:"]
+            for split, columns in splits.items():
+                parquet = root / config / f"{split}-00000-of-00001.parquet"
+                datasets.Dataset.from_dict(columns, features=features).to_parquet(str(parquet))
+                lines += [f"  - split: {split}", f"    path: {config}/{split}-*"]
+        (root / "README.md").write_text("\n".join([*lines, "---", f"# {name}", ""]))
+        return str(root)
+
+    return make

@@ -148,7 +148,7 @@ def test_hub_dataset_uses_the_configuration_and_its_label_names(bert_dir, monkey
     )
     asked = []
 
-    def fake_load(name, config, split):
+    def fake_load(name, config, split, revision=None):
         asked.append((name, config, split))
         return datasets.Dataset.from_dict(
             {"tokens": [["Anna", "lebt", "in", "Berlin"]], "ner_tags": [[1, 0, 0, 5]]}, features
@@ -163,3 +163,94 @@ def test_hub_dataset_uses_the_configuration_and_its_label_names(bert_dir, monkey
     ]
     assert data.info["labels"] == list(WIKIANN_LABELS)
     assert [x for x in data.train[0]["labels"] if x != -100] == [1, 0, 0, 5]
+
+
+def ner_features(names, tags=None):
+    import datasets
+
+    tag = tags or datasets.ClassLabel(names=list(names))
+    return datasets.Features(
+        {"tokens": datasets.List(datasets.Value("string")), "ner_tags": datasets.List(tag)}
+    )
+
+
+def test_hub_sentences_with_a_tag_without_label_are_left_out(bert_dir, hub_dataset, caplog):
+    """ClassLabel's -1 ("no label") became names[-1], I-LOC: such sentences are left out
+    and counted, as NLI leaves out its pairs without a gold label."""
+    train = {
+        "tokens": [["Anna", "x"], ["Bob", "sang"], ["Paris"]],
+        "ner_tags": [[1, -1], [1, 0], [5]],
+    }
+    dev = {"tokens": [["Anna", "x"]], "ner_tags": [[1, -2]]}
+    dev2 = {"tokens": [["Anna", "x"]], "ner_tags": [[1, 0]]}
+    repo = hub_dataset(
+        "neg",
+        {"en": {"train": train, "validation": dev2}, "de": {"train": train, "validation": dev}},
+        ner_features(WIKIANN_LABELS),
+    )
+    tokenizer = load_tokenizer(ModelArgs(model=str(bert_dir)))
+    with caplog.at_level("WARNING", logger="polyticket"):
+        data = NerTask().prepare(DataArgs(dataset=repo), tokenizer, 0)
+    assert "1 sentences with a tag without a label (a negative id) left out" in caplog.text
+    names = data.info["labels"]
+    assert [[names[x] for x in f["labels"] if x != -100] for f in data.train] == [
+        ["B-PER", "O"],
+        ["B-LOC"],
+    ]
+    # a sentence of another negative id too; a split left with none is refused by name
+    with pytest.raises(UserError, match=r"neg \(de, eval\): no usable examples"):
+        NerTask().prepare(DataArgs(dataset=repo, language="de"), tokenizer, 0)
+
+
+def test_hub_label_list_is_the_class_labels_whatever_the_seed_draws(bert_dir, hub_dataset):
+    """The label list came from the sampled training tags: the head and its ids changed
+    with the seed, and a tag only in the evaluation split was refused."""
+    names = ["B-LOC", "B-MISC", "B-ORG", "B-PER", "I-LOC", "I-MISC", "I-ORG", "I-PER", "O"]
+    o, per, misc = names.index("O"), names.index("B-PER"), names.index("B-MISC")
+    train = {
+        "tokens": [["Anna", "x"]] * 9 + [["Paris", "x"]],
+        "ner_tags": [[per, o]] * 9 + [[0, o]],
+    }
+    dev = {"tokens": [["Euro", "x"]], "ner_tags": [[misc, o]]}
+    repo = hub_dataset("conll", {"en": {"train": train, "validation": dev}}, ner_features(names))
+    tokenizer = load_tokenizer(ModelArgs(model=str(bert_dir)))
+    for seed in range(3):
+        data = NerTask().prepare(DataArgs(dataset=repo, max_train_samples=3), tokenizer, seed)
+        assert data.info["labels"] == names
+        assert data.eval[0]["labels"][1] == misc
+    # --labels still wins; the ids name the dataset's tags
+    given = DataArgs(dataset=repo, labels=["O", "B-PER", "B-LOC", "B-MISC"])
+    data = NerTask().prepare(given, tokenizer, 0)
+    assert data.info["labels"] == given.labels and data.eval[0]["labels"][1] == 3
+
+
+def test_hub_columns_of_another_task_or_type_are_refused_by_name(bert_dir, hub_dataset):
+    import datasets
+
+    tokenizer = load_tokenizer(ModelArgs(model=str(bert_dir)))
+    nli = datasets.Features(premise=datasets.Value("string"), label=datasets.Value("int64"))
+    repo = hub_dataset(
+        "nli", {"en": {s: {"premise": ["A."], "label": [0]} for s in ("train", "validation")}}, nli
+    )
+    with pytest.raises(
+        UserError,
+        match=r"nli: no 'tokens' column, which --task ner reads; its columns are premise, label",
+    ):
+        NerTask().prepare(DataArgs(dataset=repo), tokenizer, 0)
+    # tags stored as strings are the tags themselves (checked as in files)
+    rows = {"tokens": [["Anna", "sang"]], "ner_tags": [["B-PER", "O"]]}
+    strings = ner_features((), datasets.Value("string"))
+    repo = hub_dataset("str", {"en": {"train": rows, "validation": rows}}, strings)
+    data = NerTask().prepare(DataArgs(dataset=repo), tokenizer, 0)
+    assert data.info["labels"] == list(WIKIANN_LABELS)
+    assert [x for x in data.train[0]["labels"] if x != -100] == [1, 0]
+    rows = {"tokens": [["Anna", "sang"]], "ner_tags": [["PER", "O"]]}
+    repo = hub_dataset("bad", {"en": {"train": rows, "validation": rows}}, strings)
+    with pytest.raises(UserError, match=r"bad \(en, train\) row 0: tag 'PER' is not O, B-TYPE"):
+        NerTask().prepare(DataArgs(dataset=repo), tokenizer, 0)
+    floats = ner_features((), datasets.Value("float32"))
+    repo = hub_dataset("float", {"en": {"train": {"tokens": [["a"]], "ner_tags": [[1.0]]}}}, floats)
+    with pytest.raises(
+        UserError, match=r"float: its ner_tags column holds List\(Value\('float32'\)\)"
+    ):
+        NerTask().prepare(DataArgs(dataset=repo), tokenizer, 0)

@@ -80,6 +80,41 @@ def load_hub_split(data: DataArgs, language: str, split: Split) -> Any:
         ) from None
 
 
+def hub_column(dataset: Any, data: DataArgs, names: Sequence[str], hint: str = "") -> str:
+    """The first of ``names`` that a hub dataset has as a column; refused, naming the
+    columns it has (a dataset of another task, a misspelt --text-column), rather than
+    failing on the first row."""
+    for name in names:
+        if name in dataset.column_names:
+            return name
+    wanted = " or ".join(repr(name) for name in names)
+    raise UserError(
+        f"{data.dataset}: no {wanted} column, which --task {data.task} reads; its columns are "
+        f"{', '.join(dataset.column_names)}{hint or ': is it a dataset of another task?'}"
+    )
+
+
+def value_kind(feature: Any) -> str | None:
+    """``string``, ``int`` or ``classlabel``: what a hub column's values are (None: other)."""
+    import datasets
+
+    if isinstance(feature, datasets.ClassLabel):
+        return "classlabel"
+    if isinstance(feature, datasets.Value):
+        if feature.dtype in ("string", "large_string"):
+            return "string"
+        if feature.dtype.startswith(("int", "uint")):
+            return "int"
+    return None
+
+
+def list_item(feature: Any) -> Any:
+    """The feature of a list column's items (None if the column holds no lists)."""
+    import datasets
+
+    return feature.feature if isinstance(feature, (datasets.List, datasets.LargeList)) else None
+
+
 # The draw of the evaluation data (a --max-eval-samples share, MLM's held-out documents and
 # masked tokens): one for every run, so that runs of every seed are scored on the same
 # examples and their spread is the training's alone (the original took the first ones).

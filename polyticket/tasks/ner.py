@@ -22,7 +22,7 @@ from polyticket.errors import UserError
 from polyticket.io import text_lines
 from polyticket.models import load_classifier
 from polyticket.tasks import TASKS
-from polyticket.tasks.base import Task, TaskData, loss_sums
+from polyticket.tasks.base import Task, TaskData, hub_column, list_item, loss_sums, value_kind
 from polyticket.tasks.labels import WIKIANN_LABELS
 
 log = logging.getLogger("polyticket")
@@ -143,12 +143,60 @@ class NerTask(Task):
             return read_jsonl(path, list(data.labels) or WIKIANN_LABELS)
         return read_conll(path, data.labels)
 
+    def prepare(self, data: DataArgs, tokenizer: Any, seed: int) -> TaskData:
+        self.class_labels: list[str] | None = None  # set by from_hub
+        return super().prepare(data, tokenizer, seed)
+
     def from_hub(self, dataset: Any, data: DataArgs) -> list[Sentence]:
-        names = dataset.features["ner_tags"].feature.names
-        return [(ex["tokens"], [names[t] for t in ex["ner_tags"]]) for ex in dataset]
+        """Sentences of a hub dataset's ``tokens`` and ``ner_tags``: ClassLabel ids (whose
+        names are then the label list, so that the head and its ids are the dataset's
+        whatever the seed draws), or, as in JSON lines, ids of --labels (default WikiANN's)
+        or the tags themselves. A sentence with a negative id (ClassLabel's "no label") is
+        left out and counted, as NLI leaves out its unlabelled pairs: a word without a tag
+        would cut the entity around it in two for training and for seqeval alike."""
+        tokens, tags = (hub_column(dataset, data, [c]) for c in ("tokens", "ner_tags"))
+        if value_kind(list_item(dataset.features[tokens])) != "string":
+            raise UserError(
+                f"{data.dataset}: its tokens column holds {dataset.features[tokens]}, "
+                "not lists of strings"
+            )
+        item = list_item(dataset.features[tags])
+        kind = value_kind(item)
+        if kind is None:
+            raise UserError(
+                f"{data.dataset}: its ner_tags column holds {dataset.features[tags]}, not "
+                "lists of tags, tag ids or ClassLabel ids"
+            )
+        names = list(data.labels) or list(WIKIANN_LABELS)  # what plain ids stand for
+        if kind == "classlabel":
+            names = list(item.names)
+            if self.__dict__.get("class_labels") not in (None, names):
+                raise UserError(
+                    f"{data.dataset}: its splits or languages have other label lists: "
+                    f"{self.class_labels} and {names}"
+                )
+            self.class_labels = names
+        sentences: list[Sentence] = []
+        unlabelled = 0
+        source = f"{data.dataset} ({dataset.info.config_name}, {dataset.split})"
+        for row, example in enumerate(dataset.select_columns([tokens, tags])):
+            where = f"{source} row {row}"
+            words, ids = example[tokens], example[tags]
+            if words is None or ids is None or len(words) != len(ids):
+                raise UserError(f"{where}: tokens and ner_tags must be lists of the same length")
+            if any(type(t) is int and t < 0 for t in ids):
+                unlabelled += 1
+                continue
+            sentences.append((words, [_tag(t, where, names) for t in ids]))
+        if unlabelled:
+            log.warning(
+                "%s: %d sentences with a tag without a label (a negative id) left out",
+                data.dataset, unlabelled,
+            )  # fmt: skip
+        return sentences
 
     def featurize(self, train, dev, data: DataArgs, tokenizer: Any, seed: int) -> TaskData:
-        labels = label_list(train, data.labels)
+        labels = label_list(train, data.labels or self.__dict__.get("class_labels") or ())
         for sentences in (train, dev):
             unknown = sorted({t for _, tags in sentences for t in tags} - set(labels))
             if unknown:
