@@ -556,7 +556,7 @@ def test_xnli_from_the_hub_uses_the_language_and_label_ids(xlmr_dir, monkeypatch
 
     asked = []
 
-    def fake_load(name, config, split):
+    def fake_load(name, config, split, revision=None):
         asked.append((name, config, split))
         return datasets.Dataset.from_dict(
             {
@@ -617,3 +617,13 @@ def test_nli_files_take_words_or_ids_and_name_the_bad_line(tmp_path):
     )
     with pytest.raises(UserError, match=r"x\.jsonl:2.*hypothesis"):
         read_pairs(jsonl)
+
+
+def test_several_languages_need_lang_in_the_dataset_config(monkeypatch):
+    """Else every language silently read the same configuration."""
+    import datasets
+
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("loaded"))
+    given = DataArgs(task="nli", dataset="snli", dataset_config="plain_text", language="en,fr")
+    with pytest.raises(UserError, match=r"several languages, put \{lang\} in --dataset-config"):
+        NliTask().prepare(given, None, 0)

@@ -64,15 +64,24 @@ def require_file(path: Path) -> Path:
     return path
 
 
+def hub_config(data: DataArgs, language: str) -> str:
+    """The hub dataset's configuration of a language; ``{lang}`` in it stands for each."""
+    if "{lang}" not in data.dataset_config and len(languages(data)) > 1:
+        # else every language would read the same configuration, silently
+        raise UserError(
+            f"with several languages, put {{lang}} in --dataset-config: {data.dataset_config}"
+        )
+    return data.dataset_config.replace("{lang}", language)
+
+
 def load_hub_split(data: DataArgs, language: str, split: Split) -> Any:
     """One split of a hub dataset whose configuration is the language."""
     import datasets
 
     name = data.train_split if split == "train" else data.eval_split
+    config = hub_config(data, language)
     try:
-        return datasets.load_dataset(
-            data.dataset, data.dataset_config.replace("{lang}", language), split=name
-        )
+        return datasets.load_dataset(data.dataset, config, split=name)
     except Exception as exc:  # datasets raises many types for "not found" and "offline"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
@@ -184,7 +193,7 @@ class Task(ABC):
         else from the split's local file."""
         if data.dataset:
             dataset = load_hub_split(data, language, split)
-            config = data.dataset_config.replace("{lang}", language)
+            config = hub_config(data, language)
             self._inputs().append(
                 {
                     "dataset": data.dataset,
