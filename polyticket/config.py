@@ -68,6 +68,9 @@ class DataArgs:
         "{lang}",
         "hub dataset configuration; {lang} stands for the language (Wikipedia: 20231101.{lang})",
     )
+    dataset_revision: str | None = knob(
+        None, "hub revision (branch, tag or commit) of --dataset: the same data on every rerun"
+    )
     train_split: str = knob("train", "split of the hub dataset to train on")
     eval_split: str = knob("validation", "split of the hub dataset to evaluate on")
     labels: list[str] = knob([], "label list (default: WikiANN's when it covers the data)")

@@ -619,6 +619,38 @@ def test_nli_files_take_words_or_ids_and_name_the_bad_line(tmp_path):
         read_pairs(jsonl)
 
 
+def test_the_dataset_revision_reaches_load_dataset_and_the_run_inputs(bert_dir, monkeypatch):
+    import datasets
+
+    from polyticket.cli import build_parser
+    from polyticket.config import FindConfig, parse_config
+    from polyticket.tasks.labels import WIKIANN_LABELS
+
+    asked = []
+
+    def fake_load(name, config, split, revision=None):
+        asked.append(revision)
+        return datasets.Dataset.from_dict(
+            {"tokens": [["Anna", "sang"]], "ner_tags": [[1, 0]]},
+            datasets.Features(
+                tokens=datasets.List(datasets.Value("string")),
+                ner_tags=datasets.List(datasets.ClassLabel(names=list(WIKIANN_LABELS))),
+            ),
+        )
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    tokenizer = load_tokenizer(ModelArgs(model=str(bert_dir)))
+    flags = ["find", "--dataset", "org/ner", "--dataset-revision", "v1.2", "--out", "x"]
+    config = parse_config(FindConfig, build_parser().parse_args(flags))
+    data = NerTask().prepare(config.data, tokenizer, 0)
+    assert asked == ["v1.2", "v1.2"]
+    assert data.inputs and all(i["revision"] == "v1.2" for i in data.inputs)
+    # none given, none recorded: a run started before the knob existed continues
+    asked.clear()
+    data = NerTask().prepare(DataArgs(dataset="org/ner"), tokenizer, 0)
+    assert asked == [None, None] and all("revision" not in i for i in data.inputs)
+
+
 def test_several_languages_need_lang_in_the_dataset_config(monkeypatch):
     """Else every language silently read the same configuration."""
     import datasets

@@ -81,7 +81,9 @@ def load_hub_split(data: DataArgs, language: str, split: Split) -> Any:
     name = data.train_split if split == "train" else data.eval_split
     config = hub_config(data, language)
     try:
-        return datasets.load_dataset(data.dataset, config, split=name)
+        return datasets.load_dataset(
+            data.dataset, config, split=name, revision=data.dataset_revision
+        )
     except Exception as exc:  # datasets raises many types for "not found" and "offline"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
@@ -194,14 +196,16 @@ class Task(ABC):
         if data.dataset:
             dataset = load_hub_split(data, language, split)
             config = hub_config(data, language)
-            self._inputs().append(
-                {
-                    "dataset": data.dataset,
-                    "config": config,
-                    "split": dataset.split and str(dataset.split),
-                    "fingerprint": getattr(dataset, "_fingerprint", None),
-                }
-            )
+            read = {
+                "dataset": data.dataset,
+                "config": config,
+                "split": dataset.split and str(dataset.split),
+                "fingerprint": getattr(dataset, "_fingerprint", None),
+            }
+            # only when given: runs that named none recorded none, and continue as before
+            if data.dataset_revision is not None:
+                read["revision"] = data.dataset_revision
+            self._inputs().append(read)
             return self._record(f"{data.dataset} ({config}, {split})", self.from_hub(dataset, data))
         path = data_file(data, split, language)
         if path is None:
