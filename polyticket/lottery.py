@@ -41,7 +41,7 @@ from polyticket.models import (
 )
 from polyticket.models.families import Prunable, PruneScope, find_prunable
 from polyticket.pruning import magnitude_prune, random_like, random_prune, select, sparsity_schedule
-from polyticket.tasks.base import get_task
+from polyticket.tasks.base import DRAW, get_task
 from polyticket.tickets import epsilon_ticket
 from polyticket.training import (
     RunLog,
@@ -180,15 +180,23 @@ def _check_same_processes(
 
 
 def _check_same_inputs(run: RunLayout, previous: dict[str, Any], inputs: dict) -> None:
-    """A run continues only on the data and model it started with: the same contents (a
-    file's path may differ: a run folder moved with its data, or started from another
-    directory, is the same run)."""
+    """A run continues only on the data and model it started with, drawn as it was: the
+    same contents (a file's path may differ: a run folder moved with its data, or started
+    from another directory, is the same run)."""
     before = previous.get("inputs")
     if before is None:
         return
     old = {_input_key(i) for i in before["data"] + before.get("model", [])}
     new = {_input_key(i): i for i in inputs["data"] + inputs["model"]}
     differs = sorted(new[key].get("file", key) for key in new.keys() - old)
+    if differs == [_input_key(DRAW)]:
+        # the draws of one seed share few examples: levels on both would be no one run
+        raise UserError(
+            f"{run.root} was started on examples drawn otherwise (polyticket 0.4.8 and before "
+            "drew each language's --max-train-samples/--max-eval-samples share by its place "
+            "in --language): use another --out to start a new run"
+        )
+    differs = [key for key in differs if key != _input_key(DRAW)]
     if differs or len(old) != len(new):
         what = Path(differs[0]).name if differs else "an input"
         raise UserError(
@@ -200,6 +208,8 @@ def _check_same_inputs(run: RunLayout, previous: dict[str, Any], inputs: dict) -
 def _input_key(fingerprint: dict[str, Any]) -> str:
     if "file" in fingerprint:
         return f"{fingerprint['size']} {fingerprint['sha256']}"
+    if fingerprint == DRAW:
+        return "the draw of the examples"
     return " ".join(str(fingerprint.get(k)) for k in ("dataset", "config", "split", "model"))
 
 

@@ -370,3 +370,29 @@ def test_a_continued_run_says_so_and_marks_its_log(
     assert [m["level"] for m in marks] == [2]
     after = lines[lines.index(marks[0]) + 1 :]  # what level 2 logs again follows the mark
     assert {x.get("level") for x in after} == {2, 3}
+
+
+def test_a_run_drawn_by_an_older_polyticket_is_not_continued_with_the_new_draw(
+    tmp_path, bert_dir, conll_files
+):
+    """0.4.8 drew a --max-train-samples share with Random(seed + the language's place);
+    a run it started must not get levels trained on the new draw."""
+    import json
+
+    from polyticket.tasks.base import DRAW
+
+    cfg = config(bert_dir, conll_files, levels=1)
+    cfg.data.max_train_samples = 20
+    run = tmp_path / "run"
+    lottery.find(cfg, run)
+    info = read_json(run / "run.json")
+    assert DRAW in info["inputs"]["data"]
+    assert lottery.find(cfg, run)["level"] is not None  # the same draw continues
+    info["inputs"]["data"].remove(DRAW)  # as 0.4.8 recorded it
+    (run / "run.json").write_text(json.dumps(info))
+    with pytest.raises(lottery.UserError, match="started on examples drawn otherwise"):
+        lottery.find(cfg, run)
+    # no limit, nothing drawn: nothing recorded, and such runs of 0.4.8 continue
+    unlimited = config(bert_dir, conll_files, levels=1)
+    lottery.find(unlimited, tmp_path / "all")
+    assert DRAW not in read_json(tmp_path / "all" / "run.json")["inputs"]["data"]

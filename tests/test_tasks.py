@@ -3,11 +3,13 @@ cross-task masks, several languages, the original code's configs and masks."""
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ner_sentences, write_conll
+from conftest import CHILD_ENV, ner_sentences, write_conll
 
 from polyticket.cli import main
 from polyticket.config import DataArgs, ModelArgs, TrainArgs
@@ -434,6 +436,47 @@ def test_several_languages_train_on_equal_shares(bert_dir, tmp_path):
     args.train_file = tmp_path / "en.conll"
     with pytest.raises(Exception, match="lang"):
         NerTask().prepare(args, tokenizer, 0)
+
+
+def test_shares_stay_equal_when_a_language_has_fewer_than_its_share(caplog):
+    en, sw = list(range(50)), list(range(100, 110))
+    with caplog.at_level(logging.WARNING, logger="polyticket"):
+        shares = equal_shares({"en": en, "sw": sw}, 100, 0)
+    assert sorted(x >= 100 for x in shares) == [False] * 10 + [True] * 10
+    said = "sw has only 10 training examples, fewer than the 50 each of --max-train-samples 100"
+    assert said in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="polyticket"):
+        assert len(equal_shares({"en": en, "sw": sw}, None, 0, "eval")) == 20
+    assert "sw has only 10 evaluation examples: every language gives 10" in caplog.text
+
+
+def test_a_limit_below_one_per_language_is_refused_and_a_remainder_said(caplog):
+    three = {lang: list(range(10)) for lang in ("en", "fr", "de")}
+    with pytest.raises(UserError, match="--max-eval-samples 2 gives no example to some of the 3"):
+        equal_shares(three, 2, 0, "eval")
+    with caplog.at_level(logging.WARNING, logger="polyticket"):
+        assert len(equal_shares(three, 10, 0)) == 9
+    assert "--max-train-samples 10 over 3 languages: 3 each, 9 in all" in caplog.text
+
+
+def test_each_language_draws_from_a_stream_of_its_seed_and_code():
+    """Random(seed + place): seed 1's English was seed 0's French (XNLI: its translation),
+    and a language's draw hung on its place in --language."""
+    parallel = list(range(100))
+    zero = equal_shares({"en": parallel, "fr": parallel}, 10, 0)
+    one = equal_shares({"en": parallel, "fr": parallel}, 10, 1)
+    assert one[:5] != zero[5:]
+    alone = equal_shares({"fr": parallel}, 5, 0)
+    assert alone == zero[5:] == equal_shares({"fr": parallel, "en": parallel}, 10, 0)[:5]
+    # the same in every process: a string seed is not hashed with PYTHONHASHSEED's hash
+    code = (
+        "from polyticket.tasks.base import equal_shares as e; print(e({'fr': [*range(100)]}, 5, 0))"
+    )
+    for hashseed in ("1", "2"):
+        env = {**CHILD_ENV, "PYTHONHASHSEED": hashseed}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert out.stdout.strip() == str(alone), out.stderr
 
 
 def test_original_mask_file_and_json_config(bert_dir, conll_files, tmp_path, caplog):

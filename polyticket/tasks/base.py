@@ -8,6 +8,7 @@ task turns them into features and says how to batch, model and score them.
 from __future__ import annotations
 
 import json
+import logging
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -26,6 +27,8 @@ from polyticket.io import file_fingerprint
 
 Split = Literal["train", "eval"]
 Collator = Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]
+
+log = logging.getLogger("polyticket")
 
 
 @dataclass
@@ -132,23 +135,55 @@ def list_item(feature: Any) -> Any:
 EVAL_SEED = 0
 
 
-def equal_shares(per_language: dict[str, list[Any]], limit: int | None, seed: int) -> list[Any]:
-    """The same number of examples from every language, drawn with the seed.
+# How each language's examples are drawn, recorded with a run's inputs whenever a draw left
+# some out. polyticket 0.4.8 and before drew the i-th language with Random(seed + i): seed
+# s's language i+1 was seed s+1's language i (XNLI's languages are translations in the same
+# order: the same pairs), and a language's draw hung on its place in --language. A find run
+# started with that draw is not continued with this one (``lottery._check_same_inputs``).
+DRAW = {"draw": "random.Random(f'{seed}:{language}').sample"}
 
-    With a limit, each language gives ``limit / |languages|``; without, several languages
-    give as many as the smallest has, and a single language gives everything.
+
+def equal_shares(
+    per_language: dict[str, list[Any]], limit: int | None, seed: int, split: Split = "train"
+) -> list[Any]:
+    """The same number of examples from every language, each language's drawn from a stream
+    of its own, keyed by the seed and its code (a string seed is hashed with SHA-512, the
+    same in every process, whatever PYTHONHASHSEED).
+
+    With a limit, each language gives ``limit // |languages|`` (the remainder is left out,
+    and said), or, where a language has fewer, as many as it has; without, several
+    languages give as many as the smallest has, and a single language gives everything.
     """
     sizes = {lang: len(examples) for lang, examples in per_language.items()}
+    smallest = min(sizes, key=sizes.__getitem__)
+    knob = f"--max-{split}-samples"
+    kind = "training" if split == "train" else "evaluation"
+    share: int | None = None
     if limit is not None:
-        share = limit // len(per_language)
-    elif len(per_language) > 1:
-        share = min(sizes.values())
-    else:
-        share = None
+        if limit < len(sizes):
+            raise UserError(
+                f"{knob} {limit} gives no example to some of the {len(sizes)} languages: give "
+                f"at least {len(sizes)}, one per language"
+            )
+        share = limit // len(sizes)
+        if share * len(sizes) < limit:
+            log.warning(
+                "%s %d over %d languages: %d each, %d in all (equal shares: the remaining %d "
+                "are not drawn)", knob, limit, len(sizes), share, share * len(sizes),
+                limit - share * len(sizes),
+            )  # fmt: skip
+    wanted = share if share is not None else max(sizes.values())
+    if len(sizes) > 1 and sizes[smallest] < wanted:
+        log.warning(
+            "%s has only %d %s examples%s: every language gives %d, to keep the shares equal",
+            smallest, sizes[smallest], kind,
+            f", fewer than the {share} each of {knob} {limit}" if share else "", sizes[smallest],
+        )  # fmt: skip
+        share = sizes[smallest]
     out: list[Any] = []
-    for offset, examples in enumerate(per_language.values()):
+    for lang, examples in per_language.items():
         if share is not None and share < len(examples):
-            examples = random.Random(seed + offset).sample(examples, share)
+            examples = random.Random(f"{seed}:{lang}").sample(examples, share)
         out.extend(examples)
     return out
 
@@ -180,8 +215,10 @@ class Task(ABC):
                 if not examples:
                     raise UserError(f"no {split} examples for language {lang}")
             samples[split] = equal_shares(
-                per_language, limit, seed if split == "train" else EVAL_SEED
+                per_language, limit, seed if split == "train" else EVAL_SEED, split
             )
+            if len(samples[split]) < sum(len(e) for e in per_language.values()):
+                self.inputs.append(DRAW)
         prepared = self.featurize(samples["train"], samples["eval"], data, tokenizer, seed)
         unique = {json.dumps(i, sort_keys=True): i for i in self.inputs}
         prepared.inputs = list(unique.values())
