@@ -634,6 +634,37 @@ def test_xnli_from_the_hub_uses_the_language_and_label_ids(xlmr_dir, monkeypatch
         NliTask().from_hub(other, hub)
 
 
+def test_hub_nli_takes_label_words_checks_ids_and_names_missing_columns(hub_dataset):
+    """String labels gave a ValueError, a plain 3 failed inside the cross-entropy, a NER
+    dataset a KeyError 'premise'."""
+    import datasets
+
+    def nli(name, labels, dtype):
+        features = datasets.Features(
+            sentence1=datasets.Value("string"),
+            sentence2=datasets.Value("string"),
+            label=datasets.Value(dtype),
+        )
+        rows = {"sentence1": ["A."] * len(labels), "sentence2": ["B."] * len(labels)}
+        split = rows | {"label": labels}
+        return hub_dataset(name, {"en": {"train": split, "validation": split}}, features)
+
+    words = nli("words", ["entailment", "Contradiction", "1"], "string")
+    hub = DataArgs(task="nli", dataset=words)
+    assert [label for _, _, label in NliTask().read(hub, "train", "en", 0)] == [0, 2, 1]
+    ids = nli("ids", [0, -1, 3], "int64")
+    with pytest.raises(UserError, match=r"ids \(en, train\) row 2: label 3 is none of"):
+        NliTask().read(DataArgs(task="nli", dataset=ids), "train", "en", 0)
+    ner = datasets.Features(tokens=datasets.List(datasets.Value("string")))
+    wikiann = hub_dataset("wikiann", {"en": {"train": {"tokens": [["A"]]}}}, ner)
+    with pytest.raises(
+        UserError,
+        match=r"wikiann: no 'premise' or 'sentence1' column, which --task nli reads; its "
+        r"columns are tokens: is it a dataset of another task\?",
+    ):
+        NliTask().read(DataArgs(task="nli", dataset=wikiann), "train", "en", 0)
+
+
 def test_nli_files_take_words_or_ids_and_name_the_bad_line(tmp_path):
     from polyticket.errors import UserError
     from polyticket.tasks.nli import read_pairs

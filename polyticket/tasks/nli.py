@@ -25,7 +25,7 @@ from polyticket.errors import UserError
 from polyticket.io import text_lines
 from polyticket.models import load_classifier, load_model
 from polyticket.tasks import TASKS
-from polyticket.tasks.base import Task, TaskData, loss_sums
+from polyticket.tasks.base import Task, TaskData, hub_column, loss_sums, value_kind
 from polyticket.tasks.labels import XNLI_LABELS
 
 log = logging.getLogger("polyticket")
@@ -133,19 +133,37 @@ class NliTask(Task):
         return read_pairs(path, language)
 
     def from_hub(self, dataset: Any, data: DataArgs) -> list[Pair]:
-        """XNLI's label ids; SNLI/MNLI-style data have the same names in the same order,
-        and -1 for pairs without a gold label, which are left out (and counted)."""
-        names = getattr(dataset.features.get("label"), "names", None)
+        """The columns and labels local files take (``premise``/``sentence1``, …; label ids
+        or words); XNLI's label ids, and SNLI/MNLI-style data with the same names in the
+        same order, whose -1 (a pair without a gold label) is left out and counted."""
+        columns = [hub_column(dataset, data, _COLUMNS[c]) for c in ("premise", "hypothesis")]
+        for column in columns:
+            if value_kind(dataset.features[column]) != "string":
+                raise UserError(
+                    f"{data.dataset}: its {column} column holds {dataset.features[column]}, "
+                    "not strings"
+                )
+        label = hub_column(dataset, data, _COLUMNS["label"])
+        names = getattr(dataset.features[label], "names", None)
         if names is not None and [str(n).lower() for n in names] != LABELS:
             raise UserError(f"{data.dataset}: its labels are {names}, not XNLI's {LABELS}")
-        pairs = [(ex["premise"], ex["hypothesis"], int(ex["label"])) for ex in dataset]
-        labelled = [pair for pair in pairs if pair[2] >= 0]
-        if len(labelled) < len(pairs):
-            log.warning(
-                "%s: %d pairs without a gold label (-1) left out",
-                data.dataset, len(pairs) - len(labelled),
-            )  # fmt: skip
-        return labelled
+        source = f"{data.dataset} ({dataset.info.config_name}, {dataset.split})"
+        pairs, unlabelled = [], 0
+        for row, ex in enumerate(dataset.select_columns([*columns, label])):
+            if type(ex[label]) is int and ex[label] == -1:
+                unlabelled += 1
+                continue
+            where = f"{source} row {row}"
+            pairs.append(
+                (
+                    _text(ex, "premise", where),
+                    _text(ex, "hypothesis", where),
+                    _label(ex[label], where),
+                )
+            )
+        if unlabelled:
+            log.warning("%s: %d pairs without a gold label (-1) left out", data.dataset, unlabelled)
+        return pairs
 
     def featurize(self, train, dev, data: DataArgs, tokenizer: Any, seed: int) -> TaskData:
         def features(pairs: Sequence[Pair]) -> list[dict[str, Any]]:
