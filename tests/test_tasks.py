@@ -241,6 +241,57 @@ def test_mlm_validation_split_is_by_document_and_perplexity_is_repeatable(bert_d
                          other) == first  # fmt: skip
 
 
+def test_mlm_from_the_hub_reads_only_the_documents_drawn(
+    bert_dir, hub_dataset, tmp_path, monkeypatch, caplog
+):
+    """It read the whole text column (Wikipedia: many GB), twice with --validation-ratio,
+    to keep a few documents; the documents drawn are those a file of them gives."""
+    import datasets
+
+    texts = [f"doc {i} " + " ".join(t) for i, (t, _) in enumerate(ner_sentences(200, 3))]
+    features = datasets.Features(title=datasets.Value("string"), text=datasets.Value("string"))
+    columns = {"title": [f"T{i}" for i in range(200)], "text": texts}
+    repo = hub_dataset("wiki", {"20231101.en": {"train": columns}}, features)
+    jsonl = tmp_path / "en.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    read_rows = []
+    getitem = datasets.Dataset.__getitem__
+
+    def spy(self, key):
+        if key == "text":
+            read_rows.append(len(self))
+        return getitem(self, key)
+
+    monkeypatch.setattr(datasets.Dataset, "__getitem__", spy)
+    tokenizer = load_tokenizer(ModelArgs(model=str(bert_dir)))
+    limits = {"max_train_samples": 8, "max_eval_samples": 4, "validation_ratio": 0.2}
+    hub = DataArgs(task="mlm", dataset=repo, dataset_config="20231101.{lang}", **limits)
+
+    class Drawn(MlmTask):
+        def featurize(self, train, dev, data, tokenizer, seed):
+            self.drawn = (train, dev)
+            return super().featurize(train, dev, data, tokenizer, seed)
+
+    task = Drawn()
+    task.prepare(hub, tokenizer, 5)
+    assert read_rows and max(read_rows) <= 8
+    local = Drawn()
+    local.prepare(DataArgs(task="mlm", train_file=jsonl, **limits), tokenizer, 5)
+    assert task.drawn == local.drawn and len(task.drawn[0]) == 8
+    # a text column that is not there, or holds no text
+    hub.text_column = "body"
+    with pytest.raises(UserError, match="wiki: no 'body' column.*title, text.*--text-column"):
+        MlmTask().prepare(hub, tokenizer, 5)
+    hub.text_column = "title"
+    hub.dataset = hub_dataset(
+        "ints",
+        {"20231101.en": {"train": columns | {"title": list(range(200))}}},
+        datasets.Features(title=datasets.Value("int64"), text=datasets.Value("string")),
+    )
+    with pytest.raises(UserError, match=r"title column holds Value\('int64'\), not text"):
+        MlmTask().prepare(hub, tokenizer, 5)
+
+
 def test_the_evaluation_share_is_the_same_for_every_seed(bert_dir, conll_files):
     """--max-eval-samples draws the same sentences whatever the seed, --max-train-samples
     the seed's own."""

@@ -129,6 +129,40 @@ def list_item(feature: Any) -> Any:
     return feature.feature if isinstance(feature, (datasets.List, datasets.LargeList)) else None
 
 
+class HubColumn(Sequence[Any]):
+    """One column of a hub dataset, read only at the rows taken (``take``, then ``values``):
+    drawing a few thousand documents of Wikipedia must not read its whole text column,
+    many GB, into memory. Positions are into ``rows``, a view's rows of the dataset."""
+
+    def __init__(self, dataset: Any, column: str, rows: Sequence[int] | None = None):
+        self.dataset, self.column = dataset, column
+        self.rows = range(len(dataset)) if rows is None else rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, position: int) -> Any:  # type: ignore[override]
+        return self.dataset[self.rows[position]][self.column]
+
+    def take(self, positions: Sequence[int]) -> HubColumn:
+        return HubColumn(self.dataset, self.column, [self.rows[p] for p in positions])
+
+    def values(self) -> list[Any]:
+        return self.dataset.select(self.rows)[self.column]
+
+
+def take(examples: Sequence[Any], positions: Sequence[int]) -> Sequence[Any]:
+    """The examples at ``positions``, in their order; of a hub column, a view still unread."""
+    if isinstance(examples, HubColumn):
+        return examples.take(positions)
+    return [examples[p] for p in positions]
+
+
+def values(examples: Sequence[Any]) -> list[Any]:
+    """The examples themselves: a hub column's read now, in one pass over its rows."""
+    return examples.values() if isinstance(examples, HubColumn) else list(examples)
+
+
 # The draw of the evaluation data (a --max-eval-samples share, MLM's held-out documents and
 # masked tokens): one for every run, so that runs of every seed are scored on the same
 # examples and their spread is the training's alone (the original took the first ones).
@@ -183,8 +217,12 @@ def equal_shares(
     out: list[Any] = []
     for lang, examples in per_language.items():
         if share is not None and share < len(examples):
-            examples = random.Random(f"{seed}:{lang}").sample(examples, share)
-        out.extend(examples)
+            # positions drawn, the examples read after: the same ones as sampling the list
+            # (``sample`` picks positions by the length alone), and a hub column reads only
+            # the rows drawn
+            drawn = random.Random(f"{seed}:{lang}").sample(range(len(examples)), share)
+            examples = take(examples, drawn)
+        out.extend(values(examples))
     return out
 
 

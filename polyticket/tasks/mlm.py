@@ -9,6 +9,7 @@ taken from one file splits documents before chunking (so no text is in both spli
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 from collections.abc import Sequence
@@ -29,7 +30,19 @@ from polyticket.errors import UserError
 from polyticket.io import numbered_lines, read_text
 from polyticket.models import load_model
 from polyticket.tasks import TASKS
-from polyticket.tasks.base import EVAL_SEED, Split, Task, TaskData, loss_sums
+from polyticket.tasks.base import (
+    EVAL_SEED,
+    HubColumn,
+    Split,
+    Task,
+    TaskData,
+    hub_column,
+    loss_sums,
+    take,
+    value_kind,
+)
+
+log = logging.getLogger("polyticket")
 
 
 def read_documents(path: Path, text_column: str = "text") -> list[str]:
@@ -58,8 +71,11 @@ def read_documents(path: Path, text_column: str = "text") -> list[str]:
     return [d.strip() for d in documents if d.strip()]
 
 
-def split_documents(documents: Sequence[str], ratio: float, seed: int) -> tuple[list, list]:
-    """(train, validation) by whole documents, drawn with the seed."""
+def split_documents(
+    documents: Sequence[str], ratio: float, seed: int
+) -> tuple[Sequence[str], Sequence[str]]:
+    """(train, validation) by whole documents, drawn with the seed, each in the documents'
+    order; of a hub column, views still unread."""
     if not 0 < ratio < 1:
         raise UserError(f"--validation-ratio must be between 0 and 1, got {ratio}")
     order = list(range(len(documents)))
@@ -67,8 +83,8 @@ def split_documents(documents: Sequence[str], ratio: float, seed: int) -> tuple[
     cut = max(1, round(len(order) * ratio))
     held = set(order[:cut])
     return (
-        [d for i, d in enumerate(documents) if i not in held],
-        [d for i, d in enumerate(documents) if i in held],
+        take(documents, [i for i in range(len(documents)) if i not in held]),
+        take(documents, sorted(held)),
     )
 
 
@@ -90,7 +106,9 @@ def blocks(documents: Sequence[str], tokenizer: Any, block_size: int) -> list[di
     if room < 1:
         raise UserError(f"--block-size {block_size} leaves no room for text")
     out = []
-    ids = tokenizer(list(documents), add_special_tokens=False)["input_ids"]
+    # a hub dataset's documents come unread, blank ones too (drawn before they were read)
+    texts = [d for d in documents if d and d.strip()]
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
     for doc in ids:
         for start in range(0, len(doc), room):
             chunk = doc[start : start + room]
@@ -125,8 +143,17 @@ class MlmTask(Task):
     def read_file(self, path: Path, data: DataArgs, language: str) -> list[str]:
         return read_documents(path, data.text_column)
 
-    def from_hub(self, dataset: Any, data: DataArgs) -> list[str]:
-        return [t for t in dataset[data.text_column] if t and t.strip()]
+    def from_hub(self, dataset: Any, data: DataArgs) -> HubColumn:
+        """The text column, unread: the documents are drawn first, then only theirs read
+        (``equal_shares``); a document without text gives no block."""
+        hint = ": name the column of the text with --text-column"
+        column = hub_column(dataset, data, [data.text_column], hint)
+        if value_kind(dataset.features[column]) != "string":
+            raise UserError(
+                f"{data.dataset}: its {column} column holds {dataset.features[column]}, not "
+                "text: name the column of the text with --text-column"
+            )
+        return HubColumn(dataset, column)
 
     def featurize(self, train, dev, data: DataArgs, tokenizer: Any, seed: int) -> TaskData:
         if tokenizer.mask_token is None:
@@ -138,7 +165,14 @@ class MlmTask(Task):
         fixed = DataCollatorForLanguageModeling(
             tokenizer, mlm_probability=data.mlm_probability, seed=EVAL_SEED
         )
+        blank = sum(not (d and d.strip()) for d in [*train, *dev])
+        if blank:
+            log.warning("%d of the documents drawn are blank and give no block", blank)
         eval_blocks = blocks(dev, tokenizer, data.block_size)
+        train_blocks = blocks(train, tokenizer, data.block_size)
+        for split, made in (("training", train_blocks), ("evaluation", eval_blocks)):
+            if not made:  # hub documents drawn blank, every one
+                raise UserError(f"the {split} documents drawn hold no text")
         masked = []
         for start in range(0, len(eval_blocks), 64):
             chunk = eval_blocks[start : start + 64]
@@ -153,7 +187,7 @@ class MlmTask(Task):
                     }
                 )
         return TaskData(
-            train=blocks(train, tokenizer, data.block_size),
+            train=train_blocks,
             eval=masked,
             collator=collator,
             eval_collator=DataCollatorForTokenClassification(tokenizer),
