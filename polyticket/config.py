@@ -483,6 +483,8 @@ def check_config(config: Any, source: str = "config") -> Any:
     if isinstance(config, TrainConfig):
         check_mask_knobs(config, source)
     data = getattr(config, "data", None)
+    if data is not None:
+        check_sample_limits(data, source)
     if data is not None and data.validation_ratio is not None:
         # either would be silently ignored: the ratio by other tasks, the file by MLM
         readers = [name for name in TASKS if TASKS[name].reads_validation_ratio]
@@ -496,6 +498,24 @@ def check_config(config: Any, source: str = "config") -> Any:
                 "held out), not both"
             )
     return config
+
+
+def language_codes(language: str) -> list[str]:
+    """The codes of ``--language``: ``en,fr`` is two languages."""
+    return [code.strip() for code in language.split(",") if code.strip()]
+
+
+def check_sample_limits(data: DataArgs, source: str) -> None:
+    """A sample limit is shared equally by the languages: below one each, some get none
+    (and the run failed later on an empty language)."""
+    count = len(language_codes(data.language))
+    for name in ("max_train_samples", "max_eval_samples"):
+        limit = getattr(data, name)
+        if limit is not None and limit < count:
+            raise UserError(
+                f"{source}: {name} {limit} leaves some of the {count} languages "
+                f"({data.language}) without an example: give at least {count}, one per language"
+            )
 
 
 def check_mask_knobs(config: TrainConfig, source: str) -> None:

@@ -503,9 +503,17 @@ def test_shares_stay_equal_when_a_language_has_fewer_than_its_share(caplog):
 
 
 def test_a_limit_below_one_per_language_is_refused_and_a_remainder_said(caplog):
+    from polyticket.cli import build_parser
+    from polyticket.config import FindConfig, parse_config
+
+    said = r"max_eval_samples 2 leaves some of the 3 languages \(en,fr,de\) without an example"
+    flags = ["find", "--language", "en,fr,de", "--max-eval-samples", "2", "--out", "x"]
+    with pytest.raises(UserError, match=said):
+        parse_config(FindConfig, build_parser().parse_args(flags))
+    given = DataArgs(language="en,fr,de", max_eval_samples=2, train_file=Path("absent"))
+    with pytest.raises(UserError, match=said):  # before any data is read
+        NerTask().prepare(given, None, 0)
     three = {lang: list(range(10)) for lang in ("en", "fr", "de")}
-    with pytest.raises(UserError, match="--max-eval-samples 2 gives no example to some of the 3"):
-        equal_shares(three, 2, 0, "eval")
     with caplog.at_level(logging.WARNING, logger="polyticket"):
         assert len(equal_shares(three, 10, 0)) == 9
     assert "--max-train-samples 10 over 3 languages: 3 each, 9 in all" in caplog.text

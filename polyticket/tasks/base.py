@@ -21,7 +21,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from transformers import PretrainedConfig, PreTrainedModel
 
-from polyticket.config import DataArgs, ModelArgs
+from polyticket.config import DataArgs, ModelArgs, check_sample_limits, language_codes
 from polyticket.errors import UserError
 from polyticket.io import file_fingerprint
 
@@ -45,7 +45,7 @@ class TaskData:
 
 
 def languages(data: DataArgs) -> list[str]:
-    return [code.strip() for code in data.language.split(",") if code.strip()]
+    return language_codes(data.language)
 
 
 def data_file(data: DataArgs, split: Split, language: str) -> Path | None:
@@ -193,12 +193,7 @@ def equal_shares(
     knob = f"--max-{split}-samples"
     kind = "training" if split == "train" else "evaluation"
     share: int | None = None
-    if limit is not None:
-        if limit < len(sizes):
-            raise UserError(
-                f"{knob} {limit} gives no example to some of the {len(sizes)} languages: give "
-                f"at least {len(sizes)}, one per language"
-            )
+    if limit is not None:  # at least one per language (``check_sample_limits``)
         share = limit // len(sizes)
         if share * len(sizes) < limit:
             log.warning(
@@ -244,6 +239,7 @@ class Task(ABC):
         codes = languages(data)
         if not codes:
             raise UserError("give at least one --language")
+        check_sample_limits(data, "data")  # before any data is read
         self.inputs: list[dict[str, Any]] = []
         self.sources: list[tuple[str, list[Any]]] = []
         samples: dict[Split, list[Any]] = {}
