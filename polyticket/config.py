@@ -73,7 +73,11 @@ class DataArgs:
     )
     train_split: str = knob("train", "split of the hub dataset to train on")
     eval_split: str = knob("validation", "split of the hub dataset to evaluate on")
-    labels: list[str] = knob([], "label list (default: WikiANN's when it covers the data)")
+    labels: list[str] = knob(
+        [],
+        "NER label list (default: a hub dataset's ClassLabel names; else WikiANN's when it "
+        "covers the training tags, else those tags)",
+    )
     max_seq_length: int = knob(
         128, "longest input in tokens; longer inputs are truncated", minimum=1
     )
