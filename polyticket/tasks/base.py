@@ -178,7 +178,7 @@ DRAW = {"draw": "random.Random(f'{seed}:{language}').sample"}
 
 
 def equal_shares(
-    per_language: dict[str, list[Any]], limit: int | None, seed: int, split: Split = "train"
+    per_language: dict[str, Sequence[Any]], limit: int | None, seed: int, split: Split = "train"
 ) -> list[Any]:
     """The same number of examples from every language, each language's drawn from a stream
     of its own, keyed by the seed and its code (a string seed is hashed with SHA-512, the
