@@ -192,7 +192,7 @@ def _check_same_inputs(run: RunLayout, previous: dict[str, Any], inputs: dict) -
     if differs == [_input_key(DRAW)]:
         # the draws of one seed share few examples: levels on both would be no one run
         raise UserError(
-            f"{run.root} was started on examples drawn otherwise (polyticket 0.4.8 and before "
+            f"{run.root} was started on examples drawn otherwise (polyticket 0.4.7 and before "
             "drew each language's --max-train-samples/--max-eval-samples share by its place "
             "in --language): use another --out to start a new run"
         )

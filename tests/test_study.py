@@ -71,6 +71,21 @@ def test_every_cell_is_done_once(finished):
     assert set(starts) == set(names) and set(starts.values()) == {1}
 
 
+def test_another_epsilon_continues_the_tickets_and_keeps_every_other_cell(finished):
+    """With two seeds the study's ticket is picked by their spread, not by epsilon: only the
+    IMP cells change (their own ticket rule), and they continue from their levels."""
+    from polyticket.study.changes import changed_cells
+
+    again = finished.path.with_name("epsilon.yaml")
+    values = json.loads(finished.path.read_text())
+    again.write_text(json.dumps({**values, "settings": {**values["settings"], "epsilon": 0.5}}))
+    study = load_study(again)
+    changed = changed_cells(study, cells(study))
+    imp = {c.name for c in cells(study) if c.kind == "imp"}
+    assert set(changed.cells) == changed.continued == imp
+    assert changed.stale(cells(study)) == imp
+
+
 def test_done_events_carry_seconds_that_add_up_by_kind(finished):
     done = [e for e in events(finished.out) if e["event"] == "done"]
     assert all(e["seconds"] >= 0 for e in done)

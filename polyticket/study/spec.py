@@ -378,11 +378,16 @@ def _synth_targets(study: Study) -> dict[str, dict[str, Path]]:
     }
 
 
-def synth_changes(study: Study) -> dict[Path, str]:
-    """The synthetic files that exist and that ``synthesize`` writes again, because their
-    ``synth:`` entry changed since it wrote them: each with what changed."""
+def _synth_recorded(study: Study) -> dict[str, Any]:
     path = study.layout.synth_record
-    recorded = read_json(path) if path.is_file() else {}
+    return read_json(path) if path.is_file() else {}
+
+
+def synth_changes(study: Study, recorded: dict[str, Any] | None = None) -> dict[Path, str]:
+    """The synthetic files that exist and that ``synthesize`` writes again, because their
+    ``synth:`` entry changed since it wrote them (``recorded``, read if not given): each with
+    what changed."""
+    recorded = _synth_recorded(study) if recorded is None else recorded
     out = {}
     for name, targets in _synth_targets(study).items():
         before, now = recorded.get(name), _synth_entry(study.synth[name])
@@ -401,7 +406,8 @@ def synthesize(study: Study) -> None:
     entries; a file written by polyticket 0.4.7 or before, or put there by hand, is kept)."""
     from polyticket.data.synth import write_synth
 
-    again = synth_changes(study)
+    recorded = _synth_recorded(study)
+    again = synth_changes(study, recorded)
     for name, targets in _synth_targets(study).items():
         entry = _synth_entry(study.synth[name])
         for lang, target in targets.items():
@@ -409,7 +415,7 @@ def synthesize(study: Study) -> None:
                 write_synth(
                     entry["task"], lang, entry["size"], entry["seed"], target, entry["split"]
                 )
-    if study.synth:  # entries no longer in the file are kept: their files are too
-        path = study.layout.synth_record
-        recorded = read_json(path) if path.is_file() else {}
-        write_json(path, {**recorded, **{n: _synth_entry(s) for n, s in study.synth.items()}})
+    # entries no longer in the study file are kept: their files are too
+    record = {**recorded, **{name: _synth_entry(spec) for name, spec in study.synth.items()}}
+    if record != recorded:  # written only when it changes: every shard calls this
+        write_json(study.layout.synth_record, record)

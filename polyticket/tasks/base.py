@@ -170,7 +170,7 @@ EVAL_SEED = 0
 
 
 # How each language's examples are drawn, recorded with a run's inputs whenever a draw left
-# some out. polyticket 0.4.8 and before drew the i-th language with Random(seed + i): seed
+# some out. polyticket 0.4.7 and before drew the i-th language with Random(seed + i): seed
 # s's language i+1 was seed s+1's language i (XNLI's languages are translations in the same
 # order: the same pairs), and a language's draw hung on its place in --language. A find run
 # started with that draw is not continued with this one (``lottery._check_same_inputs``).

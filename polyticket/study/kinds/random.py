@@ -45,17 +45,20 @@ class Random(CellKind):
         return CONTROL_KNOBS
 
     def settings(self, study: Study, cell: Cell) -> dict[str, Any]:
-        """The mask at the study's ticket depends on what picks the ticket: every seed's run
-        (the rule compares each seed with their mean), the levels up to the largest target
-        and ``epsilon``."""
+        """The mask at the study's ticket depends on what picks the ticket
+        (``tickets.seed_std_tickets``): every seed's run (the rule compares each seed with
+        their mean), the levels up to the largest target, and with one seed ``epsilon``
+        (several seeds' spread stands in for it)."""
         own = super().settings(study, cell)
         if cell.sparsity is not None:
             return own
+        one_seed = len(study.seeds) == 1
+        epsilon = {"epsilon": study.tasks[cell.task].config.prune.epsilon} if one_seed else {}
         return {
             **own,
             "seeds": list(study.seeds),
             "target_sparsity": float(max(study.sparsities)),
-            "epsilon": study.tasks[cell.task].config.prune.epsilon,
+            **epsilon,
         }
 
     def run(self, study: Study, cell: Cell) -> None:
